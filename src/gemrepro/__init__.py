@@ -1,0 +1,14 @@
+"""gemrepro: how robust are GemNet potentials in long and hot molecular dynamics?
+
+A small library behind a reproducible companion book. Stages follow the data flow of
+``DESIGN.md``: catalog -> data (sampling, labels, formats, splits) -> model -> train -> md
+-> analysis, with ``workflow`` caching each stage's output as a content-addressed artifact.
+"""
+
+import os
+
+__version__ = "0.1.0"
+
+# Reference codes (tblite, PySCF) spin OpenMP threads that fight each other on a busy machine
+# and make results depend on the thread count; gemrepro parallelises over Dask workers instead.
+os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,0 +1,5 @@
+import sys
+
+from gemrepro.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Analysis of trajectories and labels: stability and time to failure, errors, statistics."""

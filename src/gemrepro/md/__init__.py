@@ -1,0 +1,25 @@
+"""Batched molecular dynamics: many molecules advanced as one set of tensors.
+
+The engine takes any batched energy-and-forces callable
+``potential(positions, numbers, system_index) -> (energy (S,), forces (N, 3))`` in eV and eV/Å,
+so a GemNet, a committee or an analytic test potential all plug in the same way.
+"""
+
+from gemrepro.md.gemnet import GemNetPotential, potential_from_checkpoint
+from gemrepro.md.integrators import langevin_baoab_step, velocity_verlet_step
+from gemrepro.md.runner import MDSummary, run_md
+from gemrepro.md.state import MDState, kinetic_temperature
+from gemrepro.md.trajectory import export_extxyz, read_system
+
+__all__ = [
+    "GemNetPotential",
+    "MDState",
+    "MDSummary",
+    "export_extxyz",
+    "kinetic_temperature",
+    "langevin_baoab_step",
+    "potential_from_checkpoint",
+    "read_system",
+    "run_md",
+    "velocity_verlet_step",
+]

@@ -1,0 +1,227 @@
+"""Run batched MD to a trajectory file, with checkpoints that make a killed run resumable.
+
+Order of work at each step: integrate, check failures (every ``check_interval`` steps), append a
+frame (every ``frame_interval``), write a checkpoint (every ``checkpoint_interval`` and at the end).
+A checkpoint holds the state tensors, each system's RNG state, the step and the number of frames
+on disk; it is written to a temporary file and renamed over the old one, so it is always whole.
+Resuming cuts the HDF5 frames back to the checkpoint's count — dropping frames written after it —
+and continues; on CPU the result is bit for bit the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from gemrepro.analysis.stability import FailureRecord, StabilityCriteria
+from gemrepro.md.failures import FailureDetector, failure_records
+from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
+from gemrepro.md.state import MDState, Potential, build_state, new_generator
+from gemrepro.md.trajectory import TrajectoryWriter
+
+CHECKPOINT_VERSION = 1
+DEFAULT_FRICTION_PER_FS = 0.01  # 10 / ps: thermalises a small molecule within a few hundred fs
+
+
+@dataclass(frozen=True)
+class MDSummary:
+    """What a call of :func:`run_md` produced."""
+
+    path: Path
+    checkpoint_path: Path
+    step: int
+    n_frames: int
+    alive: list[bool]
+    failures: list[FailureRecord | None]
+    resumed_from_step: int | None
+    wall_time_s: float
+    steps_per_second: float
+
+
+def checkpoint_path_for(path: str | Path) -> Path:
+    """Where the checkpoint of the trajectory at ``path`` lives (next to it)."""
+    path = Path(path)
+    return path.with_name(path.name + ".ckpt")
+
+
+def _per_system(value: float | Sequence[float], n: int, name: str) -> list[float]:
+    values = [float(value)] * n if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    if len(values) != n:
+        raise ValueError(f"{name}: expected one value or {n} (one per system), got {len(values)}")
+    if not all(np.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"{name}: expected finite non-negative values, got {values}")
+    return values
+
+
+def system_seeds(seeds: int | Sequence[int], n: int) -> list[int]:
+    """One seed per system; an integer ``seed`` gives system ``s`` the seed derived from ``(seed, s)``.
+
+    Pass explicit per-system seeds to reproduce a system's trajectory in another batch.
+    """
+    if isinstance(seeds, (int, np.integer)):
+        return [int(np.random.SeedSequence([int(seeds), s]).generate_state(1, np.uint64)[0] >> 1) for s in range(n)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n or any(s < 0 for s in seeds):
+        raise ValueError(f"seeds: expected one integer or {n} non-negative integers, got {seeds}")
+    return seeds
+
+
+def _fingerprint(state: MDState, config: dict) -> str:
+    """Hash of everything that must match for a checkpoint to continue this run."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for tensor in (state.numbers, state.masses, state.reference_positions, state.temperature, state.friction):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, state: MDState, n_frames: int, fingerprint: str) -> None:
+    """Atomically write everything needed to continue ``state`` bit for bit."""
+    payload = {
+        "version": CHECKPOINT_VERSION,
+        "fingerprint": fingerprint,
+        "step": state.step,
+        "n_frames": n_frames,
+        "tensors": {name: t.detach().cpu() for name, t in state.tensors().items()},
+        "generators": [g.get_state() for g in state.generators],
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, device: torch.device | str) -> tuple[MDState, int, str]:
+    """The state, frame count and fingerprint stored in a checkpoint."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: expected checkpoint version {CHECKPOINT_VERSION}, got {payload.get('version')}")
+    generators = []
+    for rng_state in payload["generators"]:
+        generator = new_generator(0, device)
+        generator.set_state(rng_state)
+        generators.append(generator)
+    tensors = {name: t.to(device) for name, t in payload["tensors"].items()}
+    state = MDState(**tensors, generators=generators, step=int(payload["step"]))
+    return state, int(payload["n_frames"]), payload["fingerprint"]
+
+
+def run_md(
+    potential: Potential,
+    systems: Sequence[Atoms],
+    *,
+    n_steps: int,
+    path: str | Path,
+    temperatures: float | Sequence[float] = 300.0,
+    seeds: int | Sequence[int] = 0,
+    dt_fs: float = DEFAULT_DT_FS,
+    integrator: str = "langevin",
+    friction: float | Sequence[float] = DEFAULT_FRICTION_PER_FS,
+    frame_interval: int = 100,
+    checkpoint_interval: int = 1000,
+    check_interval: int = 1,
+    criteria: StabilityCriteria | None = None,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    callback: Callable[[MDState], None] | None = None,
+) -> MDSummary:
+    """Advance all ``systems`` together for ``n_steps`` steps, writing frames to HDF5 at ``path``.
+
+    Temperatures (K), frictions (1/fs) and seeds are per system or one for all. When a checkpoint
+    of the same run exists next to ``path`` the run resumes from it (also to extend ``n_steps``);
+    otherwise any file at ``path`` is replaced. A failed system is frozen at its failure step; the
+    run stops early once every system has failed. ``callback(state)`` runs after every step.
+    """
+    systems = list(systems)
+    if not systems or not all(isinstance(a, Atoms) and len(a) > 0 for a in systems):
+        raise ValueError("systems: expected a non-empty list of non-empty ase.Atoms")
+    n = len(systems)
+    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 0):
+        raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps!r}")
+    for name, value in (("frame_interval", frame_interval), ("checkpoint_interval", checkpoint_interval),
+                        ("check_interval", check_interval)):
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if not (np.isfinite(dt_fs) and dt_fs > 0):
+        raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
+    step_fn = get_integrator(integrator)
+    criteria = criteria or StabilityCriteria()
+    temps = _per_system(temperatures, n, "temperatures")
+    frictions = _per_system(friction, n, "friction")
+    seed_list = system_seeds(seeds, n)
+    path = Path(path)
+    ckpt = checkpoint_path_for(path)
+
+    state = build_state(
+        [a.positions for a in systems], [a.numbers for a in systems], [a.get_masses() for a in systems],
+        temps, frictions, seed_list, remove_com_dof=integrator == "verlet", dtype=dtype, device=device,
+    )
+    config = dict(dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval, check_interval=check_interval,
+                  criteria=repr(criteria), seeds=seed_list, dtype=str(dtype))
+    fingerprint = _fingerprint(state, config)
+    detector = FailureDetector(state, criteria)
+
+    resumed_from: int | None = None
+    if ckpt.exists():
+        if not path.exists():
+            raise ValueError(f"path: checkpoint {ckpt} exists but its trajectory {path} does not; delete the checkpoint")
+        state, n_frames, stored = load_checkpoint(ckpt, device)
+        if stored != fingerprint:
+            raise ValueError(f"path: {ckpt} belongs to a different run (systems or settings differ); use another path")
+        writer = TrajectoryWriter(path, "a")
+        writer.truncate(n_frames, state)
+        resumed_from = state.step
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        energy, forces = evaluate(state, potential, state.positions)
+        state = detector(state.replace(energy=energy, forces=forces))
+        writer = TrajectoryWriter.create(path, state, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval,
+                                         seeds=seed_list, formulas=[a.get_chemical_formula() for a in systems])
+        writer.append(state, dt_fs)
+        save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
+
+    start_step, start_time = state.step, time.perf_counter()
+    try:
+        with tqdm(total=n_steps, initial=min(state.step, n_steps), disable=not progress, unit="step") as bar:
+            while state.step < n_steps:
+                state = step_fn(state, potential, dt_fs)
+                checked = state.step % check_interval == 0
+                if checked:
+                    state = detector(state)
+                if state.step % frame_interval == 0:
+                    writer.append(state, dt_fs)
+                all_dead = checked and not bool(state.alive.any())
+                if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
+                    save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
+                bar.update(1)
+                if callback is not None:
+                    callback(state)
+                if all_dead:
+                    break
+        n_frames = writer.n_frames
+    finally:
+        writer.close()
+    wall = time.perf_counter() - start_time
+    return MDSummary(
+        path=path,
+        checkpoint_path=ckpt,
+        step=state.step,
+        n_frames=n_frames,
+        alive=state.alive.cpu().tolist(),
+        failures=failure_records(state, dt_fs),
+        resumed_from_step=resumed_from,
+        wall_time_s=wall,
+        steps_per_second=(state.step - start_step) / wall if wall > 0 else float("nan"),
+    )

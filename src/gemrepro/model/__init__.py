@@ -1,0 +1,29 @@
+"""GemNet-T and GemNet-Q potentials in plain PyTorch: models, presets, checkpoints, ASE calculator."""
+
+from gemrepro.model.calculator import GemNetCalculator
+from gemrepro.model.checkpoint import load_model, save_model
+from gemrepro.model.gemnet import (
+    GemNet,
+    GemNetQ,
+    GemNetT,
+    build_model,
+    fit_scale_factors,
+    resolve_device,
+    scale_factors,
+)
+from gemrepro.model.graph import MolecularGraph, QuadrupletGraph, build_graph, build_quadruplets
+from gemrepro.model.presets import (
+    PRESETS,
+    PRESETS_Q,
+    REFERENCE_PARAMETER_COUNTS,
+    VARIANTS,
+    GemNetConfig,
+    preset_config,
+)
+
+__all__ = [
+    "GemNet", "GemNetCalculator", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
+    "PRESETS_Q", "QuadrupletGraph", "REFERENCE_PARAMETER_COUNTS", "VARIANTS", "build_graph",
+    "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "preset_config",
+    "resolve_device", "save_model", "scale_factors",
+]

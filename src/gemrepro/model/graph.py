@@ -1,0 +1,251 @@
+"""Neighbour lists, triplets and quadruplets for batches of (non-periodic) molecules, in plain torch.
+
+All atom pairs of each molecule are enumerated block-diagonally (cost sum_g n_g^2, the fastest
+option below a few thousand atoms) and filtered by the cutoff. The topology is computed without
+gradients; edge vectors are recomputed from the positions inside the model's forward pass so that
+forces flow through autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class MolecularGraph:
+    """Directed radius graph with triplets.
+
+    Edges s -> t are sorted by (t, s). A triplet joins the incoming edge ``triplet_in`` (k -> j)
+    with the outgoing edge ``triplet_out`` (j -> i), k != i; triplets are grouped by
+    ``triplet_out`` and ``triplet_slot`` numbers them 0..k_max-1 within each group.
+    """
+
+    edge_src: torch.Tensor  # (n_edges,)
+    edge_dst: torch.Tensor  # (n_edges,)
+    edge_swap: torch.Tensor  # (n_edges,) index of the reverse edge t -> s
+    triplet_in: torch.Tensor  # (n_triplets,)
+    triplet_out: torch.Tensor  # (n_triplets,)
+    triplet_slot: torch.Tensor  # (n_triplets,)
+    k_max: int
+    num_atoms: int
+    num_graphs: int
+    batch: torch.Tensor  # (n_atoms,) molecule index of each atom
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_src.shape[0])
+
+    @property
+    def num_triplets(self) -> int:
+        return int(self.triplet_in.shape[0])
+
+
+def _ragged_arange(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For counts [2, 3] -> owner [0, 0, 1, 1, 1] and position [0, 1, 0, 1, 2]."""
+    owner = torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(owner.shape[0], device=counts.device) - starts[owner]
+    return owner, position
+
+
+def check_batch(batch: torch.Tensor | None, num_atoms: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Validate the molecule index of each atom; ``None`` means one molecule."""
+    if batch is None:
+        return torch.zeros(num_atoms, dtype=torch.long, device=device), 1
+    if batch.dim() != 1 or batch.shape[0] != num_atoms:
+        raise ValueError(f"batch must have shape ({num_atoms},), got {tuple(batch.shape)}")
+    if num_atoms == 0:
+        return batch.long(), 0
+    if bool((batch[1:] < batch[:-1]).any()) or int(batch[0]) < 0:
+        raise ValueError("batch must be non-negative and sorted (atoms of one molecule contiguous)")
+    return batch.long(), int(batch[-1]) + 1
+
+
+def radius_edges(
+    positions: torch.Tensor, batch: torch.Tensor, num_graphs: int, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed pairs (src, dst) of distinct atoms of one molecule closer than ``cutoff`` Å.
+
+    Returned sorted by (dst, src).
+    """
+    counts = torch.bincount(batch, minlength=num_graphs)
+    first_atom = torch.cumsum(counts, 0) - counts
+    dst, position = _ragged_arange(counts[batch])  # every atom paired with its whole molecule
+    src = first_atom[batch[dst]] + position
+    with torch.no_grad():
+        distances = torch.linalg.vector_norm(positions[dst] - positions[src], dim=-1)
+    keep = (src != dst) & (distances < cutoff)
+    return src[keep], dst[keep]
+
+
+def build_graph(
+    positions: torch.Tensor, batch: torch.Tensor | None, cutoff: float
+) -> MolecularGraph:
+    """Radius graph, reverse-edge map and triplets for a batch of molecules."""
+    num_atoms = int(positions.shape[0])
+    batch, num_graphs = check_batch(batch, num_atoms, positions.device)
+    src, dst = radius_edges(positions.detach(), batch, num_graphs, cutoff)
+
+    # Reverse edges: edges are sorted by the key dst * N + src, so look the swapped key up.
+    key = dst * num_atoms + src
+    swap = torch.searchsorted(key, src * num_atoms + dst)
+
+    # Triplets: for each outgoing edge j -> i, every edge k -> j ending at j (contiguous, since
+    # edges are sorted by dst), except the reverse edge i -> j.
+    in_degree = torch.bincount(dst, minlength=num_atoms)
+    in_start = torch.cumsum(in_degree, 0) - in_degree
+    triplet_out, position = _ragged_arange(in_degree[src])
+    triplet_in = in_start[src[triplet_out]] + position
+    keep = src[triplet_in] != dst[triplet_out]
+    triplet_in, triplet_out = triplet_in[keep], triplet_out[keep]
+    per_edge = torch.bincount(triplet_out, minlength=src.shape[0])
+    _, triplet_slot = _ragged_arange(per_edge)
+    k_max = int(per_edge.max()) if per_edge.numel() else 0
+
+    return MolecularGraph(
+        edge_src=src, edge_dst=dst, edge_swap=swap,
+        triplet_in=triplet_in, triplet_out=triplet_out, triplet_slot=triplet_slot,
+        k_max=k_max, num_atoms=num_atoms, num_graphs=num_graphs, batch=batch,
+    )
+
+
+def edge_vectors(positions: torch.Tensor, graph: MolecularGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable edge vectors R_t - R_s (Å) and their lengths."""
+    vectors = positions[graph.edge_dst] - positions[graph.edge_src]
+    return vectors, torch.linalg.vector_norm(vectors, dim=-1)
+
+
+def triplet_cosines(vectors: torch.Tensor, distances: torch.Tensor, graph: MolecularGraph) -> torch.Tensor:
+    """cos of the angle at j between j -> i and j -> k for every triplet (k -> j, j -> i)."""
+    v_ji = vectors[graph.triplet_out]  # R_i - R_j
+    v_jk = -vectors[graph.triplet_in]  # R_k - R_j
+    cosine = (v_ji * v_jk).sum(-1) / (distances[graph.triplet_out] * distances[graph.triplet_in])
+    return cosine.clamp(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class QuadrupletGraph:
+    """GemNet-Q quadruplets c->a - b<-d on top of the radius graph ``edges``.
+
+    The outer edges c->a and d->b are edges of ``edges`` (within the embedding cutoff); the
+    middle pair b->a is an interaction edge (within the interaction cutoff); c, a, b, d are
+    distinct. A quadruplet is assembled from two triplets sharing its interaction edge: the
+    "ca" triplet c->a-b and the "db" triplet a-b<-d, as in the reference implementation, so the
+    angles of each triplet are computed once however many quadruplets share it. Quadruplets are
+    grouped by the edge c->a that receives their message; ``quad_slot`` numbers them within it.
+    """
+
+    edges: MolecularGraph
+    int_src: torch.Tensor  # (n_int,) atom b of each interaction edge b->a
+    int_dst: torch.Tensor  # (n_int,) atom a
+    ca_edge: torch.Tensor  # (n_ca,) edge c->a of each ca triplet
+    ca_int: torch.Tensor  # (n_ca,) its interaction edge b->a
+    db_edge: torch.Tensor  # (n_db,) edge d->b of each db triplet
+    db_int: torch.Tensor  # (n_db,) its interaction edge b->a
+    quad_ca: torch.Tensor  # (n_quadruplets,) ca triplet of each quadruplet
+    quad_db: torch.Tensor  # (n_quadruplets,) db triplet
+    quad_edge: torch.Tensor  # (n_quadruplets,) receiving edge c->a (sorted)
+    quad_slot: torch.Tensor  # (n_quadruplets,)
+    k_max: int
+
+    @property
+    def batch(self) -> torch.Tensor:
+        return self.edges.batch
+
+    @property
+    def num_graphs(self) -> int:
+        return self.edges.num_graphs
+
+    @property
+    def num_quadruplets(self) -> int:
+        return int(self.quad_ca.shape[0])
+
+
+def _neighbour_triplets(
+    int_atom: torch.Tensor, other_atom: torch.Tensor, src: torch.Tensor, in_start: torch.Tensor,
+    in_degree: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every edge x -> int_atom[e] for every interaction edge e, except x == other_atom[e]."""
+    owner, position = _ragged_arange(in_degree[int_atom])
+    edge = in_start[int_atom[owner]] + position
+    keep = src[edge] != other_atom[owner]
+    return edge[keep], owner[keep]
+
+
+def build_quadruplets(
+    graph: MolecularGraph, positions: torch.Tensor, int_cutoff: float
+) -> QuadrupletGraph:
+    """Quadruplets of GemNet-Q for the batch described by ``graph`` (see ``QuadrupletGraph``)."""
+    src, dst = graph.edge_src, graph.edge_dst
+    int_src, int_dst = radius_edges(positions.detach(), graph.batch, graph.num_graphs, int_cutoff)
+    num_int = int(int_src.shape[0])
+    in_degree = torch.bincount(dst, minlength=graph.num_atoms)
+    in_start = torch.cumsum(in_degree, 0) - in_degree
+    ca_edge, ca_int = _neighbour_triplets(int_dst, int_src, src, in_start, in_degree)  # c != b
+    db_edge, db_int = _neighbour_triplets(int_src, int_dst, src, in_start, in_degree)  # d != a
+
+    # Every pair (ca triplet, db triplet) sharing an interaction edge; both lists are grouped by
+    # interaction edge, so the pairs of edge e are a ragged n_ca[e] x n_db[e] block.
+    n_ca = torch.bincount(ca_int, minlength=num_int)
+    n_db = torch.bincount(db_int, minlength=num_int)
+    quad_int, position = _ragged_arange(n_ca * n_db)
+    per_row = n_db[quad_int]
+    quad_ca = (torch.cumsum(n_ca, 0) - n_ca)[quad_int] + torch.div(position, per_row, rounding_mode="floor")
+    quad_db = (torch.cumsum(n_db, 0) - n_db)[quad_int] + position % per_row
+    keep = src[ca_edge[quad_ca]] != src[db_edge[quad_db]]  # c != d
+    quad_ca, quad_db = quad_ca[keep], quad_db[keep]
+
+    quad_edge, order = torch.sort(ca_edge[quad_ca], stable=True)
+    quad_ca, quad_db = quad_ca[order], quad_db[order]
+    per_edge = torch.bincount(quad_edge, minlength=graph.num_edges)
+    _, quad_slot = _ragged_arange(per_edge)
+    k_max = int(per_edge.max()) if per_edge.numel() else 0
+    return QuadrupletGraph(
+        edges=graph, int_src=int_src, int_dst=int_dst, ca_edge=ca_edge, ca_int=ca_int,
+        db_edge=db_edge, db_int=db_int, quad_ca=quad_ca, quad_db=quad_db, quad_edge=quad_edge,
+        quad_slot=quad_slot, k_max=k_max,
+    )
+
+
+def _angle(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unsigned angle between vectors (radians, [0, pi]); finite gradients for parallel vectors."""
+    cross = torch.linalg.vector_norm(torch.linalg.cross(u, v, dim=-1), dim=-1).clamp(min=1e-9)
+    return torch.atan2(cross, (u * v).sum(-1))
+
+
+def _reject(vector: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+    """Component of ``vector`` perpendicular to ``normal``."""
+    along = (vector * normal).sum(-1) / (normal * normal).sum(-1)
+    return vector - along[:, None] * normal
+
+
+def quadruplet_geometry(
+    positions: torch.Tensor, vectors: torch.Tensor, quads: QuadrupletGraph
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differentiable geometry of the quadruplets c->a-b<-d.
+
+    Returns the interaction distances d_ab (n_int,), cos of the angle a-b-d per db triplet
+    (n_db,), the angle c-a-b per ca triplet (n_ca,; ``quads.quad_ca`` maps quadruplets to it)
+    and per quadruplet the dihedral angle between the planes (c, a, b) and (a, b, d); angles in
+    [0, pi] (radians). ``vectors`` are the edge vectors
+    R_dst - R_src of ``quads.edges``.
+
+    The dihedral is unsigned (0 when c and d are on the same side, cis), as in the reference
+    implementation: a mirror image has the same dihedrals, so GemNet-Q, like GemNet-T, gives a
+    molecule and its mirror image the same energy.
+    """
+    v_ab = positions[quads.int_src] - positions[quads.int_dst]  # R_b - R_a
+    d_ab = torch.linalg.vector_norm(v_ab, dim=-1)
+
+    v_ba = -v_ab[quads.db_int]  # R_a - R_b
+    v_bd = -vectors[quads.db_edge]  # R_d - R_b
+    cos_abd = (v_ba * v_bd).sum(-1) / (d_ab[quads.db_int] * torch.linalg.vector_norm(v_bd, dim=-1))
+    cos_abd = cos_abd.clamp(-1.0, 1.0)
+
+    v_ab_ca = v_ab[quads.ca_int]
+    v_ac = -vectors[quads.ca_edge]  # R_c - R_a
+    angle_cab = _angle(v_ab_ca, v_ac)
+    dihedral = _angle(_reject(v_ac, v_ab_ca)[quads.quad_ca], _reject(v_bd, v_ba)[quads.quad_db])
+    return d_ab, cos_abd, angle_cab, dihedral

@@ -1,0 +1,173 @@
+"""Building layers of GemNet: dense/residual layers, embeddings and fitted scale factors.
+
+Weights use the "He-orthogonal" initialisation of the reference implementation (orthogonal,
+standardised, scaled by 1/sqrt(fan_in)) and no biases, so that a zero edge message stays zero;
+this is what makes an atom that has no neighbours contribute exactly nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def he_orthogonal_(weight: torch.Tensor) -> torch.Tensor:
+    """Orthogonal init, standardised per output unit, scaled to variance 1/fan_in (in place).
+
+    For a 3-D tensor (the bilinear weights) the first two axes together are the fan-in.
+    """
+    with torch.no_grad():
+        torch.nn.init.orthogonal_(weight)
+        fan_in = weight.shape[-1] if weight.dim() == 2 else weight.shape[0] * weight.shape[1]
+        axes = (1,) if weight.dim() == 2 else (0, 1)
+        mean = weight.mean(dim=axes, keepdim=True)
+        var = weight.var(dim=axes, keepdim=True, unbiased=False)
+        weight.sub_(mean).div_(torch.sqrt(var + 1e-6)).mul_(math.sqrt(1.0 / fan_in))
+    return weight
+
+
+class ScaledSiLU(torch.nn.Module):
+    """SiLU divided by 0.6 so that unit-variance inputs give roughly unit-variance outputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.silu(x) / 0.6
+
+
+class Dense(torch.nn.Module):
+    """Bias-free linear layer with optional scaled-SiLU activation."""
+
+    def __init__(self, in_features: int, out_features: int, activation: bool = False) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, out_features, bias=False)
+        he_orthogonal_(self.linear.weight)
+        self.activation = ScaledSiLU() if activation else torch.nn.Identity()
+
+    @property
+    def weight(self) -> torch.nn.Parameter:
+        return self.linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.linear(x))
+
+
+class ResidualLayer(torch.nn.Module):
+    """x -> (x + Dense(Dense(x))) / sqrt(2): variance-preserving residual update."""
+
+    def __init__(self, units: int, num_layers: int = 2) -> None:
+        super().__init__()
+        self.mlp = torch.nn.Sequential(*[Dense(units, units, activation=True) for _ in range(num_layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + self.mlp(x)) * (1.0 / math.sqrt(2.0))
+
+
+class ScaleFactor(torch.nn.Module):
+    """Multiplies by a constant fitted once so that activations keep the variance of a reference.
+
+    Sums over a variable number of neighbours change the variance of a message; GemNet fixes
+    this with a factor fitted on a first batch (``fit_scale_factors``). The value is stored as a
+    non-trainable parameter (as in the reference code), 1.0 until fitted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()), requires_grad=False)
+        self.fitting = False
+
+    def forward(self, reference: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.fitting:
+            self._fit(reference, x)
+        return x * self.scale
+
+    @torch.no_grad()
+    def _fit(self, reference: torch.Tensor, x: torch.Tensor) -> None:
+        if reference.shape[0] < 2 or x.shape[0] < 2:
+            return  # too few samples to estimate a variance; keep the current value
+        variance_in = reference.var(dim=0, unbiased=False).mean()
+        variance_out = x.var(dim=0, unbiased=False).mean()
+        if variance_out > 0 and torch.isfinite(variance_in / variance_out):
+            self.scale.fill_(torch.sqrt(variance_in / variance_out).item())
+
+
+class AtomEmbedding(torch.nn.Module):
+    """Learned embedding per element; row Z-1 for atomic number Z."""
+
+    def __init__(self, emb_size: int, num_elements: int) -> None:
+        super().__init__()
+        self.num_elements = num_elements
+        self.embeddings = torch.nn.Embedding(num_elements, emb_size)
+        torch.nn.init.uniform_(self.embeddings.weight, -math.sqrt(3.0), math.sqrt(3.0))
+
+    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(atomic_numbers - 1)
+
+
+class EdgeEmbedding(torch.nn.Module):
+    """m_st = Dense([h_s, h_t, e_st]): joins the two atom embeddings with an edge feature."""
+
+    def __init__(self, atom_features: int, edge_features: int, out_features: int) -> None:
+        super().__init__()
+        self.dense = Dense(2 * atom_features + edge_features, out_features, activation=True)
+
+    def forward(
+        self, h: torch.Tensor, edge_features: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor
+    ) -> torch.Tensor:
+        return self.dense(torch.cat([h[edge_src], h[edge_dst], edge_features], dim=-1))
+
+
+class EfficientDownProjection(torch.nn.Module):
+    """Projects the radial part of the spherical basis and packs the angular part per edge.
+
+    Returns (radial_w, angular): radial_w (n_edges, emb_size_cbf, num_spherical) and angular
+    (n_edges, num_spherical, k_max), the zero-padded angular basis of each receiving edge's
+    triplets. This factorisation (Gasteiger et al. 2021, App. on efficiency) avoids building the
+    full (n_triplets, num_spherical * num_radial) basis.
+    """
+
+    def __init__(self, num_spherical: int, num_radial: int, emb_size_cbf: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(num_spherical, num_radial, emb_size_cbf))
+        he_orthogonal_(self.weight)
+
+    def forward(
+        self,
+        radial: torch.Tensor,
+        angular: torch.Tensor,
+        triplet_out: torch.Tensor,
+        triplet_slot: torch.Tensor,
+        k_max: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        num_edges = radial.shape[1]
+        radial_w = torch.matmul(radial, self.weight).permute(1, 2, 0)  # (E, cbf, L)
+        packed = angular.new_zeros(num_edges, k_max, angular.shape[-1])
+        packed = packed.index_put((triplet_out, triplet_slot), angular)
+        return radial_w, packed.transpose(1, 2)  # (E, L, K)
+
+
+class EfficientBilinear(torch.nn.Module):
+    """Bilinear layer of the triplet interaction, summed over the triplets of each edge.
+
+    out_e = sum_{t, i} W[t, i, :] * sum_l radial_w[e, i, l] * sum_k angular[e, l, k] x[e, k, t]
+    where x[e, k] is the down-projected message of the k-th incoming edge of edge e.
+    """
+
+    def __init__(self, emb_size_trip: int, emb_size_cbf: int, emb_size_out: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.empty(emb_size_trip, emb_size_cbf, emb_size_out))
+        he_orthogonal_(self.weight)
+
+    def forward(
+        self,
+        basis: tuple[torch.Tensor, torch.Tensor],
+        messages: torch.Tensor,
+        triplet_out: torch.Tensor,
+        triplet_slot: torch.Tensor,
+    ) -> torch.Tensor:
+        radial_w, angular = basis
+        num_edges, _, k_max = angular.shape
+        packed = messages.new_zeros(num_edges, k_max, messages.shape[-1])
+        packed = packed.index_put((triplet_out, triplet_slot), messages)  # (E, K, trip)
+        summed = torch.matmul(angular, packed)  # (E, L, trip)
+        mixed = torch.matmul(radial_w, summed)  # (E, cbf, trip)
+        return torch.einsum("eit,tio->eo", mixed, self.weight)

@@ -1,0 +1,178 @@
+"""Content-addressed artifact cache with atomic writes.
+
+Every stage's output lives in ``<artifacts>/<stage>/<key>/`` where ``key`` hashes the stage's
+parameters. A folder is built under a temporary name and renamed into place only after its
+``manifest.json`` is written, so a killed run never leaves a folder a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gemrepro import __version__
+from gemrepro.workflow.paths import artifacts_dir, repo_root
+
+MANIFEST = "manifest.json"
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-able, order-independent form of parameters (tuples -> lists, sorted keys)."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    return value
+
+
+def artifact_key(params: dict) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of ``params``."""
+    text = json.dumps(_canonical(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_revision() -> str:
+    """Short git revision of the checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = repo_root()
+    if root is None:
+        return "unknown"
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("+dirty" if dirty else "")
+
+
+def hardware() -> str:
+    """One line naming the CPU (cores) and, when present, the GPU."""
+    cpu = platform.processor() or platform.machine()
+    text = f"{cpu} ({os.cpu_count()} cores)"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return text
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished artifact folder and its manifest."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    @property
+    def stage(self) -> str:
+        return self.path.parent.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def provenance(self) -> str:
+        """The line printed under every figure built from this artifact."""
+        m = self.manifest
+        p = m.get("params", {})
+        bits = [
+            f"{self.stage}/{self.key}",
+            f"scale={p['scale']}" if "scale" in p else None,
+            f"seed={p['seed']}" if "seed" in p else None,
+            f"reference={p['reference']}" if "reference" in p else None,
+            f"gemrepro {m.get('version')}",
+            f"git {m.get('git_revision')}",
+            m.get("hardware"),
+            f"wall {m.get('wall_time_s', 0):.1f} s",
+            m.get("created"),
+        ]
+        return " · ".join(b for b in bits if b)
+
+
+def load_artifact(stage: str, params: dict, root: str | os.PathLike | None = None) -> Artifact | None:
+    """The finished artifact for ``params``, or ``None`` when it has not been built."""
+    path = Path(root) if root else artifacts_dir()
+    folder = path / stage / artifact_key(params)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    return Artifact(folder, json.loads(manifest.read_text()))
+
+
+def get_or_create(
+    stage: str,
+    params: dict,
+    build: Callable[[Path], dict | None],
+    root: str | os.PathLike | None = None,
+) -> Artifact:
+    """Load the artifact for ``params`` or build it with ``build(tmp_folder)`` atomically.
+
+    ``build`` writes its payload into the folder it is given and may return extra manifest
+    entries (counts, timings). The folder becomes visible only when complete.
+    """
+    found = load_artifact(stage, params, root)
+    if found is not None:
+        return found
+    base = (Path(root) if root else artifacts_dir()) / stage
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / artifact_key(params)
+    tmp = base / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    start = time.perf_counter()
+    try:
+        extra = build(tmp) or {}
+        manifest = {
+            "stage": stage,
+            "key": final.name,
+            "params": _canonical(params),
+            "version": __version__,
+            "git_revision": git_revision(),
+            "hardware": hardware(),
+            "wall_time_s": round(time.perf_counter() - start, 3),
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **_canonical(extra),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same artifact first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_artifact(stage, params, root)  # type: ignore[return-value]
+
+
+def remove_stale_temporaries(root: str | os.PathLike | None = None) -> int:
+    """Delete ``.tmp-*`` folders left by killed runs; returns how many were removed."""
+    base = Path(root) if root else artifacts_dir()
+    removed = 0
+    for tmp in base.glob("*/.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed += 1
+    return removed

@@ -1,0 +1,125 @@
+"""Regenerate the book: execute every chapter with papermill at a scale, then build the HTML.
+
+Chapter text sources live in ``notebooks/<name>.md`` (jupytext MyST); the book holds the
+executed ``book/chapters/<name>.ipynb``. At the default ``tiny`` scale the executed
+notebooks replace the committed ones (so nbval compares against them); other scales are
+staged and built in ``_build/<scale>`` and leave the committed notebooks alone.
+
+    python -m gemrepro.workflow.book --scale tiny --build-dir _build/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from gemrepro.workflow.paths import repo_root
+from gemrepro.workflow.scales import get_scale
+
+DEFAULT_SCALE = "tiny"
+
+
+def chapters(root: Path) -> list[str]:
+    """Chapter names in table-of-contents order (files under ``book/chapters/``)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            file = entry.get("file", "")
+            if file.startswith("book/chapters/"):
+                names.append(Path(file).name)
+            for key in ("sections", "chapters"):
+                walk(entry.get(key, []))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []) + [p for part in toc.get("parts", []) for p in part.get("chapters", [])])
+    return names
+
+
+def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> float:
+    """Execute ``notebooks/<name>.md`` with papermill into ``output``; returns wall time (s)."""
+    import jupytext
+    import papermill
+
+    source = root / "notebooks" / f"{name}.md"
+    if not source.is_file():
+        raise FileNotFoundError(f"chapter source {source} is missing")
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            notebook,
+            str(output),
+            parameters=parameters,
+            cwd=str(root / "book" / "chapters"),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as exc:
+        raise RuntimeError(f"chapter {name} failed: {exc.ename}: {exc.evalue}") from None
+    return time.perf_counter() - start
+
+
+def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None) -> Path:
+    """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder."""
+    get_scale(scale)  # one-line error for an unknown scale before any work
+    root = repo_root()
+    if root is None:
+        raise FileNotFoundError("run inside a gemrepro checkout (no _config.yml / pyproject.toml found)")
+    build_dir = (root / (build_dir or Path("_build") / scale)).resolve()
+    stage = build_dir / "src"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(root / "book", stage / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+
+    for name in chapters(root):
+        committed = root / "book" / "chapters" / f"{name}.ipynb"
+        staged = stage / "book" / "chapters" / f"{name}.ipynb"
+        if only and name not in only:
+            if committed.is_file():
+                shutil.copy2(committed, staged)
+            continue
+        print(f"[book] executing {name} at scale={scale} ...", flush=True)
+        seconds = execute_chapter(root, name, staged, {"scale": scale})
+        print(f"[book] {name}: {seconds:.0f} s", flush=True)
+        if scale == DEFAULT_SCALE:
+            shutil.copy2(staged, committed)
+
+    subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(build_dir)],
+        check=True,
+    )
+    html = build_dir / "_build" / "html"
+    print(f"[book] HTML: {html / 'index.html'}")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default=DEFAULT_SCALE)
+    parser.add_argument("--build-dir", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", help="execute only these chapters (others keep their outputs)")
+    args = parser.parse_args(argv)
+    try:
+        build_book(args.scale, args.build_dir, args.only)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"book: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

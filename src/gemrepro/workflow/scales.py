@@ -1,0 +1,94 @@
+"""The three scales of every experiment: same shape, different size.
+
+``tiny`` fits CI (2 CPU cores, whole book in minutes), ``small`` one GPU, ``paper`` the
+seeds' sizes. Each keeps four training-set sizes a factor 10 apart with validation sets a
+quarter of the training set (3.2k/800 ... 3.2M/800k in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one scale; every chapter reads what it needs from here."""
+
+    name: str
+    n_molecules: int  # molecules drawn from the QM7-X-style catalog
+    n_conformers: int  # conformers per molecule
+    n_displaced: int  # normal-mode displaced structures per conformer (QM7-X: 100)
+    train_sizes: tuple[int, ...]  # four sizes a factor 10 apart
+    test_size: int
+    n_md_molecules: int
+    temperatures: tuple[float, ...] = (300.0, 600.0, 1200.0)
+    md_time_ps: float = 1.0
+    n_sampled_frames: int = 72
+    model_preset: str = "tiny"
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def validation_sizes(self) -> tuple[int, ...]:
+        """Validation set per training size, in the paper's 4:1 proportion."""
+        return tuple(max(1, n // 4) for n in self.train_sizes)
+
+    @property
+    def n_configurations(self) -> int:
+        """Configurations the dataset build produces (before failed labels are dropped)."""
+        return self.n_molecules * self.n_conformers * (self.n_displaced + 1)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["validation_sizes"] = self.validation_sizes
+        return out
+
+
+SCALES: dict[str, Scale] = {
+    "tiny": Scale(
+        name="tiny",
+        n_molecules=60,
+        n_conformers=1,
+        n_displaced=100,
+        train_sizes=(4, 40, 400, 4000),
+        test_size=500,
+        n_md_molecules=5,
+        md_time_ps=2.0,
+        model_preset="tiny",
+        notes="CI and laptops: 2 CPU cores, minutes",
+    ),
+    "small": Scale(
+        name="small",
+        n_molecules=450,
+        n_conformers=1,
+        n_displaced=100,
+        train_sizes=(32, 320, 3200, 32000),
+        test_size=2000,
+        n_md_molecules=20,
+        md_time_ps=50.0,
+        model_preset="small",
+        notes="one GPU, a few hours",
+    ),
+    "paper": Scale(
+        name="paper",
+        n_molecules=6950,
+        n_conformers=6,
+        n_displaced=100,
+        train_sizes=(3200, 32000, 320000, 3200000),
+        test_size=10100,
+        n_md_molecules=20,
+        md_time_ps=1000.0,
+        model_preset="paper",
+        notes="a cluster: the seeds' sizes",
+    ),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """The named scale, or a one-line error listing the valid names."""
+    try:
+        return SCALES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown scale {name!r}: expected one of {', '.join(SCALES)}"
+        ) from None

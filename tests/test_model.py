@@ -1,0 +1,291 @@
+"""GemNet-T: symmetries, calculus (forces = -dE/dR), locality and plumbing of a random model.
+
+The model is randomly initialised (with fitted scale factors) and run in float64; these tests are
+about symmetry and differentiability, not accuracy.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from scipy.special import spherical_jn
+from torch_geometric.data import Batch, Data
+
+from gemrepro.cli import main as cli_main
+from gemrepro.model import (
+    GemNetCalculator,
+    GemNetT,
+    build_graph,
+    fit_scale_factors,
+    load_model,
+    save_model,
+)
+from gemrepro.model.basis import PolynomialEnvelope, spherical_bessel
+from gemrepro.model.layers import ScaleFactor
+
+torch.set_num_threads(1)
+
+WATER = (
+    [8, 1, 1],
+    [[0.0, 0.0, 0.0], [0.957, 0.0, 0.0], [-0.240, 0.927, 0.0]],
+)
+METHANE = (
+    [6, 1, 1, 1, 1],
+    [[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+)
+ETHANOL = (
+    [6, 6, 8, 1, 1, 1, 1, 1, 1],
+    [[0.0, 0.0, 0.0], [1.52, 0.0, 0.0], [2.0, 1.35, 0.0], [-0.4, 1.0, 0.1], [-0.4, -0.5, 0.9],
+     [-0.4, -0.5, -0.9], [1.9, -0.5, 0.9], [1.9, -0.5, -0.9], [2.95, 1.3, 0.0]],
+)
+
+
+def molecule(spec, dtype=torch.float64) -> Data:
+    numbers, positions = spec
+    return Data(z=torch.tensor(numbers), pos=torch.tensor(positions, dtype=dtype))
+
+
+@pytest.fixture(scope="module")
+def model() -> GemNetT:
+    torch.manual_seed(7)
+    net = GemNetT.from_preset("tiny").double()
+    fit_scale_factors(net, Batch.from_data_list([molecule(WATER), molecule(METHANE), molecule(ETHANOL)]))
+    net.set_atom_reference({1: -13.6, 6: -1029.0, 8: -2041.0})
+    return net.eval()
+
+
+def random_rotation(generator: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    if torch.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def test_scale_factors_are_fitted_and_not_trivial(model):
+    factors = [m.scale.item() for m in model.modules() if isinstance(m, ScaleFactor)]
+    assert len(factors) == 3 * 2 + 3  # 3 per interaction block, 1 per output block
+    assert all(np.isfinite(factors)) and any(abs(f - 1.0) > 0.05 for f in factors)
+
+
+def test_scale_factor_matches_reference_variance():
+    torch.manual_seed(0)
+    factor = ScaleFactor().double()
+    reference, x = torch.randn(500, 8, dtype=torch.float64), 3.0 * torch.randn(500, 8, dtype=torch.float64)
+    factor.fitting = True
+    scaled = factor(reference, x)
+    assert scaled.var(0, unbiased=False).mean().item() == pytest.approx(
+        reference.var(0, unbiased=False).mean().item(), rel=1e-12
+    )
+    factor.fitting = False
+    assert torch.equal(factor(reference, x), scaled)
+
+
+def test_rotation_and_translation(model):
+    generator = torch.Generator().manual_seed(1)
+    data = molecule(ETHANOL)
+    reference = model(data)
+    rotation = random_rotation(generator)
+    shift = 10.0 * torch.randn(3, generator=generator, dtype=torch.float64)
+    moved = model(Data(z=data.z, pos=data.pos @ rotation.T + shift))
+    assert abs(reference["energy"].item()) > 1.0
+    torch.testing.assert_close(moved["energy"], reference["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(moved["forces"], reference["forces"] @ rotation.T, rtol=0, atol=1e-10)
+    assert reference["forces"].abs().max() > 0.1
+
+
+def test_atom_permutation(model):
+    data = molecule(ETHANOL)
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(3))
+    reference, permuted = model(data), model(Data(z=data.z[order], pos=data.pos[order]))
+    torch.testing.assert_close(permuted["energy"], reference["energy"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(permuted["forces"], reference["forces"][order], rtol=0, atol=1e-10)
+
+
+def test_forces_are_negative_energy_gradient(model):
+    data = molecule(ETHANOL)
+    forces = model(data)["forces"]
+    step = 1e-5
+    numerical = torch.zeros_like(forces)
+    for atom, axis in itertools.product(range(9), range(3)):
+        plus, minus = data.pos.clone(), data.pos.clone()
+        plus[atom, axis] += step
+        minus[atom, axis] -= step
+        e_plus = model(Data(z=data.z, pos=plus))["energy"]
+        e_minus = model(Data(z=data.z, pos=minus))["energy"]
+        numerical[atom, axis] = -(e_plus - e_minus).item() / (2 * step)
+    torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-6)
+
+
+def test_net_force_vanishes(model):
+    # Translation invariance implies Newton's third law for conservative forces.
+    forces = model(molecule(ETHANOL))["forces"]
+    torch.testing.assert_close(forces.sum(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-10)
+
+
+def test_size_extensivity(model):
+    single = molecule(ETHANOL)
+    extent = (single.pos.max(0).values - single.pos.min(0).values).norm().item()
+    shift = torch.tensor([extent + model.config.cutoff + 10.0, 0.0, 0.0], dtype=torch.float64)
+    pair = Data(z=torch.cat([single.z, single.z]), pos=torch.cat([single.pos, single.pos + shift]))
+    one, two = model(single), model(pair)
+    torch.testing.assert_close(two["energy"], 2 * one["energy"], rtol=1e-13, atol=0)
+    torch.testing.assert_close(two["forces"], torch.cat([one["forces"], one["forces"]]), rtol=0, atol=1e-12)
+
+
+def test_energy_smooth_when_atom_crosses_cutoff(model):
+    """An O atom moves away from water's O along the axis away from the hydrogens."""
+    water = molecule(WATER)
+    direction = -(water.pos[1] + water.pos[2])
+    direction = direction / direction.norm()
+    isolated = model(water)["energy"] + model(Data(z=torch.tensor([8]), pos=torch.zeros(1, 3, dtype=torch.float64)))["energy"]
+
+    def energy_and_force(distance: float) -> tuple[float, float]:
+        pos = torch.cat([water.pos, (distance * direction)[None]])
+        out = model(Data(z=torch.tensor([8, 1, 1, 8]), pos=pos))
+        return out["energy"].item(), out["forces"][3].norm().item()
+
+    cutoff = model.config.cutoff
+    inside, f_inside = energy_and_force(cutoff - 1e-3)
+    outside, f_outside = energy_and_force(cutoff + 1e-3)
+    assert outside == pytest.approx(isolated.item(), abs=1e-10) and f_outside == 0.0
+    assert abs(inside - outside) < 1e-8 and f_inside < 1e-5  # envelope: u, u', u'' vanish at c
+    # No kink or jump anywhere on a scan through the cutoff: second differences stay small
+    # compared with those well inside the cutoff.
+    grid = np.arange(cutoff - 0.5, cutoff + 0.1, 0.01)
+    energies = np.array([energy_and_force(d)[0] for d in grid])
+    curvature = np.abs(np.diff(energies, 2))
+    near = np.abs(grid[1:-1] - cutoff) < 0.05
+    assert np.abs(energies[0] - outside) > 1e-4  # the atom interacts inside the cutoff
+    assert curvature[near].max() <= curvature[~near].max()
+
+
+def test_batch_equals_individual_molecules(model):
+    molecules = [molecule(WATER), molecule(METHANE), molecule(ETHANOL)]
+    batched = model(Batch.from_data_list(molecules))
+    singles = [model(m) for m in molecules]
+    torch.testing.assert_close(batched["energy"], torch.cat([s["energy"] for s in singles]), rtol=0, atol=1e-10)
+    torch.testing.assert_close(batched["forces"], torch.cat([s["forces"] for s in singles]), rtol=0, atol=1e-10)
+    assert batched["energy"].shape == (3,) and batched["forces"].shape == (17, 3)
+
+
+def test_graph_triplets_match_brute_force():
+    data = molecule(ETHANOL)
+    graph = build_graph(data.pos, None, cutoff=2.0)
+    distances = torch.cdist(data.pos, data.pos)
+    expected_edges = {(s, t) for s in range(9) for t in range(9) if s != t and distances[s, t] < 2.0}
+    edges = list(zip(graph.edge_src.tolist(), graph.edge_dst.tolist()))
+    assert set(edges) == expected_edges and len(edges) == len(expected_edges)
+    assert all(edges[swap] == (t, s) for (s, t), swap in zip(edges, graph.edge_swap.tolist()))
+    expected_triplets = {((k, j), (j2, i)) for (k, j) in expected_edges for (j2, i) in expected_edges if j == j2 and k != i}
+    triplets = {(edges[a], edges[b]) for a, b in zip(graph.triplet_in.tolist(), graph.triplet_out.tolist())}
+    assert triplets == expected_triplets and graph.num_triplets == len(expected_triplets)
+    slots = {}
+    for out, slot in zip(graph.triplet_out.tolist(), graph.triplet_slot.tolist()):
+        slots.setdefault(out, []).append(slot)
+    assert all(sorted(s) == list(range(len(s))) for s in slots.values())
+    assert graph.k_max == max(len(s) for s in slots.values())
+
+
+def test_basis_functions():
+    x = torch.linspace(1e-3, 30.0, 3001, dtype=torch.float64)
+    for order in range(7):
+        np.testing.assert_allclose(spherical_bessel(order, x).numpy(), spherical_jn(order, x.numpy()), atol=1e-13)
+    envelope = PolynomialEnvelope(5)
+    t = torch.tensor([1.0 - 1e-7, 1.0, 1.5], dtype=torch.float64, requires_grad=True)
+    values = envelope(t)
+    (slope,) = torch.autograd.grad(values.sum(), t, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), t)
+    assert values[1:].abs().max() == 0 and values[0].abs() < 1e-12
+    assert slope.abs().max() < 1e-11 and curvature.abs().max() < 1e-4
+    assert envelope(torch.tensor([0.0])).item() == 1.0
+
+
+def test_ase_calculator_matches_model(model):
+    numbers, positions = ETHANOL
+    atoms = Atoms(numbers=numbers, positions=positions)
+    atoms.calc = GemNetCalculator(model, device="cpu")
+    expected = model(molecule(ETHANOL))
+    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
+    np.testing.assert_allclose(atoms.get_forces(), expected["forces"].numpy(), atol=1e-10)
+    with pytest.raises(ValueError, match="GemNetT or a checkpoint path"):
+        GemNetCalculator(42)
+
+
+def test_save_load_round_trip(model, tmp_path):
+    path = save_model(model, tmp_path / "models" / "gemnet.pt")
+    loaded = load_model(path, device="cpu")
+    assert loaded.config == model.config and loaded.dtype == torch.float64 and not loaded.training
+    data = molecule(ETHANOL)
+    torch.testing.assert_close(loaded(data)["energy"], model(data)["energy"], rtol=0, atol=0)
+    torch.testing.assert_close(loaded(data)["forces"], model(data)["forces"], rtol=0, atol=0)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["gemnet.pt"]  # no temp files left
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        load_model(tmp_path / "junk.pt")
+
+
+def test_float32_default_and_training_graph():
+    torch.manual_seed(0)
+    net = GemNetT.from_preset("tiny")
+    out = net(molecule(WATER, dtype=torch.float32))
+    assert out["energy"].dtype == torch.float32 and out["forces"].dtype == torch.float32
+    # In training mode the forces keep their graph, so a force loss can be back-propagated.
+    net.train()
+    loss = net(molecule(WATER, dtype=torch.float32))["forces"].pow(2).sum()
+    loss.backward()
+    assert net.atom_embedding.embeddings.weight.grad.abs().sum() > 0
+
+
+def test_paper_preset_parameter_count():
+    net = GemNetT.from_preset("paper")
+    count = sum(p.numel() for p in net.parameters())
+    print(f"GemNet-T paper preset: {count:,} parameters (reference implementation: 1,892,311)")
+    assert 1_500_000 <= count <= 2_500_000
+    assert count == 1_892_311  # reference GemNet-T default config, measured
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (Data(z=torch.tensor([8, 1]), pos=torch.zeros(3, 3)), "data.z must be integer"),
+        (Data(z=torch.tensor([8, 0, 1]), pos=torch.zeros(3, 3)), "atomic numbers 1..93"),
+        (Data(z=torch.tensor([8, 1, 1]), pos=torch.zeros(3, 2)), r"data.pos must have shape"),
+        (Data(z=torch.tensor([8, 1, 1]), pos=torch.rand(3, 3), batch=torch.tensor([1, 0, 0])), "sorted"),
+    ],
+)
+def test_bad_input_is_a_clear_error(model, data, message):
+    with pytest.raises(ValueError, match=message):
+        model(data)
+
+
+def test_bad_preset_and_config():
+    with pytest.raises(ValueError, match="unknown GemNet preset"):
+        GemNetT.from_preset("huge")
+    with pytest.raises(ValueError, match="unknown GemNet config keys"):
+        GemNetT.from_preset("tiny", emb_size=3)
+    with pytest.raises(ValueError, match="cutoff must be a positive"):
+        GemNetT.from_preset("tiny", cutoff=-1.0)
+
+
+def test_cli_model_info(capsys):
+    assert cli_main(["model", "info", "--preset", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "52,655" in out and "1,892,311" in out
+    assert cli_main(["model", "info", "--variant", "X"]) == 2
+
+
+def test_benchmark_rows():
+    from gemrepro.model.bench import benchmark_model, molecule_like_cluster
+
+    cluster = molecule_like_cluster(27, torch.Generator().manual_seed(0))
+    distances = torch.cdist(cluster.pos, cluster.pos) + 10 * torch.eye(27, dtype=torch.float64)
+    assert distances.min() > 1.5 and cluster.z.shape == (27,)
+    torch.manual_seed(0)
+    rows = benchmark_model(GemNetT.from_preset("tiny"), batch_size=2, atoms_per_molecule=5, sizes=(4, 8), repeats=1)
+    assert [(r["case"], r["num_atoms"], r["num_structures"]) for r in rows] == [("batch", 10, 2), ("size", 4, 1), ("size", 8, 1)]
+    assert all(r["seconds"] > 0 and r["atoms_per_second"] == pytest.approx(r["num_atoms"] / r["seconds"]) for r in rows)

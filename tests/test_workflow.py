@@ -1,0 +1,89 @@
+"""Artifact cache, scales and splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gemrepro.data.splits import make_splits, scale_splits
+from gemrepro.workflow.artifacts import artifact_key, get_or_create, load_artifact, remove_stale_temporaries
+from gemrepro.workflow.scales import SCALES, get_scale
+
+
+def test_key_ignores_dict_order_but_not_values():
+    assert artifact_key({"a": 1, "b": (1, 2)}) == artifact_key({"b": [1, 2], "a": 1})
+    assert artifact_key({"a": 1}) != artifact_key({"a": 2})
+
+
+def test_artifact_is_built_once_and_has_a_manifest(tmp_path):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "payload.txt").write_text("42")
+        return {"answer": 42}
+
+    first = get_or_create("stage", {"x": 1}, build, root=tmp_path)
+    second = get_or_create("stage", {"x": 1}, build, root=tmp_path)
+    assert len(calls) == 1
+    assert first.path == second.path
+    assert first.file("payload.txt").read_text() == "42"
+    manifest = json.loads((first.path / "manifest.json").read_text())
+    for key in ("params", "version", "git_revision", "hardware", "wall_time_s", "created"):
+        assert key in manifest
+    assert manifest["answer"] == 42
+    assert "stage/" in first.provenance()
+
+
+def test_a_killed_build_leaves_nothing_a_later_run_trusts(tmp_path):
+    def crash(folder):
+        (folder / "half.txt").write_text("partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        get_or_create("stage", {"x": 2}, crash, root=tmp_path)
+    assert load_artifact("stage", {"x": 2}, root=tmp_path) is None
+    assert not list((tmp_path / "stage").iterdir())
+    # a folder without a manifest (e.g. power cut mid-rename) is not trusted either
+    (tmp_path / "stage" / artifact_key({"x": 3})).mkdir()
+    assert load_artifact("stage", {"x": 3}, root=tmp_path) is None
+    (tmp_path / "stage" / ".tmp-abc").mkdir()
+    assert remove_stale_temporaries(tmp_path) == 1
+
+
+def test_scales_keep_the_shape_of_the_experiment():
+    for scale in SCALES.values():
+        sizes = scale.train_sizes
+        assert len(sizes) == 4
+        assert all(b == 10 * a for a, b in zip(sizes, sizes[1:]))
+        assert scale.validation_sizes == tuple(n // 4 for n in sizes)
+    assert get_scale("paper").train_sizes == (3200, 32000, 320000, 3200000)
+    assert get_scale("paper").validation_sizes == (800, 8000, 80000, 800000)
+    assert get_scale("paper").test_size == 10100
+
+
+def test_unknown_scale_is_a_one_line_error():
+    with pytest.raises(ValueError, match=r"unknown scale 'huge': expected one of tiny, small, paper"):
+        get_scale("huge")
+
+
+def test_splits_are_disjoint_nested_and_seeded():
+    splits = make_splits(6000, (4, 40, 400, 4000), 500, seed=3)
+    assert len(splits.test) == 500
+    for n in splits.sizes():
+        train, val = set(splits.train[n]), set(splits.validation[n])
+        assert len(train) == n and len(val) == n // 4
+        assert not train & val and not train & set(splits.test) and not val & set(splits.test)
+    assert set(splits.train[40]) <= set(splits.train[400])
+    assert set(splits.validation[40]) <= set(splits.validation[400])
+    again = make_splits(6000, (4, 40, 400, 4000), 500, seed=3)
+    other = make_splits(6000, (4, 40, 400, 4000), 500, seed=4)
+    assert np.array_equal(splits.test, again.test)
+    assert not np.array_equal(splits.test, other.test)
+
+
+def test_splits_refuse_a_dataset_that_is_too_small():
+    with pytest.raises(ValueError, match="dataset has 100 configurations; the splits need 5500"):
+        scale_splits(100, "tiny")
