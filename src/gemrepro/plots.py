@@ -64,3 +64,33 @@ def labelling_cost(labels: pd.DataFrame) -> plt.Figure:
     ax.set(xlabel="atoms", ylabel="wall time per label (ms)", title="labelling cost (one core)")
     ax.set_yscale("log")
     return fig
+
+
+def learning_curves(ours: pd.DataFrame, paper_points: pd.DataFrame, peer_forces_mae: float | None = None,
+                    peer_label: str = "SpookyNet (paper)") -> plt.Figure:
+    """Fig. 1: test AE MAE and force MAE against training-set size, log-log, ours beside the paper's.
+
+    ``ours`` and ``paper_points`` hold ``train_size``, ``energy_mae`` (eV) and ``forces_mae``
+    (eV/Å); ``peer_forces_mae`` draws a peer model's force MAE as a horizontal line.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    panels = (("energy_mae", "AE MAE (eV)", "atomization energy"), ("forces_mae", "force MAE (eV/Å)", "forces"))
+    for ax, (column, ylabel, title) in zip(axes, panels):
+        ax.plot(ours["train_size"], ours[column], "o-", color="C0", label="ours")
+        ax.plot(paper_points["train_size"], paper_points[column], "s--", color="C3", label="GemNet (paper)")
+        if column == "forces_mae" and peer_forces_mae is not None:
+            ax.axhline(peer_forces_mae, color="0.4", ls=":", label=peer_label)
+        ax.set(xscale="log", yscale="log", xlabel="training configurations", ylabel=ylabel, title=title)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def training_history(histories: dict[int, pd.DataFrame]) -> plt.Figure:
+    """Validation force MAE against optimizer step, one line per training-set size."""
+    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
+    for i, (size, history) in enumerate(sorted(histories.items())):
+        if len(history):
+            ax.plot(history["step"], history["val_forces_mae"], "o-", ms=3, color=f"C{i}", label=f"{size} train")
+    ax.set(yscale="log", xlabel="step", ylabel="validation force MAE (eV/Å)", title="training")
+    ax.legend(fontsize="small")
+    return fig

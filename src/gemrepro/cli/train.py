@@ -1,4 +1,7 @@
-"""``gemrepro train``: train (or fine-tune) GemNet-T on a labelled dataset file.
+"""``gemrepro train``: train (or fine-tune) GemNet-T on a labelled dataset file, or a scale's model.
+
+``--scale S --train-size N`` trains the learning-curve model of that scale and size (or loads it
+from the artifact cache; a killed run resumes) and prints its test errors and artifact folder.
 
 The file is read with ``gemrepro.data.formats.read`` (QM7-X HDF5, (r)MD17 npz, extended XYZ,
 anything ASE reads), split at random (seeded) into disjoint training and validation sets, and
@@ -28,7 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train or fine-tune GemNet-T on a dataset file",
         description=__doc__.split("\n\n")[0],
     )
-    parser.add_argument("--data", required=True, help="dataset file (QM7-X .hdf5, MD17 .npz, .xyz, ...)")
+    parser.add_argument("--data", default=None, help="dataset file (QM7-X .hdf5, MD17 .npz, .xyz, ...)")
+    parser.add_argument("--scale", default=None,
+                        help="train the learning-curve model of this scale (tiny, small, paper) instead of --data")
+    parser.add_argument("--reference", default="gfn2-xtb", help="with --scale: the dataset's reference method")
+    parser.add_argument("--variant", default="T", help="with --scale: GemNet variant T or Q")
+    parser.add_argument("--data-dir", default=None, help="with --scale: where the artifact cache lives")
     parser.add_argument("--format", default=None, help="file format when it cannot be detected")
     parser.add_argument("--train-size", type=int, default=None, help="training structures (default: 80%%)")
     parser.add_argument("--val-size", type=int, default=None, help="validation structures (default: the rest, at most 20%%)")
@@ -47,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--energy-key", default="atomization_energy", help="atoms.info key of the energy target")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--out", required=True, help="work folder: checkpoint, history, best_model.pt")
+    parser.add_argument("--out", default=None, help="with --data: work folder (checkpoint, history, best_model.pt)")
     parser.add_argument("--init", default=None, help="trained model (best_model.pt) to fine-tune")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -66,7 +74,32 @@ def split_indices(n: int, train_size: int | None, val_size: int | None, seed: in
     return np.sort(order[:train_size]), np.sort(order[train_size : train_size + val_size])
 
 
+def run_scale(args: argparse.Namespace) -> int:
+    """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
+    from gemrepro.workflow.learning_curve import train_scale_model
+    from gemrepro.workflow.paths import artifacts_dir
+
+    if args.train_size is None:
+        raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
+    artifact = train_scale_model(
+        args.scale, args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
+        root=artifacts_dir(args.data_dir), progress=not args.quiet, device=args.device,
+    )
+    m = artifact.manifest
+    test = m["metrics"]["test"]
+    print(f"test energy MAE {test['energy_mae']:.4f} eV, force MAE {test['forces_mae']:.4f} eV/Å "
+          f"({test['n']} configurations; {m['steps']} steps, {m['training_wall_time_s']:.0f} s training)")
+    print(f"model: {artifact.file('model.pt')}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if (args.data is None) == (args.scale is None):
+        raise UserError("expected exactly one of --data FILE or --scale NAME")
+    if args.scale is not None:
+        return run_scale(args)
+    if args.out is None:
+        raise UserError("--data: expected --out FOLDER for the checkpoint and trained model")
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
     from gemrepro.model import GemNetT, fit_scale_factors

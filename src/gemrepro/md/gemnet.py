@@ -132,7 +132,7 @@ def load_potential_model(path: str | os.PathLike, device: str | torch.device = "
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"model checkpoint {str(path)!r} is not a readable torch file: {exc}") from exc
+        raise ValueError(f"model checkpoint {str(path)!r} is not a readable torch file: {str(exc).splitlines()[0]}") from exc
     if isinstance(payload, dict) and payload.get("format") == TRAINED_MODEL_FORMAT:
         return load_trained_model(path).to(resolve_device(device)).eval()
     return load_model(path, device=device)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from gemrepro.analysis.stability import FailureRecord, StabilityCriteria
 from gemrepro.md.failures import FailureDetector, failure_records

@@ -110,6 +110,49 @@ def spherical_bessel(l: int, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < l + 1.0, series, recurrence)
 
 
+def spherical_bessel_orders(x: torch.Tensor) -> torch.Tensor:
+    """j_l(x[l]) for every order l = 0..L-1 at once: ``x`` has shape (L, ...), row l order l.
+
+    The same numerics as ``spherical_bessel`` (recurrence for x >= l + 1, power series below),
+    vectorised over the orders: the radial basis needs all orders on every edge, and evaluating
+    them one by one costs hundreds of tiny tensor operations per forward and backward pass.
+    """
+    num_orders = x.shape[0]
+    shape = (num_orders,) + (1,) * (x.dim() - 1)
+    orders = torch.arange(num_orders, dtype=x.dtype, device=x.device).reshape(shape)
+    safe = torch.maximum(x, orders + 1.0)  # recurrence branch is only selected where x >= l + 1
+    sin, cos = torch.sin(safe), torch.cos(safe)
+    j_zero = sin / safe
+    rows = [j_zero[:1]]
+    if num_orders > 1:
+        # Upward recurrence; after step ``order`` the tensors hold rows order+1.. only, since row
+        # l needs exactly l steps.
+        j_prev, j_curr = j_zero[1:], sin[1:] / safe[1:] ** 2 - cos[1:] / safe[1:]
+        rows.append(j_curr[:1])
+        for order in range(1, num_orders - 1):
+            j_next = (2 * order + 1) / safe[order:] * j_curr - j_prev
+            j_prev, j_curr = j_curr[1:], j_next[1:]
+            rows.append(j_curr[:1])
+    recurrence = torch.cat(rows, dim=0)
+    # j_l(x) = x^l / (2l+1)!! * sum_k (-x^2/2)^k / (k! (2l+3)(2l+5)...(2l+2k+1)), evaluated only
+    # where it is selected (x < l + 1): a minority of entries, and the most expensive branch.
+    use_series = x < orders + 1.0
+    x_small = x[use_series]
+    orders_small = orders.expand_as(x)[use_series]
+    minus_half_x2 = -(x_small * x_small) / 2.0
+    term = torch.ones_like(x_small)
+    series = torch.ones_like(x_small)
+    for k in range(1, _SERIES_TERMS):
+        term = term * minus_half_x2 / (k * (2 * orders_small + 2 * k + 1))
+        series = series + term
+    double_factorials = torch.tensor(
+        [float(np.prod(np.arange(2 * l + 1, 0, -2))) for l in range(num_orders)], dtype=x.dtype, device=x.device
+    )
+    order_index = orders_small.long()
+    series = series * x_small.pow(orders_small) / double_factorials[order_index]
+    return recurrence.masked_scatter(use_series, series)
+
+
 def legendre_spherical_harmonics(num_spherical: int, cos_angle: torch.Tensor) -> torch.Tensor:
     """Real spherical harmonics with m = 0: Y_l0 = sqrt((2l+1)/4pi) P_l(cos), shape (n, L)."""
     p_prev, p_curr = torch.ones_like(cos_angle), cos_angle
@@ -152,9 +195,8 @@ class SphericalBasis(torch.nn.Module):
     def radial(self, distances: torch.Tensor) -> torch.Tensor:
         """(n_edges,) -> (num_spherical, n_edges, num_radial)."""
         x = distances / self.cutoff
-        j_l = torch.stack(
-            [spherical_bessel(l, self.roots[l][None, :] * x[:, None]) for l in range(self.num_spherical)]
-        )  # (L, E, N): j_l evaluated at its own roots z_ln * d / c
+        j_l = spherical_bessel_orders(self.roots[:, None, :] * x[None, :, None])
+        # (L, E, N): j_l evaluated at its own roots z_ln * d / c
         return j_l * self.norms[:, None, :] * self.envelope(x)[None, :, None]
 
     def angular(self, cos_angle: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from gemrepro.model.layers import (
     EfficientBilinear,
     ResidualLayer,
     ScaleFactor,
+    gather_padded,
 )
 
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -48,17 +49,21 @@ class TripletInteraction(torch.nn.Module):
         self,
         m: torch.Tensor,
         rbf3: torch.Tensor,
-        cbf3: tuple[torch.Tensor, torch.Tensor],
+        cbf3: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         graph: MolecularGraph,
     ) -> torch.Tensor:
         x = self.dense_in(m)
         x = self.scale_rbf(x, x * self.mlp_rbf(rbf3))  # radial filter of the incoming edge
-        x = self.down_projection(x)[graph.triplet_in]  # (n_triplets, emb_size_trip)
-        summed = self.bilinear(cbf3, x, graph.triplet_out, graph.triplet_slot)
-        summed = self.scale_cbf_sum(x, summed)
+        x = self.down_projection(x)  # (n_edges, emb_size_trip)
+        if isinstance(cbf3, torch.Tensor):  # coefficients of EfficientDownProjection.coefficients
+            summed = self.bilinear.forward_packed(cbf3, gather_padded(x, graph.triplet_in_padded))
+        else:
+            summed = self.bilinear(cbf3, x[graph.triplet_in], graph.triplet_out, graph.triplet_slot)
+        # The scale is fitted against the per-triplet messages, as in the reference.
+        summed = self.scale_cbf_sum(x[graph.triplet_in] if self.scale_cbf_sum.fitting else x, summed)
         # Update both the edge and its reverse, so information flows in both directions.
         x_out = self.up_projection_out(summed)
-        x_swap = self.up_projection_swap(summed)[graph.edge_swap]
+        x_swap = torch.index_select(self.up_projection_swap(summed), 0, graph.edge_swap)
         return (x_out + x_swap) * _INV_SQRT_2
 
 
@@ -91,18 +96,21 @@ class QuadrupletInteraction(torch.nn.Module):
         m: torch.Tensor,
         rbf4: torch.Tensor,
         cbf4: torch.Tensor,
-        sbf4: tuple[torch.Tensor, torch.Tensor],
+        sbf4: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         quads: QuadrupletGraph,
     ) -> torch.Tensor:
         x = self.dense_in(m)
         x = self.scale_rbf(x, x * self.mlp_rbf(rbf4))  # radial filter of d->b
         x = self.down_projection(x)[quads.db_edge]  # (n_db, emb_size_quad)
         x = self.scale_cbf(x, x * self.mlp_cbf(cbf4))  # distance a-b and angle a-b-d
-        x = x[quads.quad_db]  # (n_quadruplets, emb_size_quad)
-        summed = self.bilinear(sbf4, x, quads.quad_edge, quads.quad_slot)
-        summed = self.scale_sbf_sum(x, summed)
+        if isinstance(sbf4, torch.Tensor):  # coefficients of EfficientDownProjection.coefficients
+            summed = self.bilinear.forward_packed(sbf4, gather_padded(x, quads.quad_db_padded))
+        else:
+            summed = self.bilinear(sbf4, x[quads.quad_db], quads.quad_edge, quads.quad_slot)
+        # The scale is fitted against the per-quadruplet messages, as in the reference.
+        summed = self.scale_sbf_sum(x[quads.quad_db] if self.scale_sbf_sum.fitting else x, summed)
         x_out = self.up_projection_out(summed)
-        x_swap = self.up_projection_swap(summed)[quads.edges.edge_swap]
+        x_swap = torch.index_select(self.up_projection_swap(summed), 0, quads.edges.edge_swap)
         return (x_out + x_swap) * _INV_SQRT_2
 
 

@@ -131,9 +131,7 @@ class GemNet(torch.nn.Module):
         rbf = self.rbf_basis(distances)
         cosines = triplet_cosines(vectors, distances, graph)
         radial3 = self.cbf_basis.radial(distances)
-        cbf3 = self.mlp_cbf3(
-            radial3, self.cbf_basis.angular(cosines), graph.triplet_out, graph.triplet_slot, graph.k_max,
-        )
+        cbf3 = self.mlp_cbf3.coefficients(radial3, self.cbf_basis.angular(cosines), graph.triplet_padding)
         bases = {
             "vectors": vectors, "radial3": radial3, "rbf": rbf, "rbf3": self.mlp_rbf3(rbf),
             "cbf3": cbf3, "rbf_h": self.mlp_rbf_h(rbf), "rbf_out": self.mlp_rbf_out(rbf),
@@ -232,9 +230,9 @@ class GemNetQ(GemNet):
         rbf4 = self.mlp_rbf4(bases["rbf"])
         cbf4 = self.mlp_cbf4(self.cbf4_basis.full(d_ab, cos_abd, graph.db_int))
         # The 3D basis shares its radial part (edge c->a, same cutoff) with the triplet basis.
-        sbf4 = self.mlp_sbf4(
+        sbf4 = self.mlp_sbf4.coefficients(
             self.sbf4_basis.repeat_orders(bases["radial3"]), self.sbf4_basis.angular(angle_cab, dihedral, graph.quad_ca),
-            graph.quad_edge, graph.quad_slot, graph.k_max,
+            graph.quad_padding,
         )
         for interaction, output in zip(self.interaction_blocks, self.output_blocks[1:]):
             h, m = interaction(h, m, bases["rbf3"], bases["cbf3"], bases["rbf_h"], graph, rbf4, cbf4, sbf4)

@@ -9,6 +9,7 @@ forces flow through autograd.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -40,6 +41,33 @@ class MolecularGraph:
     @property
     def num_triplets(self) -> int:
         return int(self.triplet_in.shape[0])
+
+    @cached_property
+    def triplet_padding(self) -> torch.Tensor:
+        """(n_edges, k_max) triplet of each (edge, slot); ``n_triplets`` marks an empty slot.
+
+        Gathering through this index packs per-triplet values edge by edge in one operation.
+        """
+        arange = torch.arange(self.num_triplets, device=self.triplet_out.device)
+        return padding_index(self.triplet_out, self.triplet_slot, self.k_max, self.num_edges, arange, self.num_triplets)
+
+    @cached_property
+    def triplet_in_padded(self) -> torch.Tensor:
+        """(n_edges, k_max) incoming edge of each (edge, slot); ``n_edges`` marks an empty slot."""
+        return padding_index(self.triplet_out, self.triplet_slot, self.k_max, self.num_edges, self.triplet_in, self.num_edges)
+
+
+def padding_index(
+    group: torch.Tensor, slot: torch.Tensor, width: int, num_groups: int, values: torch.Tensor, fill: int
+) -> torch.Tensor:
+    """(num_groups, width) table holding ``values[i]`` at (group[i], slot[i]) and ``fill`` elsewhere.
+
+    With ``fill`` pointing at a zero row appended to the source, one gather through this table
+    packs ragged groups into a zero-padded block (cheaper than a scatter, to any order of autograd).
+    """
+    table = torch.full((num_groups, width), fill, dtype=torch.long, device=group.device)
+    table[group, slot] = values
+    return table
 
 
 def _ragged_arange(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,15 +141,18 @@ def build_graph(
 
 def edge_vectors(positions: torch.Tensor, graph: MolecularGraph) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable edge vectors R_t - R_s (Å) and their lengths."""
-    vectors = positions[graph.edge_dst] - positions[graph.edge_src]
+    # index_select rather than advanced indexing: its backward (index_add) is cheaper on CPU.
+    vectors = torch.index_select(positions, 0, graph.edge_dst) - torch.index_select(positions, 0, graph.edge_src)
     return vectors, torch.linalg.vector_norm(vectors, dim=-1)
 
 
 def triplet_cosines(vectors: torch.Tensor, distances: torch.Tensor, graph: MolecularGraph) -> torch.Tensor:
     """cos of the angle at j between j -> i and j -> k for every triplet (k -> j, j -> i)."""
-    v_ji = vectors[graph.triplet_out]  # R_i - R_j
-    v_jk = -vectors[graph.triplet_in]  # R_k - R_j
-    cosine = (v_ji * v_jk).sum(-1) / (distances[graph.triplet_out] * distances[graph.triplet_in])
+    v_ji = torch.index_select(vectors, 0, graph.triplet_out)  # R_i - R_j
+    v_jk = -torch.index_select(vectors, 0, graph.triplet_in)  # R_k - R_j
+    d_ji = torch.index_select(distances, 0, graph.triplet_out)
+    d_jk = torch.index_select(distances, 0, graph.triplet_in)
+    cosine = (v_ji * v_jk).sum(-1) / (d_ji * d_jk)
     return cosine.clamp(-1.0, 1.0)
 
 
@@ -161,6 +192,22 @@ class QuadrupletGraph:
     @property
     def num_quadruplets(self) -> int:
         return int(self.quad_ca.shape[0])
+
+    @cached_property
+    def quad_padding(self) -> torch.Tensor:
+        """(n_edges, k_max) quadruplet of each (receiving edge, slot); ``n_quadruplets`` if empty."""
+        arange = torch.arange(self.num_quadruplets, device=self.quad_ca.device)
+        return padding_index(
+            self.quad_edge, self.quad_slot, self.k_max, self.edges.num_edges, arange, self.num_quadruplets
+        )
+
+    @cached_property
+    def quad_db_padded(self) -> torch.Tensor:
+        """(n_edges, k_max) db triplet of each (receiving edge, slot); ``n_db`` marks an empty slot."""
+        return padding_index(
+            self.quad_edge, self.quad_slot, self.k_max, self.edges.num_edges, self.quad_db,
+            int(self.db_edge.shape[0]),
+        )
 
 
 def _neighbour_triplets(

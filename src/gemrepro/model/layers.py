@@ -113,7 +113,8 @@ class EdgeEmbedding(torch.nn.Module):
     def forward(
         self, h: torch.Tensor, edge_features: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor
     ) -> torch.Tensor:
-        return self.dense(torch.cat([h[edge_src], h[edge_dst], edge_features], dim=-1))
+        h_src, h_dst = torch.index_select(h, 0, edge_src), torch.index_select(h, 0, edge_dst)
+        return self.dense(torch.cat([h_src, h_dst, edge_features], dim=-1))
 
 
 class EfficientDownProjection(torch.nn.Module):
@@ -144,6 +145,17 @@ class EfficientDownProjection(torch.nn.Module):
         packed = packed.index_put((triplet_out, triplet_slot), angular)
         return radial_w, packed.transpose(1, 2)  # (E, L, K)
 
+    def coefficients(self, radial: torch.Tensor, angular: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The basis contracted over orders l once: (n_edges, emb_size_cbf, k_max).
+
+        coefficients[e, i, k] = sum_l radial_w[e, i, l] angular[e, l, k]. Every interaction block
+        reuses it, so each block needs one small batched matmul instead of two. ``padding`` is the
+        (n_edges, k_max) table of ``padding_index`` into the rows of ``angular``.
+        """
+        radial_w = torch.matmul(radial, self.weight).permute(1, 2, 0)  # (E, cbf, L)
+        packed = gather_padded(angular, padding)  # (E, K, L)
+        return torch.matmul(radial_w, packed.transpose(1, 2))
+
 
 class EfficientBilinear(torch.nn.Module):
     """Bilinear layer of the triplet interaction, summed over the triplets of each edge.
@@ -169,5 +181,25 @@ class EfficientBilinear(torch.nn.Module):
         packed = messages.new_zeros(num_edges, k_max, messages.shape[-1])
         packed = packed.index_put((triplet_out, triplet_slot), messages)  # (E, K, trip)
         summed = torch.matmul(angular, packed)  # (E, L, trip)
-        mixed = torch.matmul(radial_w, summed)  # (E, cbf, trip)
-        return torch.einsum("eit,tio->eo", mixed, self.weight)
+        return self.mix(torch.matmul(radial_w, summed))
+
+    def forward_packed(self, coefficients: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        """The same sum from ``EfficientDownProjection.coefficients`` and messages packed per edge.
+
+        ``packed`` is (n_edges, k_max, emb_size_trip), zero in empty slots.
+        """
+        return self.mix(torch.matmul(coefficients, packed))  # (E, cbf, trip) -> (E, out)
+
+    def mix(self, mixed: torch.Tensor) -> torch.Tensor:
+        """(n_edges, cbf, trip) -> (n_edges, out) through W[t, i, :], as one plain matmul."""
+        trip, cbf, out = self.weight.shape
+        weight = self.weight.permute(1, 0, 2).reshape(cbf * trip, out)
+        return torch.matmul(mixed.reshape(mixed.shape[0], cbf * trip), weight)
+
+
+def gather_padded(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[index] where ``index == len(values)`` selects a zero row (padding of ragged groups)."""
+    padded = torch.cat([values, values.new_zeros((1,) + tuple(values.shape[1:]))], dim=0)
+    # index_select (backward: index_add) is much cheaper on CPU than advanced indexing (backward:
+    # index_put with accumulation), also in the double backward of force training.
+    return torch.index_select(padded, 0, index.reshape(-1)).reshape(tuple(index.shape) + tuple(values.shape[1:]))

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from gemrepro.data.torch_dataset import epoch_batches, fit_element_references
 from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint, save_trained_model

@@ -53,7 +53,7 @@ SCALES: dict[str, Scale] = {
         train_sizes=(4, 40, 400, 4000),
         test_size=500,
         n_md_molecules=5,
-        md_time_ps=2.0,
+        md_time_ps=0.25,  # 500 steps: the MD budget of the tiny book (2 CPU cores, minutes)
         model_preset="tiny",
         notes="CI and laptops: 2 CPU cores, minutes",
     ),

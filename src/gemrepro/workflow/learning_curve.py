@@ -1,0 +1,461 @@
+"""The learning-curve stage (Stocker et al., Fig. 1): one GemNet per training-set size, one test set.
+
+Each model is an artifact of stage ``models`` keyed by the dataset artifact, the split (scale,
+seed, size), the model configuration and the training recipe. Training runs in a work folder
+``<artifacts>/models-work/<key>/`` that outlives a killed process, so a second call resumes
+from the last checkpoint; only the finished model becomes an artifact (atomically).
+
+Budgets are counted in optimizer *steps*, never wall time, so a run is a pure function of its
+parameters and nbval can compare its numbers: bit for bit within a process on one CPU thread;
+across processes float32 CPU reductions may differ in the last bits, which the smallest
+training sets amplify to ~0.5 % of their error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import Batch
+
+from gemrepro.data.splits import Splits, make_splits
+from gemrepro.data.torch_dataset import AtomsDataset
+from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.workflow.paths import artifacts_dir
+from gemrepro.workflow.scales import get_scale
+
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "SanityCheck",
+    "ScaleData",
+    "learning_curve",
+    "load_scale_data",
+    "model_artifacts",
+    "model_config",
+    "recipe",
+    "sanity_check_real_data",
+    "train_config",
+    "train_scale_model",
+    "training_step_cost",
+]
+
+STAGE = "models"
+WORK_STAGE = "models-work"
+STAGE_VERSION = 1  # bump when what a model artifact holds or how it is trained changes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one scale trains its models: the paper's recipe, with budgets in steps.
+
+    ``max_steps`` has one entry per training size of the scale (smallest first): a small
+    training set converges (or over-fits) in fewer updates. ``max_validation`` caps the
+    validation structures used for early stopping, because evaluating forces on a quarter of
+    the training set every ``eval_every`` steps would cost more than training at ``tiny``.
+    ``model_overrides`` change fields of the scale's GemNet preset. Every budget is a multiple
+    of ``eval_every``, so the last step is validated and can become the kept model.
+    """
+
+    max_steps: tuple[int, ...]
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 1000
+    decay_steps: int = 100_000
+    decay_rate: float = 0.01
+    ema_decay: float = 0.999
+    energy_weight: float = 0.001  # the paper's 0.1 % energy, 99.9 % forces
+    force_weight: float = 0.999
+    patience: int = 20
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    max_validation: int | None = None
+    dtype: str = "float32"
+    model_overrides: tuple[tuple[str, object], ...] = ()
+
+
+RECIPES: dict[str, Recipe] = {
+    # CI on 2 CPU cores: four models from scratch in about two minutes. Batches of 8, a high
+    # learning rate with a short warm-up and a tenfold decay within the run; GemNet-T "tiny" with
+    # a 4 Å cutoff (molecules of ~14 atoms: fewer triplets per atom, cheaper steps). A few hundred
+    # steps leave the energy untrained at the paper's 0.1 % weight, so tiny gives it 2 %.
+    "tiny": Recipe(
+        max_steps=(60, 100, 160, 240), batch_size=8, lr=5e-3, warmup_steps=20, decay_steps=240,
+        decay_rate=0.1, energy_weight=0.02, force_weight=0.98, patience=5, eval_every=20,
+        checkpoint_every=20, max_validation=50, model_overrides=(("cutoff", 4.0),),
+    ),
+    # One GPU: tens of thousands of steps per model.
+    "small": Recipe(
+        max_steps=(5_000, 10_000, 20_000, 40_000), batch_size=32, lr=1e-3, warmup_steps=1000,
+        decay_steps=40_000, decay_rate=0.05, patience=10, eval_every=1000, checkpoint_every=1000,
+        max_validation=2000,
+    ),
+    # The GemNet reference training configuration (TUM-DAML/gemnet_pytorch config.yaml):
+    # batch 32, lr 1e-3, warm-up 3,750, exponential decay to 1 % over 4.5M steps, at most
+    # 1.5M steps, validation every 7,500 steps, early stopping.
+    "paper": Recipe(
+        max_steps=(1_500_000,) * 4, batch_size=32, lr=1e-3, warmup_steps=3750, decay_steps=4_500_000,
+        decay_rate=0.01, patience=50, eval_every=7500, checkpoint_every=7500,
+    ),
+}
+
+
+def recipe(scale: str) -> Recipe:
+    """The training recipe of a scale (one-line error for an unknown one)."""
+    get_scale(scale)
+    if scale not in RECIPES:
+        raise ValueError(f"scale {scale!r} has no training recipe: expected one of {', '.join(RECIPES)}")
+    return RECIPES[scale]
+
+
+def _size_index(scale: str, train_size: int) -> int:
+    sizes = get_scale(scale).train_sizes
+    if train_size not in sizes:
+        raise ValueError(f"train_size {train_size!r}: expected one of the {scale} sizes {list(sizes)}")
+    return sizes.index(train_size)
+
+
+def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu"):
+    """The ``TrainConfig`` for one model of the learning curve."""
+    from gemrepro.train import TrainConfig
+
+    r = recipe(scale)
+    steps = r.max_steps[_size_index(scale, train_size)]
+    return TrainConfig(
+        lr=r.lr, batch_size=min(r.batch_size, train_size), max_steps=steps, warmup_steps=r.warmup_steps,
+        decay_steps=r.decay_steps, decay_rate=r.decay_rate, ema_decay=r.ema_decay,
+        energy_weight=r.energy_weight, force_weight=r.force_weight, patience=r.patience,
+        eval_every=r.eval_every, checkpoint_every=r.checkpoint_every, seed=seed, device=device,
+        dtype=r.dtype,
+    )
+
+
+def model_config(scale: str, variant: str = "T"):
+    """The GemNet configuration of a scale: its preset plus the recipe's overrides."""
+    from gemrepro.model import preset_config
+
+    return preset_config(get_scale(scale).model_preset, variant=variant, **dict(recipe(scale).model_overrides))
+
+
+@dataclass(frozen=True)
+class ScaleData:
+    """A scale's labelled dataset in memory with its splits: loaded once, shared by all sizes."""
+
+    artifact: Artifact
+    graphs: AtomsDataset
+    splits: Splits
+
+
+def _dataset_artifact(scale: str, reference: str, seed: int, root) -> Artifact:
+    from gemrepro.data.build import build_dataset
+
+    return build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
+
+
+def load_scale_data(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None,
+                    artifact: Artifact | None = None) -> ScaleData:
+    """The scale's dataset (built if missing) as graphs, with nested train/val splits and one test set."""
+    from gemrepro.data import read
+
+    spec = get_scale(scale)
+    artifact = artifact or _dataset_artifact(scale, reference, seed, root)
+    graphs = AtomsDataset.from_atoms(read(artifact.file("qm7x.hdf5")), energy_key="atomization_energy")
+    splits = make_splits(len(graphs), spec.train_sizes, spec.test_size, seed)
+    return ScaleData(artifact, graphs, splits)
+
+
+def _model_params(scale: str, train_size: int, seed: int, reference: str, variant: str, dataset_key: str) -> dict:
+    spec = get_scale(scale)
+    config = train_config(scale, train_size, seed, device="cpu")
+    return {
+        "scale": scale,
+        "seed": seed,
+        "reference": reference,
+        "dataset": dataset_key,
+        "split": {"train_size": train_size, "train_sizes": spec.train_sizes, "test_size": spec.test_size,
+                  "validation_fraction": 0.25, "max_validation": recipe(scale).max_validation},
+        "model": model_config(scale, variant).to_dict(),
+        "train": config.to_dict(),
+        "stage_version": STAGE_VERSION,
+    }
+
+
+def _validation_subset(indices: np.ndarray, cap: int | None) -> np.ndarray:
+    """The first ``cap`` validation structures (the split is already random)."""
+    return indices if cap is None else indices[:cap]
+
+
+def train_scale_model(
+    scale: str,
+    train_size: int,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    variant: str = "T",
+    root=None,
+    progress: bool = True,
+    device: str = "cpu",
+    data: ScaleData | None = None,
+) -> Artifact:
+    """The trained model of one learning-curve point: loaded when cached, trained (or resumed) otherwise.
+
+    The artifact holds ``model.pt`` (``load_trained_model``), ``history.csv`` and, in its
+    manifest, ``metrics`` (``validation`` and ``test`` errors, eV and eV/Å), steps and the
+    training wall time summed over resumed runs. ``data`` passes an already loaded
+    ``ScaleData`` so the four sizes read the dataset once.
+    """
+    from gemrepro.model import build_model, fit_scale_factors, resolve_device
+    from gemrepro.train import evaluate, load_checkpoint, save_trained_model, train_model
+
+    _size_index(scale, train_size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    root = Path(root) if root else artifacts_dir()
+    device = str(resolve_device(device))
+    dataset = data.artifact if data is not None else _dataset_artifact(scale, reference, seed, root)
+    # The key does not depend on the device: a GPU-trained model serves a CPU chapter.
+    params = _model_params(scale, train_size, int(seed), reference, variant, dataset.key)
+    found = load_artifact(STAGE, params, root)
+    if found is not None:
+        return found
+    data = data or load_scale_data(scale, seed, reference, root, artifact=dataset)
+    config = replace(train_config(scale, train_size, int(seed)), device=device)
+    train_set = data.graphs.subset(data.splits.train[train_size])
+    val_set = data.graphs.subset(_validation_subset(data.splits.validation[train_size], recipe(scale).max_validation))
+    test_set = data.graphs.subset(data.splits.test)
+    workdir = root / WORK_STAGE / artifact_key(params)
+
+    def build(folder: Path) -> dict:
+        torch.manual_seed(config.seed)
+        model = build_model(model_config(scale, variant)).to(config.torch_dtype)
+        first = train_set.to(config.torch_dtype).graphs[: config.batch_size]
+        fit_scale_factors(model, Batch.from_data_list(first))
+        result = train_model(model, train_set, val_set, config, workdir, progress=progress)
+        test = evaluate(result.model, test_set, config.eval_batch_size or 32)
+        wall = float(load_checkpoint(workdir / "checkpoint.pt")["state"]["total_wall_time_s"])
+        save_trained_model(folder / "model.pt", result.model,
+                           metadata={"train_config": config.to_dict(), "best_metrics": result.best_metrics})
+        result.history.to_csv(folder / "history.csv", index=False)
+        keep = ("energy_mae", "forces_mae", "forces_rmse", "n")
+        return {
+            "metrics": {
+                "validation": {k: result.best_metrics[k] for k in keep},
+                "test": {k: test[k] for k in keep},
+            },
+            "train_size": train_size,
+            "validation_size": len(val_set),
+            "steps": result.steps,
+            "best_step": result.best_metrics["step"],
+            "stop_reason": result.stop_reason,
+            "training_wall_time_s": round(wall, 2),
+            "resumed_from_step": result.resumed_from_step,
+            "device": device,
+        }
+
+    artifact = get_or_create(STAGE, params, build, root)
+    shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is not needed once the artifact exists
+    return artifact
+
+
+def learning_curve(
+    scale: str = "tiny",
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    variant: str = "T",
+    root=None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """One row per training size: test-set energy and force MAE (eV, eV/Å), wall time, steps, key.
+
+    Every model is evaluated on the same test set, so the rows differ only in training data.
+    The dataset is read once, and only when a model is missing from the cache.
+    """
+    spec = get_scale(scale)
+    root = Path(root) if root else artifacts_dir()
+    dataset = _dataset_artifact(scale, reference, seed, root)
+    data: ScaleData | None = None
+    rows = []
+    for size in spec.train_sizes:
+        params = _model_params(scale, size, seed, reference, variant, dataset.key)
+        if load_artifact(STAGE, params, root) is None and data is None:
+            data = load_scale_data(scale, seed, reference, root, artifact=dataset)
+        artifact = train_scale_model(scale, size, seed, reference, variant, root, progress, device, data)
+        m = artifact.manifest
+        rows.append({
+            "train_size": size,
+            "energy_mae": m["metrics"]["test"]["energy_mae"],
+            "forces_mae": m["metrics"]["test"]["forces_mae"],
+            "val_energy_mae": m["metrics"]["validation"]["energy_mae"],
+            "val_forces_mae": m["metrics"]["validation"]["forces_mae"],
+            "test_size": m["metrics"]["test"]["n"],
+            "steps": m["steps"],
+            "best_step": m["best_step"],
+            "stop_reason": m["stop_reason"],
+            "training_wall_time_s": m["training_wall_time_s"],
+            "key": artifact.key,
+        })
+    table = pd.DataFrame(rows)
+    table.attrs["dataset"] = dataset
+    return table
+
+
+def model_artifacts(table: pd.DataFrame, root=None) -> list[Artifact]:
+    """The model artifacts behind the rows of ``learning_curve`` (for provenance lines)."""
+    base = (Path(root) if root else artifacts_dir()) / STAGE
+    return [Artifact(base / key, json.loads((base / key / "manifest.json").read_text())) for key in table["key"]]
+
+
+# ----------------------------------------------------------------------------- real data
+@dataclass(frozen=True)
+class SanityCheck:
+    """A short fit on real frames: test errors next to trivial baselines."""
+
+    artifact: Artifact
+    table: pd.DataFrame
+
+
+def sanity_check_real_data(
+    path: str | Path,
+    energy_unit: str = "kcal/mol",
+    n_train: int = 70,
+    n_validation: int = 10,
+    n_test: int = 20,
+    steps: int = 100,
+    seed: int = 0,
+    scale: str = "tiny",
+    root=None,
+    progress: bool = False,
+) -> SanityCheck:
+    """Fit the scale's GemNet on a real file for a fixed number of steps; compare with baselines.
+
+    The baselines are the mean training energy (energy) and zero forces (forces): a model
+    that has learned anything must beat both on the held-out frames.
+    """
+    from gemrepro.data import read
+    from gemrepro.model import build_model, fit_scale_factors
+    from gemrepro.train import TrainConfig, evaluate, save_trained_model, train_model
+
+    path = Path(path)
+    frames = read(path, energy_unit=energy_unit)
+    needed = n_train + n_validation + n_test
+    if min(n_train, n_validation, n_test) < 1 or needed > len(frames):
+        raise ValueError(
+            f"{path.name}: holds {len(frames)} frames; expected positive n_train/n_validation/n_test "
+            f"summing to at most that, got {n_train}/{n_validation}/{n_test}"
+        )
+    r = recipe(scale)
+    config = TrainConfig(
+        lr=r.lr, batch_size=min(r.batch_size, n_train), max_steps=steps, warmup_steps=min(r.warmup_steps, steps),
+        decay_steps=steps, decay_rate=0.1, energy_weight=r.energy_weight, force_weight=r.force_weight,
+        patience=r.patience, eval_every=max(1, steps // 5),
+        checkpoint_every=max(1, steps // 5), seed=seed, dtype=r.dtype,
+    )
+    params = {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+        "energy_unit": energy_unit,
+        "split": [n_train, n_validation, n_test],
+        "seed": seed,
+        "scale": scale,
+        "model": model_config(scale).to_dict(),
+        "train": config.to_dict(),
+        "stage_version": STAGE_VERSION,
+    }
+
+    def build(folder: Path) -> dict:
+        graphs = AtomsDataset.from_atoms(frames, energy_key="atomization_energy")
+        order = np.random.default_rng(seed).permutation(len(graphs))
+        train = graphs.subset(order[:n_train])
+        val = graphs.subset(order[n_train : n_train + n_validation])
+        test = graphs.subset(order[n_train + n_validation : needed])
+        torch.manual_seed(seed)
+        model = build_model(model_config(scale)).to(config.torch_dtype)
+        fit_scale_factors(model, Batch.from_data_list(train.to(config.torch_dtype).graphs[: config.batch_size]))
+        result = train_model(model, train, val, config, folder / "work", progress=progress)
+        metrics = evaluate(result.model, test)
+        mean_energy = float(np.mean([float(g.energy) for g in train.graphs]))
+        baseline_energy = float(np.mean([abs(float(g.energy) - mean_energy) for g in test.graphs]))
+        baseline_forces = float(torch.cat([g.forces.reshape(-1) for g in test.graphs]).abs().mean())
+        save_trained_model(folder / "model.pt", result.model, metadata={"train_config": config.to_dict()})
+        shutil.rmtree(folder / "work")
+        return {
+            "molecule": frames[0].get_chemical_formula(),
+            "errors": {
+                "model": {"energy_mae": metrics["energy_mae"], "forces_mae": metrics["forces_mae"]},
+                "baseline": {"energy_mae": baseline_energy, "forces_mae": baseline_forces},
+            },
+            "steps": result.steps,
+        }
+
+    artifact = get_or_create("sanity-fit", params, build, root)
+    errors = artifact.manifest["errors"]
+    table = pd.DataFrame(
+        {
+            "energy MAE (eV)": [errors["model"]["energy_mae"], errors["baseline"]["energy_mae"]],
+            "force MAE (eV/Å)": [errors["model"]["forces_mae"], errors["baseline"]["forces_mae"]],
+        },
+        index=[f"GemNet-T ({artifact.manifest['steps']} steps)", "baseline (mean energy, zero forces)"],
+    )
+    return SanityCheck(artifact, table)
+
+
+# ----------------------------------------------------------------------------- cost
+def training_step_cost(
+    presets: tuple[str, ...] = ("small", "paper"),
+    variant: str = "T",
+    batch_size: int = 32,
+    graphs: list | None = None,
+    repeats: int = 1,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Parameters and measured seconds of one training step (energy+force loss, backward, AMSGrad).
+
+    ``graphs`` are the molecules of the batch (default: random QM7-X-like 17-atom clusters).
+    One untimed step first (allocation, lazy initialisation), then the median of ``repeats``.
+    """
+    from gemrepro.model import build_model, fit_scale_factors, preset_config
+    from gemrepro.model.bench import molecule_like_cluster
+    from gemrepro.train import EnergyForceLoss
+
+    if graphs is None:
+        generator = torch.Generator().manual_seed(0)
+        graphs = []
+        for _ in range(batch_size):
+            g = molecule_like_cluster(17, generator)
+            g.forces = torch.zeros_like(g.pos)
+            g.energy = torch.zeros(1, dtype=g.pos.dtype)
+            graphs.append(g)
+    rows = []
+    for name in presets:
+        model = build_model(preset_config(name, variant=variant)).to(device)
+        batch = Batch.from_data_list(list(graphs)[:batch_size]).to(device)
+        batch.pos, batch.forces, batch.energy = (t.float() for t in (batch.pos, batch.forces, batch.energy))
+        fit_scale_factors(model, batch)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, amsgrad=True)
+        loss_fn = EnergyForceLoss()
+        times = []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = loss_fn(model(batch), batch)
+            loss.backward()
+            optimizer.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - start)
+        rows.append({
+            "preset": name,
+            "variant": variant,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "batch_size": int(batch.num_graphs),
+            "seconds_per_step": float(np.median(times)),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,170 @@
+"""Learning-curve stage: cached model artifacts, resume after a kill, one row per size; the chapter."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gemrepro.train
+from gemrepro.data.formats import write_qm7x
+from gemrepro.workflow import learning_curve as lc
+from gemrepro.workflow.artifacts import get_or_create, load_artifact
+from gemrepro.workflow.scales import SCALES, Scale
+
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+MOLECULES = {  # atomic numbers and an equilibrium geometry (Å)
+    1: ([8, 1, 1], [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]),
+    2: ([6, 1, 1, 1, 1], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                          [0.63, -0.63, -0.63]]),
+    3: ([7, 1, 1, 1], [[0, 0, 0], [1.01, 0, 0], [-0.34, 0.95, 0], [-0.34, -0.47, 0.83]]),
+}
+
+
+def harmonic_labels(numbers: np.ndarray, positions: np.ndarray, reference: np.ndarray) -> tuple[float, np.ndarray]:
+    """Energy (eV) and forces (eV/Å) of springs between all atom pairs, rest lengths from ``reference``."""
+    diff = positions[:, None] - positions[None]
+    r = np.linalg.norm(diff, axis=-1)
+    r0 = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
+    k = 2.0 + 0.5 * (numbers[:, None] > 1) * (numbers[None] > 1)
+    np.fill_diagonal(r, 1.0)
+    stretch = np.where(np.eye(len(numbers), dtype=bool), 0.0, r - r0)
+    energy = 0.25 * float((k * stretch**2).sum())
+    forces = -(k * stretch / r)[..., None] * diff
+    return energy, forces.sum(axis=1)
+
+
+def synthetic_dataset(folder: Path) -> dict:
+    """24 displaced structures of three molecules in the QM7-X layout (what ``build_dataset`` writes)."""
+    rng = np.random.default_rng(0)
+    records = []
+    for mol_id, (numbers, geometry) in MOLECULES.items():
+        numbers, geometry = np.array(numbers), np.array(geometry, dtype=float)
+        for d in range(8):
+            positions = geometry + (0.0 if d == 0 else 0.08) * rng.normal(size=geometry.shape)
+            energy, forces = harmonic_labels(numbers, positions, geometry)
+            records.append({"mol_id": mol_id, "isomer": 1, "conformer": 1, "label": "opt" if d == 0 else f"d{d}",
+                            "numbers": numbers, "positions": positions, "energy": energy - 10.0 * len(numbers),
+                            "atomization_energy": energy - 3.0 * len(numbers), "forces": forces})
+    write_qm7x(folder / "qm7x.hdf5", records, reference_method="gfn2-xtb")
+    return {"n_configurations": len(records)}
+
+
+@pytest.fixture
+def micro(monkeypatch, tmp_path):
+    """A scale of 4 / 8 training structures, 6 test structures, a one-block GemNet and 8-10 steps."""
+    monkeypatch.setitem(SCALES, "micro", Scale(
+        name="micro", n_molecules=3, n_conformers=1, n_displaced=7, train_sizes=(4, 8), test_size=6,
+        n_md_molecules=1, model_preset="tiny",
+    ))
+    monkeypatch.setitem(lc.RECIPES, "micro", lc.Recipe(
+        max_steps=(8, 10), batch_size=4, lr=5e-3, warmup_steps=2, decay_steps=10, decay_rate=0.1,
+        patience=5, eval_every=2, checkpoint_every=2,
+        model_overrides=(("num_blocks", 1), ("emb_size_atom", 8), ("emb_size_edge", 8), ("cutoff", 3.0)),
+    ))
+
+    def dataset(scale, reference, seed, root):
+        return get_or_create("dataset", {"synthetic": "micro", "seed": seed}, synthetic_dataset, root)
+
+    monkeypatch.setattr(lc, "_dataset_artifact", dataset)
+    return tmp_path
+
+
+def test_model_is_cached_and_has_finite_test_errors(micro, monkeypatch):
+    first = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    test = first.manifest["metrics"]["test"]
+    assert test["n"] == 6 and first.manifest["steps"] == 10
+    assert math.isfinite(test["energy_mae"]) and 0 < test["forces_mae"] < 10
+    assert first.file("model.pt").is_file() and first.file("history.csv").is_file()
+    assert not (micro / lc.WORK_STAGE / first.key).exists()  # the checkpoint folder is cleaned up
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached model was retrained")
+
+    monkeypatch.setattr(gemrepro.train, "train_model", no_training)
+    second = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    assert second.path == first.path and second.manifest == first.manifest
+
+
+def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_factory):
+    reference = lc.train_scale_model("micro", 8, root=tmp_path_factory.mktemp("uninterrupted"), progress=False)
+    real_train_model = gemrepro.train.train_model
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_5(*args, **kwargs):
+        def callback(step, info):
+            if step == 5:
+                raise Killed
+
+        return real_train_model(*args, **kwargs, callback=callback)
+
+    monkeypatch.setattr(gemrepro.train, "train_model", kill_at_step_5)
+    with pytest.raises(Killed):
+        lc.train_scale_model("micro", 8, root=micro, progress=False)
+    assert not list((micro / lc.STAGE).glob("*/manifest.json"))  # no half artifact
+    assert list((micro / lc.WORK_STAGE).glob("*/checkpoint.pt"))
+    monkeypatch.setattr(gemrepro.train, "train_model", real_train_model)
+
+    resumed = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    assert resumed.manifest["resumed_from_step"] == 4  # the last checkpoint before the kill
+    assert resumed.key == reference.key
+    assert resumed.manifest["metrics"] == reference.manifest["metrics"]  # bit for bit on CPU
+
+
+def test_learning_curve_has_one_row_per_size(micro):
+    table = lc.learning_curve("micro", root=micro, progress=False)
+    assert table["train_size"].tolist() == [4, 8]
+    assert table["steps"].tolist() == [8, 10]
+    assert np.isfinite(table[["energy_mae", "forces_mae"]].to_numpy()).all()
+    assert (table["test_size"] == 6).all() and table["key"].nunique() == 2
+    assert [a.key for a in lc.model_artifacts(table, root=micro)] == table["key"].tolist()
+
+
+def test_bad_inputs_give_one_line_errors(micro):
+    with pytest.raises(ValueError, match=r"train_size 5: expected one of the micro sizes \[4, 8\]"):
+        lc.train_scale_model("micro", 5, root=micro)
+    with pytest.raises(ValueError, match="unknown scale"):
+        lc.train_config("huge", 4)
+
+
+def test_tiny_recipe_has_one_step_budget_per_size_growing_with_size():
+    for name, recipe in lc.RECIPES.items():
+        assert len(recipe.max_steps) == len(SCALES[name].train_sizes)
+        assert list(recipe.max_steps) == sorted(recipe.max_steps)
+        assert all(steps % recipe.eval_every == 0 for steps in recipe.max_steps)
+    config = lc.train_config("tiny", 4)
+    assert config.batch_size == 4 and config.max_wall_time_s is None
+
+
+def test_chapter_source_has_parameters_and_checked_cells():
+    import jupytext
+
+    notebook = jupytext.read(ROOT / "notebooks" / "learning_curves.md")
+    tagged = [c for c in notebook.cells if "nbval-check-output" in c.metadata.get("tags", [])]
+    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and len(tagged) >= 4
+    for name in ("scale", "seed", "reference", "data_dir", "device", "variant"):
+        assert f"\n{name} = " in "\n" + parameters[0].source
+    assert "book/chapters/learning_curves" in (ROOT / "_toc.yml").read_text()
+
+
+def test_cli_trains_the_scale_model_then_loads_it(micro, capsys):
+    from gemrepro.cli import main
+
+    args = ["train", "--scale", "micro", "--train-size", "4", "--data-dir", str(micro), "--quiet"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "test energy MAE" in first and "8 steps" in first
+    model = Path(first.strip().splitlines()[-1].removeprefix("model: "))
+    assert model.is_file() and model.parent.parent == micro / "artifacts" / lc.STAGE
+    assert main(args) == 0
+    assert capsys.readouterr().out == first  # loaded from the cache, not retrained
+    assert main(["train", "--scale", "micro"]) == 2
+    assert "expected --train-size" in capsys.readouterr().err
