@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     labelling = sub.add_parser("labelling", help="labels per second: one Dask worker vs all workers")
     labelling.add_argument("--reference", default="gfn2-xtb")
-    labelling.add_argument("--configurations", type=int, default=400)
+    labelling.add_argument("--configurations", type=int, default=2000)
     labelling.add_argument("--workers", type=int, default=None, help="workers of the parallel run (default: cores)")
     labelling.add_argument("--json", action="store_true", help="print one JSON object")
     labelling.set_defaults(func=_labelling)
