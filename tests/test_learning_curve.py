@@ -150,7 +150,7 @@ def test_chapter_source_has_parameters_and_checked_cells():
     tagged = [c for c in notebook.cells if "nbval-check-output" in c.metadata.get("tags", [])]
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and len(tagged) >= 4
-    for name in ("scale", "seed", "reference", "data_dir", "device", "variant"):
+    for name in ("scale", "seed", "reference", "data_dir", "device", "variants"):
         assert f"\n{name} = " in "\n" + parameters[0].source
     assert "book/chapters/learning_curves" in (ROOT / "_toc.yml").read_text()
 
@@ -168,3 +168,33 @@ def test_cli_trains_the_scale_model_then_loads_it(micro, capsys):
     assert capsys.readouterr().out == first  # loaded from the cache, not retrained
     assert main(["train", "--scale", "micro"]) == 2
     assert "expected --train-size" in capsys.readouterr().err
+
+
+def test_variant_resolves_to_the_scale_default_or_one_of_t_and_q():
+    assert [lc.resolve_variant(name) for name in ("tiny", "small", "paper")] == ["T", "T", "Q"]
+    assert lc.resolve_variant("tiny", "q") == "Q" and lc.resolve_variant("paper", " t ") == "T"
+    assert SCALES["tiny"].learning_curve_variants == ("T",)
+    assert SCALES["small"].learning_curve_variants == SCALES["paper"].learning_curve_variants == ("T", "Q")
+    with pytest.raises(ValueError, match=r"^variant: expected 'T' or 'Q' .*got 'X'$"):
+        lc.resolve_variant("tiny", "X")
+    # the tiny models keep the keys they were cached under: None and "T" give one configuration
+    assert lc.model_config("tiny", None) == lc.model_config("tiny", "T")
+    assert lc.model_config("paper", None).variant == "Q"
+
+
+def test_learning_curves_put_both_variants_side_by_side(micro):
+    from gemrepro.model import GemNetQ, GemNetT
+    from gemrepro.train import load_trained_model
+
+    table = lc.learning_curves("micro", variants=("T", "q"), root=micro, progress=False)
+    assert table["variant"].tolist() == ["T", "T", "Q", "Q"]
+    assert table["train_size"].tolist() == [4, 8, 4, 8]
+    assert table["steps"].tolist() == [8, 10, 8, 10]
+    assert np.isfinite(table[["energy_mae", "forces_mae"]].to_numpy()).all()
+    assert table["key"].nunique() == 4  # the variant is part of every model's key
+    models = lc.model_artifacts(table, root=micro)
+    loaded = [load_trained_model(m.file("model.pt")) for m in (models[0], models[2])]
+    assert [type(m.model) for m in loaded] == [GemNetT, GemNetQ]
+    assert lc.learning_curves("micro", root=micro, progress=False)["variant"].tolist() == ["T", "T"]
+    with pytest.raises(ValueError, match="variant: expected 'T' or 'Q'"):
+        lc.learning_curves("micro", variants=("T", "X"), root=micro)

@@ -71,12 +71,20 @@ def learning_curves(ours: pd.DataFrame, paper_points: pd.DataFrame, peer_forces_
     """Fig. 1: test AE MAE and force MAE against training-set size, log-log, ours beside the paper's.
 
     ``ours`` and ``paper_points`` hold ``train_size``, ``energy_mae`` (eV) and ``forces_mae``
-    (eV/Å); ``peer_forces_mae`` draws a peer model's force MAE as a horizontal line.
+    (eV/Å); ``peer_forces_mae`` draws a peer model's force MAE as a horizontal line. An optional
+    ``variant`` column in ``ours`` with several values draws one line style per GemNet variant.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     panels = (("energy_mae", "AE MAE (eV)", "atomization energy"), ("forces_mae", "force MAE (eV/Å)", "forces"))
+    variants = list(dict.fromkeys(ours["variant"])) if "variant" in ours else []
+    if len(variants) > 1:
+        lines = [(f"ours GemNet-{v}", ours[ours["variant"] == v], style)
+                 for v, style in zip(variants, ("o-", "^-.", "v:", "d-"))]
+    else:
+        lines = [("ours", ours, "o-")]
     for ax, (column, ylabel, title) in zip(axes, panels):
-        ax.plot(ours["train_size"], ours[column], "o-", color="C0", label="ours")
+        for label, rows, style in lines:
+            ax.plot(rows["train_size"], rows[column], style, color="C0", label=label)
         ax.plot(paper_points["train_size"], paper_points[column], "s--", color="C3", label="GemNet (paper)")
         if column == "forces_mae" and peer_forces_mae is not None:
             ax.axhline(peer_forces_mae, color="0.4", ls=":", label=peer_label)

@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--batch-size", type=int, default=32, help="QM7-X-sized molecules per batch")
     model.add_argument("--device", default="auto", help="auto, cpu or cuda")
     model.add_argument("--repeats", type=int, default=3)
+    model.add_argument("--compare", action="store_true",
+                       help="time GemNet-T and GemNet-Q on the same batch and print the Q/T cost ratio")
     model.add_argument("--json", action="store_true", help="print one JSON object")
     model.set_defaults(func=_model)
 
@@ -55,13 +57,16 @@ def _labelling(args: argparse.Namespace) -> int:
 def _model(args: argparse.Namespace) -> int:
     import torch
 
-    from gemrepro.model import bench, resolve_device
+    from gemrepro.cli.model import parse_variant
+    from gemrepro.model import bench, build_model, resolve_device
 
-    builder = _model_builder(args.variant)
+    if args.compare:
+        return _compare(args)
+    variant = parse_variant(args.variant)
     device = resolve_device(args.device)
-    model = builder(args.preset).to(device)
+    model = build_model(variant, args.preset).to(device)
     rows = bench.benchmark_model(model, batch_size=args.batch_size, repeats=args.repeats)
-    result = {"preset": args.preset, "variant": args.variant.upper(), "device": str(device),
+    result = {"preset": args.preset, "variant": variant, "device": str(device),
               "threads": torch.get_num_threads(), "rows": rows}
     if args.json:
         print(json.dumps(result))
@@ -74,12 +79,22 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_builder(variant: str):
-    from gemrepro import model as models
+def _compare(args: argparse.Namespace) -> int:
+    """GemNet-T against GemNet-Q of one preset on the same batch: the cost of the quadruplets."""
+    from gemrepro.model.bench import compare_variants
 
-    variant = variant.upper()
-    if variant == "T":
-        return models.GemNetT.from_preset
-    if variant == "Q" and hasattr(models, "GemNetQ"):
-        return models.GemNetQ.from_preset
-    raise ValueError(f"unknown model variant {variant!r}: expected T or Q")
+    if args.batch_size < 1 or args.repeats < 1:
+        raise ValueError(f"--batch-size and --repeats: expected at least 1, got {args.batch_size} and {args.repeats}")
+    result = compare_variants(batch_size=args.batch_size, preset=args.preset, repeats=args.repeats,
+                              device=args.device)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"preset {result['preset']} on {result['device']}: {result['batch_size']} molecules, "
+          f"{result['num_atoms']} atoms, {result['num_edges']} edges, {result['num_triplets']} triplets, "
+          f"{result['num_quadruplets']} quadruplets")
+    for variant in ("T", "Q"):
+        print(f"GemNet-{variant}: {result[f'parameters_{variant}']:>9,} parameters, "
+              f"{result[f'evaluations_per_second_{variant}']:9.1f} evals/s")
+    print(f"cost ratio Q/T: {result['cost_ratio_q_to_t']:.2f}x")
+    return 0

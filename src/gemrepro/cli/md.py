@@ -179,6 +179,7 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
     source = bench.add_mutually_exclusive_group()
     source.add_argument("--preset", default="tiny", help="random-initialised GemNet preset (default tiny)")
     source.add_argument("--model", default=None, help="use this model checkpoint instead of a preset")
+    bench.add_argument("--variant", default="T", help="GemNet variant of the random preset model: T or Q (default T)")
     bench.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                        help="torch threads for both paths (default: all cores; gemrepro otherwise uses 1)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -189,8 +190,9 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from gemrepro.md.bench import benchmark_md, benchmark_systems
+    from gemrepro.cli.model import parse_variant
     from gemrepro.md.gemnet import load_potential_model
-    from gemrepro.model import GemNetT
+    from gemrepro.model import build_model
 
     if args.systems < 1:
         raise ValueError(f"--systems: expected at least 1, got {args.systems}")
@@ -198,14 +200,15 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps: expected at least 1, got {args.steps}")
     if args.threads < 1:
         raise ValueError(f"--threads: expected at least 1, got {args.threads}")
+    variant = parse_variant(args.variant)
     torch.set_num_threads(args.threads)
     if args.model is not None:
         model = load_potential_model(args.model, device=args.device)
         label = args.model
     else:
         torch.manual_seed(0)
-        model = GemNetT.from_preset(args.preset)
-        label = f"random {args.preset} GemNet-T"
+        model = build_model(variant, args.preset)
+        label = f"random {args.preset} GemNet-{variant}"
     result = benchmark_md(model, benchmark_systems(args.systems), args.steps, device=args.device)
     if args.json:
         print(json.dumps(result))

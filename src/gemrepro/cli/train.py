@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", default=None,
                         help="train the learning-curve model of this scale (tiny, small, paper) instead of --data")
     parser.add_argument("--reference", default="gfn2-xtb", help="with --scale: the dataset's reference method")
-    parser.add_argument("--variant", default="T", help="with --scale: GemNet variant T or Q")
+    parser.add_argument("--variant", default=None,
+                        help="with --scale: GemNet variant T or Q (default: the scale's, T at tiny and small, Q at paper)")
     parser.add_argument("--data-dir", default=None, help="with --scale: where the artifact cache lives")
     parser.add_argument("--format", default=None, help="file format when it cannot be detected")
     parser.add_argument("--train-size", type=int, default=None, help="training structures (default: 80%%)")

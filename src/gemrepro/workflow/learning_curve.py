@@ -37,10 +37,12 @@ __all__ = [
     "SanityCheck",
     "ScaleData",
     "learning_curve",
+    "learning_curves",
     "load_scale_data",
     "model_artifacts",
     "model_config",
     "recipe",
+    "resolve_variant",
     "sanity_check_real_data",
     "train_config",
     "train_scale_model",
@@ -115,6 +117,16 @@ def recipe(scale: str) -> Recipe:
     return RECIPES[scale]
 
 
+def resolve_variant(scale: str, variant: str | None = None) -> str:
+    """``variant`` as "T" or "Q" (case-insensitive); ``None`` means the scale's ``default_variant``."""
+    if variant is None:
+        return get_scale(scale).default_variant
+    resolved = str(variant).strip().upper()
+    if resolved not in ("T", "Q"):
+        raise ValueError(f"variant: expected 'T' or 'Q' (or None for the scale's default), got {variant!r}")
+    return resolved
+
+
 def _size_index(scale: str, train_size: int) -> int:
     sizes = get_scale(scale).train_sizes
     if train_size not in sizes:
@@ -137,10 +149,11 @@ def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu"
     )
 
 
-def model_config(scale: str, variant: str = "T"):
-    """The GemNet configuration of a scale: its preset plus the recipe's overrides."""
+def model_config(scale: str, variant: str | None = "T"):
+    """The GemNet configuration of a scale: its preset plus the recipe's overrides (``None``: default variant)."""
     from gemrepro.model import preset_config
 
+    variant = resolve_variant(scale, variant)
     return preset_config(get_scale(scale).model_preset, variant=variant, **dict(recipe(scale).model_overrides))
 
 
@@ -197,7 +210,7 @@ def train_scale_model(
     train_size: int,
     seed: int = 0,
     reference: str = "gfn2-xtb",
-    variant: str = "T",
+    variant: str | None = None,
     root=None,
     progress: bool = True,
     device: str = "cpu",
@@ -208,12 +221,14 @@ def train_scale_model(
     The artifact holds ``model.pt`` (``load_trained_model``), ``history.csv`` and, in its
     manifest, ``metrics`` (``validation`` and ``test`` errors, eV and eV/Å), steps and the
     training wall time summed over resumed runs. ``data`` passes an already loaded
-    ``ScaleData`` so the four sizes read the dataset once.
+    ``ScaleData`` so the four sizes read the dataset once. ``variant`` is "T" or "Q"; ``None``
+    means the scale's default.
     """
     from gemrepro.model import build_model, fit_scale_factors, resolve_device
     from gemrepro.train import evaluate, load_checkpoint, save_trained_model, train_model
 
     _size_index(scale, train_size)
+    variant = resolve_variant(scale, variant)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     root = Path(root) if root else artifacts_dir()
@@ -267,7 +282,7 @@ def learning_curve(
     scale: str = "tiny",
     seed: int = 0,
     reference: str = "gfn2-xtb",
-    variant: str = "T",
+    variant: str | None = None,
     root=None,
     progress: bool = True,
     device: str = "cpu",
@@ -275,9 +290,11 @@ def learning_curve(
     """One row per training size: test-set energy and force MAE (eV, eV/Å), wall time, steps, key.
 
     Every model is evaluated on the same test set, so the rows differ only in training data.
-    The dataset is read once, and only when a model is missing from the cache.
+    The dataset is read once, and only when a model is missing from the cache. ``variant``
+    ("T" or "Q"; ``None``: the scale's default) is repeated in a ``variant`` column.
     """
     spec = get_scale(scale)
+    variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     dataset = _dataset_artifact(scale, reference, seed, root)
     data: ScaleData | None = None
@@ -300,9 +317,33 @@ def learning_curve(
             "stop_reason": m["stop_reason"],
             "training_wall_time_s": m["training_wall_time_s"],
             "key": artifact.key,
+            "variant": variant,
         })
     table = pd.DataFrame(rows)
     table.attrs["dataset"] = dataset
+    return table
+
+
+def learning_curves(
+    scale: str = "tiny",
+    variants: tuple[str, ...] | None = None,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    root=None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """:func:`learning_curve` of each variant (default: the scale's ``learning_curve_variants``), stacked.
+
+    Both variants see the same dataset, splits and test set, so their rows differ only in the model.
+    """
+    chosen = get_scale(scale).learning_curve_variants if variants is None else variants
+    if isinstance(chosen, str) or not chosen:
+        raise ValueError(f"variants: expected a non-empty sequence of 'T'/'Q', got {variants!r}")
+    resolved = list(dict.fromkeys(resolve_variant(scale, v) for v in chosen))
+    tables = [learning_curve(scale, seed, reference, v, root, progress, device) for v in resolved]
+    table = pd.concat(tables, ignore_index=True)
+    table.attrs["dataset"] = tables[0].attrs["dataset"]
     return table
 
 

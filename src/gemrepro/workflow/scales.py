@@ -27,6 +27,8 @@ class Scale:
     model_preset: str = "tiny"
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    default_variant: str = "T"  # the GemNet of the chapters: T (triplets) or Q (quadruplets, the paper's)
+    learning_curve_variants: tuple[str, ...] = ("T",)  # variants the learning-curve chapter draws side by side
 
     @property
     def validation_sizes(self) -> tuple[int, ...]:
@@ -68,6 +70,7 @@ SCALES: dict[str, Scale] = {
         md_time_ps=50.0,
         model_preset="small",
         notes="one GPU, a few hours",
+        learning_curve_variants=("T", "Q"),
     ),
     "paper": Scale(
         name="paper",
@@ -80,6 +83,8 @@ SCALES: dict[str, Scale] = {
         md_time_ps=1000.0,
         model_preset="paper",
         notes="a cluster: the seeds' sizes",
+        default_variant="Q",
+        learning_curve_variants=("T", "Q"),
     ),
 }
 

@@ -428,7 +428,7 @@ def temperature_sweep(
     scale: str = "tiny",
     seed: int = 0,
     reference: str = "gfn2-xtb",
-    variant: str = "T",
+    variant: str | None = None,
     n_molecules: int | None = None,
     protocol: Protocol | None = None,
     root=None,
@@ -440,12 +440,14 @@ def temperature_sweep(
     """Train (or load) the scale's four models, run their MD and relabel the sampled frames.
 
     ``n_molecules`` defaults to the scale's and is raised to the smallest prefix of the MD
-    molecules that holds every element. Each piece is cached; a second call only reads.
+    molecules that holds every element. ``variant`` is "T" or "Q"; ``None`` means the scale's
+    default. Each piece is cached; a second call only reads.
     """
     from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
-    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts
+    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
 
     spec = get_scale(scale)
+    variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     protocol = protocol or protocol_for(scale)
     n_molecules = max(n_molecules or spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
