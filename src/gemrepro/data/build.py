@@ -199,7 +199,7 @@ def build_dataset(
         return found
 
     labels = label_molecules(tasks, scheduler, n_workers, progress, root)
-    elements = sorted({int(z) for a in labels for z in _numbers(a)} | {1})
+    elements = _elements(smiles)
     free_atoms = free_atom_energies(method, elements, root=root)
     ids = _formula_ids(smiles)
 
@@ -241,6 +241,8 @@ def build_dataset(
     return get_or_create("dataset", params, build, root)
 
 
-def _numbers(artifact: Artifact) -> np.ndarray:
-    data = np.load(artifact.file("labels.npz"), allow_pickle=False)
-    return data["numbers"] if "numbers" in data else np.array([], dtype=int)
+def _elements(smiles_list: list[str]) -> list[int]:
+    """Atomic numbers present in the molecules (hydrogen included): the free atoms needed."""
+    from rdkit import Chem
+
+    return sorted({a.GetAtomicNum() for s in smiles_list for a in Chem.AddHs(Chem.MolFromSmiles(s)).GetAtoms()})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from ase import Atoms
-from ase.data import chemical_symbols
 
 HEAVY = ("C", "N", "O", "S", "Cl")
 
@@ -60,10 +59,6 @@ def element_counts(table: pd.DataFrame) -> pd.DataFrame:
             "atoms of it in all molecules": [int(molecules[e].sum()) for e in HEAVY],
         }
     ).set_index("element")
-
-
-def element_symbol(z: int) -> str:
-    return chemical_symbols[int(z)]
 
 
 def bond_lengths(frames: list[Atoms], factor: float = 1.2) -> pd.DataFrame:

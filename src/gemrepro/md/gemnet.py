@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from gemrepro.md.state import per_system_sum
-from gemrepro.model import load_model, resolve_device
+from gemrepro.model import resolve_device
+from gemrepro.model.checkpoint import model_from_payload, read_checkpoint
 from gemrepro.train import EnergyShift, load_trained_model
 from gemrepro.train.checkpoint import TRAINED_MODEL_FORMAT
 
@@ -126,16 +126,10 @@ def load_potential_model(path: str | os.PathLike, device: str | torch.device = "
     Trained models (``gemrepro.train.save_trained_model``) come back wrapped in their
     ``EnergyShift``; bare model files (``gemrepro.model.save_model``) as they are.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"model checkpoint {str(path)!r} is not a readable torch file: {str(exc).splitlines()[0]}") from exc
+    payload = read_checkpoint(path)
     if isinstance(payload, dict) and payload.get("format") == TRAINED_MODEL_FORMAT:
         return load_trained_model(path).to(resolve_device(device)).eval()
-    return load_model(path, device=device)
+    return model_from_payload(payload, path, device)
 
 
 def potential_from_checkpoint(

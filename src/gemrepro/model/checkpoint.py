@@ -41,13 +41,22 @@ def save_model(model: GemNet, path: str | os.PathLike) -> Path:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> GemNet:
     """Rebuild a model saved by ``save_model`` (``GemNetT`` or ``GemNetQ``), in eval mode, on ``device``."""
+    return model_from_payload(read_checkpoint(path), path, device)
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """The raw contents of a torch model file, with one-line errors for missing or unreadable files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: {exc}") from exc
+        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: {str(exc).splitlines()[0]}") from exc
+
+
+def model_from_payload(payload: object, path: str | os.PathLike, device: str | torch.device = "auto") -> GemNet:
+    """Rebuild the model of a ``save_model`` payload already read by :func:`read_checkpoint`."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is not a GemNet checkpoint written by save_model")
     model = build_model(GemNetConfig.from_dict(payload["config"]))
