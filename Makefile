@@ -1,14 +1,16 @@
 # gemrepro: the two commands of the README.
 #   make book [SCALE=tiny|small|paper]   regenerate every chapter with papermill, build the HTML book
 #   make test                            unit tests + nbval on the committed chapters
+#   make publish [REMOTE=origin]          push the HTML of the committed book to the gh-pages branch
 SCALE ?= tiny
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUILD := _build/$(SCALE)
+REMOTE ?= origin
 
-.PHONY: book test install clean-book
+.PHONY: book test install clean-book publish
 
 install: $(STAMP)
 
@@ -21,10 +23,15 @@ $(STAMP): pyproject.toml
 
 book: $(STAMP)
 	$(PY) -m gemrepro.workflow.book --scale $(SCALE) --build-dir $(BUILD)
-	@echo "book: $(BUILD)/html/index.html"
+	@echo "book: $(BUILD)/_build/html/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest tests book/chapters --nbval-lax --durations=15
+
+publish: $(STAMP)
+	$(PY) -m gemrepro.workflow.book --html-only --build-dir _build/publish
+	$(VENV)/bin/ghp-import --no-jekyll --force --push --remote $(REMOTE) --branch gh-pages \
+		--message "book from $$(git rev-parse --short HEAD)" _build/publish/_build/html
 
 clean-book:
 	rm -rf _build

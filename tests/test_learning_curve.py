@@ -12,7 +12,7 @@ import torch
 import gemrepro.train
 from gemrepro.data.formats import write_qm7x
 from gemrepro.workflow import learning_curve as lc
-from gemrepro.workflow.artifacts import get_or_create, load_artifact
+from gemrepro.workflow.artifacts import get_or_create
 from gemrepro.workflow.scales import SCALES, Scale
 
 torch.set_num_threads(1)

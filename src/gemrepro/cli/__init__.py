@@ -13,7 +13,7 @@ import sys
 from gemrepro import __version__
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("data", "model", "train", "md", "bench")
+COMMAND_MODULES = ("data", "model", "train", "md", "stress", "campaign", "estimate", "artifacts", "bench")
 
 
 class UserError(Exception):

@@ -8,6 +8,10 @@ anything ASE reads), split at random (seeded) into disjoint training and validat
 the best EMA model is saved to ``OUT/best_model.pt``. Running the same command again with the
 same ``--out`` resumes from ``OUT/checkpoint.pt``. ``--init`` starts from a trained model's
 weights and element references (fine-tuning, as in the second paper).
+
+``torchrun --nproc-per-node N gemrepro train --data ...`` trains data-parallel on N processes
+(gloo on CPU, NCCL on CUDA; ``--batch-size`` is the global batch, split over the ranks); rank 0
+writes the files and prints the summary.
 """
 
 from __future__ import annotations
@@ -95,16 +99,34 @@ def run_scale(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gemrepro.train.distributed import world_from_env
+
     if (args.data is None) == (args.scale is None):
         raise UserError("expected exactly one of --data FILE or --scale NAME")
     if args.scale is not None:
+        if world_from_env().is_distributed:
+            raise UserError("--scale: one process only (its artifact is built once); use --data under torchrun")
         return run_scale(args)
     if args.out is None:
         raise UserError("--data: expected --out FOLDER for the checkpoint and trained model")
+    if not world_from_env().is_distributed:
+        return run_data(args)
+    from gemrepro.train.distributed import init_distributed, shutdown_distributed
+
+    init_distributed(args.device)
+    try:
+        return run_data(args)
+    finally:
+        shutdown_distributed()
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """Train on ``--data`` in this process (one rank of a torchrun job, or alone)."""
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
     from gemrepro.model import GemNetT, fit_scale_factors
     from gemrepro.train import TrainConfig, load_trained_model, train_model
+    from gemrepro.train.distributed import current_world
 
     atoms = read(args.data, format=args.format)
     train_idx, val_idx = split_indices(len(atoms), args.train_size, args.val_size, args.seed)
@@ -129,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         fit_scale_factors(model, Batch.from_data_list(first))
     out = Path(args.out)
     result = train_model(model, train_set, val_set, config, out, progress=not args.quiet)
+    world = current_world()
+    if not world.is_main:
+        return 0
     summary = {
         "best_model": str(result.best_model_path),
         "stop_reason": result.stop_reason,
@@ -138,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "best": result.best_metrics,
         "wall_time_s": round(result.wall_time_s, 2),
         "samples_per_second": round(result.samples_per_second, 1),
+        "world_size": world.size,
     }
     (out / "split.json").write_text(
         json.dumps({"data": str(args.data), "seed": args.seed, "train": train_idx.tolist(), "val": val_idx.tolist()})

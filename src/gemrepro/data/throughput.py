@@ -42,7 +42,8 @@ def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: i
     n_chunks = 4 * n_workers
     chunks = [items[k::n_chunks] for k in range(n_chunks)]
     with dask_client(n_workers=n_workers) as client:
-        client.submit(_label_chunk, reference, chunks[0][:1], pure=False).result()  # warm up imports
+        # warm up every worker (imports, method set-up) outside the timed window
+        client.run(_label_chunk, reference, chunks[0][:1])
         start = time.perf_counter()
         client.gather(client.map(_label_chunk, [reference] * len(chunks), chunks, pure=False))
         return len(items) / (time.perf_counter() - start)

@@ -156,6 +156,9 @@ def run_md(
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     if not (np.isfinite(dt_fs) and dt_fs > 0):
         raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
+    from gemrepro.model import resolve_device
+
+    device = resolve_device(device)  # "auto" -> cuda when present, else cpu
     step_fn = get_integrator(integrator)
     criteria = criteria or StabilityCriteria()
     temps = _per_system(temperatures, n, "temperatures")

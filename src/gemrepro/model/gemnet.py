@@ -16,9 +16,9 @@ from torch_geometric.utils import scatter
 from gemrepro.model.basis import BesselBasis, SphericalBasis, TensorBasis
 from gemrepro.model.blocks import InteractionBlock, OutputBlock, QuadrupletInteractionBlock
 from gemrepro.model.graph import (
+    GraphCache,
     MolecularGraph,
     QuadrupletGraph,
-    build_graph,
     build_quadruplets,
     edge_vectors,
     quadruplet_geometry,
@@ -75,6 +75,8 @@ class GemNet(torch.nn.Module):
             for _ in range(c.num_blocks + 1)
         )
         self.register_buffer("atom_reference", torch.zeros(c.num_elements + 1))
+        # Topology of the last call, reused while no pair crosses the cutoff (MD steps).
+        self.graph_cache = GraphCache(c.cutoff)
 
     def _interaction_block(self, c: GemNetConfig) -> torch.nn.Module:
         raise NotImplementedError
@@ -121,7 +123,7 @@ class GemNet(torch.nn.Module):
 
     def build_graph(self, positions: torch.Tensor, batch: torch.Tensor | None) -> MolecularGraph | QuadrupletGraph:
         """The topology this variant passes messages over (computed without gradients)."""
-        return build_graph(positions, batch, self.config.cutoff)
+        return self.graph_cache(positions, batch)
 
     def _embed(
         self, z: torch.Tensor, positions: torch.Tensor, graph: MolecularGraph
@@ -220,8 +222,7 @@ class GemNetQ(GemNet):
         )
 
     def build_graph(self, positions: torch.Tensor, batch: torch.Tensor | None) -> QuadrupletGraph:
-        graph = build_graph(positions, batch, self.config.cutoff)
-        return build_quadruplets(graph, positions, self.config.int_cutoff)
+        return build_quadruplets(self.graph_cache(positions, batch), positions, self.config.int_cutoff)
 
     def atomic_energies(self, z: torch.Tensor, positions: torch.Tensor, graph: QuadrupletGraph) -> torch.Tensor:
         edges = graph.edges

@@ -16,6 +16,11 @@ The model may be any ``nn.Module`` with ``model(batch) -> {"energy": (n_graphs,)
 "forces": (n_atoms, 3)}`` where forces are −∂E/∂R (built with ``create_graph=model.training``
 so the force loss can be differentiated). It is wrapped in ``EnergyShift`` carrying the
 least-squares per-element reference energies of the training set.
+
+Under ``torchrun`` (a process group initialised, see ``gemrepro.train.distributed``) every rank
+takes its shard of each global batch and of the validation set, gradients and error sums are
+summed over ranks, and rank 0 alone writes the checkpoint, history and best model: the run
+follows the one-process run's updates, to floating-point reduction order.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from torch_geometric.data import Batch, Data
 from tqdm.std import tqdm
 
 from gemrepro.data.torch_dataset import epoch_batches, fit_element_references
+from gemrepro.train import distributed
 from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint, save_trained_model
 from gemrepro.train.ema import ExponentialMovingAverage
 from gemrepro.train.energy_shift import EnergyShift
@@ -188,15 +194,31 @@ def evaluate(
     """
     if len(dataset) == 0:
         raise ValueError("dataset: expected at least one structure to evaluate")
-    loss = loss or EnergyForceLoss()
+    return _metrics(_error_sums(model, dataset, range(len(dataset)), batch_size), loss or EnergyForceLoss())
+
+
+def _evaluate_sharded(
+    model: nn.Module, dataset: Sequence[Data], batch_size: int, loss: EnergyForceLoss, world: distributed.World
+) -> dict[str, float]:
+    """``evaluate`` with each rank taking every ``world.size``-th structure; sums meet by ``all_reduce``."""
+    if not world.is_distributed:
+        return evaluate(model, dataset, batch_size, loss)
+    sums = _error_sums(model, dataset, distributed.shard(range(len(dataset)), world), batch_size)
+    reduced = distributed.all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=_model_device(model)))
+    return _metrics(reduced.tolist(), loss)
+
+
+def _error_sums(model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], batch_size: int) -> list[float]:
+    """Summed errors over ``indices``: |ΔE|, |ΔF| components, ΔF², per-atom ‖ΔF‖, molecules, atoms."""
     device, dtype = _model_device(model), _model_dtype(model)
+    indices = list(indices)
     was_training = model.training
     model.eval()
     energy_abs = force_abs = force_sq = force_norm = 0.0
     n_molecules = n_atoms = 0
     try:
-        for start in range(0, len(dataset), batch_size):
-            batch = _prepare(_collate(dataset, range(start, min(start + batch_size, len(dataset)))), device, dtype)
+        for start in range(0, len(indices), batch_size):
+            batch = _prepare(_collate(dataset, indices[start : start + batch_size]), device, dtype)
             with torch.enable_grad():  # forces are −∂E/∂R, which needs autograd
                 out = model(batch)
             energy_error = (out["energy"].detach().reshape(-1) - batch.energy.reshape(-1)).double()
@@ -209,6 +231,12 @@ def evaluate(
             n_atoms += force_error.shape[0]
     finally:
         model.train(was_training)
+    return [energy_abs, force_abs, force_sq, force_norm, n_molecules, n_atoms]
+
+
+def _metrics(sums: Sequence[float], loss: EnergyForceLoss) -> dict[str, float]:
+    energy_abs, force_abs, force_sq, force_norm, n_molecules, n_atoms = sums
+    n_molecules, n_atoms = int(round(n_molecules)), int(round(n_atoms))
     metrics = {
         "energy_mae": energy_abs / n_molecules,
         "forces_mae": force_abs / (3 * n_atoms),
@@ -247,6 +275,47 @@ def _stop_reason(config: TrainConfig, step: int, epoch: int, started: float) -> 
     return None
 
 
+def _agreed_stop_reason(
+    config: TrainConfig, step: int, epoch: int, started: float, world: distributed.World, device: torch.device
+) -> str | None:
+    """``_stop_reason``, with every rank stopping on the wall time when one rank reached it."""
+    reason = _stop_reason(config, step, epoch, started)
+    if world.is_distributed and config.max_wall_time_s is not None and reason in (None, "max_wall_time"):
+        reason = "max_wall_time" if distributed.any_rank(reason == "max_wall_time", device) else None
+    return reason
+
+
+def _global_batch_size(dataset: Sequence[Data], indices: Sequence[int]) -> tuple[int, int]:
+    """Atoms and molecules of a whole global batch (every rank knows its indices)."""
+    return sum(int(dataset[i].num_nodes) for i in indices), len(indices)
+
+
+def _sharded_backward(
+    model: nn.Module,
+    dataset: Sequence[Data],
+    indices: Sequence[int],
+    loss_fn: EnergyForceLoss,
+    world: distributed.World,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Back-propagate this rank's shard of a global batch; leave the global batch's gradient in ``.grad``.
+
+    Returns the global batch's loss (every rank gets the same) and its two terms.
+    """
+    n_atoms, n_molecules = _global_batch_size(dataset, indices)
+    mine = distributed.shard(indices, world)
+    if mine:
+        batch = _prepare(_collate(dataset, mine), device, dtype)
+        loss, terms = distributed.shard_loss(loss_fn, model(batch), batch, n_atoms, n_molecules)
+        loss.backward()
+    else:  # fewer structures than ranks in the last batch of an epoch
+        terms = torch.zeros(3, dtype=torch.float64, device=device)
+    distributed.all_reduce_gradients(model)
+    totals = distributed.all_reduce_sum(terms).tolist()
+    return torch.tensor(totals[0], dtype=torch.float64), {"force_term": totals[1], "energy_term": totals[2]}
+
+
 def train_model(
     model: nn.Module,
     train_set: Sequence[Data],
@@ -261,6 +330,10 @@ def train_model(
     ``callback(step, info)`` runs after every update (``info``: loss terms and lr); an
     exception it raises ends the run without a checkpoint, like a killed job. The best EMA
     weights are saved to ``workdir/best_model.pt`` (see ``load_trained_model``).
+
+    Inside an initialised process group (``torchrun``; see ``gemrepro.train.distributed``) the
+    global batch of ``config.batch_size`` is split over the ranks, which must all call this with
+    the same data, model and config; ``callback`` runs on every rank.
     """
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(
@@ -269,7 +342,8 @@ def train_model(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = workdir / CHECKPOINT_NAME
-    device, dtype = torch.device(config.device), config.torch_dtype
+    world = distributed.current_world()
+    device, dtype = distributed.device_for_rank(config.device, world), config.torch_dtype
     loss_fn, schedule = config.loss(), config.schedule()
     eval_batch_size = config.eval_batch_size or config.batch_size
     torch.manual_seed(config.seed)
@@ -286,6 +360,8 @@ def train_model(
             wrapped.set_element_energies(fit_element_references(train_set))
     wrapped.to(device=device, dtype=dtype)
     wrapped.train()
+    if world.is_distributed:
+        distributed.broadcast_module(wrapped)
     optimizer = torch.optim.Adam(
         wrapped.parameters(), lr=config.lr, amsgrad=True, weight_decay=config.weight_decay
     )
@@ -314,6 +390,8 @@ def train_model(
     resumed_from = state["step"]
 
     def checkpoint() -> None:
+        if not world.is_main:
+            return
         save_checkpoint(
             checkpoint_path,
             {
@@ -331,7 +409,7 @@ def train_model(
 
     def validate(lr: float) -> None:
         with ema.average_parameters(wrapped):
-            metrics = evaluate(wrapped, val_set, eval_batch_size, loss_fn)
+            metrics = _evaluate_sharded(wrapped, val_set, eval_batch_size, loss_fn, world)
             improved = metrics["loss"] < state["best_val_loss"] - config.min_delta
             if improved:
                 state["best_state"] = {k: v.detach().clone() for k, v in wrapped.state_dict().items()}
@@ -369,7 +447,7 @@ def train_model(
     bar = tqdm(
         total=None if total in (None, math.inf) else int(total),
         initial=state["step"],
-        disable=not progress,
+        disable=not progress or not world.is_main,
         desc="train",
         unit="step",
     )
@@ -379,23 +457,27 @@ def train_model(
         state["stop_reason"] = None
     try:
         while state["stop_reason"] is None:
-            if (reason := _stop_reason(config, state["step"], state["epoch"], started)) is not None:
+            if (reason := _agreed_stop_reason(config, state["step"], state["epoch"], started, world, device)) is not None:
                 state["stop_reason"] = reason
                 break
             batches = epoch_batches(len(train_set), config.batch_size, config.seed, state["epoch"])
             while state["batch_in_epoch"] < len(batches):
-                if (reason := _stop_reason(config, state["step"], state["epoch"], started)) is not None:
+                if (reason := _agreed_stop_reason(config, state["step"], state["epoch"], started, world, device)) is not None:
                     state["stop_reason"] = reason
                     break
                 indices = batches[state["batch_in_epoch"]]
-                batch = _prepare(_collate(train_set, indices), device, dtype)
                 state["step"] += 1
                 lr = schedule.apply(optimizer, state["step"])
                 optimizer.zero_grad(set_to_none=True)
-                loss, terms = loss_fn(wrapped(batch), batch)
+                if world.is_distributed:  # backward and all-reduce inside: every rank sees the global loss
+                    loss, terms = _sharded_backward(wrapped, train_set, indices, loss_fn, world, device, dtype)
+                else:
+                    batch = _prepare(_collate(train_set, indices), device, dtype)
+                    loss, terms = loss_fn(wrapped(batch), batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss is {float(loss)} at step {state['step']}")
-                loss.backward()
+                if not world.is_distributed:
+                    loss.backward()
                 if config.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip_norm)
                 optimizer.step()
@@ -437,17 +519,21 @@ def train_model(
         best_metrics["step"] = state["best_step"]
     else:  # stopped before the first validation: keep the current EMA weights
         ema.copy_to(wrapped)
-        best_metrics = evaluate(wrapped, val_set, eval_batch_size, loss_fn)
+        best_metrics = _evaluate_sharded(wrapped, val_set, eval_batch_size, loss_fn, world)
         best_metrics["step"] = state["step"]
     wrapped.eval()
-    best_path = save_trained_model(
-        workdir / BEST_MODEL_NAME,
-        wrapped,
-        metadata={"train_config": config.to_dict(), "best_metrics": best_metrics, "steps": state["step"]},
-    )
+    best_path = workdir / BEST_MODEL_NAME
     history = pd.DataFrame(state["history"])
-    history.to_csv(workdir / "history.csv", index=False)
-    (workdir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if world.is_main:
+        save_trained_model(
+            best_path,
+            wrapped,
+            metadata={"train_config": config.to_dict(), "best_metrics": best_metrics, "steps": state["step"]},
+        )
+        history.to_csv(workdir / "history.csv", index=False)
+        (workdir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if world.is_distributed:
+        distributed.barrier()  # the files exist on every rank's return
     return TrainResult(
         model=wrapped,
         history=history,

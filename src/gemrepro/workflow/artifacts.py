@@ -25,6 +25,9 @@ from gemrepro import __version__
 from gemrepro.workflow.paths import artifacts_dir, repo_root
 
 MANIFEST = "manifest.json"
+ACCESS_LOG_ENV = "GEMREPRO_ARTIFACT_LOG"
+"""When set, every artifact a process loads or builds is appended to this file as ``stage/key``
+(the book runner uses it to know which artifacts a scale's chapters need, for ``artifacts pack``)."""
 
 
 def _canonical(value: Any) -> Any:
@@ -121,6 +124,10 @@ def load_artifact(stage: str, params: dict, root: str | os.PathLike | None = Non
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return None
+    log = os.environ.get(ACCESS_LOG_ENV)
+    if log:
+        with open(log, "a") as handle:  # one short line per append: safe across processes
+            handle.write(f"{stage}/{folder.name}\n")
     return Artifact(folder, json.loads(manifest.read_text()))
 
 

@@ -11,6 +11,7 @@ staged and built in ``_build/<scale>`` and leave the committed notebooks alone.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +20,19 @@ from pathlib import Path
 
 import yaml
 
+from gemrepro.workflow.artifacts import ACCESS_LOG_ENV
 from gemrepro.workflow.paths import repo_root
 from gemrepro.workflow.scales import get_scale
 
 DEFAULT_SCALE = "tiny"
+BUILD_FLAGS = ("-W", "-n", "--keep-going")
+"""Warnings are errors and every cross-reference inside the book must resolve."""
+
+SUMMARY_CHAPTERS = ("results",)
+"""Pages that gather the other chapters' results: executed last (they would otherwise compute it all)."""
+
+COLAB_GPU = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+"""Notebook metadata that makes the Colab launch button open a GPU runtime."""
 
 
 def chapters(root: Path) -> list[str]:
@@ -54,6 +64,7 @@ def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> fl
         raise FileNotFoundError(f"chapter source {source} is missing")
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata.update(COLAB_GPU)
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
@@ -70,6 +81,16 @@ def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> fl
     return time.perf_counter() - start
 
 
+def build_html(source: Path, output: Path) -> Path:
+    """Build the HTML of the book in ``source`` (executed notebooks) into ``output``; warnings are errors."""
+    subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(output),
+         *BUILD_FLAGS],
+        check=True,
+    )
+    return output / "_build" / "html"
+
+
 def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None) -> Path:
     """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder."""
     get_scale(scale)  # one-line error for an unknown scale before any work
@@ -81,11 +102,16 @@ def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: 
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copy2(root / name, stage / name)
     shutil.copytree(root / "book", stage / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
 
-    for name in chapters(root):
+    log = build_dir / "artifacts.txt"  # what the chapters used: `gemrepro artifacts pack` ships it
+    if not only:
+        log.unlink(missing_ok=True)
+    os.environ[ACCESS_LOG_ENV] = str(log)
+    names = chapters(root)
+    for name in [n for n in names if n not in SUMMARY_CHAPTERS] + [n for n in names if n in SUMMARY_CHAPTERS]:
         committed = root / "book" / "chapters" / f"{name}.ipynb"
         staged = stage / "book" / "chapters" / f"{name}.ipynb"
         if only and name not in only:
@@ -98,10 +124,7 @@ def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: 
         if scale == DEFAULT_SCALE:
             shutil.copy2(staged, committed)
 
-    subprocess.run(
-        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(build_dir)],
-        check=True,
-    )
+    build_html(stage, build_dir)
     html = build_dir / "_build" / "html"
     print(f"[book] HTML: {html / 'index.html'}")
     return html
@@ -112,9 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default=DEFAULT_SCALE)
     parser.add_argument("--build-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", help="execute only these chapters (others keep their outputs)")
+    parser.add_argument("--html-only", action="store_true",
+                        help="build the committed notebooks as they are (no execution), e.g. to publish")
     args = parser.parse_args(argv)
     try:
-        build_book(args.scale, args.build_dir, args.only)
+        if args.html_only:
+            root = repo_root()
+            if root is None:
+                raise FileNotFoundError("run inside a gemrepro checkout (no _config.yml / pyproject.toml found)")
+            html = build_html(root, (root / (args.build_dir or Path("_build") / "committed")).resolve())
+            print(f"[book] HTML: {html / 'index.html'}")
+        else:
+            build_book(args.scale, args.build_dir, args.only)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"book: error: {exc}", file=sys.stderr)
         return 2

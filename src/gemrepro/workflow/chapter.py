@@ -5,7 +5,11 @@ Chapters stay thin: they call this module, the package's stages and ``gemrepro.p
 
 from __future__ import annotations
 
+import base64
+import html
 import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,7 @@ def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_
         raise ValueError(f"unknown device {device!r}: expected auto, cpu or cuda")
     if data_dir is not None and not Path(data_dir).expanduser().exists():
         raise ValueError(f"data_dir {data_dir!r} does not exist")
+    _FIGURES.clear()
     random.seed(seed)
     np.random.seed(seed)
     import torch
@@ -66,3 +71,46 @@ def provenance(*artifacts: Artifact) -> None:
 
     lines = "<br>".join(f"<small>Computed: {a.provenance()}</small>" for a in artifacts)
     display(Markdown(lines))
+
+
+_FIGURES: list[str] = []  # captions of the figures shown so far in this chapter (numbering)
+
+
+def _provenance_html(artifacts: Sequence[Artifact]) -> str:
+    return "<br>".join(f"Computed: {html.escape(a.provenance())}" for a in artifacts)
+
+
+def csv_download_link(data, filename: str) -> str:
+    """An HTML link that downloads ``data`` (a DataFrame) as CSV; the file is inside the page itself."""
+    text = data.to_csv(index=False)
+    payload = base64.b64encode(text.encode()).decode()
+    size = f"{len(text) / 1024:.1f} kB"
+    return (f'<a download="{html.escape(filename)}" href="data:text/csv;base64,{payload}">'
+            f"download the data ({html.escape(filename)}, {size})</a>")
+
+
+def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), paper: str | None = None) -> int:
+    """Show ``fig`` as the chapter's next numbered figure with its caption, provenance and data.
+
+    ``paper`` names the figure of the papers it reproduces (e.g. "Stocker et al. Fig. 2b, c");
+    ``data`` is the table behind the figure, offered as a CSV download; ``artifacts`` are the
+    cached computations it came from. Returns the figure number.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    if not caption or not isinstance(caption, str):
+        raise ValueError("caption: expected a sentence saying what the figure shows")
+    _FIGURES.append(caption)
+    number = len(_FIGURES)
+    display(fig)
+    plt.close(fig)
+    reproduces = f" <i>Reproduces {html.escape(paper)}.</i>" if paper else ""
+    parts = [f"<b>Figure {number}.</b> {html.escape(caption)}{reproduces}"]
+    if artifacts:
+        parts.append(f"<small>{_provenance_html(artifacts)}</small>")
+    if data is not None:
+        slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] or "figure"
+        parts.append(f"<small>{csv_download_link(data, f'figure-{number}-{slug}.csv')}</small>")
+    display(HTML('<div class="gemrepro-figure-caption">' + "<br>".join(parts) + "</div>"))
+    return number

@@ -1,0 +1,47 @@
+"""``gemrepro artifacts``: pack the results of a scale into a versioned bundle, or unpack one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    artifacts = subparsers.add_parser("artifacts", help="ship computed results as a bundle (pack / unpack)")
+    sub = artifacts.add_subparsers(dest="artifacts_command", metavar="ACTION", required=True)
+
+    pack = sub.add_parser("pack", help="bundle every artifact the chapters of a scale used (after `make book`)")
+    pack.add_argument("--scale", default="small", help="tiny, small or paper (default: small)")
+    pack.add_argument("--out", default=None, help="bundle file (default: gemrepro-artifacts-<scale>-v<version>.tar.gz)")
+    pack.add_argument("--log", default=None, help="artifact log (default: _build/<scale>/artifacts.txt)")
+    pack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
+    pack.set_defaults(func=_pack)
+
+    unpack = sub.add_parser("unpack", help="verify a bundle and add its artifacts to the cache")
+    unpack.add_argument("bundle")
+    unpack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
+    unpack.set_defaults(func=_unpack)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from gemrepro.workflow import bundle
+    from gemrepro.workflow.paths import artifacts_dir
+
+    log = Path(args.log) if args.log else bundle.access_log(args.scale)
+    entries = bundle.read_access_log(log)
+    out = Path(args.out or bundle.default_bundle_name(args.scale))
+    bundle.pack(entries, out, args.scale, artifacts_dir(args.data_dir))
+    print(f"{out}: {len(entries)} artifacts of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def _unpack(args: argparse.Namespace) -> int:
+    from gemrepro.workflow import bundle
+    from gemrepro.workflow.paths import artifacts_dir
+
+    report = bundle.unpack(Path(args.bundle), artifacts_dir(args.data_dir))
+    meta = report.metadata
+    print(f"{args.bundle}: scale {meta['scale']}, gemrepro {meta['gemrepro_version']} (git {meta['git_revision']}); "
+          f"{len(report.added)} artifacts added, {len(report.present)} already present")
+    print(f"next: make book SCALE={meta['scale']}  (re-executes the chapters from these artifacts)")
+    return 0

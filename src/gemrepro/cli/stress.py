@@ -1,0 +1,130 @@
+"""``gemrepro stress``: audit any ML potential's robustness in hot MD, and gate it in CI.
+
+The potential is an ASE calculator (``--calculator MODULE:FACTORY``, run in a killable worker with
+a per-call time limit) or a gemrepro checkpoint (``--model``, batched on the engine directly). The
+exit status is 1 when a trajectory failed before ``--min-stable-ps``, so a CI job can gate on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+
+def load_molecules(specs: list[str], seed: int = 0) -> dict[str, Atoms]:
+    """Start structures by name: catalog names and SMILES (RDKit conformer), or ASE-readable files."""
+    from ase.io import read
+
+    from gemrepro.cli.md import resolve_molecule, start_geometries
+
+    if not specs:
+        raise ValueError("--molecules: expected at least one molecule")
+    molecules: dict[str, Atoms] = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() in (".xyz", ".extxyz", ".pdb", ".sdf", ".mol", ".traj", ".cif") or path.is_file():
+            if not path.is_file():
+                raise ValueError(f"--molecules: structure file {spec!r} does not exist")
+            try:
+                atoms = read(path, index=0)
+            except Exception as exc:  # noqa: BLE001 - any reader error is bad input
+                raise ValueError(f"--molecules: cannot read {spec!r} as a structure file ({exc})") from exc
+            atoms.pbc, atoms.cell = False, None
+            molecules[path.stem] = Atoms(numbers=atoms.numbers, positions=atoms.positions)
+        else:
+            molecules[spec] = start_geometries([resolve_molecule(spec)], seed)[resolve_molecule(spec)]
+    return molecules
+
+
+def _positive(value: float, flag: str, what: str) -> float:
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{flag}: expected a positive {what}, got {value}")
+    return float(value)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gemrepro.stress.audit import run_audit
+    from gemrepro.stress.calculators import CalculatorPotential
+    from gemrepro.stress.report import write_report
+    from gemrepro.workflow.sweep import Protocol
+
+    time_ps = _positive(args.time_ps, "--time-ps", "simulation time in ps")
+    dt_fs = _positive(args.dt_fs, "--dt-fs", "time step in fs")
+    if not args.temperatures or not all(np.isfinite(t) and t > 0 for t in args.temperatures):
+        raise ValueError(f"--temperatures: expected positive temperatures in K, got {args.temperatures}")
+    if args.frames < 1:
+        raise ValueError(f"--frames: expected a positive number of frames per trajectory, got {args.frames}")
+    if args.min_stable_ps is not None and not (0 < args.min_stable_ps <= time_ps):
+        raise ValueError(f"--min-stable-ps: expected a time in (0, {time_ps:g}] ps (at most --time-ps), "
+                         f"got {args.min_stable_ps}")
+    if args.timeout_s < 0:
+        raise ValueError(f"--timeout-s: expected a time limit per call in s (0: no worker), got {args.timeout_s}")
+    protocol = Protocol(time_ps, tuple(args.temperatures), dt_fs=dt_fs, n_sampled_frames=args.frames)
+    if protocol.n_steps < 1:
+        raise ValueError(f"--time-ps: {time_ps} ps is shorter than one {dt_fs} fs step")
+    molecules = load_molecules(args.molecules, args.seed)
+    reference = None if args.reference == "none" else args.reference
+    if reference is not None:
+        from gemrepro.reference import get_method
+
+        get_method(reference)  # a one-line error before any MD
+    out = Path(args.out)
+    if args.model is not None:
+        from gemrepro.md.gemnet import potential_from_checkpoint
+
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"--model: checkpoint {args.model!r} does not exist")
+        potential, label = potential_from_checkpoint(args.model, device=args.device), args.model
+        device = potential.device
+    else:
+        potential = CalculatorPotential(args.calculator, timeout_s=args.timeout_s or None)
+        label, device = args.calculator, "cpu"
+    try:
+        result = run_audit(potential, molecules, protocol, out, n_seeds=args.seeds, seed=args.seed,
+                           reference=reference, device=device, progress=not args.quiet)
+    finally:
+        if hasattr(potential, "close"):
+            potential.close()
+    facts = write_report(result, out / "report.html", out / "summary.json", label, args.min_stable_ps)
+    print(f"{out / 'report.html'}, {out / 'summary.json'}: {facts['n_failed']} of {facts['n_trajectories']} "
+          f"trajectories failed within {result.horizon_ps:g} ps (shortest stable time {facts['shortest_stable_ps']:.4g} ps)")
+    verdict = facts["verdict"]
+    if verdict is None:
+        return 0
+    print(f"{'PASSED' if verdict['passed'] else 'FAILED'}: {verdict['n_failed_early']} trajectories stable for less "
+          f"than {verdict['min_stable_ps']:g} ps")
+    return 0 if verdict["passed"] else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stress = subparsers.add_parser(
+        "stress", help="robustness audit of any ML potential in hot MD (HTML report, JSON, CI exit status)",
+        description="Run batched Langevin MD of molecules x temperatures x seeds with any potential, detect "
+                    "failures (bond rule, H loss, non-finite, calculator errors and hangs), relabel sampled frames "
+                    "with a reference method and write a self-contained HTML report plus a JSON summary. "
+                    "Exit status 1 when a trajectory fails before --min-stable-ps.",
+    )
+    source = stress.add_mutually_exclusive_group(required=True)
+    source.add_argument("--calculator", metavar="MODULE:FACTORY",
+                        help="a callable returning an ASE calculator, e.g. tblite.ase:TBLite")
+    source.add_argument("--model", metavar="CKPT", help="a gemrepro model checkpoint (batched on the MD engine)")
+    stress.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
+                        help="catalog names, SMILES strings or structure files (xyz, extxyz, ...)")
+    stress.add_argument("--temperatures", nargs="+", type=float, default=[300.0, 600.0, 1200.0], metavar="K")
+    stress.add_argument("--seeds", type=int, default=2, help="trajectories per molecule and temperature (default 2)")
+    stress.add_argument("--time-ps", type=float, default=1.0, help="simulated time per trajectory (ps, default 1)")
+    stress.add_argument("--dt-fs", type=float, default=0.5, help="time step (fs, default 0.5)")
+    stress.add_argument("--frames", type=int, default=8, help="frames relabelled per trajectory (default 8)")
+    stress.add_argument("--reference", default="gfn2-xtb", help="reference method for relabelling, or 'none'")
+    stress.add_argument("--timeout-s", type=float, default=60.0,
+                        help="time limit per calculator call in s (worker process; 0: in-process, no limit)")
+    stress.add_argument("--min-stable-ps", type=float, default=None,
+                        help="gate: exit 1 unless every trajectory stays stable this long (ps)")
+    stress.add_argument("--seed", type=int, default=0, help="seed of conformers and Langevin noise (default 0)")
+    stress.add_argument("--out", default="stress", help="output folder (report.html, summary.json, trajectory.h5)")
+    stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")
+    stress.add_argument("--quiet", action="store_true", help="no progress bar")
+    stress.set_defaults(func=_run)

@@ -1,0 +1,165 @@
+"""Artifact bundles: ship the results of a scale so readers can rebuild its book without recomputing.
+
+``make book SCALE=small`` on a GPU machine records every artifact its chapters load or build
+(``_build/<scale>/artifacts.txt``, see :data:`gemrepro.workflow.artifacts.ACCESS_LOG_ENV`).
+:func:`pack` writes those artifact folders into one versioned ``.tar.gz`` with a checksummed
+``bundle.json``; :func:`unpack` verifies every checksum and then moves each artifact into the
+cache atomically, keeping artifacts that are already there. Re-executing the chapters then only
+reads the cache: a reader builds the ``small`` book on a laptop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from gemrepro import __version__
+from gemrepro.workflow.artifacts import MANIFEST, git_revision
+from gemrepro.workflow.paths import artifacts_dir, repo_root
+from gemrepro.workflow.scales import get_scale
+
+BUNDLE_MANIFEST = "bundle.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class UnpackReport:
+    """What :func:`unpack` did: artifacts added, artifacts already present, the bundle's metadata."""
+
+    added: list[str]
+    present: list[str]
+    metadata: dict
+
+
+def access_log(scale: str, root: Path | None = None) -> Path:
+    """Where the book runner records the artifacts of a scale's chapters."""
+    get_scale(scale)
+    root = root or repo_root() or Path.cwd()
+    return Path(root) / "_build" / scale / "artifacts.txt"
+
+
+def default_bundle_name(scale: str) -> str:
+    return f"gemrepro-artifacts-{scale}-v{__version__}.tar.gz"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_access_log(path: Path) -> list[str]:
+    """Unique ``stage/key`` entries of an access log, in first-use order."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no artifact log; run `make book SCALE=<scale>` first (it writes one)")
+    seen: dict[str, None] = {}
+    for line in path.read_text().splitlines():
+        entry = line.strip()
+        if entry and len(PurePosixPath(entry).parts) == 2 and not entry.startswith("."):
+            seen.setdefault(entry, None)
+    return list(seen)
+
+
+def pack(entries: list[str], output: Path, scale: str, root: Path | None = None) -> Path:
+    """Write the artifact folders ``entries`` (``stage/key``) of ``root`` into the bundle ``output``."""
+    get_scale(scale)
+    root = Path(root) if root else artifacts_dir()
+    if not entries:
+        raise ValueError("entries: expected at least one artifact (stage/key) to pack")
+    files: dict[str, str] = {}
+    for entry in entries:
+        folder = root / entry
+        if not (folder / MANIFEST).is_file():
+            raise FileNotFoundError(f"artifact {entry}: not a finished artifact under {root}")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            files[path.relative_to(root).as_posix()] = _sha256(path)
+    metadata = {
+        "format": FORMAT,
+        "scale": scale,
+        "gemrepro_version": __version__,
+        "git_revision": git_revision(),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "artifacts": list(entries),
+        "files": files,
+    }
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        info = tarfile.TarInfo(BUNDLE_MANIFEST)
+        payload = json.dumps(metadata, indent=1).encode()
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+        for name in files:
+            tar.add(root / name, arcname=f"artifacts/{name}", recursive=False)
+    os.replace(partial, output)
+    return output
+
+
+def _metadata(tar: tarfile.TarFile, bundle: Path) -> dict:
+    try:
+        handle = tar.extractfile(BUNDLE_MANIFEST)
+        metadata = json.loads(handle.read()) if handle else None
+    except (KeyError, json.JSONDecodeError):
+        metadata = None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or "files" not in metadata:
+        raise ValueError(f"{bundle}: not a gemrepro artifact bundle (missing or unreadable {BUNDLE_MANIFEST})")
+    return metadata
+
+
+def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
+    """Verify ``bundle`` and add its artifacts to the cache ``root``; existing artifacts are kept."""
+    bundle = Path(bundle)
+    if not bundle.is_file():
+        raise FileNotFoundError(f"{bundle}: no such bundle")
+    root = Path(root) if root else artifacts_dir()
+    try:
+        tar = tarfile.open(bundle, "r:gz")
+    except (tarfile.TarError, OSError) as exc:
+        raise ValueError(f"{bundle}: not a readable .tar.gz bundle ({exc})") from None
+    with tar, tempfile.TemporaryDirectory(prefix=".unpack-", dir=_ensure(root)) as scratch:
+        metadata = _metadata(tar, bundle)
+        expected = {f"artifacts/{name}": digest for name, digest in metadata["files"].items()}
+        members = [m for m in tar.getmembers() if m.name != BUNDLE_MANIFEST]
+        unknown = [m.name for m in members if m.name not in expected or not m.isfile()]
+        if unknown:
+            raise ValueError(f"{bundle}: unexpected member {unknown[0]!r} (not listed in {BUNDLE_MANIFEST})")
+        try:
+            tar.extractall(scratch, members=members, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ValueError(f"{bundle}: corrupt bundle ({exc})") from None
+        for name, digest in expected.items():
+            path = Path(scratch) / name
+            if not path.is_file() or _sha256(path) != digest:
+                raise ValueError(f"{bundle}: checksum mismatch for {name}; the bundle is corrupt")
+        added, present = [], []
+        for entry in metadata["artifacts"]:
+            final = root / entry
+            if (final / MANIFEST).is_file():
+                present.append(entry)
+                continue
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(Path(scratch) / "artifacts" / entry, final)  # same filesystem: atomic
+            added.append(entry)
+    return UnpackReport(added, present, {k: v for k, v in metadata.items() if k != "files"})
+
+
+def _ensure(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def remove_bundle_scratch(root: Path | None = None) -> None:
+    """Delete scratch folders a killed :func:`unpack` left behind."""
+    for folder in (Path(root) if root else artifacts_dir()).glob(".unpack-*"):
+        shutil.rmtree(folder, ignore_errors=True)

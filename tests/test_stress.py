@@ -1,0 +1,126 @@
+"""The robustness audit: a broken potential fails it, the reference method passes it, and
+calculators that raise, return NaN or hang fail only their own trajectory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.build import molecule
+from stress_calculators import gfn2_xtb, sabotaged, weak_lennard_jones
+
+from gemrepro.cli import main
+from gemrepro.cli.stress import load_molecules
+from gemrepro.stress.audit import run_audit
+from gemrepro.stress.calculators import CalculatorPotential
+from gemrepro.stress.report import write_report
+from gemrepro.stress.worker import CalculatorWorker, resolve_factory
+from gemrepro.workflow.sweep import Protocol
+
+torch.set_num_threads(1)
+
+
+PROTOCOL = Protocol(0.05, (300.0, 1200.0), n_sampled_frames=2)  # 100 steps of 0.5 fs
+
+
+def test_reference_method_passes_its_own_audit(tmp_path):
+    result = run_audit(CalculatorPotential(gfn2_xtb), {"water": molecule("H2O")}, PROTOCOL, tmp_path)
+    assert not result.trajectories["failed"].any()
+    assert result.verdict(PROTOCOL.md_time_ps).passed
+    frames = result.frames
+    assert len(frames) == 2 * 3 and frames["converged"].all()  # start + 2 sampled frames per trajectory
+    assert frames["time_ps"].max() == pytest.approx(0.05)
+    # the potential *is* the reference: errors are numerical noise only
+    assert frames["forces_mae"].max() < 1e-3
+    assert np.abs(frames["energy_error"]).max() < 1e-5
+
+
+def test_weak_potential_fails_the_audit_and_the_report_is_self_contained(tmp_path):
+    molecules = {"water": molecule("H2O"), "methane": molecule("CH4")}
+    result = run_audit(CalculatorPotential(weak_lennard_jones), molecules, PROTOCOL, tmp_path, n_seeds=2)
+    t = result.trajectories
+    assert len(t) == 8 and t["failed"].all()
+    assert set(t["rule"]) <= {"bond", "hydrogen_loss"}
+    assert (t["stable_time_ps"] < 0.05).all() and (t["stable_time_ps"] > 0).all()
+    verdict = result.verdict(0.05)
+    assert not verdict.passed and verdict.n_failed_early == 8
+    failed_geometries = result.frames[result.frames["frame"] == -1]
+    assert len(failed_geometries) == 8
+    assert failed_geometries["forces_mae"].min() > 0.5  # far from GFN2-xTB where it breaks
+    assert np.allclose(failed_geometries.sort_values("system")["time_ps"], t["time_to_failure_ps"])
+    # the captured failed geometry really breaks the bond rule
+    s = int(t["system"].iloc[0])
+    broken = result.atoms_of(s, -1)
+    start = molecules[t["molecule"].iloc[0]]
+    assert np.abs(broken.get_all_distances() - start.get_all_distances()).max() > 0.5
+
+    facts = write_report(result, tmp_path / "report.html", tmp_path / "summary.json", "weak LJ", min_stable_ps=0.05)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # survival, error vs time, worst frames
+    assert "src=\"http" not in page and "<script" not in page
+    assert "FAILED" in page
+    stored = json.loads((tmp_path / "summary.json").read_text())
+    assert stored == facts and stored["verdict"]["passed"] is False and stored["n_failed"] == 8
+
+
+def test_raising_and_nan_calculators_fail_only_their_trajectory(tmp_path):
+    molecules = {"water": molecule("H2O"), "methane": molecule("CH4"), "nitrogen": molecule("N2")}
+    potential = CalculatorPotential(sabotaged)
+    result = run_audit(potential, molecules, Protocol(0.02, (300.0,)), tmp_path, reference=None)
+    t = result.trajectories.set_index("molecule")
+    assert t.loc["water", "failed"] and t.loc["water", "rule"] == "nonfinite"
+    assert t.loc["water", "detail"] == "RuntimeError: SCF exploded"
+    assert t.loc["water", "stable_time_ps"] == 0.0  # fails at its very first evaluation
+    assert t.loc["methane", "failed"] and "non-finite" in t.loc["methane", "detail"]
+    assert not t.loc["nitrogen", "failed"] and t.loc["nitrogen", "detail"] == ""
+    # failed systems are never asked again: 41 calls for nitrogen, one each for the others
+    assert potential.n_calls == 41 + 1
+
+
+def test_hanging_calculator_is_killed_and_the_audit_goes_on(tmp_path):
+    molecules = {"ammonia": molecule("NH3"), "nitrogen": molecule("N2")}
+    with CalculatorPotential(sabotaged, timeout_s=1.0) as potential:
+        result = run_audit(potential, molecules, Protocol(0.01, (300.0,)), tmp_path, reference=None)
+        assert potential._worker.restarts == 1
+    t = result.trajectories.set_index("molecule")
+    assert t.loc["ammonia", "failed"] and "no answer within 1 s" in t.loc["ammonia", "detail"]
+    assert 0 < t.loc["ammonia", "stable_time_ps"] < 0.01
+    assert not t.loc["nitrogen", "failed"]  # served by the restarted worker
+
+
+def test_worker_reports_factory_errors_in_one_line():
+    with pytest.raises(ValueError, match="MODULE:FACTORY"):
+        resolve_factory("tblite.ase.TBLite")
+    with pytest.raises(ValueError, match="has no attribute"):
+        resolve_factory("ase.calculators.lj:NoSuchCalculator")
+    with pytest.raises(ValueError, match="timeout_s"):
+        CalculatorWorker(weak_lennard_jones, timeout_s=0.0)
+
+
+def test_molecules_from_names_smiles_and_files(tmp_path):
+    path = tmp_path / "formaldehyde.xyz"
+    molecule("H2CO").write(path)
+    molecules = load_molecules(["ethanol", "C#N", str(path)])
+    assert list(molecules) == ["ethanol", "C#N", "formaldehyde"]
+    assert molecules["ethanol"].get_chemical_formula() == "C2H6O"
+    assert molecules["C#N"].get_chemical_formula() == "CHN"
+    assert molecules["formaldehyde"].get_chemical_formula() == "CH2O"
+    with pytest.raises(ValueError, match="does not exist"):
+        load_molecules([str(tmp_path / "missing.xyz")])
+
+
+def test_cli_gates_on_min_stable_time(tmp_path, capsys):
+    common = ["stress", "--molecules", "O", "--temperatures", "1200", "--seeds", "1", "--time-ps", "0.05",
+              "--reference", "none", "--timeout-s", "0", "--quiet"]
+    status = main([*common, "--calculator", "stress_calculators:weak_lennard_jones", "--min-stable-ps", "0.05",
+                   "--out", str(tmp_path / "lj")])
+    assert status == 1 and "FAILED" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "lj" / "summary.json").read_text())
+    assert summary["verdict"]["passed"] is False and summary["n_failed"] == 1
+    assert (tmp_path / "lj" / "report.html").is_file()
+    assert main([*common, "--calculator", "no-colon", "--out", str(tmp_path / "x")]) == 2
+    assert "MODULE:FACTORY" in capsys.readouterr().err
+    assert main([*common, "--calculator", "stress_calculators:weak_lennard_jones", "--min-stable-ps", "1",
+                 "--out", str(tmp_path / "y")]) == 2
