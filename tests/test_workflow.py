@@ -87,3 +87,29 @@ def test_splits_are_disjoint_nested_and_seeded():
 def test_splits_refuse_a_dataset_that_is_too_small():
     with pytest.raises(ValueError, match="dataset has 100 configurations; the splits need 5500"):
         scale_splits(100, "tiny")
+
+
+def test_chapter_figures_are_numbered_and_carry_their_data_as_csv():
+    import base64
+    import re
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from gemrepro.workflow import chapter
+
+    chapter.setup(scale="tiny")
+    table = pd.DataFrame({"train_size": [4, 40], "forces_mae": [0.9, 0.5]})
+    for caption in ("first", "second"):
+        fig, _ = plt.subplots()
+        chapter.figure(fig, caption, data=table)
+    assert chapter._FIGURES == ["first", "second"]
+    link = chapter.csv_download_link(table, "f.csv")
+    payload = re.search(r"base64,([^\"]+)", link).group(1)
+    assert base64.b64decode(payload).decode() == table.to_csv(index=False)
+    with pytest.raises(ValueError, match="caption"):
+        chapter.figure(plt.figure(), "")
+    chapter.setup(scale="tiny")
+    assert chapter._FIGURES == []  # a new chapter starts at Figure 1

@@ -81,7 +81,6 @@ def sweep_systems(molecules: list[str], temperatures: list[float], n_seeds: int)
 
 def _run(args: argparse.Namespace) -> int:
     from gemrepro.md import run_md
-    from gemrepro.md.gemnet import potential_from_checkpoint
 
     if not (np.isfinite(args.time_ps) and args.time_ps > 0):
         raise ValueError(f"--time-ps: expected a positive simulation time in ps, got {args.time_ps}")
@@ -91,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     if n_steps < 1:
         raise ValueError(f"--time-ps: {args.time_ps} ps is shorter than one {args.dt_fs} fs step")
     systems = sweep_systems(args.molecules, args.temperatures, args.seeds)
-    potential = potential_from_checkpoint(args.model, device=args.device)
+    potential, stop = _potential_and_stop(args)
     geometries = start_geometries([s.smiles for s in systems])
     summary = run_md(
         potential,
@@ -106,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval,
         device=potential.device,
         progress=not args.quiet,
+        stop=stop,
     )
     rows = []
     for k, (system, failure) in enumerate(zip(systems, summary.failures, strict=True)):
@@ -129,6 +129,26 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{r['system']:>6}  {r['molecule']:<{width}}  {r['temperature_K']:>7g}  {r['seed']:>4}  "
               f"{'yes' if r['stable'] else 'no':<6}  {time_ps:>10}  {r['rule'] or ''}")
     return 0
+
+
+def _potential_and_stop(args: argparse.Namespace):
+    """The run's potential (one model, or the committee of ``--model`` and ``--committee``) and its stop rule."""
+    from gemrepro.md.committee import CommitteePotential, UncertaintyStop
+    from gemrepro.md.gemnet import potential_from_checkpoint
+
+    threshold = args.stop_on_uncertainty
+    if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"--stop-on-uncertainty: expected a positive force disagreement in eV/Å, got {threshold}")
+    if threshold is not None and not args.committee:
+        raise ValueError("--stop-on-uncertainty: needs a committee; add --committee CKPT [CKPT ...]")
+    if not args.committee:
+        return potential_from_checkpoint(args.model, device=args.device), None
+    for path in args.committee:
+        if not Path(path).is_file():
+            raise ValueError(f"--committee: model file {path!r} does not exist")
+    committee = CommitteePotential([potential_from_checkpoint(p, device=args.device)
+                                    for p in [args.model, *args.committee]])
+    return committee, None if threshold is None else UncertaintyStop(committee, threshold)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -159,6 +179,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     md.add_argument("--out", default="md.h5", help="trajectory file (HDF5; default md.h5)")
     md.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     md.add_argument("--integrator", choices=("langevin", "verlet"), default="langevin")
+    md.add_argument("--committee", nargs="+", default=[], metavar="CKPT",
+                    help="more models of the same kind: MD runs on the mean of --model and these")
+    md.add_argument("--stop-on-uncertainty", type=float, default=None, metavar="X",
+                    help="stop a system (rule 'uncertainty') once the committee's max per-atom force "
+                         "disagreement exceeds X eV/Å")
     md.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=_run)

@@ -19,6 +19,11 @@ from gemrepro.analysis.stability import (
 )
 from gemrepro.md.state import MDState, kinetic_temperature
 
+STOP_RULES: tuple[str, ...] = (*RULES, "uncertainty")
+"""Every reason the engine can stop a system: the geometric rules, then a committee's stop on its
+own disagreement (:class:`gemrepro.md.committee.UncertaintyStop`). ``state.failure_rule`` holds
+1 + an index into this tuple, so the codes of :data:`RULES` are unchanged."""
+
 
 def _segment_max(values: torch.Tensor, segment: torch.Tensor, n_segments: int) -> torch.Tensor:
     """Per-segment maximum (``-inf`` for empty segments)."""
@@ -125,6 +130,25 @@ class FailureDetector:
         )
 
 
+def mark_failed(state: MDState, failed: torch.Tensor, rule: str, atoms: torch.Tensor | None = None) -> MDState:
+    """The state with the still-alive systems flagged in ``failed`` (S,) marked dead by ``rule`` now.
+
+    ``atoms`` (S, 2), indices within each system (-1 padded), names the offending atoms if known.
+    """
+    if rule not in STOP_RULES:
+        raise ValueError(f"rule: expected one of {STOP_RULES}, got {rule!r}")
+    newly = state.alive & failed.to(torch.bool)
+    if atoms is None:
+        atoms = torch.full_like(state.failure_atoms, -1)
+    code = STOP_RULES.index(rule) + 1
+    return state.replace(
+        alive=state.alive & ~newly,
+        failure_step=torch.where(newly, state.step, state.failure_step),
+        failure_rule=torch.where(newly, code, state.failure_rule),
+        failure_atoms=torch.where(newly[:, None], atoms, state.failure_atoms),
+    )
+
+
 def failure_records(state: MDState, dt_fs: float) -> list[FailureRecord | None]:
     """Per system, its :class:`FailureRecord` or ``None`` while it is alive."""
     records: list[FailureRecord | None] = []
@@ -135,6 +159,6 @@ def failure_records(state: MDState, dt_fs: float) -> list[FailureRecord | None]:
             records.append(None)
             continue
         records.append(
-            FailureRecord(step=step, time_ps=step * dt_fs / 1000.0, rule=RULES[rule - 1], atoms=tuple(a for a in atoms if a >= 0))
+            FailureRecord(step=step, time_ps=step * dt_fs / 1000.0, rule=STOP_RULES[rule - 1], atoms=tuple(a for a in atoms if a >= 0))
         )
     return records

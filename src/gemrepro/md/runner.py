@@ -136,6 +136,7 @@ def run_md(
     device: torch.device | str = "cpu",
     progress: bool = True,
     callback: Callable[[MDState], None] | None = None,
+    stop: Callable[[MDState], MDState] | None = None,
 ) -> MDSummary:
     """Advance all ``systems`` together for ``n_steps`` steps, writing frames to HDF5 at ``path``.
 
@@ -143,6 +144,9 @@ def run_md(
     of the same run exists next to ``path`` the run resumes from it (also to extend ``n_steps``);
     otherwise any file at ``path`` is replaced. A failed system is frozen at its failure step; the
     run stops early once every system has failed. ``callback(state)`` runs after every step.
+    ``stop(state) -> state`` runs with every failure check and may mark more systems dead (a
+    committee's :class:`~gemrepro.md.committee.UncertaintyStop`); its ``repr`` joins the checkpoint's
+    fingerprint.
     """
     systems = list(systems)
     if not systems or not all(isinstance(a, Atoms) and len(a) > 0 for a in systems):
@@ -173,8 +177,14 @@ def run_md(
     )
     config = dict(dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval, check_interval=check_interval,
                   criteria=repr(criteria), seeds=seed_list, dtype=str(dtype))
+    if stop is not None:  # absent otherwise, so runs without a stop keep their fingerprints
+        config["stop"] = repr(stop)
     fingerprint = _fingerprint(state, config)
-    detector = FailureDetector(state, criteria)
+    geometric = FailureDetector(state, criteria)
+
+    def detector(current: MDState) -> MDState:
+        current = geometric(current)
+        return current if stop is None else stop(current)
 
     resumed_from: int | None = None
     if ckpt.exists():

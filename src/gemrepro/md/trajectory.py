@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 from ase import Atoms
 
-from gemrepro.analysis.stability import RULES
+from gemrepro.md.failures import STOP_RULES
 from gemrepro.md.state import MDState, kinetic_temperature
 
 FORMAT_VERSION = 1
@@ -107,7 +107,7 @@ class TrajectoryWriter:
     def write_failures(self, state: MDState) -> None:
         failure = self.file["failure"]
         failure["step"][...] = state.failure_step.cpu().numpy()
-        failure["rule"][...] = np.asarray(["" if r == 0 else RULES[r - 1] for r in state.failure_rule.tolist()], dtype=object)
+        failure["rule"][...] = np.asarray(["" if r == 0 else STOP_RULES[r - 1] for r in state.failure_rule.tolist()], dtype=object)
         failure["atoms"][...] = state.failure_atoms.cpu().numpy()
 
     def truncate(self, n_frames: int, state: MDState) -> None:

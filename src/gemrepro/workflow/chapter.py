@@ -89,12 +89,12 @@ def csv_download_link(data, filename: str) -> str:
             f"download the data ({html.escape(filename)}, {size})</a>")
 
 
-def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), paper: str | None = None) -> int:
+def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), paper: str | None = None) -> None:
     """Show ``fig`` as the chapter's next numbered figure with its caption, provenance and data.
 
     ``paper`` names the figure of the papers it reproduces (e.g. "Stocker et al. Fig. 2b, c");
     ``data`` is the table behind the figure, offered as a CSV download; ``artifacts`` are the
-    cached computations it came from. Returns the figure number.
+    cached computations it came from. Figures are numbered in the order a chapter shows them.
     """
     import matplotlib.pyplot as plt
     from IPython.display import HTML, display
@@ -113,4 +113,3 @@ def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), 
         slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40] or "figure"
         parts.append(f"<small>{csv_download_link(data, f'figure-{number}-{slug}.csv')}</small>")
     display(HTML('<div class="gemrepro-figure-caption">' + "<br>".join(parts) + "</div>"))
-    return number

@@ -369,7 +369,7 @@ def load_snapshots(root=None) -> dict[str, pd.DataFrame]:
     return found
 
 
-MARKS = {REPRODUCED: "✅ reproduced", NOT_REPRODUCED: "❌ not reproduced", NOT_COMPARABLE: "➖ not comparable"}
+MARKS = {REPRODUCED: "✓ reproduced", NOT_REPRODUCED: "✗ not reproduced", NOT_COMPARABLE: "○ not comparable"}
 
 
 def at_a_glance(snapshots: dict[str, pd.DataFrame]) -> pd.DataFrame:

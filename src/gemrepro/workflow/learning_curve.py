@@ -39,6 +39,7 @@ __all__ = [
     "learning_curve",
     "learning_curves",
     "load_scale_data",
+    "member_seed",
     "model_artifacts",
     "model_config",
     "recipe",
@@ -134,8 +135,20 @@ def _size_index(scale: str, train_size: int) -> int:
     return sizes.index(train_size)
 
 
-def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu"):
-    """The ``TrainConfig`` for one model of the learning curve."""
+def member_seed(seed: int, member: int = 0) -> int:
+    """The initialisation and batch-order seed of committee ``member`` (member 0: ``seed`` itself).
+
+    A committee varies only this seed, never the dataset seed, so all members see the same data.
+    """
+    if isinstance(member, bool) or not isinstance(member, (int, np.integer)) or member < 0:
+        raise ValueError(f"member: expected a non-negative integer, got {member!r}")
+    if member == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1, np.uint32)[0] >> 1)
+
+
+def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu", member: int = 0):
+    """The ``TrainConfig`` for one model of the learning curve (``member``: see :func:`member_seed`)."""
     from gemrepro.train import TrainConfig
 
     r = recipe(scale)
@@ -144,7 +157,7 @@ def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu"
         lr=r.lr, batch_size=min(r.batch_size, train_size), max_steps=steps, warmup_steps=r.warmup_steps,
         decay_steps=r.decay_steps, decay_rate=r.decay_rate, ema_decay=r.ema_decay,
         energy_weight=r.energy_weight, force_weight=r.force_weight, patience=r.patience,
-        eval_every=r.eval_every, checkpoint_every=r.checkpoint_every, seed=seed, device=device,
+        eval_every=r.eval_every, checkpoint_every=r.checkpoint_every, seed=member_seed(seed, member), device=device,
         dtype=r.dtype,
     )
 
@@ -184,10 +197,11 @@ def load_scale_data(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root
     return ScaleData(artifact, graphs, splits)
 
 
-def _model_params(scale: str, train_size: int, seed: int, reference: str, variant: str, dataset_key: str) -> dict:
+def _model_params(scale: str, train_size: int, seed: int, reference: str, variant: str, dataset_key: str,
+                  member: int = 0) -> dict:
     spec = get_scale(scale)
-    config = train_config(scale, train_size, seed, device="cpu")
-    return {
+    config = train_config(scale, train_size, seed, device="cpu", member=member)
+    params = {
         "scale": scale,
         "seed": seed,
         "reference": reference,
@@ -198,6 +212,9 @@ def _model_params(scale: str, train_size: int, seed: int, reference: str, varian
         "train": config.to_dict(),
         "stage_version": STAGE_VERSION,
     }
+    if member != 0:  # only committee members get the key; learning-curve keys stay as they were
+        params["member"] = int(member)
+    return params
 
 
 def _validation_subset(indices: np.ndarray, cap: int | None) -> np.ndarray:
@@ -215,6 +232,7 @@ def train_scale_model(
     progress: bool = True,
     device: str = "cpu",
     data: ScaleData | None = None,
+    member: int = 0,
 ) -> Artifact:
     """The trained model of one learning-curve point: loaded when cached, trained (or resumed) otherwise.
 
@@ -222,7 +240,9 @@ def train_scale_model(
     manifest, ``metrics`` (``validation`` and ``test`` errors, eV and eV/Å), steps and the
     training wall time summed over resumed runs. ``data`` passes an already loaded
     ``ScaleData`` so the four sizes read the dataset once. ``variant`` is "T" or "Q"; ``None``
-    means the scale's default.
+    means the scale's default. ``member`` > 0 trains another committee member on the same data:
+    only its initialisation and batch-order seed differ (:func:`member_seed`); member 0 is the
+    learning-curve model itself.
     """
     from gemrepro.model import build_model, fit_scale_factors, resolve_device
     from gemrepro.train import evaluate, load_checkpoint, save_trained_model, train_model
@@ -235,12 +255,13 @@ def train_scale_model(
     device = str(resolve_device(device))
     dataset = data.artifact if data is not None else _dataset_artifact(scale, reference, seed, root)
     # The key does not depend on the device: a GPU-trained model serves a CPU chapter.
-    params = _model_params(scale, train_size, int(seed), reference, variant, dataset.key)
+    member_seed(int(seed), member)  # validates ``member`` before any work
+    params = _model_params(scale, train_size, int(seed), reference, variant, dataset.key, int(member))
     found = load_artifact(STAGE, params, root)
     if found is not None:
         return found
     data = data or load_scale_data(scale, seed, reference, root, artifact=dataset)
-    config = replace(train_config(scale, train_size, int(seed)), device=device)
+    config = replace(train_config(scale, train_size, int(seed), member=int(member)), device=device)
     train_set = data.graphs.subset(data.splits.train[train_size])
     val_set = data.graphs.subset(_validation_subset(data.splits.validation[train_size], recipe(scale).max_validation))
     test_set = data.graphs.subset(data.splits.test)

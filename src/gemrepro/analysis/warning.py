@@ -1,0 +1,143 @@
+"""Early warning from a committee's disagreement: lead times and the threshold trade-off.
+
+An alarm is the first stored frame whose disagreement exceeds a threshold. On a trajectory that
+failed, an alarm strictly before the failure is a warning and the time between them is the
+*lead time* (a warning with less lead than ``min_lead_ps`` is *late*: no time to act); no alarm
+before the failure is a *miss*. On a trajectory that stayed stable to the horizon any alarm is a
+*false alarm*. Lowering the threshold trades misses for false alarms; :func:`threshold_tradeoff`
+traces that curve (an ROC curve over trajectories) and :func:`recommend_threshold` picks the point
+a practitioner would use.
+
+Inputs are plain tables: ``disagreement`` has one row per stored frame (the trajectory keys
+``by``, ``time_ps`` and the ``signal`` column), ``trajectories`` one row per trajectory (the same
+keys, ``failed`` and ``time_to_failure_ps``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from gemrepro.analysis.survival import Correlation, rank_correlation
+
+__all__ = ["OUTCOMES", "first_crossing", "proxy_correlation", "recommend_threshold", "threshold_tradeoff",
+           "warnings_at"]
+
+OUTCOMES: tuple[str, ...] = ("warned", "late", "missed", "false alarm", "quiet")
+
+
+def first_crossing(times_ps, values, threshold: float) -> float:
+    """Time (ps) of the first value above ``threshold`` (NaN when none); NaN values count as above.
+
+    A NaN disagreement means a member produced non-finite forces: the committee is off the map.
+    """
+    times, values = np.asarray(times_ps, dtype=float), np.asarray(values, dtype=float)
+    if times.ndim != 1 or times.shape != values.shape:
+        raise ValueError(f"times_ps, values: expected two 1-d arrays of equal length, got {times.shape} and {values.shape}")
+    above = np.flatnonzero(~(values <= threshold))
+    return float(times[above[0]]) if len(above) else float("nan")
+
+
+def _require(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name}: missing column(s) {missing}; expected {list(columns)}")
+
+
+def warnings_at(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshold: float,
+                by: Sequence[str] = ("train_size", "system"), signal: str = "force_disagreement",
+                min_lead_ps: float = 0.0) -> pd.DataFrame:
+    """One row per trajectory: the first alarm at ``threshold``, its lead time and the outcome.
+
+    Columns: ``by``, failed, time_to_failure_ps, alarm_ps (first alarm before the failure, or
+    anywhere on a stable trajectory; NaN when none), lead_time_ps (failure minus alarm, failed
+    trajectories only), outcome (one of :data:`OUTCOMES`).
+    """
+    by = list(by)
+    _require(disagreement, [*by, "time_ps", signal], "disagreement")
+    _require(trajectories, [*by, "failed", "time_to_failure_ps"], "trajectories")
+    if not (np.isfinite(threshold) and threshold >= 0):
+        raise ValueError(f"threshold: expected a finite non-negative disagreement, got {threshold!r}")
+    if not (np.isfinite(min_lead_ps) and min_lead_ps >= 0):
+        raise ValueError(f"min_lead_ps: expected a non-negative time in ps, got {min_lead_ps!r}")
+    frames = {key if isinstance(key, tuple) else (key,): group.sort_values("time_ps")
+              for key, group in disagreement.groupby(by, sort=False)}
+    rows = []
+    for _, trajectory in trajectories.iterrows():
+        key = tuple(trajectory[c] for c in by)
+        group = frames.get(key)
+        if group is None:
+            raise ValueError(f"disagreement: no frames for trajectory {dict(zip(by, key))}")
+        failed = bool(trajectory["failed"])
+        failure = float(trajectory["time_to_failure_ps"]) if failed else float("nan")
+        before = group[group["time_ps"] < failure] if failed else group
+        alarm = first_crossing(before["time_ps"], before[signal], threshold)
+        lead = failure - alarm if failed else float("nan")
+        if failed:
+            outcome = "missed" if np.isnan(alarm) else ("late" if lead < min_lead_ps else "warned")
+        else:
+            outcome = "quiet" if np.isnan(alarm) else "false alarm"
+        rows.append({**dict(zip(by, key)), "failed": failed, "time_to_failure_ps": failure, "alarm_ps": alarm,
+                     "lead_time_ps": lead, "outcome": outcome})
+    return pd.DataFrame(rows)
+
+
+def threshold_tradeoff(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float],
+                       by: Sequence[str] = ("train_size", "system"), signal: str = "force_disagreement",
+                       min_lead_ps: float = 0.0) -> pd.DataFrame:
+    """One row per threshold: detection rate on failed trajectories, false-alarm rate on stable ones.
+
+    Columns: threshold, n_failed, n_stable, detection_rate (warned in time / failed), miss_rate
+    (missed or late / failed), false_alarm_rate (false alarms / stable), median_lead_ps (of the
+    warnings in time). A rate with no trajectory to count is NaN.
+    """
+    thresholds = np.asarray(thresholds, dtype=float)
+    if thresholds.ndim != 1 or len(thresholds) == 0:
+        raise ValueError(f"thresholds: expected a non-empty 1-d sequence of disagreements, got shape {thresholds.shape}")
+    rows = []
+    for threshold in thresholds:
+        table = warnings_at(disagreement, trajectories, float(threshold), by, signal, min_lead_ps)
+        counts = table["outcome"].value_counts()
+        n_failed, n_stable = int(table["failed"].sum()), int((~table["failed"]).sum())
+        warned = table[table["outcome"] == "warned"]
+        rows.append({
+            "threshold": float(threshold), "n_failed": n_failed, "n_stable": n_stable,
+            "detection_rate": counts.get("warned", 0) / n_failed if n_failed else np.nan,
+            "miss_rate": (counts.get("missed", 0) + counts.get("late", 0)) / n_failed if n_failed else np.nan,
+            "false_alarm_rate": counts.get("false alarm", 0) / n_stable if n_stable else np.nan,
+            "median_lead_ps": float(warned["lead_time_ps"].median()) if len(warned) else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def recommend_threshold(tradeoff: pd.DataFrame, max_false_alarm_rate: float | None = None) -> pd.Series:
+    """The trade-off row to use: most failures warned in time minus false alarms (Youden's J).
+
+    With ``max_false_alarm_rate`` only thresholds within that budget compete. Ties go to the
+    larger threshold, which stops fewer healthy trajectories.
+    """
+    _require(tradeoff, ["threshold", "detection_rate", "false_alarm_rate"], "tradeoff")
+    table = tradeoff.dropna(subset=["detection_rate", "false_alarm_rate"])
+    if max_false_alarm_rate is not None:
+        if not 0 <= max_false_alarm_rate <= 1:
+            raise ValueError(f"max_false_alarm_rate: expected a fraction in [0, 1], got {max_false_alarm_rate!r}")
+        table = table[table["false_alarm_rate"] <= max_false_alarm_rate]
+    if table.empty:
+        raise ValueError("tradeoff: no threshold has both failed and stable trajectories to score "
+                         "(or none is within max_false_alarm_rate)")
+    score = table["detection_rate"] - table["false_alarm_rate"]
+    best = table[score == score.max()]
+    return best.loc[best["threshold"].idxmax()].rename(None)
+
+
+def proxy_correlation(frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae"
+                      ) -> Correlation:
+    """Spearman correlation between the committee's disagreement and the true error, frame by frame.
+
+    Frames whose reference calculation failed (NaN error) are left out.
+    """
+    _require(frames, [signal, error], "frames")
+    usable = frames[[signal, error]].replace([np.inf, -np.inf], np.nan).dropna()
+    return rank_correlation(usable[signal].to_numpy(), usable[error].to_numpy())

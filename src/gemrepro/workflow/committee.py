@@ -1,0 +1,261 @@
+"""Committees of learning-curve models and their disagreement along the cached MD trajectories.
+
+A committee is ``n_members`` models of one training size that differ only in the seed of their
+initialisation and batch order (:func:`gemrepro.workflow.learning_curve.member_seed`); member 0
+is the learning-curve model that drove the MD, so its trajectories are reused as they are.
+
+Stage ``committee-disagreement`` holds, per MD run and committee, ``disagreement.csv``: every
+stored frame up to the first dead one, with the committee's max per-atom force disagreement
+(eV/Å) and energy spread (eV) (:func:`gemrepro.md.committee.disagreement`). Evaluating after the
+run costs a few batched forward passes per model, and leaves the trajectories untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gemrepro.workflow.artifacts import Artifact, get_or_create
+from gemrepro.workflow.paths import artifacts_dir
+from gemrepro.workflow.scales import get_scale
+
+__all__ = ["COMMITTEE_DESIGNS", "CommitteeDesign", "CommitteeStudy", "committee_models", "committee_study",
+           "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]
+
+STAGE = "committee-disagreement"
+MD_STAGE = "md-committee"
+STAGE_VERSION = 1  # bump when what a disagreement artifact holds or how it is computed changes
+
+
+@dataclass(frozen=True)
+class CommitteeDesign:
+    """Which training sizes get a committee, how many members each has (member 0 included), and
+    every how many stored frames the committee is evaluated (``frame_stride``; the last is always)."""
+
+    train_sizes: tuple[int, ...]
+    n_members: int = 3
+    frame_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_members, bool) or int(self.n_members) != self.n_members or self.n_members < 2:
+            raise ValueError(f"n_members: expected at least 2 members per committee, got {self.n_members!r}")
+        if not self.train_sizes:
+            raise ValueError("train_sizes: expected at least one training size")
+        if isinstance(self.frame_stride, bool) or int(self.frame_stride) != self.frame_stride or self.frame_stride < 1:
+            raise ValueError(f"frame_stride: expected a positive integer, got {self.frame_stride!r}")
+
+
+COMMITTEE_DESIGNS: dict[str, CommitteeDesign] = {
+    # tiny: the sizes whose trajectories fail within 0.25 ps (40, 400). The 4-structure models are
+    # left out (their trajectories fail within femtoseconds, their members are all equally lost),
+    # and so is the 4,000 one, whose two extra members would double the chapter's training time on
+    # 2 CPU cores. Every second stored frame (6 fs apart) keeps the evaluation within budget.
+    "tiny": CommitteeDesign(train_sizes=(40, 400), n_members=3, frame_stride=2),
+    "small": CommitteeDesign(train_sizes=(32, 320, 3200, 32000), n_members=4),
+    "paper": CommitteeDesign(train_sizes=(3200, 32000, 320000, 3200000), n_members=4),
+}
+
+
+def committee_models(scale: str, train_size: int, n_members: int, seed: int = 0, reference: str = "gfn2-xtb",
+                     variant: str | None = None, root=None, progress: bool = False, device: str = "cpu",
+                     data=None) -> list[Artifact]:
+    """The ``n_members`` model artifacts of one committee (trained when missing; member 0 reused)."""
+    from gemrepro.workflow.learning_curve import train_scale_model
+
+    if isinstance(n_members, bool) or int(n_members) != n_members or n_members < 2:
+        raise ValueError(f"n_members: expected at least 2 members per committee, got {n_members!r}")
+    return [train_scale_model(scale, train_size, seed, reference, variant, root, progress, device, data, member=m)
+            for m in range(int(n_members))]
+
+
+def _frames_to_evaluate(alive: np.ndarray, positions_finite: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Every ``stride``-th stored frame up to the first dead one (always included), with finite coordinates."""
+    last = int(np.argmin(alive)) if not alive.all() else len(alive) - 1
+    chosen = np.zeros(len(alive), dtype=bool)
+    chosen[: last + 1: stride] = True
+    chosen[last] = True
+    return np.flatnonzero(chosen & positions_finite)
+
+
+def frame_disagreement(models: Sequence[Artifact], md: Artifact, root=None, device: str = "cpu",
+                       frame_stride: int = 1, chunk: int = 256) -> Artifact:
+    """The committee of ``models`` evaluated on the stored frames of the MD run ``md``; cached.
+
+    ``disagreement.csv``: system, frame, step, time_ps, alive, force_disagreement (eV/Å),
+    energy_spread (eV), for every ``frame_stride``-th frame of each system up to its first dead
+    frame (always included). ``chunk`` structures go through a model at once.
+    """
+    import h5py
+    import torch
+
+    from gemrepro.md.committee import disagreement
+    from gemrepro.md.gemnet import potential_from_checkpoint
+
+    if len(models) < 2:
+        raise ValueError(f"models: expected at least two committee members, got {len(models)}")
+    root = Path(root) if root else artifacts_dir()
+    if isinstance(frame_stride, bool) or int(frame_stride) != frame_stride or frame_stride < 1:
+        raise ValueError(f"frame_stride: expected a positive integer, got {frame_stride!r}")
+    params = {"models": [m.key for m in models], "md": md.key, "frame_stride": int(frame_stride),
+              "stage_version": STAGE_VERSION}
+
+    def build(folder: Path) -> dict:
+        with h5py.File(md.file("trajectory.h5"), "r") as f:
+            offsets = f["systems/atom_offset"][()]
+            numbers_all = f["systems/numbers"][()]
+            positions_all = f["frames/positions"][()]
+            alive, steps, times = f["frames/alive"][()], f["frames/step"][()], f["frames/time_ps"][()]
+        jobs = []  # (system, frame, numbers, positions)
+        for s in range(len(offsets) - 1):
+            a, b = int(offsets[s]), int(offsets[s + 1])
+            finite = np.isfinite(positions_all[:, a:b]).all(axis=(1, 2))
+            for k in _frames_to_evaluate(alive[:, s], finite, int(frame_stride)):
+                jobs.append((s, int(k), numbers_all[a:b], positions_all[int(k), a:b]))
+        potentials = [potential_from_checkpoint(m.file("model.pt"), device=device) for m in models]
+        force_dis, energy_spread = [], []
+        for start in range(0, len(jobs), chunk):
+            part = jobs[start:start + chunk]
+            numbers = torch.as_tensor(np.concatenate([j[2] for j in part]))
+            positions = torch.as_tensor(np.concatenate([j[3] for j in part]), dtype=torch.float64)
+            index = torch.repeat_interleave(torch.arange(len(part)), torch.tensor([len(j[2]) for j in part]))
+            results = [p(positions, numbers, index) for p in potentials]
+            f_dis, e_spread = disagreement(torch.stack([e for e, _ in results]), torch.stack([f for _, f in results]),
+                                           index, len(part))
+            force_dis.append(f_dis.numpy())
+            energy_spread.append(e_spread.numpy())
+        table = pd.DataFrame({
+            "system": [j[0] for j in jobs], "frame": [j[1] for j in jobs],
+            "step": [int(steps[j[1]]) for j in jobs], "time_ps": [float(times[j[1]]) for j in jobs],
+            "alive": [bool(alive[j[1], j[0]]) for j in jobs],
+            "force_disagreement": np.concatenate(force_dis) if jobs else [],
+            "energy_spread": np.concatenate(energy_spread) if jobs else [],
+        })
+        table.to_csv(folder / "disagreement.csv", index=False)
+        return {"n_frames": len(table), "n_members": len(models)}
+
+    return get_or_create(STAGE, params, build, root)
+
+
+def disagreement_table(artifact: Artifact) -> pd.DataFrame:
+    """The ``disagreement.csv`` of a :func:`frame_disagreement` artifact."""
+    return pd.read_csv(artifact.file("disagreement.csv"))
+
+
+@dataclass
+class CommitteeStudy:
+    """Committee disagreement along the temperature-sweep and seeds trajectories of one scale."""
+
+    design: CommitteeDesign
+    committees: dict[int, list[Artifact]]
+    artifacts: list[Artifact]  # the disagreement artifacts, for provenance
+    disagreement: pd.DataFrame  # one row per stored frame: study, train_size, system, time_ps, ...
+    trajectories: pd.DataFrame  # one row per trajectory: study, train_size, system, failed, time_to_failure_ps, ...
+    frames: pd.DataFrame  # relabelled sweep frames with the disagreement at each (true error vs proxy)
+    horizon_ps: float
+    sweep: object  # the temperature sweep (gemrepro.workflow.sweep.Sweep) the committees were evaluated on
+
+
+def committee_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+                    design: CommitteeDesign | None = None, root=None, progress: bool = False,
+                    device: str = "cpu") -> CommitteeStudy:
+    """Train (or load) the committees and evaluate them on the sweep's and the seeds study's runs.
+
+    The two studies' trajectories are stacked with a ``study`` column ("sweep", "seeds"); their
+    models, runs and labels come from the same cached functions as their own chapters.
+    """
+    from gemrepro.workflow.holes import seeds_study
+    from gemrepro.workflow.learning_curve import resolve_variant
+    from gemrepro.workflow.sweep import load_frames, temperature_sweep
+
+    spec = get_scale(scale)
+    design = design or COMMITTEE_DESIGNS[spec.name]
+    unknown = [n for n in design.train_sizes if n not in spec.train_sizes]
+    if unknown:
+        raise ValueError(f"design.train_sizes: {unknown} are not {scale} training sizes {list(spec.train_sizes)}")
+    root = Path(root) if root else artifacts_dir()
+    variant = resolve_variant(scale, variant)
+    sweep = temperature_sweep(scale=scale, seed=seed, reference=reference, variant=variant, root=root,
+                              progress=progress, device=device)
+    seeds = seeds_study(scale=scale, seed=seed, reference=reference, variant=variant, root=root,
+                        progress=progress, device=device)
+    committees = {n: committee_models(scale, n, design.n_members, seed, reference, variant, root, progress, device)
+                  for n in design.train_sizes}
+    keep = ["system", "molecule", "temperature", "failed", "time_to_failure_ps", "failure_rule"]
+    tables, trajectories, artifacts = [], [], []
+    for study, runs, table in (("sweep", sweep.md, sweep.trajectories), ("seeds", seeds.md, seeds.trajectories)):
+        for n in design.train_sizes:
+            artifact = frame_disagreement(committees[n], runs[n], root, device, design.frame_stride)
+            artifacts.append(artifact)
+            tables.append(disagreement_table(artifact).assign(study=study, train_size=n))
+            rows = table[table["train_size"] == n][keep]
+            trajectories.append(rows.assign(study=study, train_size=n))
+    disagreement = pd.concat(tables, ignore_index=True)
+    frames = []
+    for n in design.train_sizes:
+        labelled = load_frames(sweep.labels[n]).assign(study="sweep", train_size=n)
+        frames.append(labelled.merge(disagreement, on=["study", "train_size", "system", "frame"],
+                                     suffixes=("", "_committee")))
+    return CommitteeStudy(design, committees, artifacts, disagreement, pd.concat(trajectories, ignore_index=True),
+                          pd.concat(frames, ignore_index=True), sweep.protocol.md_time_ps, sweep)
+
+
+def stop_on_uncertainty_run(models: Sequence[Artifact], study, train_size: int, systems: Sequence[int],
+                            threshold: float, root=None, device: str = "cpu") -> Artifact:
+    """Rerun ``systems`` of the temperature sweep's run of ``train_size`` with the committee driving
+    the dynamics and stopping a system once its force disagreement exceeds ``threshold`` (eV/Å); cached.
+
+    ``study`` is the :class:`~gemrepro.workflow.sweep.Sweep`; each system starts from the same
+    structure, temperature and Langevin seed as in the sweep. The geometric rules stay on, so a
+    system the committee does not stop in time fails by its usual rule. ``systems.csv``: system,
+    molecule, temperature, stopped, stop_time_ps, stop_rule.
+    """
+    import shutil
+
+    import torch
+    from ase.io import read
+
+    from gemrepro.md import run_md
+    from gemrepro.md.committee import CommitteePotential, UncertaintyStop
+    from gemrepro.md.gemnet import potential_from_checkpoint
+    from gemrepro.md.runner import system_seeds
+
+    if len(models) < 2:
+        raise ValueError(f"models: expected at least two committee members, got {len(models)}")
+    if not (np.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold: expected a positive force disagreement in eV/Å, got {threshold!r}")
+    protocol, run = study.protocol, study.md[train_size]
+    images = read(study.starts.file("start.xyz"), index=":", format="extxyz")
+    all_systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
+    systems = [int(s) for s in systems]
+    if not systems or any(not 0 <= s < len(all_systems) for s in systems):
+        raise ValueError(f"systems: expected indices of the sweep's {len(all_systems)} systems, got {systems}")
+    seeds = system_seeds(int(run.manifest["params"]["seed"]), len(all_systems))
+    root = Path(root) if root else artifacts_dir()
+    params = {"models": [m.key for m in models], "md": run.key, "systems": systems, "threshold": float(threshold),
+              "stage_version": STAGE_VERSION}
+
+    def build(folder: Path) -> dict:
+        committee = CommitteePotential([potential_from_checkpoint(m.file("model.pt"), device=device) for m in models])
+        work = folder / "work"
+        summary = run_md(
+            committee, [all_systems[s][0] for s in systems], n_steps=protocol.n_steps, path=work / "trajectory.h5",
+            temperatures=[all_systems[s][1] for s in systems], seeds=[seeds[s] for s in systems],
+            dt_fs=protocol.dt_fs, friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
+            checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
+            progress=False, stop=UncertaintyStop(committee, float(threshold)),
+        )
+        shutil.move(str(work / "trajectory.h5"), folder / "trajectory.h5")
+        shutil.rmtree(work)
+        rows = [{"system": s, "molecule": all_systems[s][0].info.get("name", all_systems[s][0].get_chemical_formula()),
+                 "temperature": all_systems[s][1], "stopped": failure is not None,
+                 "stop_time_ps": failure.time_ps if failure else float("nan"),
+                 "stop_rule": failure.rule if failure else ""}
+                for s, failure in zip(systems, summary.failures)]
+        pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
+        return {"steps": summary.step, "md_wall_time_s": round(summary.wall_time_s, 2)}
+
+    return get_or_create(MD_STAGE, params, build, root)
