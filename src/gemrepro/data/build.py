@@ -165,23 +165,14 @@ def _formula_ids(smiles_list: list[str]) -> dict[str, tuple[int, int]]:
     return ids
 
 
-def build_dataset(
-    scale: str = "tiny",
-    reference: str = "gfn2-xtb",
-    seed: int = 0,
-    molecules: list | None = None,
-    reference_options: dict | None = None,
-    scheduler: str | None = None,
-    n_workers: int | None = None,
-    progress: bool = True,
-    root=None,
-) -> Artifact:
-    """The labelled dataset of a scale as an artifact holding ``qm7x.hdf5`` and ``labels.csv``."""
+def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molecules: list | None = None,
+                   reference_options: dict | None = None) -> tuple[dict, list[MoleculeTask]]:
+    """Cache parameters of :func:`build_dataset` and its per-molecule tasks, computed without
+    labelling anything (a campaign's dry run asks what exists)."""
+    from gemrepro.catalog import catalog_subset
+
     spec = get_scale(scale)  # one-line errors for a bad scale or method before any work
     method = get_method(reference, **(reference_options or {}))
-    from gemrepro.catalog import catalog_subset
-    from gemrepro.data.formats import write_qm7x
-
     if molecules is None:
         molecules = catalog_subset(spec.n_molecules, seed=seed)
     smiles = [m.smiles if hasattr(m, "smiles") else str(m) for m in molecules]
@@ -194,10 +185,30 @@ def build_dataset(
         "seed": seed,
         "molecules": [t.params() for t in tasks],
     }
+    return params, tasks
+
+
+def build_dataset(
+    scale: str = "tiny",
+    reference: str = "gfn2-xtb",
+    seed: int = 0,
+    molecules: list | None = None,
+    reference_options: dict | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: bool = True,
+    root=None,
+) -> Artifact:
+    """The labelled dataset of a scale as an artifact holding ``qm7x.hdf5`` and ``labels.csv``."""
+    from gemrepro.data.formats import write_qm7x
+
+    params, tasks = dataset_params(scale, reference, seed, molecules, reference_options)
     found = load_artifact("dataset", params, root)
     if found is not None:
         return found
 
+    method = get_method(reference, **(reference_options or {}))
+    smiles = [task.smiles for task in tasks]
     labels = label_molecules(tasks, scheduler, n_workers, progress, root)
     elements = _elements(smiles)
     free_atoms = free_atom_energies(method, elements, root=root)

@@ -27,11 +27,15 @@ _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_3 = 1.0 / math.sqrt(3.0)
 
 
-def up_project_both(out: Dense, swap: Dense, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``out(x), swap(x)`` of two activated Dense layers as one matmul and one activation."""
+def update_both_directions(out: Dense, swap: Dense, x: torch.Tensor, edge_swap: torch.Tensor) -> torch.Tensor:
+    """``(out(x) + swap(x)[edge_swap]) / sqrt(2)``: a message updates its edge and the reverse edge.
+
+    The two activated up-projections run as one matmul and one activation.
+    """
     weight = torch.cat([out.weight, swap.weight], dim=0)
     both = out.activation(torch.nn.functional.linear(x, weight))
-    return both[:, : out.weight.shape[0]], both[:, out.weight.shape[0] :]
+    x_out, x_swap = both[:, : out.weight.shape[0]], both[:, out.weight.shape[0] :]
+    return torch.index_select(x_swap, 0, edge_swap).add_(x_out).mul_(_INV_SQRT_2)
 
 
 class TripletInteraction(torch.nn.Module):
@@ -68,8 +72,7 @@ class TripletInteraction(torch.nn.Module):
         # The scale is fitted against the per-triplet messages, as in the reference.
         summed = self.scale_cbf_sum(x[graph.triplet_in] if self.scale_cbf_sum.fitting else x, summed)
         # Update both the edge and its reverse, so information flows in both directions.
-        x_out, x_swap = up_project_both(self.up_projection_out, self.up_projection_swap, summed)
-        return torch.index_select(x_swap, 0, graph.edge_swap).add_(x_out).mul_(_INV_SQRT_2)
+        return update_both_directions(self.up_projection_out, self.up_projection_swap, summed, graph.edge_swap)
 
 
 class QuadrupletInteraction(torch.nn.Module):
@@ -114,8 +117,7 @@ class QuadrupletInteraction(torch.nn.Module):
             summed = self.bilinear(sbf4, x[quads.quad_db], quads.quad_edge, quads.quad_slot)
         # The scale is fitted against the per-quadruplet messages, as in the reference.
         summed = self.scale_sbf_sum(x[quads.quad_db] if self.scale_sbf_sum.fitting else x, summed)
-        x_out, x_swap = up_project_both(self.up_projection_out, self.up_projection_swap, summed)
-        return torch.index_select(x_swap, 0, quads.edges.edge_swap).add_(x_out).mul_(_INV_SQRT_2)
+        return update_both_directions(self.up_projection_out, self.up_projection_swap, summed, quads.edges.edge_swap)
 
 
 class AtomUpdateBlock(torch.nn.Module):

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from gemrepro.data.build import dataset_params
 from gemrepro.workflow.artifacts import Artifact, artifact_key, load_artifact
 from gemrepro.workflow.paths import artifacts_dir
 from gemrepro.workflow.scales import get_scale
+from gemrepro.workflow.sweep import md_params, start_params
 
 __all__ = ["Campaign", "CampaignRun", "Task", "dataset_params", "describe", "md_params", "plan_campaign", "run_campaign",
            "start_params", "summarize"]
@@ -133,49 +135,15 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
 
 
 # ----------------------------------------------------------------------------- the scale's plan
-def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0) -> tuple[dict, list]:
-    """The ``dataset`` artifact parameters of a scale, as ``build_dataset`` keys them, and its
-    molecule tasks. Computed without building anything, so a dry run can ask what exists."""
-    from gemrepro.catalog import catalog_subset
-    from gemrepro.data.build import MoleculeTask
-    from gemrepro.reference import get_method
-
-    spec = get_scale(scale)
-    options = tuple(sorted(get_method(reference).options().items()))
-    tasks = [MoleculeTask(m.smiles, spec.n_conformers, spec.n_displaced, seed, reference, options)
-             for m in catalog_subset(spec.n_molecules, seed=seed)]
-    params = {"scale": scale, "reference": reference, "reference_options": dict(options), "seed": seed,
-              "molecules": [t.params() for t in tasks]}
-    return params, tasks
-
-
-def start_params(n_molecules: int, seed: int = 0) -> dict:
-    """The ``md-start`` parameters of :func:`~gemrepro.workflow.sweep.start_structures`."""
-    from gemrepro.catalog import md_molecules
-    from gemrepro.data.build import SAMPLER_METHOD
-    from gemrepro.workflow.sweep import STAGE_VERSION
-
-    return {"molecules": {m.name: m.smiles for m in md_molecules(n_molecules)}, "seed": int(seed),
-            "relax": SAMPLER_METHOD, "stage_version": STAGE_VERSION}
-
-
-def md_params(model_key: str, starts_key: str, protocol, seed: int = 0) -> dict:
-    """The ``md-sweep`` parameters of :func:`~gemrepro.workflow.sweep.run_sweep_md`."""
-    from gemrepro.workflow.sweep import STAGE_VERSION
-
-    return {"model": model_key, "starts": starts_key, "protocol": asdict(protocol), "seed": int(seed),
-            "stage_version": STAGE_VERSION}
-
-
 def _find_labels(md_stage_params: dict, reference: str, n_frames: int, root: str) -> Artifact | None:
     """The relabelling of an MD run's sampled frames, if both the run and its labels exist."""
     from gemrepro.reference import get_method
-    from gemrepro.workflow.sweep import LABEL_STAGE, MD_STAGE, _label_params, sampled_frames
+    from gemrepro.workflow.sweep import LABEL_STAGE, MD_STAGE, label_params, sampled_frames
 
     md = load_artifact(MD_STAGE, md_stage_params, root)
     if md is None:
         return None
-    params, _ = _label_params(md, sampled_frames(md, n_frames), get_method(reference))
+    params, _ = label_params(md, sampled_frames(md, n_frames), get_method(reference))
     return load_artifact(LABEL_STAGE, params, root)
 
 

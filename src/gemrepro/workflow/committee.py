@@ -216,19 +216,19 @@ def stop_on_uncertainty_run(models: Sequence[Artifact], study, train_size: int, 
     import shutil
 
     import torch
-    from ase.io import read
 
     from gemrepro.md import run_md
     from gemrepro.md.committee import CommitteePotential, UncertaintyStop
     from gemrepro.md.gemnet import potential_from_checkpoint
     from gemrepro.md.runner import system_seeds
+    from gemrepro.workflow.sweep import start_images
 
     if len(models) < 2:
         raise ValueError(f"models: expected at least two committee members, got {len(models)}")
     if not (np.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold: expected a positive force disagreement in eV/Å, got {threshold!r}")
     protocol, run = study.protocol, study.md[train_size]
-    images = read(study.starts.file("start.xyz"), index=":", format="extxyz")
+    images = start_images(study.starts)
     all_systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
     systems = [int(s) for s in systems]
     if not systems or any(not 0 <= s < len(all_systems) for s in systems):

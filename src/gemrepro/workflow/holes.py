@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ase import Atoms
-from ase.io import read
 
 from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.stability import StabilityCriteria, detect_failure
@@ -39,7 +38,7 @@ from gemrepro.analysis.timeline import trajectory_timeline
 from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.workflow.paths import artifacts_dir
 from gemrepro.workflow.scales import get_scale
-from gemrepro.workflow.sweep import Protocol, protocol_for
+from gemrepro.workflow.sweep import Protocol, protocol_for, start_images
 
 __all__ = [
     "SEEDS_DESIGNS",
@@ -176,7 +175,7 @@ def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: See
     from gemrepro.md import potential_from_checkpoint
 
     root = Path(root) if root else artifacts_dir()
-    images = read(starts.file("start.xyz"), index=":", format="extxyz")
+    images = start_images(starts)
     if design.n_molecules > len(images):
         raise ValueError(f"design.n_molecules: expected at most the {len(images)} start structures, "
                          f"got {design.n_molecules}")

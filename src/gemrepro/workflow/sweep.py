@@ -40,7 +40,9 @@ __all__ = [
     "Protocol",
     "Sweep",
     "label_frames",
+    "label_params",
     "load_frames",
+    "md_params",
     "pbe0_subsample",
     "protocol_for",
     "relabel",
@@ -48,6 +50,8 @@ __all__ = [
     "run_sweep_md",
     "sample_frames",
     "sampled_frames",
+    "start_images",
+    "start_params",
     "start_structures",
     "systems_table",
     "temperature_sweep",
@@ -93,6 +97,15 @@ def protocol_for(scale: str) -> Protocol:
 
 
 # ----------------------------------------------------------------------------- start structures
+def start_params(n_molecules: int, seed: int = 0) -> dict:
+    """Cache parameters of :func:`start_structures` (a campaign asks for them without building)."""
+    from gemrepro.catalog import md_molecules
+    from gemrepro.data.build import SAMPLER_METHOD
+
+    return {"molecules": {m.name: m.smiles for m in md_molecules(n_molecules)}, "seed": int(seed),
+            "relax": SAMPLER_METHOD, "stage_version": STAGE_VERSION}
+
+
 def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
     """The first ``n_molecules`` MD molecules, conformer-embedded and relaxed; ``start.xyz`` (names in info)."""
     from gemrepro.catalog import md_molecules
@@ -101,8 +114,7 @@ def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
     from gemrepro.reference import get_method
 
     molecules = md_molecules(n_molecules)
-    params = {"molecules": {m.name: m.smiles for m in molecules}, "seed": int(seed), "relax": SAMPLER_METHOD,
-              "stage_version": STAGE_VERSION}
+    params = start_params(n_molecules, seed)
 
     def build(folder: Path) -> dict:
         method = get_method(SAMPLER_METHOD)
@@ -117,11 +129,18 @@ def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
     return get_or_create(START_STAGE, params, build, root)
 
 
-def _start_images(artifact: Artifact) -> list[Atoms]:
+def start_images(artifact: Artifact) -> list[Atoms]:
+    """The relaxed start structures of a :func:`start_structures` artifact (names in ``info``)."""
     return read(artifact.file("start.xyz"), index=":", format="extxyz")
 
 
 # ----------------------------------------------------------------------------- MD
+def md_params(model_key: str, starts_key: str, protocol: Protocol, seed: int = 0) -> dict:
+    """Cache parameters of :func:`run_sweep_md` (a campaign asks for them without running)."""
+    return {"model": model_key, "starts": starts_key, "protocol": asdict(protocol), "seed": int(seed),
+            "stage_version": STAGE_VERSION}
+
+
 def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
                  progress: bool = False, device: str = "cpu") -> Artifact:
     """One batched MD run of every (molecule, temperature) with the model of ``model``.
@@ -137,10 +156,9 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
     from gemrepro.md import potential_from_checkpoint, run_md
 
     root = Path(root) if root else artifacts_dir()
-    images = _start_images(starts)
+    images = start_images(starts)
     systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
-    params = {"model": model.key, "starts": starts.key, "protocol": asdict(protocol), "seed": int(seed),
-              "stage_version": STAGE_VERSION}
+    params = md_params(model.key, starts.key, protocol, seed)
     found = load_artifact(MD_STAGE, params, root)
     if found is not None:
         return found
@@ -298,7 +316,7 @@ def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = No
 
     options = dict(options or {})
     reference = get_method(method, **options)
-    keyed = {name: (md, *_label_params(md, frames, reference)) for name, (md, frames) in runs.items()}
+    keyed = {name: (md, *label_params(md, frames, reference)) for name, (md, frames) in runs.items()}
     done = {name: load_artifact(LABEL_STAGE, params, root) for name, (_, params, _) in keyed.items()}
     missing = [name for name, artifact in done.items() if artifact is None]
     if missing:
@@ -316,7 +334,7 @@ def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = No
     return done
 
 
-def _label_params(md: Artifact, frames: pd.DataFrame, reference) -> tuple[dict, pd.DataFrame]:
+def label_params(md: Artifact, frames: pd.DataFrame, reference) -> tuple[dict, pd.DataFrame]:
     """Cache key of a relabelling and the (system, frame) pairs it covers, sorted."""
     missing = [c for c in ("system", "frame") if c not in frames.columns]
     if missing:
