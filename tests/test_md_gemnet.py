@@ -202,11 +202,15 @@ def test_md_cli_bad_input_gives_a_one_line_error(tmp_path, capsys, change, messa
 
 
 def test_benchmark_reports_positive_rates_of_both_paths():
-    result = benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], n_steps=2, device="cpu")
+    result = benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], n_steps=2, device="cpu",
+                          repeats=2)
     for key in ("batched_steps_per_s", "ase_steps_per_s", "ratio"):
         assert np.isfinite(result[key]) and result[key] > 0
     assert result["ratio"] == pytest.approx(result["batched_steps_per_s"] / result["ase_steps_per_s"])
-    assert result["n_systems"] == 2 and result["n_atoms"] == 8
+    assert result["n_systems"] == 2 and result["n_atoms"] == 8 and result["repeats"] == 2
+    assert len(result["ratios"]) == 2 and all(r > 0 for r in result["ratios"])
+    with pytest.raises(ValueError, match="repeats"):
+        benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O")], n_steps=1, device="cpu", repeats=0)
 
 
 def test_bench_md_command_prints_one_json_object(capsys):
@@ -216,13 +220,16 @@ def test_bench_md_command_prints_one_json_object(capsys):
 
     parser = argparse.ArgumentParser()
     add_bench_md(parser.add_subparsers())
-    args = parser.parse_args(["md", "--systems", "2", "--steps", "1", "--threads", "1", "--device", "cpu", "--json"])
+    args = parser.parse_args(["md", "--systems", "2", "--steps", "1", "--threads", "1", "--device", "cpu", "--repeats", "1",
+                              "--json"])
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_systems"] == 2 and result["n_steps"] == 1 and result["torch_threads"] == 1
     assert all(result[key] > 0 for key in ("batched_steps_per_s", "ase_steps_per_s", "ratio"))
     with pytest.raises(ValueError, match="--systems"):
         args.func(parser.parse_args(["md", "--systems", "0"]))
+    with pytest.raises(ValueError, match="--repeats"):
+        args.func(parser.parse_args(["md", "--repeats", "0"]))
 
 
 def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():

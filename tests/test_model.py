@@ -192,6 +192,38 @@ def test_graph_triplets_match_brute_force():
     assert graph.k_max == max(len(s) for s in slots.values())
 
 
+
+def test_neighbourhood_blocks_hold_every_edge_once_and_every_triplet_off_the_diagonal():
+    """Each block row is one atom's incoming edges; its off-diagonal (out, in) pairs are its triplets."""
+    batch = Batch.from_data_list([molecule(WATER), molecule(METHANE), molecule(ETHANOL)])
+    graph = build_graph(batch.pos, batch.batch, cutoff=2.0)
+    blocks = graph.neighbourhoods
+    assert len(blocks.tables) >= 1
+    stacked = torch.cat([table.reshape(-1) for table in blocks.tables])
+    real = stacked[stacked < graph.num_edges]
+    assert sorted(real.tolist()) == list(range(graph.num_edges))  # every edge exactly once
+    assert torch.equal(stacked[blocks.rows], torch.arange(graph.num_edges))  # rows point at each edge's slot
+    triplets = set()
+    for table in blocks.tables:
+        for row in table.tolist():
+            edges = [e for e in row if e < graph.num_edges]
+            assert len({graph.edge_dst[e].item() for e in edges}) == 1  # one atom per row
+            assert row == sorted(row)  # filled slots first, in edge order
+            for slot_out, slot_in in itertools.permutations(edges, 2):
+                triplets.add((slot_in, graph.edge_swap[slot_out].item()))  # (k -> j, j -> i)
+    assert triplets == set(zip(graph.triplet_in.tolist(), graph.triplet_out.tolist()))
+
+
+def test_degree_groups_trade_padding_against_blocks():
+    from gemrepro.model.graph import degree_groups
+
+    degrees, counts = [12, 11, 6, 5], [10, 10, 30, 30]
+    assert degree_groups(degrees, counts, overhead=0) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert degree_groups(degrees, counts, overhead=1e9) == [(0, 4)]
+    assert degree_groups(degrees, counts, overhead=1000) == [(0, 2), (2, 4)]  # similar degrees share a block
+    assert degree_groups([], [], overhead=1000) == []
+
+
 # Energies (eV, without the per-element references) and forces (eV/Å, rows 0, 1, 8, 10, 16) of
 # the ``model`` fixture on water + methane + ethanol, computed with the implementation before the
 # MD speed-ups (plain concatenation in the edge embedding, scatter sums, per-triplet cosines from

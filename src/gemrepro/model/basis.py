@@ -153,15 +153,18 @@ def spherical_bessel_orders(x: torch.Tensor) -> torch.Tensor:
     return recurrence.masked_scatter(use_series, series)
 
 
-def legendre_spherical_harmonics(num_spherical: int, cos_angle: torch.Tensor) -> torch.Tensor:
-    """Real spherical harmonics with m = 0: Y_l0 = sqrt((2l+1)/4pi) P_l(cos), shape (n, L)."""
+def legendre_spherical_harmonics(num_spherical: int, cos_angle: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Real spherical harmonics with m = 0: Y_l0 = sqrt((2l+1)/4pi) P_l(cos), orders along ``dim``.
+
+    A (n,) input gives (n, L); ``dim`` places the new axis elsewhere for block-shaped inputs.
+    """
     p_prev, p_curr = torch.ones_like(cos_angle), cos_angle
     polynomials = [p_prev, p_curr][:num_spherical]
     for l in range(1, num_spherical - 1):
         p_prev, p_curr = p_curr, ((2 * l + 1) * cos_angle * p_curr - l * p_prev) / (l + 1)
         polynomials.append(p_curr)
     norms = [math.sqrt((2 * l + 1) / (4 * math.pi)) for l in range(num_spherical)]
-    return torch.stack([n * p for n, p in zip(norms, polynomials)], dim=-1)
+    return torch.stack([n * p for n, p in zip(norms, polynomials)], dim=dim)
 
 
 class SphericalBasis(torch.nn.Module):
@@ -199,9 +202,9 @@ class SphericalBasis(torch.nn.Module):
         # (L, E, N): j_l evaluated at its own roots z_ln * d / c
         return j_l * self.norms[:, None, :] * self.envelope(x)[None, :, None]
 
-    def angular(self, cos_angle: torch.Tensor) -> torch.Tensor:
-        """(n_triplets,) cosines -> (n_triplets, num_spherical)."""
-        return legendre_spherical_harmonics(self.num_spherical, cos_angle)
+    def angular(self, cos_angle: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Cosines -> their num_spherical harmonics along ``dim``: (n_triplets,) -> (n_triplets, L)."""
+        return legendre_spherical_harmonics(self.num_spherical, cos_angle, dim)
 
     def full(self, distances: torch.Tensor, cos_angle: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The whole basis of each triplet, (n_triplets, num_spherical * num_radial), l-major.

@@ -10,6 +10,7 @@ the angle c-a-b together with the dihedral angle c-a-b-d.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -30,7 +31,8 @@ _INV_SQRT_3 = 1.0 / math.sqrt(3.0)
 def update_both_directions(out: Dense, swap: Dense, x: torch.Tensor, edge_swap: torch.Tensor) -> torch.Tensor:
     """``(out(x) + swap(x)[edge_swap]) / sqrt(2)``: a message updates its edge and the reverse edge.
 
-    The two activated up-projections run as one matmul and one activation.
+    The two activated up-projections run as one matmul and one activation. Given ``x`` row by
+    reverse edge (``x[edge_swap]``), exchanging ``out`` and ``swap`` gives the same result.
     """
     weight = torch.cat([out.weight, swap.weight], dim=0)
     both = out.activation(torch.nn.functional.linear(x, weight))
@@ -59,20 +61,18 @@ class TripletInteraction(torch.nn.Module):
         self,
         m: torch.Tensor,
         rbf3: torch.Tensor,
-        cbf3: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        cbf3: Sequence[torch.Tensor],
         graph: MolecularGraph,
     ) -> torch.Tensor:
+        """``cbf3``: the blocks of ``EfficientDownProjection.neighbourhood_coefficients``."""
         x = self.dense_in(m)
         x = self.scale_rbf(x, x * self.mlp_rbf(rbf3))  # radial filter of the incoming edge
         x = self.down_projection(x)  # (n_edges, emb_size_trip)
-        if isinstance(cbf3, torch.Tensor):  # coefficients of EfficientDownProjection.coefficients
-            summed = self.bilinear.forward_packed(cbf3, gather_padded(x, graph.triplet_in_padded))
-        else:
-            summed = self.bilinear(cbf3, x[graph.triplet_in], graph.triplet_out, graph.triplet_slot)
+        summed_reverse = self.bilinear(cbf3, x, graph.neighbourhoods)  # row e: the sum of edge_swap[e]
         # The scale is fitted against the per-triplet messages, as in the reference.
-        summed = self.scale_cbf_sum(x[graph.triplet_in] if self.scale_cbf_sum.fitting else x, summed)
+        summed_reverse = self.scale_cbf_sum(x[graph.triplet_in] if self.scale_cbf_sum.fitting else x, summed_reverse)
         # Update both the edge and its reverse, so information flows in both directions.
-        return update_both_directions(self.up_projection_out, self.up_projection_swap, summed, graph.edge_swap)
+        return update_both_directions(self.up_projection_swap, self.up_projection_out, summed_reverse, graph.edge_swap)
 
 
 class QuadrupletInteraction(torch.nn.Module):
@@ -104,17 +104,15 @@ class QuadrupletInteraction(torch.nn.Module):
         m: torch.Tensor,
         rbf4: torch.Tensor,
         cbf4: torch.Tensor,
-        sbf4: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        sbf4: torch.Tensor,
         quads: QuadrupletGraph,
     ) -> torch.Tensor:
+        """``sbf4``: the coefficients of ``EfficientDownProjection.coefficients``."""
         x = self.dense_in(m)
         x = self.scale_rbf(x, x * self.mlp_rbf(rbf4))  # radial filter of d->b
         x = self.down_projection(x)[quads.db_edge]  # (n_db, emb_size_quad)
         x = self.scale_cbf(x, x * self.mlp_cbf(cbf4))  # distance a-b and angle a-b-d
-        if isinstance(sbf4, torch.Tensor):  # coefficients of EfficientDownProjection.coefficients
-            summed = self.bilinear.forward_packed(sbf4, gather_padded(x, quads.quad_db_padded))
-        else:
-            summed = self.bilinear(sbf4, x[quads.quad_db], quads.quad_edge, quads.quad_slot)
+        summed = self.bilinear.forward_packed(sbf4, gather_padded(x, quads.quad_db_padded))
         # The scale is fitted against the per-quadruplet messages, as in the reference.
         summed = self.scale_sbf_sum(x[quads.quad_db] if self.scale_sbf_sum.fitting else x, summed)
         return update_both_directions(self.up_projection_out, self.up_projection_swap, summed, quads.edges.edge_swap)
@@ -177,7 +175,7 @@ class InteractionBlock(torch.nn.Module):
         h: torch.Tensor,
         m: torch.Tensor,
         rbf3: torch.Tensor,
-        cbf3: tuple[torch.Tensor, torch.Tensor],
+        cbf3: Sequence[torch.Tensor],
         rbf_h: torch.Tensor,
         graph: MolecularGraph,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,12 +218,12 @@ class QuadrupletInteractionBlock(InteractionBlock):
         h: torch.Tensor,
         m: torch.Tensor,
         rbf3: torch.Tensor,
-        cbf3: tuple[torch.Tensor, torch.Tensor],
+        cbf3: Sequence[torch.Tensor],
         rbf_h: torch.Tensor,
         quads: QuadrupletGraph,
         rbf4: torch.Tensor,
         cbf4: torch.Tensor,
-        sbf4: tuple[torch.Tensor, torch.Tensor],
+        sbf4: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         graph = quads.edges
         x = (

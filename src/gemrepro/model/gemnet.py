@@ -22,7 +22,6 @@ from gemrepro.model.graph import (
     build_quadruplets,
     edge_vectors,
     quadruplet_geometry,
-    triplet_cosines,
 )
 from gemrepro.model.layers import AtomEmbedding, Dense, EdgeEmbedding, EfficientDownProjection, ScaleFactor
 from gemrepro.model.presets import VARIANTS, GemNetConfig, preset_config
@@ -131,9 +130,10 @@ class GemNet(torch.nn.Module):
         """Bases of the edges and triplets, the first atom/edge embeddings and their energies."""
         vectors, distances = edge_vectors(positions, graph)
         rbf = self.rbf_basis(distances)
-        cosines = triplet_cosines(vectors, distances, graph)
         radial3 = self.cbf_basis.radial(distances)
-        cbf3 = self.mlp_cbf3.coefficients(radial3, self.cbf_basis.angular(cosines), graph.triplet_padding)
+        cbf3 = self.mlp_cbf3.neighbourhood_coefficients(
+            radial3, vectors / distances[:, None], graph.neighbourhoods, self.cbf_basis.angular
+        )
         bases = {
             "vectors": vectors, "radial3": radial3, "rbf": rbf, "rbf3": self.mlp_rbf3(rbf),
             "cbf3": cbf3, "rbf_h": self.mlp_rbf_h(rbf), "rbf_out": self.mlp_rbf_out(rbf),

@@ -8,8 +8,11 @@ this is what makes an atom that has no neighbours contribute exactly nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
+
+from gemrepro.model.graph import Neighbourhoods
 
 
 def he_orthogonal_(weight: torch.Tensor) -> torch.Tensor:
@@ -131,12 +134,11 @@ class EdgeEmbedding(torch.nn.Module):
 
 
 class EfficientDownProjection(torch.nn.Module):
-    """Projects the radial part of the spherical basis and packs the angular part per edge.
+    """Projects the radial part of a spherical basis and contracts it with the angular part.
 
-    Returns (radial_w, angular): radial_w (n_edges, emb_size_cbf, num_spherical) and angular
-    (n_edges, num_spherical, k_max), the zero-padded angular basis of each receiving edge's
-    triplets. This factorisation (Gasteiger et al. 2021, App. on efficiency) avoids building the
-    full (n_triplets, num_spherical * num_radial) basis.
+    GemNet's factorised basis (Gasteiger et al. 2021, App. on efficiency): the radial part
+    depends only on the edge receiving a message, the angular part only on the triplet (or
+    quadruplet), so the full (n_triplets, num_spherical * num_radial) basis is never built.
     """
 
     def __init__(self, num_spherical: int, num_radial: int, emb_size_cbf: int) -> None:
@@ -144,19 +146,9 @@ class EfficientDownProjection(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.empty(num_spherical, num_radial, emb_size_cbf))
         he_orthogonal_(self.weight)
 
-    def forward(
-        self,
-        radial: torch.Tensor,
-        angular: torch.Tensor,
-        triplet_out: torch.Tensor,
-        triplet_slot: torch.Tensor,
-        k_max: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_edges = radial.shape[1]
-        radial_w = torch.matmul(radial, self.weight).permute(1, 2, 0)  # (E, cbf, L)
-        packed = angular.new_zeros(num_edges, k_max, angular.shape[-1])
-        packed = packed.index_put((triplet_out, triplet_slot), angular)
-        return radial_w, packed.transpose(1, 2)  # (E, L, K)
+    def project(self, radial: torch.Tensor) -> torch.Tensor:
+        """(L, n_edges, num_radial) radial basis -> (n_edges, emb_size_cbf, L)."""
+        return torch.matmul(radial, self.weight).permute(1, 2, 0)
 
     def coefficients(self, radial: torch.Tensor, angular: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """The basis contracted over orders l once: (n_edges, emb_size_cbf, k_max).
@@ -165,16 +157,48 @@ class EfficientDownProjection(torch.nn.Module):
         reuses it, so each block needs one small batched matmul instead of two. ``padding`` is the
         (n_edges, k_max) table of ``padding_index`` into the rows of ``angular``.
         """
-        radial_w = torch.matmul(radial, self.weight).permute(1, 2, 0)  # (E, cbf, L)
         packed = gather_padded(angular, padding)  # (E, K, L)
-        return torch.matmul(radial_w, packed.transpose(1, 2))
+        return torch.matmul(self.project(radial), packed.transpose(1, 2))
+
+    def neighbourhood_coefficients(
+        self,
+        radial: torch.Tensor,
+        directions: torch.Tensor,
+        neighbourhoods: Neighbourhoods,
+        angular: Callable[[torch.Tensor, int], torch.Tensor],
+    ) -> tuple[torch.Tensor, ...]:
+        """The triplet basis contracted over orders, per block of ``neighbourhoods``.
+
+        ``radial`` (L, n_edges, num_radial) is the radial basis of each edge, ``directions``
+        (n_edges, 3) its unit vector and ``angular(cosines, dim)`` the angular basis. For the
+        atoms j of a block of width w the result is (n_atoms, w * emb_size_cbf, w): entry
+        (s_out, i; s_in) is sum_l radial_w[j -> i, i, l] Y_l(angle k-j-i) for the incoming edge
+        k -> j of slot s_in and the outgoing edge j -> i, the reverse of slot s_out's edge (same
+        length, so the same radial part). The diagonal s_out == s_in (k == i) is no triplet and
+        is zero, and so is every empty slot.
+        """
+        radial_w = self.project(radial)  # (E, cbf, L)
+        radial_w = torch.cat([radial_w, radial_w.new_zeros((1,) + radial_w.shape[1:])])
+        directions = torch.cat([directions, directions.new_zeros((1, 3))])
+        blocks = []
+        for table in neighbourhoods.tables:
+            atoms, width = table.shape
+            index = table.reshape(-1)
+            # Both edges point into j, so cos(angle k-j-i) is the dot product of their directions.
+            unit = torch.index_select(directions, 0, index).reshape(atoms, width, 3)
+            cosines = torch.matmul(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0)  # (n, s_out, s_in)
+            not_self = 1.0 - torch.eye(width, dtype=cosines.dtype, device=cosines.device)
+            basis = angular(cosines, -2) * not_self[:, None, :]  # (n, s_out, L, s_in)
+            projected = torch.index_select(radial_w, 0, index).reshape((atoms, width) + radial_w.shape[1:])
+            blocks.append(torch.matmul(projected, basis).reshape(atoms, width * radial_w.shape[1], width))
+        return tuple(blocks)
 
 
 class EfficientBilinear(torch.nn.Module):
     """Bilinear layer of the triplet interaction, summed over the triplets of each edge.
 
-    out_e = sum_{t, i} W[t, i, :] * sum_l radial_w[e, i, l] * sum_k angular[e, l, k] x[e, k, t]
-    where x[e, k] is the down-projected message of the k-th incoming edge of edge e.
+    out_e = sum_{t, i} W[t, i, :] * sum_k coefficients[e, i, k] x[e, k, t], where x[e, k] is the
+    down-projected message of the k-th incoming edge of edge e.
     """
 
     def __init__(self, emb_size_trip: int, emb_size_cbf: int, emb_size_out: int) -> None:
@@ -183,18 +207,25 @@ class EfficientBilinear(torch.nn.Module):
         he_orthogonal_(self.weight)
 
     def forward(
-        self,
-        basis: tuple[torch.Tensor, torch.Tensor],
-        messages: torch.Tensor,
-        triplet_out: torch.Tensor,
-        triplet_slot: torch.Tensor,
+        self, coefficients: Sequence[torch.Tensor], messages: torch.Tensor, neighbourhoods: Neighbourhoods
     ) -> torch.Tensor:
-        radial_w, angular = basis
-        num_edges, _, k_max = angular.shape
-        packed = messages.new_zeros(num_edges, k_max, messages.shape[-1])
-        packed = packed.index_put((triplet_out, triplet_slot), messages)  # (E, K, trip)
-        summed = torch.matmul(angular, packed)  # (E, L, trip)
-        return self.mix(torch.matmul(radial_w, summed))
+        """The triplet sums with ``EfficientDownProjection.neighbourhood_coefficients``.
+
+        ``messages`` (n_edges, emb_size_trip) are those of the incoming edges. Row e of the result
+        (n_edges, out) belongs to the *reverse* of edge e: the blocks are laid out by incoming
+        slots, and the outgoing edge of a slot is its reverse.
+        """
+        trip, _, out = self.weight.shape
+        if not neighbourhoods.tables:  # no edges
+            return messages.new_zeros((messages.shape[0], out))
+        padded = torch.cat([messages, messages.new_zeros((1, trip))])
+        sums = []
+        for coefficient, table in zip(coefficients, neighbourhoods.tables, strict=True):
+            atoms, width = table.shape
+            incoming = torch.index_select(padded, 0, table.reshape(-1)).reshape(atoms, width, trip)
+            sums.append(torch.bmm(coefficient, incoming).reshape(atoms * width, -1))  # (n * s_out, cbf * trip)
+        stacked = sums[0] if len(sums) == 1 else torch.cat(sums)
+        return torch.index_select(self.mix(stacked), 0, neighbourhoods.rows)
 
     def forward_packed(self, coefficients: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """The same sum from ``EfficientDownProjection.coefficients`` and messages packed per edge.
@@ -204,7 +235,7 @@ class EfficientBilinear(torch.nn.Module):
         return self.mix(torch.matmul(coefficients, packed))  # (E, cbf, trip) -> (E, out)
 
     def mix(self, mixed: torch.Tensor) -> torch.Tensor:
-        """(n_edges, cbf, trip) -> (n_edges, out) through W[t, i, :], as one plain matmul."""
+        """(n, cbf, trip) or (n, cbf * trip) -> (n, out) through W[t, i, :], as one plain matmul."""
         trip, cbf, out = self.weight.shape
         weight = self.weight.permute(1, 0, 2).reshape(cbf * trip, out)
         return torch.matmul(mixed.reshape(mixed.shape[0], cbf * trip), weight)
