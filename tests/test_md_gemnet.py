@@ -213,6 +213,21 @@ def test_benchmark_reports_positive_rates_of_both_paths():
         benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O")], n_steps=1, device="cpu", repeats=0)
 
 
+def test_profile_groups_a_force_call_by_kind_of_work():
+    from gemrepro.md.bench import OTHER_KIND, op_kind, profile_potential
+
+    assert op_kind("aten::mm") == "matrix products" and op_kind("aten::index_select") == "gathers and scatters"
+    assert op_kind("aten::silu_backward") == "activations and basis functions" and op_kind("autograd::x") is None
+    result = profile_potential(tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], device="cpu", calls=2)
+    kinds = {row["kind"] for row in result["rows"]}
+    assert {"matrix products", "elementwise arithmetic", OTHER_KIND} <= kinds
+    assert sum(row["share"] for row in result["rows"]) == pytest.approx(1.0)
+    assert all(row["ms_per_call"] >= 0 for row in result["rows"]) and result["wall_ms_per_call"] > 0
+    assert result["n_atoms"] == 8 and result["n_edges"] == 2 * 3 + 4 * 5 and result["n_triplets"] > 0
+    with pytest.raises(ValueError, match="calls"):
+        profile_potential(tiny_gemnet(torch.float32), [molecule("H2O")], device="cpu", calls=0)
+
+
 def test_bench_md_command_prints_one_json_object(capsys):
     import argparse
 

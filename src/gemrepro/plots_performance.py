@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["labelling_scaling", "md_speedup", "measurements_by_hardware", "model_cost", "training_throughput"]
+__all__ = ["labelling_scaling", "md_profile", "md_speedup", "measurements_by_hardware", "model_cost", "training_throughput"]
 
 
 def _mark_hardware(fig: Figure, hardware: str) -> None:
@@ -31,6 +31,23 @@ def md_speedup(result: dict, hardware: str) -> Figure:
     ax.set_ylabel("system-steps per second")
     ax.set_title(f"MD: {result['n_systems']} systems x {result['n_steps']} steps, ratio {result['ratio']:.1f}x",
                  fontsize=10)
+    _mark_hardware(fig, f"{hardware} ({result['device']})")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def md_profile(result: dict, hardware: str) -> Figure:
+    """Milliseconds of one batched energy-and-forces call by kind of work, largest first."""
+    rows = pd.DataFrame(result["rows"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.barh(rows["kind"], rows["ms_per_call"], color=sns.color_palette()[0])
+    ax.invert_yaxis()
+    for y, (ms, share) in enumerate(zip(rows["ms_per_call"], rows["share"])):
+        ax.text(ms, y, f" {share:.0%}", va="center", fontsize=8)
+    ax.set_xlabel("ms per energy-and-forces call")
+    ax.set_title(f"{result['n_atoms']} atoms, {result['n_edges']:,} edges, {result['n_triplets']:,} triplets: "
+                 f"{result['wall_ms_per_call']:.0f} ms per call", fontsize=10)
+    ax.margins(x=0.15)
     _mark_hardware(fig, f"{hardware} ({result['device']})")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig

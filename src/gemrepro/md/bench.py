@@ -11,9 +11,12 @@ with :class:`~gemrepro.model.GemNetCalculator`, one system at a time.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,4 +120,127 @@ def benchmark_md(
         "torch_threads": torch.get_num_threads(),
         "batched_seconds": float(np.median(batched_seconds)),
         "ase_seconds": float(np.median(ase_seconds)),
+    }
+
+
+# What each aten operator does, by name prefix: the profile groups a force call's time by kind of work.
+OP_KINDS: dict[str, tuple[str, ...]] = {
+    "matrix products": ("mm", "bmm", "addmm", "matmul", "linear", "baddbmm"),
+    "activations and basis functions": ("silu", "sigmoid", "exp", "sin", "cos", "pow", "sqrt", "rsqrt", "log",
+                                        "tanh", "atan2", "reciprocal"),
+    "gathers and scatters": ("index", "scatter", "gather", "embedding", "nonzero", "masked", "take", "searchsorted",
+                             "bincount", "repeat_interleave", "unique", "sort", "argsort"),
+    "copies and allocations": ("cat", "copy", "fill", "zero", "empty", "_to_copy", "clone", "contiguous", "full",
+                               "ones", "arange", "stack", "eye", "new_"),
+    "elementwise arithmetic": ("mul", "add", "sub", "div", "neg", "sum", "where", "clamp", "maximum", "minimum",
+                               "abs", "rsub", "linalg_vector_norm", "norm", "mean", "eq", "ne", "lt", "gt", "le",
+                               "ge", "logical", "bitwise", "isfinite", "any", "all", "amax", "max", "min"),
+}
+OTHER_KIND = "Python, autograd engine and dispatch"
+
+
+@contextlib.contextmanager
+def _silenced_file_descriptors() -> Iterator[None]:
+    """Send what native code writes to file descriptors 1 and 2 to /dev/null for a moment."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for descriptor in saved:
+                os.close(descriptor)
+
+
+def op_kind(name: str) -> str | None:
+    """The kind of work of an aten operator (``None`` for names that are not aten operators)."""
+    if not name.startswith("aten::"):
+        return None
+    op = name[len("aten::"):]
+    for kind, prefixes in OP_KINDS.items():
+        if any(op == prefix or op.startswith(prefix) for prefix in prefixes):
+            return kind
+    return "other operators"
+
+
+def profile_potential(
+    model: nn.Module, systems: Sequence[Atoms], device: str | torch.device = "auto", calls: int = 5
+) -> dict:
+    """Where one batched energy-and-forces call of ``model`` on ``systems`` spends its time.
+
+    The call is the one the MD engine makes every step. Operator self times (device time on a
+    GPU) from ``torch.profiler`` are grouped by :func:`op_kind`; what the operators leave of the
+    profiled wall time is Python, the autograd engine and dispatch. ``wall_ms_per_call`` is the
+    median of ``calls`` calls without the profiler. Returns ``rows`` (kind, ms_per_call, share),
+    ``top_operators`` and the size of the batch (atoms, edges, triplets).
+    """
+    systems = list(systems)
+    if not systems:
+        raise ValueError("systems: expected at least one ase.Atoms")
+    if not (isinstance(calls, (int, np.integer)) and calls >= 1):
+        raise ValueError(f"calls: expected a positive integer, got {calls!r}")
+    device = resolve_device(device)
+    network = model.model if isinstance(model, EnergyShift) else model
+    potential = GemNetPotential(network, device=device)
+    positions = torch.as_tensor(np.concatenate([a.positions for a in systems]), dtype=torch.float64, device=device)
+    numbers = torch.as_tensor(np.concatenate([a.numbers for a in systems]), device=device)
+    system_index = torch.repeat_interleave(torch.arange(len(systems), device=device),
+                                           torch.as_tensor([len(a) for a in systems], device=device))
+
+    def call() -> None:
+        potential(positions, numbers, system_index)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()  # warm-up, and the graph the timed calls reuse
+    walls = []
+    for _ in range(int(calls)):
+        start = time.perf_counter()
+        call()
+        walls.append(time.perf_counter() - start)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    profiler = torch.profiler.profile(activities=activities)
+    with _silenced_file_descriptors():  # the profiler's C++ side logs its start and stop to stdout
+        profiler.start()
+    start = time.perf_counter()
+    for _ in range(int(calls)):
+        call()
+    profiled = (time.perf_counter() - start) / calls
+    with _silenced_file_descriptors():
+        profiler.stop()
+    per_kind: dict[str, float] = {}
+    operators = []
+    for event in profiler.key_averages():
+        kind = op_kind(event.key)
+        if kind is None:
+            continue
+        seconds = (event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total) / 1e6 / calls
+        per_kind[kind] = per_kind.get(kind, 0.0) + seconds
+        operators.append({"operator": event.key, "kind": kind, "ms_per_call": 1e3 * seconds,
+                          "calls_per_call": event.count / calls})
+    if device.type != "cuda":  # on a GPU the host's own work overlaps the kernels
+        per_kind[OTHER_KIND] = max(profiled - sum(per_kind.values()), 0.0)
+    total = sum(per_kind.values()) or 1.0
+    rows = [{"kind": kind, "ms_per_call": 1e3 * seconds, "share": seconds / total}
+            for kind, seconds in sorted(per_kind.items(), key=lambda item: -item[1])]
+    graph = network.graph_cache(positions.to(potential.dtype), system_index)
+    return {
+        "rows": rows,
+        "top_operators": sorted(operators, key=lambda row: -row["ms_per_call"])[:8],
+        "wall_ms_per_call": 1e3 * float(np.median(walls)),
+        "profiled_ms_per_call": 1e3 * profiled,
+        "n_systems": len(systems),
+        "n_atoms": int(positions.shape[0]),
+        "n_edges": graph.num_edges,
+        "n_triplets": graph.num_triplets,
+        "calls": int(calls),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
     }

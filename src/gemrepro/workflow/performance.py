@@ -38,6 +38,7 @@ __all__ = [
     "hardware_fingerprint",
     "hardware_label",
     "measure_labelling",
+    "measure_md_profile",
     "measure_md_speedup",
     "measure_model_cost",
     "measure_training",
@@ -142,6 +143,20 @@ def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tin
 
     params = {"n_systems": n_systems, "n_steps": n_steps, "preset": preset, "variant": variant, "seed": seed}
     return _measure("md-speedup", params, run, device, root)
+
+
+def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
+                       device: str | torch.device = "auto", root=None) -> Artifact:
+    """Where one batched energy-and-forces call spends its time: ``result`` of ``profile_potential``."""
+    from gemrepro.md.bench import benchmark_systems, profile_potential
+    from gemrepro.model import build_model
+
+    def run() -> dict:
+        torch.manual_seed(seed)
+        return profile_potential(build_model(variant, preset), benchmark_systems(n_systems, seed), device, calls)
+
+    params = {"n_systems": n_systems, "calls": calls, "preset": preset, "variant": variant, "seed": seed}
+    return _measure("md-profile", params, run, device, root)
 
 
 def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", variant: str = "T",
