@@ -13,6 +13,7 @@ from gemrepro.cli import main as cli_main
 from gemrepro.md import read_system, run_md
 from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
 from gemrepro.md.potentials import MorseBondPotential
+from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.analysis.warning import (
     first_crossing,
     proxy_correlation,
@@ -49,10 +50,7 @@ def morse_committee(systems, repulsions=(10.0, 12.0, 14.0)):
 
 
 def batch_inputs(systems):
-    positions = torch.as_tensor(np.concatenate([a.positions for a in systems]))
-    numbers = torch.as_tensor(np.concatenate([a.numbers for a in systems]))
-    index = torch.repeat_interleave(torch.arange(len(systems)), torch.tensor([len(a) for a in systems]))
-    return positions, numbers, index
+    return state_batch_inputs([a.positions for a in systems], [a.numbers for a in systems])
 
 
 def test_committee_returns_the_members_mean_and_keeps_their_disagreement():

@@ -15,6 +15,7 @@ from gemrepro.cli import main as cli_main
 from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system, run_md
 from gemrepro.md.bench import benchmark_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
+from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state
 from gemrepro.model import GemNetCalculator, GemNetT, save_model
 from gemrepro.train import EnergyShift, save_trained_model
@@ -30,10 +31,7 @@ def tiny_gemnet(dtype=torch.float64) -> GemNetT:
 
 
 def batch_inputs(systems):
-    positions = torch.as_tensor(np.concatenate([a.positions for a in systems]))
-    numbers = torch.as_tensor(np.concatenate([a.numbers for a in systems]))
-    index = torch.repeat_interleave(torch.arange(len(systems)), torch.tensor([len(a) for a in systems]))
-    return positions, numbers, index
+    return state_batch_inputs([a.positions for a in systems], [a.numbers for a in systems])
 
 
 def test_batched_potential_matches_the_ase_calculator_system_by_system():

@@ -14,9 +14,10 @@ tensors that a checkpoint can store to continue a run bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import torch
 from ase import units
 
@@ -73,6 +74,17 @@ def per_system_sum(values: torch.Tensor, system_index: torch.Tensor, n_systems: 
     """Sum per-atom ``values`` (N, ...) over each system's atoms -> (S, ...)."""
     out = values.new_zeros((n_systems,) + tuple(values.shape[1:]))
     return out.index_add_(0, system_index, values)
+
+
+def batch_inputs(
+    positions: Sequence, numbers: Sequence, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (positions (N, 3), numbers (N,), system_index (N,)) a potential takes, from per-system arrays."""
+    positions = torch.as_tensor(np.concatenate([np.asarray(p).reshape(-1, 3) for p in positions]), dtype=dtype,
+                                device=device)
+    counts = torch.as_tensor([len(z) for z in numbers], device=device)
+    numbers = torch.as_tensor(np.concatenate([np.asarray(z).reshape(-1) for z in numbers]), device=device)
+    return positions, numbers, torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
 
 
 def kinetic_energy(state: MDState) -> torch.Tensor:

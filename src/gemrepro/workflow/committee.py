@@ -94,6 +94,7 @@ def frame_disagreement(models: Sequence[Artifact], md: Artifact, root=None, devi
 
     from gemrepro.md.committee import disagreement
     from gemrepro.md.gemnet import potential_from_checkpoint
+    from gemrepro.md.state import batch_inputs
 
     if len(models) < 2:
         raise ValueError(f"models: expected at least two committee members, got {len(models)}")
@@ -119,9 +120,7 @@ def frame_disagreement(models: Sequence[Artifact], md: Artifact, root=None, devi
         force_dis, energy_spread = [], []
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
-            numbers = torch.as_tensor(np.concatenate([j[2] for j in part]))
-            positions = torch.as_tensor(np.concatenate([j[3] for j in part]), dtype=torch.float64)
-            index = torch.repeat_interleave(torch.arange(len(part)), torch.tensor([len(j[2]) for j in part]))
+            positions, numbers, index = batch_inputs([j[3] for j in part], [j[2] for j in part])
             results = [p(positions, numbers, index) for p in potentials]
             f_dis, e_spread = disagreement(torch.stack([e for e, _ in results]), torch.stack([f for _, f in results]),
                                            index, len(part))
