@@ -21,15 +21,15 @@ class MolecularGraph:
     Edges s -> t are sorted by (t, s). A triplet joins the incoming edge ``triplet_in`` (k -> j)
     with the outgoing edge ``triplet_out`` (j -> i), k != i; triplets are grouped by
     ``triplet_out`` and ``triplet_slot`` numbers them 0..k_max-1 within each group.
+
+    The model passes triplet messages through ``neighbourhoods`` and needs the triplet list only
+    to fit its scale factors, so the list is built on first use, not at every topology change of
+    an MD run.
     """
 
     edge_src: torch.Tensor  # (n_edges,)
     edge_dst: torch.Tensor  # (n_edges,)
     edge_swap: torch.Tensor  # (n_edges,) index of the reverse edge t -> s
-    triplet_in: torch.Tensor  # (n_triplets,)
-    triplet_out: torch.Tensor  # (n_triplets,)
-    triplet_slot: torch.Tensor  # (n_triplets,)
-    k_max: int
     num_atoms: int
     num_graphs: int
     batch: torch.Tensor  # (n_atoms,) molecule index of each atom
@@ -37,6 +37,30 @@ class MolecularGraph:
     @property
     def num_edges(self) -> int:
         return int(self.edge_src.shape[0])
+
+    @cached_property
+    def _triplets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        return triplets(self.edge_src, self.edge_dst, self.num_atoms)
+
+    @property
+    def triplet_in(self) -> torch.Tensor:
+        """(n_triplets,) incoming edge k -> j of each triplet."""
+        return self._triplets[0]
+
+    @property
+    def triplet_out(self) -> torch.Tensor:
+        """(n_triplets,) outgoing edge j -> i of each triplet (sorted)."""
+        return self._triplets[1]
+
+    @property
+    def triplet_slot(self) -> torch.Tensor:
+        """(n_triplets,) position of each triplet among those of its outgoing edge."""
+        return self._triplets[2]
+
+    @property
+    def k_max(self) -> int:
+        """Most triplets of any outgoing edge."""
+        return self._triplets[3]
 
     @property
     def num_triplets(self) -> int:
@@ -196,14 +220,23 @@ def build_graph(
 
 
 def graph_from_edges(src: torch.Tensor, dst: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> MolecularGraph:
-    """Reverse-edge map and triplets of the directed edges (src, dst), sorted by (dst, src)."""
+    """The graph of the directed edges (src, dst), sorted by (dst, src), with its reverse-edge map."""
     num_atoms = int(batch.shape[0])
     # Reverse edges: edges are sorted by the key dst * N + src, so look the swapped key up.
     key = dst * num_atoms + src
     swap = torch.searchsorted(key, src * num_atoms + dst)
+    return MolecularGraph(edge_src=src, edge_dst=dst, edge_swap=swap, num_atoms=num_atoms, num_graphs=num_graphs,
+                          batch=batch)
 
-    # Triplets: for each outgoing edge j -> i, every edge k -> j ending at j (contiguous, since
-    # edges are sorted by dst), except the reverse edge i -> j.
+
+def triplets(
+    src: torch.Tensor, dst: torch.Tensor, num_atoms: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(triplet_in, triplet_out, triplet_slot, k_max) of the edges (src, dst), sorted by (dst, src).
+
+    For each outgoing edge j -> i, every edge k -> j ending at j (contiguous, since edges are
+    sorted by dst), except the reverse edge i -> j.
+    """
     in_degree = torch.bincount(dst, minlength=num_atoms)
     in_start = torch.cumsum(in_degree, 0) - in_degree
     triplet_out, position = _ragged_arange(in_degree[src])
@@ -213,12 +246,7 @@ def graph_from_edges(src: torch.Tensor, dst: torch.Tensor, batch: torch.Tensor, 
     per_edge = torch.bincount(triplet_out, minlength=src.shape[0])
     _, triplet_slot = _ragged_arange(per_edge)
     k_max = int(per_edge.max()) if per_edge.numel() else 0
-
-    return MolecularGraph(
-        edge_src=src, edge_dst=dst, edge_swap=swap,
-        triplet_in=triplet_in, triplet_out=triplet_out, triplet_slot=triplet_slot,
-        k_max=k_max, num_atoms=num_atoms, num_graphs=num_graphs, batch=batch,
-    )
+    return triplet_in, triplet_out, triplet_slot, k_max
 
 
 class GraphCache:
