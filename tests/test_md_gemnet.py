@@ -211,6 +211,32 @@ def test_benchmark_reports_positive_rates_of_both_paths():
         benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O")], n_steps=1, device="cpu", repeats=0)
 
 
+def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost():
+    from gemrepro.md.bench import batch_scaling
+
+    systems = [molecule("H2O"), molecule("CH4"), molecule("NH3"), molecule("H2O")]
+    result = batch_scaling(tiny_gemnet(torch.float32), systems, device="cpu", repeats=1)
+    assert [row["n_systems"] for row in result["rows"]] == [1, 2, 4]
+    for row in result["rows"]:
+        assert row["batched_ms"] > 0 and row["ratio"] == pytest.approx(row["one_at_a_time_ms"] / row["batched_ms"])
+    first = result["rows"][0]  # one system: "one at a time" is that system alone
+    assert first["one_at_a_time_ms"] > 0 and result["mean_single_ms"] > 0
+    counts = np.array([row["n_systems"] for row in result["rows"]])
+    fitted = result["fixed_ms"] + result["ms_per_system"] * counts
+    assert np.sum(fitted) == pytest.approx(sum(row["batched_ms"] for row in result["rows"]))  # least squares with intercept
+    if result["ms_per_system"] > 0:
+        assert result["ratio_bound"] == pytest.approx(result["mean_single_ms"] / result["ms_per_system"])
+    assert result["r_squared"] <= 1.0
+    custom = batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[1, 3], device="cpu", repeats=1)
+    assert [row["n_systems"] for row in custom["rows"]] == [1, 3]
+    with pytest.raises(ValueError, match="sizes"):
+        batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[2], device="cpu")
+    with pytest.raises(ValueError, match="sizes"):
+        batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[1, 5], device="cpu")
+    with pytest.raises(ValueError, match="repeats"):
+        batch_scaling(tiny_gemnet(torch.float32), systems, device="cpu", repeats=0)
+
+
 def test_profile_groups_a_force_call_by_kind_of_work():
     from gemrepro.md.bench import OTHER_KIND, op_kind, profile_potential
 
@@ -239,6 +265,7 @@ def test_bench_md_command_prints_one_json_object(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n_systems"] == 2 and result["n_steps"] == 1 and result["torch_threads"] == 1
     assert all(result[key] > 0 for key in ("batched_steps_per_s", "ase_steps_per_s", "ratio"))
+    assert [row["n_systems"] for row in result["scaling"]["rows"]] == [1, 2] and result["scaling"]["ratio_bound"] != 0
     with pytest.raises(ValueError, match="--systems"):
         args.func(parser.parse_args(["md", "--systems", "0"]))
     with pytest.raises(ValueError, match="--repeats"):

@@ -285,6 +285,46 @@ def test_model_reuses_graph_between_md_like_calls(model):
     assert not torch.equal(first["forces"], second["forces"])
 
 
+def test_bessel_derivatives_match_scipy_and_the_values_are_those_of_the_plain_path():
+    from gemrepro.model.basis import spherical_bessel_orders, spherical_bessel_orders_and_derivatives
+
+    x = torch.linspace(1e-3, 30.0, 3001, dtype=torch.float64).expand(7, -1).contiguous()
+    values, slopes = spherical_bessel_orders_and_derivatives(x)
+    assert torch.equal(values, spherical_bessel_orders(x))
+    for order in range(7):  # both branches: the series below x = l + 1, the recurrence above
+        np.testing.assert_allclose(slopes[order].numpy(), spherical_jn(order, x[order].numpy(), derivative=True),
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_radial_basis_with_analytic_derivative_agrees_with_autograd(dtype):
+    from gemrepro.model.basis import SphericalBasis
+
+    basis = SphericalBasis(7, 6, 5.0).to(dtype).eval()
+    distances = (torch.linspace(0.05, 5.4, 997, dtype=dtype)).requires_grad_(True)  # up to beyond the cutoff
+    weights = torch.randn(7, 997, 6, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    fast = basis.radial(distances)
+    plain = basis._radial_values(distances)
+    assert type(fast.grad_fn).__name__ == "_RadialWithDerivativeBackward" and torch.equal(fast, plain)
+    (fast_grad,) = torch.autograd.grad((fast * weights).sum(), distances)
+    (plain_grad,) = torch.autograd.grad((plain * weights).sum(), distances)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fast_grad, plain_grad, rtol=tolerance, atol=tolerance * plain_grad.abs().max().item())
+    # A second derivative goes through plain autograd, so it is exact as well.
+    (first,) = torch.autograd.grad((basis.radial(distances) * weights).sum(), distances, create_graph=True)
+    (second,) = torch.autograd.grad(first.pow(2).sum(), distances)
+    (first_plain,) = torch.autograd.grad((basis._radial_values(distances) * weights).sum(), distances, create_graph=True)
+    (second_plain,) = torch.autograd.grad(first_plain.pow(2).sum(), distances)
+    torch.testing.assert_close(second, second_plain, rtol=0, atol=0)
+    basis.train()  # training differentiates plain autograd (force losses need its double backward)
+    assert type(basis.radial(distances).grad_fn).__name__ != "_RadialWithDerivativeBackward"
+    if dtype == torch.float64:
+        basis.eval()
+        probe = torch.linspace(0.3, 4.9, 23, dtype=dtype).requires_grad_(True)
+        assert torch.autograd.gradcheck(basis.radial, (probe,))
+        assert torch.autograd.gradgradcheck(basis.radial, (probe,))
+
+
 def test_basis_functions():
     x = torch.linspace(1e-3, 30.0, 3001, dtype=torch.float64)
     for order in range(7):

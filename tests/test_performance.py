@@ -98,10 +98,15 @@ def test_figures_name_their_hardware():
                                             "gfn2-xtb", "Test CPU"),
         plots_performance.training_throughput({"batch_size": 8, "atoms_per_molecule": 17, "samples_per_s": 6.0,
                                                "parameters": 50_000, "seconds_per_step": 1.3}, "Test CPU"),
+        plots_performance.batch_scaling({"rows": [{"n_systems": n, "batched_ms": 20 + 2 * n, "one_at_a_time_ms": 22 * n,
+                                                   "ratio": 22 * n / (20 + 2 * n)} for n in (1, 4, 16)],
+                                         "fixed_ms": 20.0, "ms_per_system": 2.0, "ratio_bound": 11.0, "device": "cpu"},
+                                        "Test CPU"),
     ]
     for fig in figures:
         assert any("measured on Test CPU" in t.get_text() for t in fig.texts)
         plt.close(fig)
     assert "3.0x" in figures[0].axes[0].get_title()
+    assert any("11.0x" in text.get_text() for text in figures[-1].axes[1].get_legend().get_texts())
     with pytest.raises(ValueError, match="at least one measurement"):
         plots_performance.measurements_by_hardware(performance.collect_measurements("/nonexistent"))

@@ -53,6 +53,28 @@ def md_profile(result: dict, hardware: str) -> Figure:
     return fig
 
 
+def batch_scaling(result: dict, hardware: str) -> Figure:
+    """Force-call time against systems per batch (with its straight line), and the speed-up it gives."""
+    rows = pd.DataFrame(result["rows"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    counts = np.linspace(0, rows["n_systems"].max(), 50)
+    left.plot(rows["n_systems"], rows["one_at_a_time_ms"], "s", color=sns.color_palette()[0],
+              label="one system at a time (sum)")
+    left.plot(rows["n_systems"], rows["batched_ms"], "o", color=sns.color_palette()[1], label="one batched call")
+    left.plot(counts, result["fixed_ms"] + result["ms_per_system"] * counts, "--", color="0.4",
+              label=f"{result['fixed_ms']:.1f} ms + {result['ms_per_system']:.2f} ms per system")
+    left.set(xlabel="systems", ylabel="ms per energy-and-forces call")
+    left.legend(fontsize=8)
+    right.plot(rows["n_systems"], rows["ratio"], "o-", color=sns.color_palette()[1], label="measured")
+    right.axhline(result["ratio_bound"], ls="--", color="0.4",
+                  label=f"bound: single call / per-system cost = {result['ratio_bound']:.1f}x")
+    right.set(xlabel="systems in the batch", ylabel="speed-up of the force calls", ylim=(0, None))
+    right.legend(fontsize=8)
+    _mark_hardware(fig, f"{hardware} ({result['device']})")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
 def model_cost(rows: list[dict], linearity: dict, hardware: str) -> Figure:
     """Seconds per energy+force evaluation against atoms (with the fitted line), and cost per atom."""
     sizes = pd.DataFrame([r for r in rows if r["case"] == "size"]).sort_values("num_atoms")

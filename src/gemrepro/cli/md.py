@@ -216,7 +216,7 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from gemrepro.md.bench import benchmark_md, benchmark_systems
+    from gemrepro.md.bench import batch_scaling, benchmark_md, benchmark_systems
     from gemrepro.cli.model import parse_variant
     from gemrepro.md.gemnet import load_potential_model
     from gemrepro.model import build_model
@@ -238,7 +238,10 @@ def _bench(args: argparse.Namespace) -> int:
         torch.manual_seed(0)
         model = build_model(variant, args.preset)
         label = f"random {args.preset} GemNet-{variant}"
-    result = benchmark_md(model, benchmark_systems(args.systems), args.steps, device=args.device, repeats=args.repeats)
+    systems = benchmark_systems(args.systems)
+    result = benchmark_md(model, systems, args.steps, device=args.device, repeats=args.repeats)
+    if args.systems > 1:
+        result["scaling"] = batch_scaling(model, systems, device=args.device, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -247,4 +250,11 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"batched engine: {result['batched_steps_per_s']:9.1f} system-steps/s")
     print(f"ASE loop:       {result['ase_steps_per_s']:9.1f} system-steps/s")
     print(f"ratio:          {result['ratio']:9.1f}x  (rounds: {', '.join(f'{r:.1f}x' for r in result['ratios'])})")
+    if "scaling" in result:
+        scaling = result["scaling"]
+        sizes = ", ".join(f"{row['n_systems']}: {row['batched_ms']:.1f}" for row in scaling["rows"])
+        print(f"what limits it: one force call of n systems takes (n: ms) {sizes}")
+        print(f"  = {scaling['fixed_ms']:.1f} ms per call + {scaling['ms_per_system']:.2f} ms per system "
+              f"(R² {scaling['r_squared']:.3f}); one system alone takes {scaling['mean_single_ms']:.1f} ms,")
+        print(f"  so batching can speed force calls up by at most {scaling['ratio_bound']:.1f}x, however many systems")
     return 0

@@ -128,6 +128,75 @@ def benchmark_md(
     }
 
 
+def batch_scaling(
+    model: nn.Module,
+    systems: Sequence[Atoms],
+    sizes: Sequence[int] | None = None,
+    device: str | torch.device = "auto",
+    repeats: int = 3,
+) -> dict:
+    """What limits batching: the force-call time against the number of systems in the batch.
+
+    Times one energy-and-forces call of the first S ``systems`` for each S in ``sizes`` (default
+    1, 2, 4, ... and all) and each system alone, medians of ``repeats``. A straight line
+    t(S) = fixed + S * per_system fits the batched times: ``fixed`` is what every call costs
+    whatever its size (Python, dispatch, the autograd engine; kernel launches on a GPU), and
+    ``per_system`` the work a system adds. One system at a time pays about ``fixed`` for every
+    system, a batch pays it once, so no batch size gives force calls a speed-up above
+    ``ratio_bound`` = mean single-call time / per_system. Returns ``rows`` (n_systems,
+    batched_ms, one_at_a_time_ms, ratio), ``fixed_ms``, ``ms_per_system``, ``r_squared``,
+    ``mean_single_ms`` and ``ratio_bound``.
+    """
+    systems = list(systems)
+    if not systems:
+        raise ValueError("systems: expected at least one ase.Atoms")
+    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
+        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    if sizes is None:
+        sizes = sorted({*(2**k for k in range(len(systems).bit_length()) if 2**k < len(systems)), len(systems)})
+    sizes = sorted({int(n) for n in sizes})
+    if len(sizes) < 2 or sizes[0] < 1 or sizes[-1] > len(systems):
+        raise ValueError(f"sizes: expected at least two batch sizes between 1 and {len(systems)}, got {list(sizes)}")
+    device = resolve_device(device)
+    potential = GemNetPotential(_bare_network(model), device=device)
+
+    def call_ms(batch: Sequence[Atoms]) -> float:
+        inputs = batch_inputs([a.positions for a in batch], [a.numbers for a in batch], device=device)
+        potential(*inputs)  # warm-up; the timed calls reuse its graph, as MD steps do
+        times = []
+        for _ in range(int(repeats)):
+            start = time.perf_counter()
+            potential(*inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        return 1e3 * float(np.median(times))
+
+    singles = [call_ms([atoms]) for atoms in systems[: sizes[-1]]]
+    rows = []
+    for n in sizes:
+        batched, one_at_a_time = call_ms(systems[:n]), float(np.sum(singles[:n]))
+        rows.append({"n_systems": n, "batched_ms": batched, "one_at_a_time_ms": one_at_a_time,
+                     "ratio": one_at_a_time / batched})
+    counts = np.array([row["n_systems"] for row in rows], dtype=float)
+    batched_ms = np.array([row["batched_ms"] for row in rows])
+    per_system, fixed = np.polyfit(counts, batched_ms, 1)
+    residual = batched_ms - (fixed + per_system * counts)
+    spread = float(np.sum((batched_ms - batched_ms.mean()) ** 2))
+    mean_single = float(np.mean(singles))
+    return {
+        "rows": rows,
+        "fixed_ms": float(fixed),
+        "ms_per_system": float(per_system),
+        "r_squared": 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 1.0,
+        "mean_single_ms": mean_single,
+        "ratio_bound": mean_single / per_system if per_system > 0 else float("inf"),
+        "repeats": int(repeats),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 # What each aten operator does, by name prefix: the profile groups a force call's time by kind of work.
 OP_KINDS: dict[str, tuple[str, ...]] = {
     "matrix products": ("mm", "bmm", "addmm", "matmul", "linear", "baddbmm"),

@@ -9,6 +9,7 @@ when an atom crosses the cutoff sphere.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,12 @@ class PolynomialEnvelope(torch.nn.Module):
         xp = x.pow(self.exponent)
         value = 1.0 + xp * (self.a + x * (self.b + self.c * x))
         return torch.where(x < 1.0, value, torch.zeros_like(x))
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """du/dx: p x^(p-1) (a + b x + c x^2) + x^p (b + 2 c x) for x < 1, else 0."""
+        p = self.exponent
+        slope = p * x.pow(p - 1) * (self.a + x * (self.b + self.c * x)) + x.pow(p) * (self.b + 2.0 * self.c * x)
+        return torch.where(x < 1.0, slope, torch.zeros_like(x))
 
 
 class BesselBasis(torch.nn.Module):
@@ -117,40 +124,132 @@ def spherical_bessel_orders(x: torch.Tensor) -> torch.Tensor:
     vectorised over the orders: the radial basis needs all orders on every edge, and evaluating
     them one by one costs hundreds of tiny tensor operations per forward and backward pass.
     """
-    num_orders = x.shape[0]
-    shape = (num_orders,) + (1,) * (x.dim() - 1)
-    orders = torch.arange(num_orders, dtype=x.dtype, device=x.device).reshape(shape)
+    orders = _orders_like(x)
     safe = torch.maximum(x, orders + 1.0)  # recurrence branch is only selected where x >= l + 1
+    recurrence, _ = _upward_recurrence(safe, slopes=False)
+    series = _SeriesEntries(x, orders)
+    term = torch.ones_like(series.x)
+    total = torch.ones_like(series.x)
+    for k in range(1, _SERIES_TERMS):
+        term = term * series.minus_half_x2 / series.denominators[:, k - 1]
+        total = total + term
+    values = total * series.x.pow(series.orders) / series.double_factorials
+    return series.insert(recurrence, values)
+
+
+def _orders_like(x: torch.Tensor) -> torch.Tensor:
+    """The order l of each row of an (L, ...) tensor, shaped to broadcast against it."""
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return torch.arange(x.shape[0], dtype=x.dtype, device=x.device).reshape(shape)
+
+
+def _upward_recurrence(safe: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """j_l(safe[l]) by upward recurrence, and with ``slopes`` also j_l'(safe[l]).
+
+    After step ``order`` the tensors hold rows order+1.. only, since row l needs exactly l steps;
+    the step before j_l gives j_(l-1) at the same argument, so j_l' = j_(l-1) - (l+1)/x j_l
+    (and j_0' = -j_1) costs one more product per order.
+    """
+    num_orders = safe.shape[0]
     sin, cos = torch.sin(safe), torch.cos(safe)
     j_zero = sin / safe
     rows = [j_zero[:1]]
+    derivatives = []
+    if slopes:
+        j_one = sin / safe**2 - cos / safe
+        derivatives.append(-j_one[:1])
     if num_orders > 1:
-        # Upward recurrence; after step ``order`` the tensors hold rows order+1.. only, since row
-        # l needs exactly l steps.
-        j_prev, j_curr = j_zero[1:], sin[1:] / safe[1:] ** 2 - cos[1:] / safe[1:]
-        rows.append(j_curr[:1])
-        for order in range(1, num_orders - 1):
-            j_next = (2 * order + 1) / safe[order:] * j_curr - j_prev
-            j_prev, j_curr = j_curr[1:], j_next[1:]
+        j_prev = j_zero[1:]
+        j_curr = j_one[1:] if slopes else sin[1:] / safe[1:] ** 2 - cos[1:] / safe[1:]
+        for order in range(num_orders - 1):
+            if order > 0:
+                j_next = (2 * order + 1) / safe[order:] * j_curr - j_prev
+                j_prev, j_curr = j_curr[1:], j_next[1:]
             rows.append(j_curr[:1])
-    recurrence = torch.cat(rows, dim=0)
-    # j_l(x) = x^l / (2l+1)!! * sum_k (-x^2/2)^k / (k! (2l+3)(2l+5)...(2l+2k+1)), evaluated only
-    # where it is selected (x < l + 1): a minority of entries, and the most expensive branch.
-    use_series = x < orders + 1.0
-    x_small = x[use_series]
-    orders_small = orders.expand_as(x)[use_series]
-    minus_half_x2 = -(x_small * x_small) / 2.0
-    term = torch.ones_like(x_small)
-    series = torch.ones_like(x_small)
+            if slopes:
+                derivatives.append(j_prev[:1] - (order + 2) / safe[order + 1 : order + 2] * j_curr[:1])
+    return torch.cat(rows, dim=0), torch.cat(derivatives, dim=0) if slopes else None
+
+
+class _SeriesEntries:
+    """The entries of an (L, ...) argument tensor that take the power series (x < l + 1).
+
+    j_l(x) = x^l / (2l+1)!! * sum_k (-x^2/2)^k / (k! (2l+3)(2l+5)...(2l+2k+1)) is the most
+    expensive branch and a minority of entries, so it is evaluated on those entries only,
+    found by one ``nonzero``; the term ratios k (2l+2k+1) are exact integers, tabulated once.
+    """
+
+    def __init__(self, x: torch.Tensor, orders: torch.Tensor) -> None:
+        num_orders = x.shape[0]
+        self.index = torch.nonzero((x < orders + 1.0).reshape(-1)).squeeze(1)
+        order_index = torch.div(self.index, max(x[0].numel(), 1), rounding_mode="floor")
+        self.x = torch.index_select(x.reshape(-1), 0, self.index)
+        self.orders = order_index.to(x.dtype)
+        self.minus_half_x2 = -(self.x * self.x) / 2.0
+        k = torch.arange(1, _SERIES_TERMS, dtype=x.dtype, device=x.device)
+        l = torch.arange(num_orders, dtype=x.dtype, device=x.device)[:, None]
+        self.denominators = (k * (2 * l + 2 * k + 1))[order_index]  # (entries, terms - 1)
+        double_factorials = [float(np.prod(np.arange(2 * n + 1, 0, -2))) for n in range(num_orders)]
+        self.double_factorials = torch.tensor(double_factorials, dtype=x.dtype, device=x.device)[order_index]
+
+    def insert(self, recurrence: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``recurrence`` with the series ``values`` in the series entries."""
+        return recurrence.reshape(-1).index_copy(0, self.index, values).reshape(recurrence.shape)
+
+
+@torch.no_grad()
+def spherical_bessel_orders_and_derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spherical_bessel_orders(x)`` (bitwise) and the derivatives j_l'(x[l]), without autograd.
+
+    Series branch: with t = -x^2/2 and S(t) = sum_k c_k t^k, j_l = x^l S / (2l+1)!!, so
+    j_l' = (l x^(l-1) S - x^(l+1) S'(t)) / (2l+1)!!, where c_k t^(k-1) is the previous term
+    divided by the k-th term ratio.
+    """
+    orders = _orders_like(x)
+    safe = torch.maximum(x, orders + 1.0)
+    recurrence, recurrence_slopes = _upward_recurrence(safe, slopes=True)
+    series = _SeriesEntries(x, orders)
+    term = torch.ones_like(series.x)
+    total = torch.ones_like(series.x)
+    total_slope = torch.zeros_like(series.x)  # S'(t) = sum_k k c_k t^(k-1)
     for k in range(1, _SERIES_TERMS):
-        term = term * minus_half_x2 / (k * (2 * orders_small + 2 * k + 1))
-        series = series + term
-    double_factorials = torch.tensor(
-        [float(np.prod(np.arange(2 * l + 1, 0, -2))) for l in range(num_orders)], dtype=x.dtype, device=x.device
-    )
-    order_index = orders_small.long()
-    series = series * x_small.pow(orders_small) / double_factorials[order_index]
-    return recurrence.masked_scatter(use_series, series)
+        denominator = series.denominators[:, k - 1]
+        total_slope.add_(term / denominator, alpha=k)
+        term = term * series.minus_half_x2 / denominator
+        total = total + term
+    power = series.x.pow(series.orders)
+    lower_power = series.orders * series.x.pow((series.orders - 1.0).clamp(min=0.0))  # l x^(l-1); 0 for l = 0
+    values = total * power / series.double_factorials
+    slopes = (lower_power * total - power * series.x * total_slope) / series.double_factorials
+    return series.insert(recurrence, values), series.insert(recurrence_slopes, slopes)
+
+
+class _RadialWithDerivative(torch.autograd.Function):
+    """The radial part of a :class:`SphericalBasis` whose backward uses its analytic derivative.
+
+    Forces need one backward pass through the basis at every MD step; autograd would replay
+    the 17-term series and the recurrence, dozens of operations on (L, n_edges, N) tensors.
+    The forward computes the derivative alongside the values, so the backward is one product
+    and a sum. A second derivative (``create_graph=True``) is taken through plain autograd on
+    recomputed values, so higher derivatives stay exact too.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, distances: torch.Tensor, basis: "SphericalBasis") -> torch.Tensor:
+        values, slopes = basis.radial_and_derivative(distances)
+        ctx.basis = basis
+        ctx.save_for_backward(distances, slopes)
+        return values
+
+    @staticmethod
+    def backward(ctx: Any, grad_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+        distances, slopes = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the gradient itself must be differentiable
+            with torch.enable_grad():
+                values = ctx.basis._radial_values(distances)
+                (grad,) = torch.autograd.grad(values, distances, grad_values, create_graph=True)
+            return grad, None
+        return (grad_values * slopes).sum(dim=(0, 2)), None
 
 
 def legendre_spherical_harmonics(num_spherical: int, cos_angle: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -196,11 +295,34 @@ class SphericalBasis(torch.nn.Module):
         self.register_buffer("norms", torch.tensor(norms, dtype=dtype), persistent=False)
 
     def radial(self, distances: torch.Tensor) -> torch.Tensor:
-        """(n_edges,) -> (num_spherical, n_edges, num_radial)."""
+        """(n_edges,) -> (num_spherical, n_edges, num_radial).
+
+        In eval mode, when forces are wanted, the basis comes with its analytic derivative
+        (:class:`_RadialWithDerivative`): the same values, and a backward pass of one product
+        instead of one through every term of the series and the recurrence. Training keeps plain
+        autograd, whose graph the double backward of force training differentiates.
+        """
+        if not self.training and torch.is_grad_enabled() and distances.requires_grad:
+            return _RadialWithDerivative.apply(distances, self)
+        return self._radial_values(distances)
+
+    def _radial_values(self, distances: torch.Tensor) -> torch.Tensor:
         x = distances / self.cutoff
         j_l = spherical_bessel_orders(self.roots[:, None, :] * x[None, :, None])
         # (L, E, N): j_l evaluated at its own roots z_ln * d / c
         return j_l * self.norms[:, None, :] * self.envelope(x)[None, :, None]
+
+    @torch.no_grad()
+    def radial_and_derivative(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The radial basis (bitwise that of ``radial``) and its derivative by the distance (1/Å)."""
+        x = distances / self.cutoff
+        scaled_roots = self.roots[:, None, :]
+        j_l, dj_l = spherical_bessel_orders_and_derivatives(scaled_roots * x[None, :, None])
+        envelope, envelope_slope = self.envelope(x)[None, :, None], self.envelope.derivative(x)[None, :, None]
+        values = j_l * self.norms[:, None, :] * envelope
+        # d/dd [norm j_l(z x) u(x)] with x = d / c: norm (z j_l'(z x) u(x) + j_l(z x) u'(x)) / c
+        slopes = self.norms[:, None, :] * (scaled_roots * dj_l * envelope + j_l * envelope_slope) / self.cutoff
+        return values, slopes
 
     def angular(self, cos_angle: torch.Tensor, dim: int = -1) -> torch.Tensor:
         """Cosines -> their num_spherical harmonics along ``dim``: (n_triplets,) -> (n_triplets, L)."""

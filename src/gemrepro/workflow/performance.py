@@ -159,6 +159,21 @@ def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny"
     return _measure("md-profile", params, run, device, root)
 
 
+def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "tiny", variant: str = "T",
+                          seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
+    """Force-call time against batch size, and the speed-up bound it implies: ``result`` of ``batch_scaling``."""
+    from gemrepro.md.bench import batch_scaling, benchmark_systems
+    from gemrepro.model import build_model
+
+    def run() -> dict:
+        torch.manual_seed(seed)
+        return batch_scaling(build_model(variant, preset), benchmark_systems(n_systems, seed), device=device,
+                             repeats=repeats)
+
+    params = {"n_systems": n_systems, "repeats": repeats, "preset": preset, "variant": variant, "seed": seed}
+    return _measure("batch-scaling", params, run, device, root)
+
+
 def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", variant: str = "T",
                        repeats: int = 3, seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Energy+force cost of one molecule-like cluster per size: ``result["rows"]`` of ``benchmark_model``."""
