@@ -129,7 +129,10 @@ def dask_client(
         threads_per_worker=1,
         processes=processes,
         dashboard_address=None,
-        silence_logs=logging.ERROR,
+        # Task errors reach the caller as exceptions; what the workers log themselves (e.g. a
+        # heartbeat that races the scheduler's shutdown, with its traceback) would only clutter
+        # the book's pages.
+        silence_logs=logging.CRITICAL,
         **worker_options,
     ) as cluster, Client(cluster) as client:
         yield client
