@@ -51,6 +51,25 @@ def _bare_network(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, EnergyShift) else model
 
 
+def _force_call(potential: GemNetPotential, inputs: tuple[torch.Tensor, ...], device: torch.device) -> None:
+    """One energy-and-forces call, finished (on a GPU the host waits for the kernels)."""
+    potential(*inputs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _call_seconds(
+    potential: GemNetPotential, inputs: tuple[torch.Tensor, ...], device: torch.device, calls: int
+) -> list[float]:
+    """Wall time of each of ``calls`` energy-and-forces calls on the same inputs."""
+    times = []
+    for _ in range(int(calls)):
+        start = time.perf_counter()
+        _force_call(potential, inputs, device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def _ase_langevin_seconds(
     network: nn.Module, systems: Sequence[Atoms], n_steps: int, temperature_K: float, dt_fs: float, device: torch.device
 ) -> float:
@@ -152,8 +171,8 @@ def batch_scaling(
         raise ValueError("systems: expected at least one ase.Atoms")
     if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
         raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
-    if sizes is None:
-        sizes = sorted({*(2**k for k in range(len(systems).bit_length()) if 2**k < len(systems)), len(systems)})
+    if sizes is None:  # powers of two below the number of systems, and all of them
+        sizes = [2**k for k in range(len(systems).bit_length()) if 2**k < len(systems)] + [len(systems)]
     sizes = sorted({int(n) for n in sizes})
     if len(sizes) < 2 or sizes[0] < 1 or sizes[-1] > len(systems):
         raise ValueError(f"sizes: expected at least two batch sizes between 1 and {len(systems)}, got {list(sizes)}")
@@ -162,15 +181,8 @@ def batch_scaling(
 
     def call_ms(batch: Sequence[Atoms]) -> float:
         inputs = batch_inputs([a.positions for a in batch], [a.numbers for a in batch], device=device)
-        potential(*inputs)  # warm-up; the timed calls reuse its graph, as MD steps do
-        times = []
-        for _ in range(int(repeats)):
-            start = time.perf_counter()
-            potential(*inputs)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        return 1e3 * float(np.median(times))
+        _force_call(potential, inputs, device)  # warm-up; the timed calls reuse its graph, as MD steps do
+        return 1e3 * float(np.median(_call_seconds(potential, inputs, device, repeats)))
 
     singles = [call_ms([atoms]) for atoms in systems[: sizes[-1]]]
     rows = []
@@ -261,30 +273,17 @@ def profile_potential(
     device = resolve_device(device)
     network = _bare_network(model)
     potential = GemNetPotential(network, device=device)
-    positions, numbers, system_index = batch_inputs([a.positions for a in systems], [a.numbers for a in systems],
-                                                    device=device)
-
-    def call() -> None:
-        potential(positions, numbers, system_index)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    call()  # warm-up, and the graph the timed calls reuse
-    walls = []
-    for _ in range(int(calls)):
-        start = time.perf_counter()
-        call()
-        walls.append(time.perf_counter() - start)
+    inputs = batch_inputs([a.positions for a in systems], [a.numbers for a in systems], device=device)
+    positions, _, system_index = inputs
+    _force_call(potential, inputs, device)  # warm-up, and the graph the timed calls reuse
+    walls = _call_seconds(potential, inputs, device, calls)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     profiler = torch.profiler.profile(activities=activities)
     with _silenced_file_descriptors():  # the profiler's C++ side logs its start and stop to stdout
         profiler.start()
-    start = time.perf_counter()
-    for _ in range(int(calls)):
-        call()
-    profiled = (time.perf_counter() - start) / calls
+    profiled = float(np.sum(_call_seconds(potential, inputs, device, calls))) / calls
     with _silenced_file_descriptors():
         profiler.stop()
     per_kind: dict[str, float] = {}

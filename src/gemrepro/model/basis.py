@@ -8,6 +8,7 @@ when an atom crosses the cutoff sphere.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -124,17 +125,44 @@ def spherical_bessel_orders(x: torch.Tensor) -> torch.Tensor:
     vectorised over the orders: the radial basis needs all orders on every edge, and evaluating
     them one by one costs hundreds of tiny tensor operations per forward and backward pass.
     """
+    return _bessel_orders(x, slopes=False)[0]
+
+
+@torch.no_grad()
+def spherical_bessel_orders_and_derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``spherical_bessel_orders(x)`` (bitwise) and the derivatives j_l'(x[l]), without autograd."""
+    values, slopes = _bessel_orders(x, slopes=True)
+    assert slopes is not None
+    return values, slopes
+
+
+def _bessel_orders(x: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """j_l(x[l]) and, with ``slopes``, j_l'(x[l]); the values are the same either way, bitwise.
+
+    Series branch: with t = -x^2/2 and S(t) = sum_k c_k t^k, j_l = x^l S / (2l+1)!!, so
+    j_l' = (l x^(l-1) S - x^(l+1) S'(t)) / (2l+1)!!, where c_k t^(k-1) is the previous term
+    divided by the k-th term ratio.
+    """
     orders = _orders_like(x)
     safe = torch.maximum(x, orders + 1.0)  # recurrence branch is only selected where x >= l + 1
-    recurrence, _ = _upward_recurrence(safe, slopes=False)
+    recurrence, recurrence_slopes = _upward_recurrence(safe, slopes)
     series = _SeriesEntries(x, orders)
     term = torch.ones_like(series.x)
     total = torch.ones_like(series.x)
+    total_slope = torch.zeros_like(series.x) if slopes else None  # S'(t) = sum_k k c_k t^(k-1)
     for k in range(1, _SERIES_TERMS):
-        term = term * series.minus_half_x2 / series.denominators[:, k - 1]
+        denominator = series.denominators[:, k - 1]
+        if total_slope is not None:
+            total_slope.add_(term / denominator, alpha=k)
+        term = term * series.minus_half_x2 / denominator
         total = total + term
-    values = total * series.x.pow(series.orders) / series.double_factorials
-    return series.insert(recurrence, values)
+    power = series.x.pow(series.orders)
+    values = series.insert(recurrence, total * power / series.double_factorials)
+    if total_slope is None:
+        return values, None
+    lower_power = series.orders * series.x.pow((series.orders - 1.0).clamp(min=0.0))  # l x^(l-1); 0 for l = 0
+    series_slopes = (lower_power * total - power * series.x * total_slope) / series.double_factorials
+    return values, series.insert(recurrence_slopes, series_slopes)
 
 
 def _orders_like(x: torch.Tensor) -> torch.Tensor:
@@ -160,6 +188,8 @@ def _upward_recurrence(safe: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, 
         derivatives.append(-j_one[:1])
     if num_orders > 1:
         j_prev = j_zero[1:]
+        # Without slopes j_1 is formed on rows 1.. only: the same values, and the same autograd
+        # graph as before, so the double backward of force training stays bitwise unchanged.
         j_curr = j_one[1:] if slopes else sin[1:] / safe[1:] ** 2 - cos[1:] / safe[1:]
         for order in range(num_orders - 1):
             if order > 0:
@@ -171,57 +201,36 @@ def _upward_recurrence(safe: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, 
     return torch.cat(rows, dim=0), torch.cat(derivatives, dim=0) if slopes else None
 
 
+@functools.lru_cache(maxsize=16)
+def _series_tables(num_orders: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per order l: the term ratios k (2l+2k+1), k = 1.., and (2l+1)!! (exact integers, built once)."""
+    k = torch.arange(1, _SERIES_TERMS, dtype=dtype, device=device)
+    l = torch.arange(num_orders, dtype=dtype, device=device)[:, None]
+    double_factorials = [float(np.prod(np.arange(2 * n + 1, 0, -2))) for n in range(num_orders)]
+    return k * (2 * l + 2 * k + 1), torch.tensor(double_factorials, dtype=dtype, device=device)
+
+
 class _SeriesEntries:
     """The entries of an (L, ...) argument tensor that take the power series (x < l + 1).
 
     j_l(x) = x^l / (2l+1)!! * sum_k (-x^2/2)^k / (k! (2l+3)(2l+5)...(2l+2k+1)) is the most
     expensive branch and a minority of entries, so it is evaluated on those entries only,
-    found by one ``nonzero``; the term ratios k (2l+2k+1) are exact integers, tabulated once.
+    found by one ``nonzero``.
     """
 
     def __init__(self, x: torch.Tensor, orders: torch.Tensor) -> None:
-        num_orders = x.shape[0]
         self.index = torch.nonzero((x < orders + 1.0).reshape(-1)).squeeze(1)
         order_index = torch.div(self.index, max(x[0].numel(), 1), rounding_mode="floor")
         self.x = torch.index_select(x.reshape(-1), 0, self.index)
         self.orders = order_index.to(x.dtype)
         self.minus_half_x2 = -(self.x * self.x) / 2.0
-        k = torch.arange(1, _SERIES_TERMS, dtype=x.dtype, device=x.device)
-        l = torch.arange(num_orders, dtype=x.dtype, device=x.device)[:, None]
-        self.denominators = (k * (2 * l + 2 * k + 1))[order_index]  # (entries, terms - 1)
-        double_factorials = [float(np.prod(np.arange(2 * n + 1, 0, -2))) for n in range(num_orders)]
-        self.double_factorials = torch.tensor(double_factorials, dtype=x.dtype, device=x.device)[order_index]
+        denominators, double_factorials = _series_tables(x.shape[0], x.dtype, x.device)
+        self.denominators = denominators[order_index]  # (entries, terms - 1)
+        self.double_factorials = double_factorials[order_index]
 
     def insert(self, recurrence: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``recurrence`` with the series ``values`` in the series entries."""
         return recurrence.reshape(-1).index_copy(0, self.index, values).reshape(recurrence.shape)
-
-
-@torch.no_grad()
-def spherical_bessel_orders_and_derivatives(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``spherical_bessel_orders(x)`` (bitwise) and the derivatives j_l'(x[l]), without autograd.
-
-    Series branch: with t = -x^2/2 and S(t) = sum_k c_k t^k, j_l = x^l S / (2l+1)!!, so
-    j_l' = (l x^(l-1) S - x^(l+1) S'(t)) / (2l+1)!!, where c_k t^(k-1) is the previous term
-    divided by the k-th term ratio.
-    """
-    orders = _orders_like(x)
-    safe = torch.maximum(x, orders + 1.0)
-    recurrence, recurrence_slopes = _upward_recurrence(safe, slopes=True)
-    series = _SeriesEntries(x, orders)
-    term = torch.ones_like(series.x)
-    total = torch.ones_like(series.x)
-    total_slope = torch.zeros_like(series.x)  # S'(t) = sum_k k c_k t^(k-1)
-    for k in range(1, _SERIES_TERMS):
-        denominator = series.denominators[:, k - 1]
-        total_slope.add_(term / denominator, alpha=k)
-        term = term * series.minus_half_x2 / denominator
-        total = total + term
-    power = series.x.pow(series.orders)
-    lower_power = series.orders * series.x.pow((series.orders - 1.0).clamp(min=0.0))  # l x^(l-1); 0 for l = 0
-    values = total * power / series.double_factorials
-    slopes = (lower_power * total - power * series.x * total_slope) / series.double_factorials
-    return series.insert(recurrence, values), series.insert(recurrence_slopes, slopes)
 
 
 class _RadialWithDerivative(torch.autograd.Function):
