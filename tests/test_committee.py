@@ -164,6 +164,23 @@ def test_threshold_tradeoff_and_recommendation():
         threshold_tradeoff(disagreement, trajectories, [])
 
 
+def test_threshold_is_chosen_on_one_set_and_tested_on_another():
+    from gemrepro.analysis.warning import calibrate_and_test
+
+    disagreement, trajectories = synthetic_runs()
+    # a second copy of the four runs, where the failing runs give no warning at all: held out
+    quiet = disagreement.assign(system=disagreement["system"] + 4)
+    quiet.loc[quiet["system"].isin([4, 5]), "force_disagreement"] = 0.1
+    both_dis = pd.concat([disagreement, quiet], ignore_index=True)
+    both = pd.concat([trajectories, trajectories.assign(system=trajectories["system"] + 4)], ignore_index=True)
+    held = calibrate_and_test(both_dis, both, [0.05, 0.25, 0.5, 0.8], both["system"] < 4)
+    assert held.threshold == 0.5 and held.calibration["detection_rate"] == 0.5  # chosen on systems 0-3
+    assert held.n_failed == 2 and held.n_stable == 2
+    assert held.detection_rate == 0.0 and held.false_alarm_rate == 0.0  # on 4-7 it warns of nothing
+    with pytest.raises(ValueError, match="calibrate"):
+        calibrate_and_test(both_dis, both, [0.5], both["system"] < 100)
+
+
 def test_proxy_correlation_ignores_failed_references():
     frames = pd.DataFrame({"force_disagreement": [0.1, 0.2, 0.3, 0.4, 0.5],
                            "forces_mae": [0.01, 0.05, np.nan, 0.2, 0.1]})
@@ -173,13 +190,13 @@ def test_proxy_correlation_ignores_failed_references():
 
 # ----------------------------------------------------------------------------- committee members
 def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_in_their_seed():
-    from gemrepro.workflow.learning_curve import _model_params, member_seed, train_config
+    from gemrepro.workflow.learning_curve import model_params, member_seed, train_config
 
-    base = _model_params("tiny", 40, 0, "gfn2-xtb", "T", "dataset-key")
-    assert _model_params("tiny", 40, 0, "gfn2-xtb", "T", "dataset-key", member=0) == base
+    base = model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key")
+    assert model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=0) == base
     assert set(base) == {"scale", "seed", "reference", "dataset", "split", "model", "train", "stage_version"}
-    assert base["train"]["seed"] == 0 and train_config("tiny", 40, 0, member=0) == train_config("tiny", 40, 0)
-    first, second = (_model_params("tiny", 40, 0, "gfn2-xtb", "T", "dataset-key", member=m) for m in (1, 2))
+    assert base["train"]["seed"] == 0 and train_config("tiny", 100, 0, member=0) == train_config("tiny", 100, 0)
+    first, second = (model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=m) for m in (1, 2))
     assert first["member"] == 1 and first["dataset"] == base["dataset"] and first["split"] == base["split"]
     assert {k for k in first if first[k] != base.get(k)} == {"member", "train"}
     assert {k for k in first["train"] if first["train"][k] != base["train"][k]} == {"seed"}

@@ -105,6 +105,25 @@ def test_run_continues_into_the_hole_and_failures_come_from_the_frames(exploded_
     assert not np.allclose(water0["positions"][-1], water1["positions"][-1])
 
 
+def test_post_hoc_analysis_reads_a_run_that_continued_after_failures(tmp_path):
+    from gemrepro.md import run_md
+
+    systems = [molecule("H2O"), molecule("CH4")]
+    potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=4.0)
+    summary = run_md(potential, systems, n_steps=200, path=tmp_path / "md.h5", seeds=[1, 2], frame_interval=5,
+                     progress=False, after_failure="continue")
+    online = summary.failures[1]
+    assert online is not None and summary.alive == [True, True]
+    methane = read_system(tmp_path / "md.h5", 1)
+    offline = holes.post_hoc_failures(methane, 0.5)
+    # checked at every step online, at every stored frame offline: the first stored frame at or after it
+    first_after = int(methane["step"][methane["step"] >= online.step][0])
+    assert offline["failed"] and offline["failure_step"] == first_after and offline["failure_rule"] == online.rule
+    timeline = trajectory_timeline(holes._until_stop(methane))  # nothing was frozen: every frame
+    assert len(timeline) == summary.n_frames
+    assert timeline["after_failure"].tolist() == (methane["step"] >= online.step).tolist()
+
+
 def test_post_hoc_failure_of_a_system_the_run_stopped():
     numbers, reference, positions = _stretched_h2([0.74, 0.76, 0.75])
     trajectory = {"numbers": numbers, "reference_positions": reference, "positions": positions,
@@ -223,6 +242,7 @@ def test_forces_on_frames_reproduces_the_forces_the_model_ran_on(tmp_path):
     same = holes.forces_on_frames(models[0], md, _Folder(labels, "l"), system=1)
     other = holes.forces_on_frames(models[1], md, _Folder(labels, "l"), system=1)
     assert list(same["frame"]) == frames and np.isnan(same.loc[2, "forces_mae"])  # not converged: no label
+    assert not same["after_failure"].any()  # labels without failure columns: nothing after a failure
     assert same["forces_mae"].max() < 1e-4 < other["forces_mae"].min()
     with pytest.raises(ValueError, match="system"):
         holes.forces_on_frames(models[0], md, _Folder(labels, "l"), system=0)

@@ -134,13 +134,32 @@ def test_bad_inputs_give_one_line_errors(micro):
         lc.train_config("huge", 4)
 
 
-def test_tiny_recipe_has_one_step_budget_per_size_growing_with_size():
+def test_every_recipe_has_one_step_cap_per_size_and_stops_on_a_plateau():
     for name, recipe in lc.RECIPES.items():
         assert len(recipe.max_steps) == len(SCALES[name].train_sizes)
         assert list(recipe.max_steps) == sorted(recipe.max_steps)
         assert all(steps % recipe.eval_every == 0 for steps in recipe.max_steps)
-    config = lc.train_config("tiny", 4)
-    assert config.batch_size == 4 and config.max_wall_time_s is None
+    config = lc.train_config("tiny", 100)
+    assert config.batch_size == 8 and config.max_wall_time_s is None
+    assert config.min_relative_delta > 0 and config.patience >= 3  # a creeping loss cannot keep a run alive
+
+
+def test_curve_rows_of_several_seeds_and_their_spread_and_convergence(micro):
+    table = lc.learning_curve("micro", root=micro, progress=False, members=2)
+    assert sorted(zip(table["member"], table["train_size"])) == [(0, 4), (0, 8), (1, 4), (1, 8)]
+    assert len(set(table["key"])) == 4  # four models, not the same one twice
+    spread = lc.seed_spread(table)
+    assert spread["n_seeds"].tolist() == [2, 2]
+    assert (spread["forces_mae_min"] <= spread["forces_mae_mean"]).all()
+    assert (spread["forces_mae_mean"] <= spread["forces_mae_max"]).all()
+    status = lc.convergence_status(table)
+    # micro budgets (8-10 steps, 4-5 validations) are below its patience of 5: every model is capped
+    assert status.n_models == 4 and status.n_converged == 0 and not status.all_converged
+    assert "NOT CONVERGED" in status.sentence and "8 configurations seed 1 (10 steps)" in status.sentence
+    stopped = lc.convergence_status(table.assign(stop_reason="early_stopping"))
+    assert stopped.all_converged and "none hit the step cap" in stopped.sentence
+    with pytest.raises(ValueError, match="members"):
+        lc.learning_curve("micro", root=micro, progress=False, members=0)
 
 
 def test_chapter_source_has_parameters_and_checked_cells():
@@ -198,3 +217,27 @@ def test_learning_curves_put_both_variants_side_by_side(micro):
     assert lc.learning_curves("micro", root=micro, progress=False)["variant"].tolist() == ["T", "T"]
     with pytest.raises(ValueError, match="variant: expected 'T' or 'Q'"):
         lc.learning_curves("micro", variants=("T", "X"), root=micro)
+
+
+def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_drawn():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from gemrepro import paper, plots
+    from gemrepro.catalog import md_molecules
+
+    curve = pd.DataFrame({"train_size": [100, 100, 100, 3200, 3200, 3200], "member": [0, 1, 2] * 2,
+                          "variant": "T", "energy_mae": [0.4, 0.3, 0.35, 0.1, 0.09, 0.11],
+                          "forces_mae": [0.3, 0.28, 0.31, 0.1, 0.097, 0.099]})
+    fig = plots.learning_curves(curve, paper.learning_curve_points())
+    forces = fig.axes[1]
+    dots = [line for line in forces.get_lines() if line.get_linestyle() == "None"]
+    assert len(dots) == 1 and len(dots[0].get_xdata()) == 6  # every seed
+    assert len(forces.collections) == 1  # the seeds' range
+    assert any("mean of 3 seeds" in t.get_text() for t in forces.get_legend().get_texts())
+    drawings = plots.molecule_drawings(md_molecules(5), columns=3)
+    titled = [ax.get_title() for ax in drawings.axes if ax.get_images()]
+    assert titled == [m.name for m in md_molecules(5)]
+    with pytest.raises(ValueError, match="at least one molecule"):
+        plots.molecule_drawings([])

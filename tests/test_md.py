@@ -220,3 +220,120 @@ def test_nonfinite_forces_kill_only_their_system(tmp_path):
     water = read_system(broken.path, 0)
     assert np.all(water["positions"] == water["reference_positions"])  # frozen at the start, never NaN
     np.testing.assert_array_equal(read_system(broken.path, 1)["positions"], read_system(intact.path, 1)["positions"])
+
+
+def test_continue_after_failure_records_the_failure_and_runs_on(tmp_path):
+    systems = three_molecules()
+    base = MorseBondPotential(systems)
+    common = dict(n_steps=40, temperatures=300.0, seeds=[1, 2, 3], frame_interval=2, progress=False)
+    frozen = run_md(ExplodingPotential(base, [1], push=20.0), systems, path=tmp_path / "frozen.h5", **common)
+    going = run_md(ExplodingPotential(base, [1], push=20.0), systems, path=tmp_path / "going.h5",
+                   after_failure="continue", **common)
+    intact = run_md(base, systems, path=tmp_path / "intact.h5", **common)
+
+    # the same first failure, recorded once and never overwritten although the bond stays broken
+    record = frozen.failures[1]
+    assert record.rule == "bond" and 1 <= record.step < 40
+    assert going.failures == frozen.failures and going.failures[0] is None and going.failures[2] is None
+    assert going.alive == [True, True, True] and going.step == 40 and going.n_frames == intact.n_frames == 21
+    water, stopped = read_system(going.path, 1), read_system(frozen.path, 1)
+    assert (water["failure_step"], water["failure_rule"]) == (record.step, "bond")
+    before = water["step"] < record.step
+    np.testing.assert_array_equal(water["positions"][before], stopped["positions"][before])  # same run up to it
+    after = water["positions"][~before]
+    assert len(after) > 2 and np.all(np.abs(np.diff(after, axis=0)).max(axis=(1, 2)) > 0)  # it keeps moving
+    assert water["alive"].all() and not stopped["alive"][~before].any()
+    np.testing.assert_array_equal(water["failed"], ~before)
+    np.testing.assert_array_equal(stopped["failed"], ~before)  # the same flags for the frozen run
+    for s in (0, 2):  # the other systems are bit for bit those of the frozen and the intact run
+        expected = read_system(intact.path, s)["positions"]
+        np.testing.assert_array_equal(read_system(going.path, s)["positions"], expected)
+        np.testing.assert_array_equal(read_system(frozen.path, s)["positions"], expected)
+    with h5py.File(going.path, "r") as f, h5py.File(frozen.path, "r") as g:
+        assert f.attrs["after_failure"] == "continue" and "after_failure" not in g.attrs
+    # exported: every frame of a continued system, flagged from its failure on
+    n = export_extxyz(going.path, 1, tmp_path / "water.extxyz")
+    images = read(tmp_path / "water.extxyz", index=":")
+    assert n == len(images) == going.n_frames and [a.info["failed"] for a in images] == (~before).tolist()
+
+    # when every system fails, a frozen run stops early and a continued one runs to the end
+    every = dict(common, n_steps=60)
+    everything = ExplodingPotential(base, [0, 1, 2], push=20.0)
+    all_frozen = run_md(everything, systems, path=tmp_path / "all_frozen.h5", **every)
+    all_going = run_md(everything, systems, path=tmp_path / "all_going.h5", after_failure="continue", **every)
+    assert all(f is not None for f in all_frozen.failures) and all_frozen.step < 60
+    assert all_going.failures == all_frozen.failures and all_going.step == 60 and all_going.n_frames == 31
+
+
+def test_continue_after_failure_freezes_nonfinite_systems(tmp_path):
+    systems = [molecule("H2O"), molecule("CH4")]
+    base = MorseBondPotential(systems)
+    exploding = ExplodingPotential(base, [0], push=20.0)
+
+    def blows_up(positions, numbers, system_index):
+        """Water is torn apart, then its forces turn NaN once an atom is 2 Å from where it started."""
+        energy, forces = exploding(positions, numbers, system_index)
+        start = torch.as_tensor(np.concatenate([a.positions for a in systems]))
+        far = (system_index == 0) & (torch.linalg.vector_norm(positions - start, dim=-1) > 2.0).any()
+        return energy, torch.where(far[:, None], torch.nan, forces)
+
+    common = dict(n_steps=200, seeds=[1, 2], frame_interval=5, progress=False, after_failure="continue")
+    summary = run_md(blows_up, systems, path=tmp_path / "nan.h5", **common)
+    intact = run_md(base, systems, path=tmp_path / "ok.h5", **{**common, "after_failure": "freeze"})
+    assert summary.alive == [False, True] and summary.step == 200 and summary.n_frames == intact.n_frames
+    assert summary.failures[0].rule == "bond"  # the first failure stays; the NaN later only froze the system
+    water = read_system(summary.path, 0)
+    dead = ~water["alive"]
+    assert dead.any() and water["failed"][dead].all() and water["step"][dead][0] > summary.failures[0].step
+    frozen = water["positions"][dead]
+    assert np.all(frozen == frozen[0])  # frozen at the step its forces turned NaN (its geometry is finite)
+    np.testing.assert_array_equal(read_system(summary.path, 1)["positions"], read_system(intact.path, 1)["positions"])
+
+    # without the nonfinite rule, a NaN that is a system's first failure is still recorded as such
+    def poisoned(positions, numbers, system_index):
+        energy, forces = base(positions, numbers, system_index)
+        return energy, torch.where((system_index == 0)[:, None], torch.nan, forces)
+
+    bonds_only = run_md(poisoned, systems, path=tmp_path / "poisoned.h5", criteria=StabilityCriteria(rules=("bond",)),
+                        **{**common, "n_steps": 20})
+    assert bonds_only.alive == [False, True] and bonds_only.step == 20
+    assert (bonds_only.failures[0].rule, bonds_only.failures[0].step) == ("nonfinite", 0)
+    water = read_system(bonds_only.path, 0)
+    assert np.all(water["positions"] == water["reference_positions"])  # frozen at the start, never NaN
+
+
+def test_killed_continued_run_resumes_bit_for_bit(tmp_path):
+    systems = [molecule("CH3CH2OH"), molecule("H2O")]
+    potential = ExplodingPotential(MorseBondPotential(systems), [1], push=20.0)
+    settings = dict(n_steps=60, temperatures=[300.0, 900.0], seeds=[5, 6], frame_interval=5,
+                    checkpoint_interval=20, progress=False, after_failure="continue")
+    whole = run_md(potential, systems, path=tmp_path / "whole.h5", **settings)
+    assert whole.failures[1] is not None and whole.failures[1].step < 40 and whole.alive == [True, True]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_47(state):
+        if state.step == 47:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_md(potential, systems, path=tmp_path / "resumed.h5", callback=kill_at_47, **settings)
+    resumed = run_md(potential, systems, path=tmp_path / "resumed.h5", **settings)
+    assert resumed.resumed_from_step == 40 and resumed.step == 60 and resumed.failures == whole.failures
+    with h5py.File(whole.path, "r") as a, h5py.File(resumed.path, "r") as b:
+        np.testing.assert_array_equal(b["frames/step"][()], np.arange(0, 61, 5))
+        for name in a["frames"]:
+            np.testing.assert_array_equal(a["frames"][name][()], b["frames"][name][()], err_msg=name)
+        for name in a["failure"]:
+            np.testing.assert_array_equal(a["failure"][name][()], b["failure"][name][()], err_msg=name)
+    # the policy is part of the run: a frozen run does not take over a continued run's checkpoint
+    with pytest.raises(ValueError, match="different run"):
+        run_md(potential, systems, path=tmp_path / "resumed.h5", **{**settings, "after_failure": "freeze"})
+
+
+def test_after_failure_must_be_known(tmp_path):
+    systems = [molecule("H2O")]
+    with pytest.raises(ValueError, match="after_failure.*'drop'"):
+        run_md(MorseBondPotential(systems), systems, n_steps=1, path=tmp_path / "x.h5", after_failure="drop",
+               progress=False)

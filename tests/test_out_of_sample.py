@@ -156,7 +156,7 @@ def test_dispersion_share_signs_and_ratios():
 def test_protocol_is_the_scales_at_1200_k():
     protocol = out_of_sample_protocol("tiny")
     assert protocol.temperatures == (1200.0,)
-    assert protocol.n_steps == 500 and protocol.n_sampled_frames == 72
+    assert protocol.n_steps == 2000 and protocol.n_sampled_frames == 72
     with pytest.raises(ValueError, match="unknown scale"):
         out_of_sample_protocol("huge")
 

@@ -77,6 +77,77 @@ def md_run(tmp_path_factory):
     return _FakeArtifact(folder), summary
 
 
+@pytest.fixture(scope="module")
+def continued_run(tmp_path_factory):
+    """The run of ``md_run`` with ``after_failure="continue"``: methane fails and runs on to the end."""
+    folder = tmp_path_factory.mktemp("md-continued")
+    systems = [molecule("H2O"), molecule("CH4")]
+    for atoms, name in zip(systems, ("water", "methane")):
+        atoms.info["name"] = name
+    potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=20.0)
+    summary = run_md(potential, systems, n_steps=300, path=folder / "trajectory.h5", temperatures=300.0, seeds=3,
+                     frame_interval=5, progress=False, after_failure="continue")
+    rows = [{"system": s, "molecule": a.info["name"], "formula": a.get_chemical_formula(), "n_atoms": len(a),
+             "temperature": 300.0, "failed": f is not None, "failure_step": f.step if f else -1,
+             "time_to_failure_ps": f.time_ps if f else np.nan, "failure_rule": f.rule if f else ""}
+            for s, (a, f) in enumerate(zip(systems, summary.failures))]
+    pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
+    return _FakeArtifact(folder, "fake-continued-md"), summary
+
+
+def test_sampled_frames_of_a_continued_run_span_the_whole_run(continued_run, md_run):
+    md, summary = continued_run
+    _, frozen_summary = md_run
+    assert summary.alive == [True, True] and summary.failures == frozen_summary.failures
+    fail_step = summary.failures[1].step
+    frames = sweep.sampled_frames(md, 8)
+    for s in (0, 1):  # both trajectories: 8 frames from the first after the start to the end of the run
+        part = frames[frames.system == s]
+        assert len(part) == 8 and part["frame"].max() == 60 and part["frame"].min() >= 1
+    methane = frames[frames.system == 1]
+    assert methane["after_failure"].tolist() == (methane["step"] >= fail_step).tolist()
+    assert methane["after_failure"].sum() >= 6  # the failure came early: most of the sample is after it
+    assert not frames[frames.system == 0]["after_failure"].any() and not frames["failure_frame"].any()
+    assert list(frames.columns[:6]) == ["system", "frame", "step", "time_ps", "failure_frame", "after_failure"]
+    # ending the sample at the failure gives what the frozen run gives
+    until = sweep.sampled_frames(md, 8, until_failure=True)
+    frozen = sweep.sampled_frames(md_run[0], 8)
+    columns = ["system", "frame", "step", "failure_frame", "after_failure"]
+    pd.testing.assert_frame_equal(until[columns], frozen[columns])
+    cut = until[until.system == 1]
+    assert cut["step"].max() - 5 < fail_step <= cut["step"].max() and cut["failure_frame"].tolist()[-1]
+    assert cut["after_failure"].tolist() == [False] * (len(cut) - 1) + [True]
+    # the last frames, which the expensive subsample takes, are post-failure ones for the failed molecule
+    sizes = pd.DataFrame({"system": [0, 1], "n_electrons": [10, 10]})
+    assert sweep.pbe0_subsample(frames[frames.system == 1], sizes, per_cell=3)["after_failure"].all()
+
+
+def test_the_sweep_runs_on_after_a_failure(tmp_path, monkeypatch):
+    from ase.io import write
+
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    images = [molecule("H2O"), molecule("CH4")]
+    for atoms, name in zip(images, ("water", "methane")):
+        atoms.info["name"] = name
+    write(starts / "start.xyz", images, format="extxyz")
+    # the "model" tears every system apart: in the sweep, every trajectory still runs its full length
+    monkeypatch.setattr("gemrepro.md.potential_from_checkpoint", lambda path, device="cpu": ExplodingPotential(
+        MorseBondPotential([a for a in images for _ in range(2)]), exploding=[0, 1, 2, 3], push=20.0))
+    protocol = sweep.Protocol(md_time_ps=0.02, temperatures=(300.0, 600.0), n_sampled_frames=4)
+    md = sweep.run_sweep_md(_FakeArtifact(tmp_path, "model-key"), _FakeArtifact(starts, "starts-key"), protocol,
+                            root=tmp_path / "artifacts")
+    assert md.manifest["params"]["after_failure"] == "continue" and md.manifest["params"]["stage_version"] == 2
+    table = sweep.systems_table(md)
+    assert table["failed"].all() and (table["failure_step"] > 0).all() and (table["failure_rule"] != "").all()
+    frames = sweep.sampled_frames(md, protocol.n_sampled_frames)
+    assert (frames.groupby("system")["frame"].max() == protocol.n_steps // protocol.frame_interval).all()
+    assert frames.groupby("system")["after_failure"].any().all()
+    from gemrepro.workflow.artifacts import artifact_key
+
+    assert md.key == artifact_key(sweep.md_params("model-key", "starts-key", protocol))
+
+
 def test_sampled_frames_of_a_run(md_run):
     md, summary = md_run
     assert summary.alive == [True, False]
@@ -88,6 +159,7 @@ def test_sampled_frames_of_a_run(md_run):
     assert last["failure_frame"] and not methane.iloc[:-1]["failure_frame"].any()
     assert last["step"] - 5 < fail_step <= last["step"]  # the first stored frame after the failure
     assert list(frames.columns[:5]) == ["system", "frame", "step", "time_ps", "failure_frame"]
+    assert frames["after_failure"].tolist() == frames["failure_frame"].tolist()  # frozen: only the failure frame
 
 
 def test_relabel_records_failures_and_is_cached(md_run, tmp_path, monkeypatch):
@@ -129,6 +201,28 @@ def test_relabel_records_failures_and_is_cached(md_run, tmp_path, monkeypatch):
     assert np.isclose(water["forces_mae"].iloc[0], np.abs(model_forces).mean())
     assert (table[table.system == 1]["error"] == "SCF not converged").all()
     assert table[table.system == 1]["reference_atomization_energy"].isna().all()
+
+
+def test_relabelled_frames_of_a_continued_run_flag_the_post_failure_ones(continued_run, tmp_path, monkeypatch):
+    md, summary = continued_run
+    frames = sweep.sampled_frames(md, 6)
+
+    def fake_compute(jobs, method, options, client):
+        return {name: [{"energy": -100.0, "forces": np.zeros((len(job["numbers"]), 3)), "converged": True,
+                        "error": "", "wall_time": 0.1} for job in run_jobs] for name, run_jobs in jobs.items()}
+
+    monkeypatch.setattr(sweep, "_compute", fake_compute)
+    monkeypatch.setattr("gemrepro.workflow.cluster.dask_client", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr("gemrepro.reference.free_atom_energies",
+                        lambda method, elements, root=None: {1: -10.0, 6: -40.0, 8: -50.0})
+    table = sweep.load_frames(sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path))
+    merged = table.merge(frames, on=["system", "frame"], suffixes=("", "_sampled"))
+    assert len(merged) == len(frames) == 12
+    assert merged["after_failure"].tolist() == merged["after_failure_sampled"].tolist()
+    assert merged["failure_frame"].tolist() == merged["failure_frame_sampled"].tolist()
+    methane = table[table.system == 1]
+    assert methane["after_failure"].sum() >= 4 and (methane["step"] >= summary.failures[1].step).eq(
+        methane["after_failure"]).all()
 
 
 def test_label_frames_never_raises_on_broken_geometry():

@@ -306,15 +306,32 @@ def test_early_stopping_counts_validations_without_improvement(datasets, tmp_pat
     train, val = datasets
     config = fast_config(max_steps=50, eval_every=2, patience=2, min_delta=1e9)
     result = train_model(make_model(), train.subset(range(16)), val, config, tmp_path, progress=False)
-    # the first validation improves on +inf; two more without a 1e9 improvement stop the run
+    # the first validation improves on +inf; two more without a 1e9 improvement stop the run,
+    # while the kept model is still the one with the lowest validation loss
     assert result.stop_reason == "early_stopping"
-    assert list(result.history["step"]) == [2, 4, 6] and result.best_metrics["step"] == 2
+    assert list(result.history["step"]) == [2, 4, 6]
+    best = result.history.loc[result.history["val_loss"].idxmin(), "step"]
+    assert result.best_metrics["step"] == best
     again = train_model(make_model(), train.subset(range(16)), val, config, tmp_path, progress=False)
     assert again.steps == 6  # a finished run is not extended
     budget = fast_config(max_steps=None, max_wall_time_s=0.0)
     out_of_time = train_model(make_model(), train.subset(range(16)), val, budget, tmp_path / "t", progress=False)
     assert out_of_time.stop_reason == "max_wall_time" and out_of_time.steps == 0
     assert out_of_time.best_metrics["n"] == len(val)  # the untrained EMA model, evaluated once
+
+
+def test_relative_patience_stops_on_a_creeping_plateau(datasets, tmp_path):
+    train, val = datasets
+    plain = fast_config(max_steps=40, eval_every=2, patience=3, lr=1e-4)
+    creeping = fast_config(max_steps=40, eval_every=2, patience=3, lr=1e-4, min_relative_delta=0.5)
+    steady = train_model(make_model(), train.subset(range(16)), val, plain, tmp_path / "a", progress=False)
+    relative = train_model(make_model(), train.subset(range(16)), val, creeping, tmp_path / "b", progress=False)
+    # halving the loss every three validations is more than a slow learning rate can do
+    assert relative.stop_reason == "early_stopping" and relative.steps < steady.steps
+    losses = relative.history["val_loss"].to_numpy()
+    assert (losses[-3:] >= 0.5 * losses[-4]).all()  # the last reset, then three without halving
+    with pytest.raises(ValueError, match="min_relative_delta"):
+        fast_config(min_relative_delta=1.0)
 
 
 @pytest.mark.skipif(

@@ -57,8 +57,13 @@ def test_scales_keep_the_shape_of_the_experiment():
     for scale in SCALES.values():
         sizes = scale.train_sizes
         assert len(sizes) == 4
-        assert all(b == 10 * a for a, b in zip(sizes, sizes[1:]))
+        # evenly spaced on a log scale: a decade apart (small, paper) or half a decade (tiny)
+        steps = [b / a for a, b in zip(sizes, sizes[1:])]
+        assert all(abs(s - steps[0]) < 0.05 * steps[0] for s in steps) and steps[0] >= 3.1
         assert scale.validation_sizes == tuple(n // 4 for n in sizes)
+        assert scale.n_training_seeds >= 1 and scale.n_md_molecules <= scale.n_molecules
+    assert get_scale("small").train_sizes == (32, 320, 3200, 32000)
+    assert get_scale("tiny").n_training_seeds >= 3
     assert get_scale("paper").train_sizes == (3200, 32000, 320000, 3200000)
     assert get_scale("paper").validation_sizes == (800, 8000, 80000, 800000)
     assert get_scale("paper").test_size == 10100
@@ -85,7 +90,7 @@ def test_splits_are_disjoint_nested_and_seeded():
 
 
 def test_splits_refuse_a_dataset_that_is_too_small():
-    with pytest.raises(ValueError, match="dataset has 100 configurations; the splits need 5500"):
+    with pytest.raises(ValueError, match="dataset has 100 configurations; the splits need 4500"):
         scale_splits(100, "tiny")
 
 

@@ -112,16 +112,22 @@ OUT_OF_SAMPLE = {
 }
 
 # Maheshwari et al. (arXiv:2506.14850): GemNet-T on MD17 (10k) from scratch vs pretrained on
-# OC20 and fine-tuned; the stability protocol of MDsim (500 K, 0.5 fs, 0.5 Å bond rule).
+# OC20 and fine-tuned; stability measured with the protocol of MDSIM below (not their own values).
 PRETRAINING = {
     "force MAE, both models (eV/Å)": 0.005,
     "stable-time ratio, pretrained / scratch (up to)": 3.0,
     "fine-tuning frames": 10_000,
     "fine-tuning molecule": "aspirin",
+}
+
+# The MD stability protocol of MDsim: Fu et al., "Forces are Not Enough" (TMLR 2023), which
+# Maheshwari et al. adopt. These values are Fu et al.'s.
+MDSIM = {
     "temperature": 500.0,
     "dt (fs)": 0.5,
-    "MDsim trajectory length (ps)": 300.0,
-    "MDsim h(r) bins, max distance (Å)": (500, 10.0),
+    "trajectory length (ps)": 300.0,
+    "bond deviation (Å)": 0.5,
+    "h(r) bins, max distance (Å)": (500, 10.0),
 }
 
 # Computational scale of Stocker et al.

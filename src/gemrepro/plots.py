@@ -9,6 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from rdkit import Chem
+from rdkit.Chem import Draw
 
 from gemrepro.data.statistics import HEAVY
 
@@ -72,33 +74,73 @@ def learning_curves(ours: pd.DataFrame, paper_points: pd.DataFrame, peer_forces_
 
     ``ours`` and ``paper_points`` hold ``train_size``, ``energy_mae`` (eV) and ``forces_mae``
     (eV/Å); ``peer_forces_mae`` draws a peer model's force MAE as a horizontal line. An optional
-    ``variant`` column in ``ours`` with several values draws one line style per GemNet variant.
+    ``variant`` column in ``ours`` with several values draws one line style per GemNet variant;
+    an optional ``member`` column (training seeds) draws every seed as a dot, the mean as the line
+    and the seeds' range as a band. Legends sit below the axes, off the data.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
     panels = (("energy_mae", "AE MAE (eV)", "atomization energy"), ("forces_mae", "force MAE (eV/Å)", "forces"))
-    variants = list(dict.fromkeys(ours["variant"])) if "variant" in ours else []
-    if len(variants) > 1:
-        lines = [(f"ours GemNet-{v}", ours[ours["variant"] == v], style)
-                 for v, style in zip(variants, ("o-", "^-.", "v:", "d-"))]
-    else:
-        lines = [("ours", ours, "o-")]
+    variants = list(dict.fromkeys(ours["variant"])) if "variant" in ours else [None]
+    styles = ("o-", "^-.", "v:", "d-")
     for ax, (column, ylabel, title) in zip(axes, panels):
-        for label, rows, style in lines:
-            ax.plot(rows["train_size"], rows[column], style, color="C0", label=label)
+        for i, (variant, style) in enumerate(zip(variants, styles)):
+            rows = ours if variant is None else ours[ours["variant"] == variant]
+            label = "ours" if len(variants) == 1 else f"ours GemNet-{variant}"
+            color = f"C{2 * i}"
+            by_size = rows.groupby("train_size")[column]
+            n_seeds = int(by_size.size().max())
+            if n_seeds > 1:
+                ax.plot(rows["train_size"], rows[column], ".", color=color, alpha=0.5, ms=5)
+                ax.fill_between(by_size.min().index, by_size.min(), by_size.max(), color=color, alpha=0.2,
+                                lw=0, label=f"{label}: range of {n_seeds} seeds")
+                label = f"{label}: mean of {n_seeds} seeds"
+            ax.plot(by_size.mean().index, by_size.mean(), style, color=color, label=label)
         ax.plot(paper_points["train_size"], paper_points[column], "s--", color="C3", label="GemNet (paper)")
         if column == "forces_mae" and peer_forces_mae is not None:
             ax.axhline(peer_forces_mae, color="0.4", ls=":", label=peer_label)
         ax.set(xscale="log", yscale="log", xlabel="training configurations", ylabel=ylabel, title=title)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return fig
 
 
-def training_history(histories: dict[int, pd.DataFrame]) -> plt.Figure:
-    """Validation force MAE against optimizer step, one line per training-set size."""
-    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
-    for i, (size, history) in enumerate(sorted(histories.items())):
-        if len(history):
-            ax.plot(history["step"], history["val_forces_mae"], "o-", ms=3, color=f"C{i}", label=f"{size} train")
-    ax.set(yscale="log", xlabel="step", ylabel="validation force MAE (eV/Å)", title="training")
-    ax.legend(fontsize="small")
+def training_history(histories: dict) -> plt.Figure:
+    """Validation force MAE against optimizer step: one colour per training-set size, one line per seed.
+
+    ``histories`` maps a training size, or a ``(training size, seed)`` pair, to a ``history.csv``
+    table; the kept model (lowest validation loss) is marked on every line.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8), constrained_layout=True)
+    keys = sorted(histories, key=lambda k: k if isinstance(k, tuple) else (k, 0))
+    sizes = sorted({k[0] if isinstance(k, tuple) else k for k in keys})
+    labelled: set[int] = set()
+    for key in keys:
+        size = key[0] if isinstance(key, tuple) else key
+        history = histories[key]
+        if not len(history):
+            continue
+        color = f"C{sizes.index(size)}"
+        label = f"{size:,} train" if size not in labelled else None
+        labelled.add(size)
+        ax.plot(history["step"], history["val_forces_mae"], "-", lw=1, color=color, label=label)
+        best = history.loc[history["val_loss"].idxmin()] if "val_loss" in history else history.iloc[-1]
+        ax.plot(best["step"], best["val_forces_mae"], "o", ms=4, color=color)
+    ax.set(yscale="log", xlabel="optimizer step", ylabel="validation force MAE (eV/Å)", title="training")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return fig
+
+
+def molecule_drawings(molecules, columns: int = 5, size: int = 260) -> plt.Figure:
+    """2-D structure drawings (RDKit) of ``molecules`` (objects with ``name`` and ``smiles``), named below each."""
+    molecules = list(molecules)
+    if not molecules:
+        raise ValueError("molecules: expected at least one molecule to draw")
+    columns = min(columns, len(molecules))
+    rows = -(-len(molecules) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), constrained_layout=True,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, molecule in zip(axes.ravel(), molecules):
+        ax.imshow(Draw.MolToImage(Chem.MolFromSmiles(molecule.smiles), size=(size, size)))
+        ax.set_title(molecule.name, fontsize="small", y=-0.12)
     return fig

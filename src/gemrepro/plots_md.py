@@ -52,7 +52,7 @@ def stable_fraction(table: pd.DataFrame) -> plt.Figure:
     sns.barplot(data=data, x="train_size", y="percent", hue="temperature", palette="flare", ax=ax)
     ax.set(xlabel="training configurations", ylabel="stable trajectories (%)", ylim=(0, 105),
            title="trajectories that stayed stable")
-    ax.legend(title="T (K)", fontsize="small", loc="lower right")
+    ax.legend(title="T (K)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
@@ -84,7 +84,7 @@ def frame_geometry(frames: pd.DataFrame, hue: str = "outcome") -> plt.Figure:
     """Shortest and longest start-structure bond and the closest atom pair of relabelled frames.
 
     ``frames`` needs ``shortest_bond``, ``longest_bond``, ``min_distance`` and a ``hue`` column
-    (e.g. "converged" / "not converged" / "failure frame").
+    (e.g. "converged" / "not converged" / "not converged, after failure").
     """
     long = frames.melt(id_vars=[hue], value_vars=["min_distance", "shortest_bond", "longest_bond"],
                        var_name="descriptor", value_name="length")

@@ -18,14 +18,27 @@ One detector with explicit rules, each switched on by name in :class:`StabilityC
     as MLIP Audit defines it. Molecules without heavy atoms cannot lose a hydrogen.
 ``"temperature"``
     the kinetic temperature leaves ``temperature_bounds`` (K).
+``"clash"``
+    two atoms of the same molecule come closer than ``clash_factor`` (0.5) times the sum of their
+    covalent radii, ``d_ij < clash_factor * (r_i + r_j)``, for any pair, bonded or not. Real
+    bonds sit far above that ratio: the shortest bond, H–H at 0.74 Å, is 1.19 times
+    2 x 0.31 Å, C–H (1.09 Å) and O–H (0.96 Å) are about 1.0, and even the tightest bonds
+    relative to their radii, triple bonds such as N≡N (1.10 Å) or C≡C (1.20 Å), stay near 0.78,
+    so vibrations never reach 0.5, while atoms collapsing onto each other pass straight through
+    it (a "force" or "bond" rule may miss them: a model can pull two atoms together with modest
+    forces, and a non-bonded pair has no reference length). ``clash_factor`` must be below
+    ``covalent_factor``, so a clash always lies well inside bonding distance.
 
-When several rules fire in the same frame, the first in :data:`RULES` order is reported, so a NaN
-is never reported as a broken bond. Each failure names its offending atoms: the atom pair of the
-most deviating bond, the hydrogen farthest from any heavy atom, the atom with the largest force
-or the first non-finite atom; the temperature rule names none.
+When several rules fire in the same frame, the first in :data:`PRIORITY` order is reported, so a
+NaN is never reported as a broken bond, and two fused atoms are reported as a clash rather than as
+the bond their collapse usually also breaks. Each failure names its offending atoms: the closest
+pair for a clash, the atom pair of the most deviating bond, the hydrogen farthest from any heavy
+atom, the atom with the largest force or the first non-finite atom; the temperature rule names
+none.
 
-The geometric helpers accept numpy arrays and torch tensors alike, so the batched MD engine uses
-the same definitions as the analysis of trajectories on disk.
+The geometric helpers (:func:`bond_lengths`, :func:`bond_deviation`, :func:`distance_ratios`)
+accept numpy arrays and torch tensors alike, so the batched MD engine uses the same definitions as
+the analysis of trajectories on disk.
 """
 
 from __future__ import annotations
@@ -37,11 +50,18 @@ from typing import Any
 import numpy as np
 from ase.data import covalent_radii
 
-RULES: tuple[str, ...] = ("nonfinite", "force", "bond", "hydrogen_loss", "temperature")
-"""All rules, in the priority used when several fire in the same frame."""
+RULES: tuple[str, ...] = ("nonfinite", "force", "bond", "hydrogen_loss", "temperature", "clash")
+"""All rules. The batched engine stores a failure as 1 + an index into this tuple
+(:data:`gemrepro.md.failures.STOP_RULES`), so a new rule is appended and the codes of the others
+stay as they were; the order says nothing about priority (see :data:`PRIORITY`)."""
 
-DEFAULT_RULES: tuple[str, ...] = ("nonfinite", "force", "bond", "hydrogen_loss")
+PRIORITY: tuple[str, ...] = ("nonfinite", "force", "clash", "bond", "hydrogen_loss", "temperature")
+"""The rule reported when several fire in the same frame: the first of them in this order."""
+
+DEFAULT_RULES: tuple[str, ...] = ("nonfinite", "force", "clash", "bond", "hydrogen_loss")
 """Rules on by default; the temperature rule needs bounds chosen for the experiment."""
+
+assert sorted(PRIORITY) == sorted(RULES), "every rule needs a place in PRIORITY"
 
 
 @dataclass(frozen=True)
@@ -54,6 +74,7 @@ class StabilityCriteria:
     hydrogen_cutoff: float = 2.5
     max_force: float = 1e3
     temperature_bounds: tuple[float, float] | None = None
+    clash_factor: float = 0.5
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -61,10 +82,15 @@ class StabilityCriteria:
         unknown = [r for r in rules if r not in RULES]
         if unknown:
             raise ValueError(f"criteria.rules: unknown rule(s) {unknown}; expected names from {RULES}")
-        for name in ("bond_tolerance", "covalent_factor", "hydrogen_cutoff", "max_force"):
+        for name in ("bond_tolerance", "covalent_factor", "hydrogen_cutoff", "max_force", "clash_factor"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"criteria.{name}: expected a positive finite number, got {value!r}")
+        if not self.clash_factor < self.covalent_factor:
+            raise ValueError(
+                f"criteria.clash_factor: expected a value below covalent_factor ({self.covalent_factor!r}), "
+                f"got {self.clash_factor!r}"
+            )
         if "temperature" in rules:
             bounds = self.temperature_bounds
             if bounds is None or len(bounds) != 2 or not (0 <= bounds[0] < bounds[1]):
@@ -120,6 +146,39 @@ def bond_lengths(positions: Any, bonds: Any) -> Any:
 def bond_deviation(positions: Any, bonds: Any, ref_lengths: Any) -> Any:
     """``|length - reference length|`` ``(..., B)`` of every reference bond; numpy or torch."""
     return abs(bond_lengths(positions, bonds) - ref_lengths)
+
+
+def atom_pairs(numbers: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every atom pair ``(P, 2)`` (i < j, in ``np.triu_indices`` order) of one molecule and the
+    sums of the two covalent radii ``(P,)`` in Å."""
+    numbers = np.asarray(numbers, dtype=np.int64)
+    i, j = np.triu_indices(len(numbers), k=1)
+    radii = covalent_radii[numbers]
+    return np.stack([i, j], axis=1).astype(np.int64), radii[i] + radii[j]
+
+
+def distance_ratios(positions: Any, pairs: Any, radius_sums: Any) -> Any:
+    """``d_ij / (r_i + r_j)`` ``(..., P)`` of ``pairs`` in ``positions (..., N, 3)``; numpy or torch."""
+    return bond_lengths(positions, pairs) / radius_sums
+
+
+def closest_pair(numbers: Any, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the smallest ``d_ij / (r_i + r_j)`` over all atom pairs and that pair (i < j).
+
+    ``positions`` is ``(N, 3)`` or ``(T, N, 3)``; returns the ratios ``(...)`` and the pairs
+    ``(..., 2)``. Non-finite distances count as infinitely far; with fewer than two atoms the
+    ratio is ``inf`` and the pair ``(-1, -1)``.
+    """
+    numbers = np.asarray(numbers, dtype=np.int64)
+    positions = np.asarray(positions, dtype=np.float64)
+    pairs, sums = atom_pairs(numbers)
+    if len(pairs) == 0:
+        shape = positions.shape[:-2]
+        return np.full(shape, np.inf), np.full(shape + (2,), -1, dtype=np.int64)
+    ratios = distance_ratios(positions, pairs, sums)
+    ratios = np.where(np.isfinite(ratios), ratios, np.inf)
+    first = np.argmin(ratios, axis=-1)
+    return np.take_along_axis(ratios, first[..., None], axis=-1)[..., 0], pairs[first]
 
 
 def hydrogen_heavy_pairs(numbers: Any) -> np.ndarray:
@@ -213,6 +272,10 @@ def detect_failure(
         deviation = np.where(np.isfinite(deviation), deviation, -np.inf)
         failed["bond"] = (deviation > criteria.bond_tolerance).any(axis=-1)
         atoms_of["bond"] = lambda t: tuple(int(a) for a in bonds[np.argmax(deviation[t])])
+    if "clash" in criteria.rules:
+        ratio, closest = closest_pair(numbers, positions)
+        failed["clash"] = ratio < criteria.clash_factor
+        atoms_of["clash"] = lambda t: tuple(int(a) for a in closest[t])
     if "hydrogen_loss" in criteria.rules:
         hydrogens, nearest = hydrogen_heavy_distance(numbers, positions)
         nearest = np.where(np.isfinite(nearest), nearest, -np.inf)
@@ -230,5 +293,5 @@ def detect_failure(
     if not any_failed.any():
         return None
     frame = int(np.argmax(any_failed))
-    rule = next(r for r in RULES if r in failed and failed[r][frame])
+    rule = next(r for r in PRIORITY if r in failed and failed[r][frame])
     return FailureRecord(step=int(steps_arr[frame]), time_ps=float(times[frame]), rule=rule, atoms=atoms_of[rule](frame))

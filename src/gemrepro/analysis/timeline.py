@@ -49,9 +49,10 @@ def hole_onset(times_ps: np.ndarray, signal: np.ndarray, tolerance: float = 0.5)
 
 def trajectory_timeline(trajectory: dict, labels: pd.DataFrame | None = None,
                         covalent_factor: float = 1.2) -> pd.DataFrame:
-    """One row per stored frame: ``frame``, ``time_ps``, ``max_bond_deviation`` (Å), ``alive``, and,
-    where ``labels`` (a relabelled-frames table with ``frame``) has the frame, its
-    ``energy_error`` (eV), ``forces_mae`` (eV/Å) and ``converged``.
+    """One row per stored frame: ``frame``, ``time_ps``, ``max_bond_deviation`` (Å), ``alive`` (still
+    integrated), ``after_failure`` (at or after the failure the run recorded; when ``trajectory``
+    has ``failed``), and, where ``labels`` (a relabelled-frames table with ``frame``) has the frame,
+    its ``energy_error`` (eV), ``forces_mae`` (eV/Å) and ``converged``.
 
     ``trajectory`` is one system as :func:`gemrepro.md.trajectory.read_system` returns it.
     """
@@ -66,6 +67,8 @@ def trajectory_timeline(trajectory: dict, labels: pd.DataFrame | None = None,
         "max_bond_deviation": signal,
         "alive": np.asarray(trajectory["alive"], dtype=bool),
     })
+    if "failed" in trajectory:
+        table["after_failure"] = np.asarray(trajectory["failed"], dtype=bool)
     if labels is None:
         return table
     columns = [c for c in ("energy_error", "forces_mae", "converged") if c in labels.columns]

@@ -16,6 +16,7 @@ keys, ``failed`` and ``time_to_failure_ps``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -130,6 +131,49 @@ def recommend_threshold(tradeoff: pd.DataFrame, max_false_alarm_rate: float | No
     score = table["detection_rate"] - table["false_alarm_rate"]
     best = table[score == score.max()]
     return best.loc[best["threshold"].idxmax()].rename(None)
+
+
+@dataclass(frozen=True)
+class HeldOutWarning:
+    """A threshold chosen on one set of trajectories and its warnings on another, never seen while choosing."""
+
+    threshold: float
+    calibration: pd.Series  # the trade-off row of the chosen threshold on the calibration set
+    held_out: pd.DataFrame  # :func:`warnings_at` on the evaluation set
+    n_failed: int
+    n_stable: int
+
+    @property
+    def detection_rate(self) -> float:
+        return float((self.held_out["outcome"] == "warned").sum() / self.n_failed) if self.n_failed else float("nan")
+
+    @property
+    def false_alarm_rate(self) -> float:
+        return float((self.held_out["outcome"] == "false alarm").sum() / self.n_stable) if self.n_stable else float("nan")
+
+
+def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float],
+                       calibrate: pd.Series, by: Sequence[str] = ("train_size", "system"),
+                       signal: str = "force_disagreement", min_lead_ps: float = 0.0) -> HeldOutWarning:
+    """Choose the threshold on the trajectories flagged in ``calibrate`` and measure it on the others.
+
+    ``calibrate`` is a boolean Series aligned with ``trajectories``; disagreement rows follow their
+    trajectory (matched on ``by``). A threshold tuned and scored on the same trajectories looks
+    better than it is; this is the honest number.
+    """
+    by = list(by)
+    calibrate = pd.Series(calibrate, index=trajectories.index).astype(bool)
+    if not calibrate.any() or calibrate.all():
+        raise ValueError("calibrate: expected some trajectories to choose the threshold on and some to test it on")
+    keys = trajectories[by].assign(_calibrate=calibrate.to_numpy())
+    flagged = disagreement.merge(keys, on=by, how="inner")
+    cal_traj, test_traj = trajectories[calibrate], trajectories[~calibrate]
+    cal_dis = flagged[flagged["_calibrate"]].drop(columns="_calibrate")
+    test_dis = flagged[~flagged["_calibrate"]].drop(columns="_calibrate")
+    chosen = recommend_threshold(threshold_tradeoff(cal_dis, cal_traj, thresholds, by, signal, min_lead_ps))
+    held_out = warnings_at(test_dis, test_traj, float(chosen["threshold"]), by, signal, min_lead_ps)
+    return HeldOutWarning(float(chosen["threshold"]), chosen, held_out, int(held_out["failed"].sum()),
+                          int((~held_out["failed"]).sum()))
 
 
 def proxy_correlation(frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae"

@@ -3,6 +3,7 @@
 - :func:`load_catalog` — the shipped ``qm7x_like`` catalog (enumerated by
   :mod:`gemrepro.catalog.enumerate`: up to 7 heavy atoms of C, N, O, S, Cl, GDB-like rules);
 - :func:`catalog_subset` — a deterministic, diverse subset for the ``tiny``/``small`` scales;
+- :func:`dataset_molecules` — a scale's dataset molecules: the MD molecules plus such a subset;
 - :data:`MD_MOLECULES`, :data:`OUT_OF_SAMPLE`, :data:`MD17` — named SMILES of the MD tests,
   the out-of-sample molecules of Fig. 3 and MD17;
 - :func:`molecule_from_smiles` — the validation every SMILES passes before use.
@@ -13,6 +14,7 @@ from gemrepro.catalog.curated import (
     MD_MOLECULES,
     MD_MOLECULES_COVER_ALL_ELEMENTS,
     OUT_OF_SAMPLE,
+    dataset_molecules,
     md17,
     md_molecules,
     out_of_sample,
@@ -39,6 +41,7 @@ __all__ = [
     "Molecule",
     "catalog_stats",
     "catalog_subset",
+    "dataset_molecules",
     "load_catalog",
     "md17",
     "md_molecules",

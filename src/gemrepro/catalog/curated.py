@@ -6,7 +6,7 @@ validated :class:`~gemrepro.catalog.molecules.Molecule` objects.
 
 from __future__ import annotations
 
-from gemrepro.catalog.molecules import Molecule, molecule_from_smiles
+from gemrepro.catalog.molecules import Molecule, catalog_subset, load_catalog, molecule_from_smiles
 
 #: 20 representative QM7-X-like molecules for the MD tests (Stocker et al., Fig. 2a: "care was
 #: taken to include all atom types"). All are in the shipped ``qm7x_like`` catalog. Ordered so
@@ -72,6 +72,21 @@ def md_molecules(n: int = len(MD_MOLECULES)) -> list[Molecule]:
     return _molecules(dict(list(MD_MOLECULES.items())[:n]))
 
 
+def dataset_molecules(n: int, n_md: int, seed: int) -> list[Molecule]:
+    """The ``n`` molecules of a scale's dataset: the first ``n_md`` MD molecules, then a diverse subset.
+
+    QM7-X's MD molecules were QM7-X molecules (Stocker et al.): a trajectory tests a model inside
+    the chemical space it was trained on, not its extrapolation. The rest is drawn by
+    :func:`~gemrepro.catalog.molecules.catalog_subset` from the catalog without the MD molecules.
+    """
+    if not isinstance(n, int) or not isinstance(n_md, int) or not 0 <= n_md <= n:
+        raise ValueError(f"dataset molecules: expected integers 0 <= n_md <= n, got n={n!r}, n_md={n_md!r}")
+    md = md_molecules(n_md) if n_md else []
+    taken = {m.smiles for m in md}
+    pool = [m for m in load_catalog() if m.smiles not in taken]
+    return md + (catalog_subset(n - n_md, seed, molecules=pool) if n > n_md else [])
+
+
 def out_of_sample() -> list[Molecule]:
     """Paracetamol, 4H-furo[2,3-c]pyrrol-6-amine, histidine and Ser-Trp-Leu (Fig. 3)."""
     return _molecules(OUT_OF_SAMPLE)
@@ -87,6 +102,7 @@ __all__ = [
     "MD_MOLECULES",
     "MD_MOLECULES_COVER_ALL_ELEMENTS",
     "OUT_OF_SAMPLE",
+    "dataset_molecules",
     "md17",
     "md_molecules",
     "out_of_sample",

@@ -17,6 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     pack.set_defaults(func=_pack)
 
+    ship = sub.add_parser("ship-models", help="train (if missing) and bundle every learning-curve model of a scale "
+                                              "into models/<scale>.tar.gz, which the chapters use before training")
+    ship.add_argument("--scale", default="tiny", help="tiny, small or paper (default: tiny)")
+    ship.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
+    ship.set_defaults(func=_ship)
+
     unpack = sub.add_parser("unpack", help="verify a bundle and add its artifacts to the cache")
     unpack.add_argument("bundle")
     unpack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
@@ -32,6 +38,15 @@ def _pack(args: argparse.Namespace) -> int:
     out = Path(args.out or bundle.default_bundle_name(args.scale))
     bundle.pack(entries, out, args.scale, artifacts_dir(args.data_dir))
     print(f"{out}: {len(entries)} artifacts of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from gemrepro.workflow.learning_curve import ship_models
+    from gemrepro.workflow.paths import artifacts_dir
+
+    out, n = ship_models(args.scale, artifacts_dir(args.data_dir))
+    print(f"{out}: {n} learning-curve models of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

@@ -106,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         device=potential.device,
         progress=not args.quiet,
         stop=stop,
+        after_failure=args.after_failure,
     )
     rows = []
     for k, (system, failure) in enumerate(zip(systems, summary.failures, strict=True)):
@@ -184,6 +185,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     md.add_argument("--stop-on-uncertainty", type=float, default=None, metavar="X",
                     help="stop a system (rule 'uncertainty') once the committee's max per-atom force "
                          "disagreement exceeds X eV/Å")
+    md.add_argument("--after-failure", choices=("freeze", "continue"), default="freeze",
+                    help="freeze a failed system at its failure (default), or record the failure and "
+                         "continue it to the end (only non-finite numbers freeze it)")
     md.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=_run)

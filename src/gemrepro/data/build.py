@@ -169,12 +169,12 @@ def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molec
                    reference_options: dict | None = None) -> tuple[dict, list[MoleculeTask]]:
     """Cache parameters of :func:`build_dataset` and its per-molecule tasks, computed without
     labelling anything (a campaign's dry run asks what exists)."""
-    from gemrepro.catalog import catalog_subset
+    from gemrepro.catalog import dataset_molecules
 
     spec = get_scale(scale)  # one-line errors for a bad scale or method before any work
     method = get_method(reference, **(reference_options or {}))
     if molecules is None:
-        molecules = catalog_subset(spec.n_molecules, seed=seed)
+        molecules = dataset_molecules(spec.n_molecules, spec.n_md_molecules, seed=seed)
     smiles = [m.smiles if hasattr(m, "smiles") else str(m) for m in molecules]
     options = tuple(sorted(method.options().items()))
     tasks = [MoleculeTask(s, spec.n_conformers, spec.n_displaced, seed, reference, options) for s in smiles]

@@ -9,13 +9,14 @@ from gemrepro.md.gemnet import GemNetPotential, potential_from_checkpoint
 from gemrepro.md.integrators import langevin_baoab_step, velocity_verlet_step
 from gemrepro.md.runner import MDSummary, run_md
 from gemrepro.md.state import MDState, kinetic_temperature
-from gemrepro.md.trajectory import export_extxyz, read_system
+from gemrepro.md.trajectory import export_extxyz, failed_frames, read_system
 
 __all__ = [
     "GemNetPotential",
     "MDState",
     "MDSummary",
     "export_extxyz",
+    "failed_frames",
     "kinetic_temperature",
     "langevin_baoab_step",
     "potential_from_checkpoint",

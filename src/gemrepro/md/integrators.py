@@ -1,10 +1,11 @@
 """Integrators as pure functions ``step(state, potential, dt_fs) -> new state``.
 
 Both reuse the forces cached in the state, so each step costs one potential evaluation.
-Systems that have failed (``state.alive`` false) are frozen: their positions, momenta, energy and
-forces are carried over unchanged, and the potential sees their *start* structure instead of the
-failed one, so a NaN or an exploded geometry never reaches the model while the batch keeps its
-shape (and a potential may hold a fixed per-system topology).
+Systems that are no longer integrated (``state.alive`` false: failed in a frozen run, or turned
+non-finite; see :func:`gemrepro.md.run_md`'s ``after_failure``) are frozen: their positions,
+momenta, energy and forces are carried over unchanged, and the potential sees their *start*
+structure instead of the failed one, so a NaN or an exploded geometry never reaches the model
+while the batch keeps its shape (and a potential may hold a fixed per-system topology).
 """
 
 from __future__ import annotations

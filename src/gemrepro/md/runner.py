@@ -6,6 +6,24 @@ A checkpoint holds the state tensors, each system's RNG state, the step and the 
 on disk; it is written to a temporary file and renamed over the old one, so it is always whole.
 Resuming cuts the HDF5 frames back to the checkpoint's count — dropping frames written after it —
 and continues; on CPU the result is bit for bit the uninterrupted run.
+
+What happens after a failure is the run's ``after_failure`` policy:
+
+``"freeze"`` (default)
+    the failed system is frozen at its failure step (``alive`` false: no longer integrated, its
+    frames repeat the failed geometry) and the run stops early once every system has failed —
+    for stability runs, where a failed replica is dropped.
+``"continue"``
+    the failure is recorded (step, rule, atoms) as in ``"freeze"`` but the system keeps being
+    integrated to ``n_steps``, as in the paper's temperature sweep (Stocker et al.), so its
+    post-failure frames can be relabelled. Only a system whose positions, forces or energy turn
+    non-finite is frozen, at the first check that sees it (recorded as rule ``"nonfinite"`` unless
+    it had failed before): a NaN cannot be integrated meaningfully and must not reach the
+    potential. The run never stops early.
+
+``state.alive`` means "still integrated" in both; whether a system has failed is
+``state.failure_rule > 0`` (on disk: ``failure/step``; a frame is after the failure when its
+step is at or after that step, :func:`gemrepro.md.trajectory.failed_frames`).
 """
 
 from __future__ import annotations
@@ -24,12 +42,14 @@ from ase import Atoms
 from tqdm.std import tqdm
 
 from gemrepro.analysis.stability import FailureRecord, StabilityCriteria
-from gemrepro.md.failures import FailureDetector, failure_records
+from gemrepro.md.failures import FailureDetector, failure_records, mark_failed
 from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
 from gemrepro.md.state import MDState, Potential, build_state, new_generator
 from gemrepro.md.trajectory import TrajectoryWriter
 
 CHECKPOINT_VERSION = 1
+AFTER_FAILURE_MODES: tuple[str, ...] = ("freeze", "continue")
+"""What :func:`run_md` does with a system once it has failed (see the module docstring)."""
 DEFAULT_FRICTION_PER_FS = 0.01  # 10 / ps: thermalises a small molecule within a few hundred fs
 
 
@@ -74,6 +94,13 @@ def system_seeds(seeds: int | Sequence[int], n: int) -> list[int]:
     if len(seeds) != n or any(s < 0 for s in seeds):
         raise ValueError(f"seeds: expected one integer or {n} non-negative integers, got {seeds}")
     return seeds
+
+
+def _nonfinite_systems(state: MDState) -> torch.Tensor:
+    """(S,) systems with a non-finite position, force or energy."""
+    bad_atom = ~(torch.isfinite(state.positions).all(-1) & torch.isfinite(state.forces).all(-1))
+    count = torch.zeros(state.n_systems, dtype=torch.long, device=bad_atom.device)
+    return (count.index_add_(0, state.system_index, bad_atom.long()) > 0) | ~torch.isfinite(state.energy)
 
 
 def _fingerprint(state: MDState, config: dict) -> str:
@@ -137,17 +164,23 @@ def run_md(
     progress: bool = True,
     callback: Callable[[MDState], None] | None = None,
     stop: Callable[[MDState], MDState] | None = None,
+    after_failure: str = "freeze",
 ) -> MDSummary:
     """Advance all ``systems`` together for ``n_steps`` steps, writing frames to HDF5 at ``path``.
 
     Temperatures (K), frictions (1/fs) and seeds are per system or one for all. When a checkpoint
     of the same run exists next to ``path`` the run resumes from it (also to extend ``n_steps``);
-    otherwise any file at ``path`` is replaced. A failed system is frozen at its failure step; the
-    run stops early once every system has failed. ``callback(state)`` runs after every step.
-    ``stop(state) -> state`` runs with every failure check and may mark more systems dead (a
+    otherwise any file at ``path`` is replaced. ``after_failure`` is ``"freeze"`` (a failed system
+    is frozen at its failure step; the run stops early once every system has failed) or
+    ``"continue"`` (the failure is recorded and the system goes on to ``n_steps``; only non-finite
+    numbers freeze it; see the module docstring). ``callback(state)`` runs after every step.
+    ``stop(state) -> state`` runs with every failure check and may mark more systems failed (a
     committee's :class:`~gemrepro.md.committee.UncertaintyStop`); its ``repr`` joins the checkpoint's
-    fingerprint.
+    fingerprint. The ``after_failure`` policy applies to its stops as well.
     """
+    if after_failure not in AFTER_FAILURE_MODES:
+        raise ValueError(f"after_failure: expected one of {AFTER_FAILURE_MODES}, got {after_failure!r}")
+    freeze = after_failure == "freeze"
     systems = list(systems)
     if not systems or not all(isinstance(a, Atoms) and len(a) > 0 for a in systems):
         raise ValueError("systems: expected a non-empty list of non-empty ase.Atoms")
@@ -179,12 +212,21 @@ def run_md(
                   criteria=repr(criteria), seeds=seed_list, dtype=str(dtype))
     if stop is not None:  # absent otherwise, so runs without a stop keep their fingerprints
         config["stop"] = repr(stop)
+    if not freeze:  # likewise: frozen runs keep their fingerprints
+        config["after_failure"] = after_failure
     fingerprint = _fingerprint(state, config)
     geometric = FailureDetector(state, criteria)
 
     def detector(current: MDState) -> MDState:
-        current = geometric(current)
-        return current if stop is None else stop(current)
+        checked = geometric(current)
+        if stop is not None:
+            checked = stop(checked)
+        if freeze:
+            return checked
+        # continue: failures stay recorded, but only non-finite systems stop being integrated
+        bad = _nonfinite_systems(checked)
+        checked = mark_failed(checked, bad, "nonfinite")  # the first failure of a system not failed before
+        return checked.replace(alive=current.alive & ~bad)
 
     resumed_from: int | None = None
     if ckpt.exists():
@@ -201,7 +243,8 @@ def run_md(
         energy, forces = evaluate(state, potential, state.positions)
         state = detector(state.replace(energy=energy, forces=forces))
         writer = TrajectoryWriter.create(path, state, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval,
-                                         seeds=seed_list, formulas=[a.get_chemical_formula() for a in systems])
+                                         seeds=seed_list, formulas=[a.get_chemical_formula() for a in systems],
+                                         after_failure=after_failure)
         writer.append(state, dt_fs)
         save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
 
@@ -215,7 +258,7 @@ def run_md(
                     state = detector(state)
                 if state.step % frame_interval == 0:
                     writer.append(state, dt_fs)
-                all_dead = checked and not bool(state.alive.any())
+                all_dead = freeze and checked and not bool(state.alive.any())
                 if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
                     save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
                 bar.update(1)
@@ -223,6 +266,7 @@ def run_md(
                     callback(state)
                 if all_dead:
                     break
+        writer.write_failures(state)  # a failure after the last stored frame reaches the file too
         n_frames = writer.n_frames
     finally:
         writer.close()

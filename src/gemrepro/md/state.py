@@ -46,9 +46,9 @@ class MDState:
     degrees_of_freedom: torch.Tensor  # (S,) used for the kinetic temperature
     energy: torch.Tensor  # (S,) eV, potential energy at ``positions``
     forces: torch.Tensor  # (N, 3) eV/Å at ``positions``
-    alive: torch.Tensor  # (S,) bool
-    failure_step: torch.Tensor  # (S,) step of the first failure, -1 while alive
-    failure_rule: torch.Tensor  # (S,) 1 + index into stability.RULES, 0 while alive
+    alive: torch.Tensor  # (S,) bool: still integrated (a failed system may go on: run_md's after_failure)
+    failure_step: torch.Tensor  # (S,) step of the first failure, -1 while not failed
+    failure_rule: torch.Tensor  # (S,) 1 + index into failures.STOP_RULES, 0 while not failed
     failure_atoms: torch.Tensor  # (S, 2) offending atoms (indices within the system), -1 padded
     generators: list[torch.Generator]  # one per system
     step: int = 0

@@ -3,15 +3,22 @@
 Layout (``S`` systems, ``N`` atoms in all, ``F`` frames; system ``s`` owns atoms
 ``atom_offset[s]:atom_offset[s+1]``)::
 
-    /                 attrs: format_version, dt_fs, integrator, frame_interval
+    /                 attrs: format_version, dt_fs, integrator, frame_interval[, after_failure]
     /systems/         atom_offset (S+1,), numbers (N,), masses (N,) amu, reference_positions (N, 3) Å,
                       temperature_K (S,), friction_per_fs (S,), seed (S,), formula (S,)
     /frames/          step (F,), time_ps (F,), positions (F, N, 3) Å, forces (F, N, 3) eV/Å,
                       energy (F, S) eV, temperature_kin (F, S) K, alive (F, S)
     /failure/         step (S,) (-1 while alive), rule (S,) ("" while alive), atoms (S, 2) (-1 padded)
 
-A frame shows a dead system frozen at the geometry it failed in. Frames are only ever appended;
-:meth:`TrajectoryWriter.truncate` cuts them back to what a checkpoint has seen.
+``frames/alive`` says whether a system was still being integrated. In a run with
+``after_failure="freeze"`` (the default; no ``after_failure`` attribute) a system stops at its
+failure, so its later frames repeat the geometry it failed in and "failed" is ``~alive``. A run
+with ``after_failure="continue"`` (the root attribute ``after_failure`` says so) integrates failed
+systems on; only a system that turned non-finite is frozen. In both, a frame is after its
+system's failure when its step is at or after ``failure/step`` (:func:`failed_frames`; what
+:func:`read_system` returns as ``failed``), so files of either kind and of either age read the
+same way. Frames are only ever appended; :meth:`TrajectoryWriter.truncate` cuts them back to what
+a checkpoint has seen.
 """
 
 from __future__ import annotations
@@ -47,11 +54,14 @@ class TrajectoryWriter:
         frame_interval: int,
         seeds: list[int],
         formulas: list[str],
+        after_failure: str = "freeze",
     ) -> TrajectoryWriter:
         """A new file (replacing any old one) with the run's metadata and no frames."""
         writer = cls(path, "w")
         f = writer.file
         f.attrs.update(format_version=FORMAT_VERSION, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval)
+        if after_failure != "freeze":  # absent in frozen runs, whose files stay as they were
+            f.attrs["after_failure"] = after_failure
         systems = f.create_group("systems")
         systems["atom_offset"] = state.atom_offsets().cpu().numpy()
         systems["numbers"] = state.numbers.cpu().numpy()
@@ -125,8 +135,21 @@ class TrajectoryWriter:
         self.file.close()
 
 
+def failed_frames(steps: np.ndarray, failure_steps: np.ndarray) -> np.ndarray:
+    """(F, S) whether each stored frame is at or after its system's failure.
+
+    ``steps`` (F,) are the frames' steps, ``failure_steps`` (S,) each system's failure step
+    (-1 while it has not failed): the ``frames/step`` and ``failure/step`` datasets.
+    """
+    steps, failure_steps = np.asarray(steps), np.asarray(failure_steps)
+    return (failure_steps[None, :] >= 0) & (steps[:, None] >= failure_steps[None, :])
+
+
 def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
-    """All frames of one system as numpy arrays, plus its numbers, masses and failure record."""
+    """All frames of one system as numpy arrays, plus its numbers, masses and failure record.
+
+    ``failed`` (frames,) marks the frames at or after the failure (:func:`failed_frames`).
+    """
     with h5py.File(path, "r") as f:
         offsets = f["systems/atom_offset"][()]
         if not 0 <= system < len(offsets) - 1:
@@ -144,6 +167,7 @@ def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
             "energy": frames["energy"][:, system],
             "temperature_kin": frames["temperature_kin"][:, system],
             "alive": frames["alive"][:, system],
+            "failed": failed_frames(frames["step"][()], f["failure/step"][system:system + 1])[:, 0],
             "failure_step": int(f["failure/step"][system]),
             "failure_rule": f["failure/rule"].asstr()[system],
             "failure_atoms": f["failure/atoms"][system],
@@ -153,8 +177,10 @@ def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
 def export_extxyz(path: str | Path, system: int, out_path: str | Path) -> int:
     """Write one system's frames as extended XYZ (energy, forces, step, time); returns the frame count.
 
-    Frames after the system failed are frozen copies; only the first of them (the failed geometry)
-    is written.
+    Frames after the system stopped being integrated are frozen copies; only the first of them
+    (the geometry it stopped in) is written. In a run that continued failed systems that is every
+    frame, unless the system turned non-finite; ``info["failed"]`` marks the frames at or after
+    the failure.
     """
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import write
@@ -166,7 +192,8 @@ def export_extxyz(path: str | Path, system: int, out_path: str | Path) -> int:
     images = []
     for k in range(keep):
         atoms = Atoms(numbers=data["numbers"], positions=data["positions"][k], masses=data["masses"])
-        atoms.info.update(step=int(data["step"][k]), time_ps=float(data["time_ps"][k]), alive=bool(alive[k]))
+        atoms.info.update(step=int(data["step"][k]), time_ps=float(data["time_ps"][k]), alive=bool(alive[k]),
+                          failed=bool(data["failed"][k]))
         atoms.info["temperature_kin"] = float(data["temperature_kin"][k])
         atoms.calc = SinglePointCalculator(atoms, energy=float(data["energy"][k]), forces=data["forces"][k])
         images.append(atoms)

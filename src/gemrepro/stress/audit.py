@@ -2,7 +2,7 @@
 
 Every (molecule, temperature, seed) is one system of a single batched Langevin run
 (:func:`gemrepro.md.run_md`); the engine's stability rules (the MDsim bond rule, hydrogen loss,
-exploding or non-finite forces) give each trajectory its time to failure. Frames sampled
+clashing atoms, exploding or non-finite forces) give each trajectory its time to failure. Frames sampled
 uniformly up to the end of the run — or up to the failure — are relabelled with a reference
 method, so a reader sees how the error grows before a trajectory breaks.
 

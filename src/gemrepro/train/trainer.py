@@ -66,7 +66,11 @@ class TrainConfig:
     GemNet's own multi-million-step runs use warm-up 10k and decay 1.2M steps at rate 0.01;
     the defaults below are scaled for runs of a few thousand to 100k updates.
     ``patience`` counts validations without improvement; ``max_wall_time_s`` limits one
-    invocation (a resumed run gets a fresh budget).
+    invocation (a resumed run gets a fresh budget). The best weights follow every improvement of
+    the validation loss, but only an improvement by more than ``min_delta`` and by more than the
+    fraction ``min_relative_delta`` of the loss that last reset the patience counts as progress:
+    with a decaying learning rate the loss keeps creeping down by tiny amounts, and without a
+    relative threshold a plateau would never stop the run.
     """
 
     lr: float = 1e-3
@@ -84,6 +88,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 20
     min_delta: float = 0.0
+    min_relative_delta: float = 0.0
     eval_every: int = 100
     eval_batch_size: int | None = None
     checkpoint_every: int = 100
@@ -109,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"dtype: expected one of {', '.join(_DTYPES)}, got {self.dtype!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay: expected a value in [0, 1], got {self.ema_decay}")
+        if not 0.0 <= self.min_relative_delta < 1.0:
+            raise ValueError(f"min_relative_delta: expected a fraction in [0, 1), got {self.min_relative_delta!r}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             raise ValueError(f"grad_clip_norm: expected a positive number or None, got {self.grad_clip_norm}")
         self.schedule()  # validates lr, warm-up and decay
@@ -376,6 +383,7 @@ def train_model(
         "best_metrics": None,
         "best_state": None,
         "evals_without_improvement": 0,
+        "progress_loss": math.inf,  # the validation loss that last reset the patience
         "history": [],
         "running": {"loss": 0.0, "force_term": 0.0, "energy_term": 0.0, "count": 0},
         "stop_reason": None,
@@ -410,7 +418,9 @@ def train_model(
     def validate(lr: float) -> None:
         with ema.average_parameters(wrapped):
             metrics = _evaluate_sharded(wrapped, val_set, eval_batch_size, loss_fn, world)
-            improved = metrics["loss"] < state["best_val_loss"] - config.min_delta
+            improved = metrics["loss"] < state["best_val_loss"]
+            threshold = state.get("progress_loss", state["best_val_loss"])
+            progressed = metrics["loss"] < min(threshold - config.min_delta, threshold * (1.0 - config.min_relative_delta))
             if improved:
                 state["best_state"] = {k: v.detach().clone() for k, v in wrapped.state_dict().items()}
         running = state["running"]
@@ -434,6 +444,8 @@ def train_model(
             state["best_val_loss"] = metrics["loss"]
             state["best_step"] = state["step"]
             state["best_metrics"] = dict(metrics)
+        if progressed:
+            state["progress_loss"] = metrics["loss"]
             state["evals_without_improvement"] = 0
         else:
             state["evals_without_improvement"] += 1

@@ -50,7 +50,11 @@ def artifact_key(params: dict) -> str:
 
 
 def git_revision() -> str:
-    """Short git revision of the checkout (``+dirty`` with uncommitted changes), or ``unknown``."""
+    """Short git revision of the checkout, or ``unknown``; ``+dirty`` when the package's code differs from it.
+
+    Only the code that computes artifacts counts (``src/``, ``pyproject.toml``): the book's executed
+    notebooks change while the book is being rebuilt, which does not change what produced a result.
+    """
     root = repo_root()
     if root is None:
         return "unknown"
@@ -59,7 +63,7 @@ def git_revision() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "pyproject.toml"],
             cwd=root, capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -50,6 +50,11 @@ def default_bundle_name(scale: str) -> str:
     return f"gemrepro-artifacts-{scale}-v{__version__}.tar.gz"
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file (hex), read in blocks."""
+    return _sha256(path)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -207,7 +207,7 @@ def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=N
     (what :func:`~gemrepro.workflow.sweep.temperature_sweep` computes)."""
     from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
     from gemrepro.workflow.learning_curve import STAGE as MODEL_STAGE
-    from gemrepro.workflow.learning_curve import _model_params
+    from gemrepro.workflow.learning_curve import model_params
     from gemrepro.workflow.sweep import START_STAGE, protocol_for
 
     spec = get_scale(scale)
@@ -233,7 +233,7 @@ def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=N
     model_keys = {}
     for variant in variants:
         for size in spec.train_sizes:
-            params = _model_params(scale, size, seed, reference, variant, dataset_key)
+            params = model_params(scale, size, seed, reference, variant, dataset_key)
             model_keys[variant, size] = artifact_key(params)
             tasks.append(Task(f"model/{variant}/{size}", MODEL_STAGE,
                               {"scale": scale, "variant": variant, "train_size": size, "seed": seed},

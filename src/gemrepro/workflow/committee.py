@@ -50,11 +50,9 @@ class CommitteeDesign:
 
 
 COMMITTEE_DESIGNS: dict[str, CommitteeDesign] = {
-    # tiny: the sizes whose trajectories fail within 0.25 ps (40, 400). The 4-structure models are
-    # left out (their trajectories fail within femtoseconds, their members are all equally lost),
-    # and so is the 4,000 one, whose two extra members would double the chapter's training time on
-    # 2 CPU cores. Every second stored frame (6 fs apart) keeps the evaluation within budget.
-    "tiny": CommitteeDesign(train_sizes=(40, 400), n_members=3, frame_stride=2),
+    # tiny: every size, with the three training seeds of the learning-curve chapter as members, so the
+    # committees cost no extra training. Every second stored frame keeps the evaluation within budget.
+    "tiny": CommitteeDesign(train_sizes=(100, 320, 1000, 3200), n_members=3, frame_stride=2),
     "small": CommitteeDesign(train_sizes=(32, 320, 3200, 32000), n_members=4),
     "paper": CommitteeDesign(train_sizes=(3200, 32000, 320000, 3200000), n_members=4),
 }
@@ -73,7 +71,8 @@ def committee_models(scale: str, train_size: int, n_members: int, seed: int = 0,
 
 
 def _frames_to_evaluate(alive: np.ndarray, positions_finite: np.ndarray, stride: int = 1) -> np.ndarray:
-    """Every ``stride``-th stored frame up to the first dead one (always included), with finite coordinates."""
+    """Every ``stride``-th stored frame up to the first one no longer integrated (always included), with
+    finite coordinates."""
     last = int(np.argmin(alive)) if not alive.all() else len(alive) - 1
     chosen = np.zeros(len(alive), dtype=bool)
     chosen[: last + 1: stride] = True
@@ -86,8 +85,11 @@ def frame_disagreement(models: Sequence[Artifact], md: Artifact, root=None, devi
     """The committee of ``models`` evaluated on the stored frames of the MD run ``md``; cached.
 
     ``disagreement.csv``: system, frame, step, time_ps, alive, force_disagreement (eV/Å),
-    energy_spread (eV), for every ``frame_stride``-th frame of each system up to its first dead
-    frame (always included). ``chunk`` structures go through a model at once.
+    energy_spread (eV), for every ``frame_stride``-th frame of each system up to the first frame it
+    was no longer integrated in (always included; ``alive`` false there). The seeds runs freeze a
+    system at its stop; the sweep's runs continue failed trajectories, so their frames after a
+    failure are evaluated too (the warning analysis looks only before the failure time).
+    ``chunk`` structures go through a model at once.
     """
     import h5py
     import torch

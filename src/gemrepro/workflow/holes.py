@@ -72,7 +72,7 @@ off its start length (three times the bond rule's tolerance: the molecule is in 
 its hole, and more steps would show nothing new). A run whose systems are all that far ends early."""
 
 ANALYSIS_CRITERIA = StabilityCriteria()
-"""Rules applied to the stored frames afterwards (the sweep's defaults: bond, H loss, force, NaN)."""
+"""Rules applied to the stored frames afterwards (the sweep's defaults: bond, H loss, clash, force, NaN)."""
 
 
 @dataclass(frozen=True)
@@ -363,11 +363,13 @@ class Hole:
     timeline: pd.DataFrame
 
 
-_PER_FRAME = ("step", "time_ps", "positions", "forces", "energy", "temperature_kin", "alive")
+_PER_FRAME = ("step", "time_ps", "positions", "forces", "energy", "temperature_kin", "alive", "failed")
 
 
 def _until_stop(trajectory: dict) -> dict:
-    """The frames of a trajectory up to the one its run stopped in (later frames are frozen copies)."""
+    """The frames of a trajectory up to the one its run stopped integrating it in (later frames are
+    frozen copies). The seeds runs freeze a system once :data:`RUN_CRITERIA` fire; a run that
+    continued failed systems (the sweep's) gives every frame up to a non-finite freeze, if any."""
     alive = np.asarray(trajectory["alive"], dtype=bool)
     last = len(alive) if alive.all() else int(np.argmin(alive)) + 1
     return {k: (v[:last] if k in _PER_FRAME else v) for k, v in trajectory.items()}
@@ -409,8 +411,9 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
     """``model``'s force MAE (eV/Å) against the reference on the relabelled frames of ``system`` of ``md``.
 
     The frames and reference forces come from ``labels`` (a relabelling of ``md``); the model is
-    evaluated on all of them as one batch. Rows: frame, time_ps, converged, forces_mae (NaN where
-    the reference did not converge).
+    evaluated on all of them as one batch. Rows: frame, time_ps, converged, after_failure (the frame
+    is at or after the trajectory's failure; from ``failure_frame`` for labels older than that
+    column), forces_mae (NaN where the reference did not converge).
     """
     import h5py
     import torch
@@ -434,6 +437,8 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
                              torch.arange(n_frames).repeat_interleave(n_atoms))
     predicted = predicted.numpy().reshape(n_frames, n_atoms, 3)
     out = table.loc[rows, ["frame", "time_ps", "converged"]].reset_index(drop=True)
+    flag = next((c for c in ("after_failure", "failure_frame") if c in table.columns), None)
+    out["after_failure"] = table.loc[rows, flag].astype(bool).to_numpy() if flag else False
     out["forces_mae"] = [
         force_mae(predicted[i], reference_forces[offsets[r]:offsets[r + 1]]) if out.loc[i, "converged"] else np.nan
         for i, r in enumerate(rows)
@@ -445,10 +450,13 @@ def cross_trajectory(sweep, molecule: str, temperature: float, sizes: Sequence[i
                      device: str = "cpu") -> pd.DataFrame:
     """Each of ``sizes`` (default: sparsest and largest) on each one's sweep trajectory of ``molecule``
     at ``temperature``: rows ``model``, ``trajectory_of``, ``frames``, ``forces_mae`` (eV/Å, mean
-    over converged frames), ``own`` (the model's own trajectory).
+    over converged frames), ``own`` (the model's own trajectory), ``frames_after_failure`` (how many
+    of those frames lie at or after the trajectory's failure).
 
     ``sweep`` is a :class:`gemrepro.workflow.sweep.Sweep`; its relabelled frames supply the
-    geometries and reference forces, so no new reference calculation is needed.
+    geometries and reference forces, so no new reference calculation is needed. The sweep's
+    trajectories run on after a failure, so a failed trajectory's frames span the whole run, its
+    post-failure frames included, as the paper's 72 frames per nanosecond did.
     """
     sizes = [int(n) for n in (sizes or (min(sweep.models), max(sweep.models)))]
     unknown = [n for n in sizes if n not in sweep.models]
@@ -466,8 +474,10 @@ def cross_trajectory(sweep, molecule: str, temperature: float, sizes: Sequence[i
         for model in sizes:
             per_frame = forces_on_frames(sweep.models[model], sweep.md[trajectory_of], sweep.labels[trajectory_of],
                                          system, device)
-            rows.append({"model": model, "trajectory_of": trajectory_of, "frames": int(per_frame["converged"].sum()),
-                         "forces_mae": float(per_frame["forces_mae"].mean()), "own": model == trajectory_of})
+            converged = per_frame["converged"].astype(bool)
+            rows.append({"model": model, "trajectory_of": trajectory_of, "frames": int(converged.sum()),
+                         "forces_mae": float(per_frame["forces_mae"].mean()), "own": model == trajectory_of,
+                         "frames_after_failure": int((converged & per_frame["after_failure"]).sum())})
     return pd.DataFrame(rows)
 
 

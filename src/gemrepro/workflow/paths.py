@@ -45,3 +45,16 @@ def shared_data_dir() -> Path | None:
         return None
     path = root.parent / "shared" / "data"
     return path if path.is_dir() else None
+
+
+def shipped_models(scale: str) -> Path | None:
+    """The committed bundle of a scale's trained learning-curve models (``<repo>/models/<scale>.tar.gz``), if any.
+
+    Training every ``tiny`` model to convergence takes longer on 2 CPU cores than the book may;
+    the bundle holds exactly the artifacts the training stage would write, under the same keys.
+    """
+    root = repo_root()
+    if root is None:
+        return None
+    path = root / "models" / f"{scale}.tar.gz"
+    return path if path.is_file() else None

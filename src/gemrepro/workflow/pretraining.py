@@ -427,13 +427,17 @@ def stability_table(run: Artifact, horizon_ps: float) -> pd.DataFrame:
 
 
 def stable_positions(run: Artifact) -> np.ndarray:
-    """Positions (frames, atoms, 3) of every stored frame in which its trajectory was still stable."""
+    """Positions (frames, atoms, 3) of every stored frame in which its trajectory was still stable
+    (before its failure, also in a run that continued failed trajectories)."""
     import h5py
+
+    from gemrepro.md.trajectory import failed_frames
 
     with h5py.File(run.file("trajectory.h5"), "r") as f:
         offsets = f["systems/atom_offset"][()]
         positions, alive = f["frames/positions"][()], f["frames/alive"][()]
-    chunks = [positions[alive[:, s], offsets[s]:offsets[s + 1]] for s in range(len(offsets) - 1)]
+        stable = alive & ~failed_frames(f["frames/step"][()], f["failure/step"][()])  # == alive in a frozen run
+    chunks = [positions[stable[:, s], offsets[s]:offsets[s + 1]] for s in range(len(offsets) - 1)]
     return np.concatenate(chunks) if chunks else np.empty((0, 0, 3))
 
 

@@ -29,6 +29,9 @@ class Scale:
     extra: dict = field(default_factory=dict)
     default_variant: str = "T"  # the GemNet of the chapters: T (triplets) or Q (quadruplets, the paper's)
     learning_curve_variants: tuple[str, ...] = ("T",)  # variants the learning-curve chapter draws side by side
+    n_training_seeds: int = 1  # models per training size, differing in initialisation and batch order
+    dft_frames_per_cell: int = 30  # PBE0 relabelling of the convergence chapter: frames per (model, T) cell
+    dft_temperatures: tuple[float, ...] | None = None  # the cells' temperatures (None: all)
 
     @property
     def validation_sizes(self) -> tuple[int, ...]:
@@ -49,15 +52,20 @@ class Scale:
 SCALES: dict[str, Scale] = {
     "tiny": Scale(
         name="tiny",
-        n_molecules=60,
-        n_conformers=1,
+        n_molecules=30,  # the 5 MD molecules and 25 more: a chemical space small enough to learn on 2 cores
+        n_conformers=3,
         n_displaced=100,
-        train_sizes=(4, 40, 400, 4000),
+        # Half a decade apart (the paper: a decade): four decades of data cannot converge on 2 CPU
+        # cores, and the sparsest model must see enough configurations for a test error that looks good.
+        train_sizes=(100, 320, 1000, 3200),
         test_size=500,
         n_md_molecules=5,
-        md_time_ps=0.25,  # 500 steps: the MD budget of the tiny book (2 CPU cores, minutes)
+        md_time_ps=1.0,  # 2,000 steps: long enough for late failures; the MD budget of the tiny book
         model_preset="tiny",
         notes="CI and laptops: 2 CPU cores, minutes",
+        n_training_seeds=3,
+        dft_frames_per_cell=1,  # one PBE0 frame per model at the hottest T: 2 CPU cores, minutes
+        dft_temperatures=(1200.0,),
     ),
     "small": Scale(
         name="small",
@@ -71,6 +79,7 @@ SCALES: dict[str, Scale] = {
         model_preset="small",
         notes="one GPU, a few hours",
         learning_curve_variants=("T", "Q"),
+        n_training_seeds=3,
     ),
     "paper": Scale(
         name="paper",

@@ -7,15 +7,20 @@ Three cached stages, each a pure function of its inputs:
     the dataset (GFN2-xTB), as QM7-X starts from relaxed structures.
 ``md-sweep``
     one batched Langevin run per model holding every (molecule, temperature) system; the
-    trajectory (HDF5) and a table of the systems with their failures. The run happens in a work
-    folder ``<artifacts>/md-sweep-work/<key>/`` so a killed run resumes from its checkpoint.
+    trajectory (HDF5) and a table of the systems with their failures. As in the paper, a
+    trajectory runs its full length after a failure (``run_md(after_failure="continue")``): the
+    failure is recorded and the frames go on, so the post-failure frames can be relabelled. The
+    run happens in a work folder ``<artifacts>/md-sweep-work/<key>/`` so a killed run resumes from
+    its checkpoint.
 ``md-labels``
     chosen frames of one run relabelled with a reference method on Dask; a table with the
     model's and the reference's atomization energies, the per-frame force MAE, whether the
     calculation converged, and the frame's geometry; the force arrays in ``forces.npz``.
 
-Frames are chosen by :func:`sample_frames`: ``n`` uniformly spaced frames ending at the last
-frame of the run or, for a trajectory that failed, at the failure (its frozen geometry).
+Frames are chosen by :func:`sample_frames`: ``n`` uniformly spaced frames over the whole run,
+frame 1 to the last one, each flagged ``after_failure`` when it lies at or after its trajectory's
+failure. (A system whose coordinates turned non-finite is frozen there, and its sample ends at
+that frame; a run that froze failed systems ends each failed sample at the failure geometry.)
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from gemrepro.workflow.scales import get_scale
 __all__ = [
     "Protocol",
     "Sweep",
+    "dft_convergence",
     "label_frames",
     "label_params",
+    "n_md_molecules",
     "load_frames",
     "md_params",
     "pbe0_subsample",
@@ -58,7 +65,11 @@ __all__ = [
 ]
 
 START_STAGE, MD_STAGE, LABEL_STAGE, WORK_STAGE = "md-start", "md-sweep", "md-labels", "md-sweep-work"
-STAGE_VERSION = 1  # bump when what these artifacts hold or how they are computed changes
+STAGE_VERSION = 2  # md-sweep, md-labels; bump when what these artifacts hold or how they are computed changes
+# 2: trajectories continue after a failure; frames sampled over the whole run, labels flag after_failure
+START_STAGE_VERSION = 1  # md-start: the start structures did not change with version 2
+AFTER_FAILURE = "continue"
+"""What the sweep's runs do with a failed trajectory (:func:`gemrepro.md.run_md`'s ``after_failure``)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +114,7 @@ def start_params(n_molecules: int, seed: int = 0) -> dict:
     from gemrepro.data.build import SAMPLER_METHOD
 
     return {"molecules": {m.name: m.smiles for m in md_molecules(n_molecules)}, "seed": int(seed),
-            "relax": SAMPLER_METHOD, "stage_version": STAGE_VERSION}
+            "relax": SAMPLER_METHOD, "stage_version": START_STAGE_VERSION}
 
 
 def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
@@ -138,7 +149,7 @@ def start_images(artifact: Artifact) -> list[Atoms]:
 def md_params(model_key: str, starts_key: str, protocol: Protocol, seed: int = 0) -> dict:
     """Cache parameters of :func:`run_sweep_md` (a campaign asks for them without running)."""
     return {"model": model_key, "starts": starts_key, "protocol": asdict(protocol), "seed": int(seed),
-            "stage_version": STAGE_VERSION}
+            "after_failure": AFTER_FAILURE, "stage_version": STAGE_VERSION}
 
 
 def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
@@ -147,9 +158,10 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
 
     The artifact holds ``trajectory.h5`` (format of :mod:`gemrepro.md.trajectory`) and
     ``systems.csv``: system, molecule, formula, atoms, temperature, and the failure (step, time,
-    rule) of each trajectory. Each system draws its noise from its own seed, so a trajectory does
-    not depend on the others in the batch. ``device`` is not part of the key (bit-for-bit
-    reproducibility holds on the CPU with one thread).
+    rule) of each trajectory. A failed trajectory runs on to the end (:data:`AFTER_FAILURE`);
+    only non-finite coordinates freeze it. Each system draws its noise from its own seed, so a
+    trajectory does not depend on the others in the batch. ``device`` is not part of the key
+    (bit-for-bit reproducibility holds on the CPU with one thread).
     """
     import torch
 
@@ -172,7 +184,7 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
             temperatures=[t for _, t in systems], seeds=int(seed), dt_fs=protocol.dt_fs,
             friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
             checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
-            progress=progress,
+            progress=progress, after_failure=AFTER_FAILURE,
         )
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
         rows = []
@@ -205,10 +217,13 @@ def systems_table(md: Artifact) -> pd.DataFrame:
 def sample_frames(alive: np.ndarray, n: int) -> np.ndarray:
     """Indices of ``n`` uniformly spaced frames of one trajectory, the last one included.
 
-    ``alive`` (frames,) says whether the system was still alive in each stored frame. The
-    sample spans frame 1 (the first after the start structure) to the last frame of the run,
-    or to the first dead frame — the geometry the system failed in — when it failed. Shorter
-    trajectories give all their frames; a system dead at the start gives frame 0.
+    ``alive`` (frames,) says whether the system was still integrated in each stored frame
+    (``frames/alive``). The sample spans frame 1 (the first after the start structure) to the last
+    frame of the run, or to the first frame it was no longer integrated in — the geometry it
+    stopped in. In a run that continued failed systems that is the whole run (unless the
+    coordinates turned non-finite); in a frozen run a failed sample ends at the failure geometry
+    (:func:`sampled_frames` with ``until_failure`` ends a continued run's sample there too).
+    Shorter trajectories give all their frames; a system dead at the start gives frame 0.
     """
     alive = np.asarray(alive, dtype=bool)
     if alive.ndim != 1 or len(alive) == 0:
@@ -223,19 +238,37 @@ def sample_frames(alive: np.ndarray, n: int) -> np.ndarray:
     return np.round(np.linspace(0, last, n + 1)[1:]).astype(int)
 
 
-def sampled_frames(md: Artifact, n: int) -> pd.DataFrame:
-    """The frames :func:`sample_frames` picks from every trajectory of a run: system, frame, step, time."""
+def _first_failed(failed: np.ndarray) -> np.ndarray:
+    """(S,) per system the first frame at or after its failure; -1 where none is."""
+    return np.where(failed.any(axis=0), np.argmax(failed, axis=0), -1)
+
+
+def sampled_frames(md: Artifact, n: int, until_failure: bool = False) -> pd.DataFrame:
+    """The frames :func:`sample_frames` picks from every trajectory of a run.
+
+    Columns: system, frame, step, time_ps, ``failure_frame`` (the first stored frame at or after
+    the failure: in a frozen run the failure geometry), ``after_failure`` (the frame is at or after
+    the failure), molecule, temperature. A run that continued its failed trajectories is sampled
+    over its whole length; ``until_failure`` ends each failed sample at its failure frame instead,
+    as a frozen run's is (for a frozen run it changes nothing).
+    """
     import h5py
+
+    from gemrepro.md.trajectory import failed_frames
 
     systems = systems_table(md)
     with h5py.File(md.file("trajectory.h5"), "r") as f:
         alive, steps, times = f["frames/alive"][()], f["frames/step"][()], f["frames/time_ps"][()]
+        failed = failed_frames(steps, f["failure/step"][()])
+    first_failed = _first_failed(failed)
     rows = []
     for s in systems["system"]:
-        frames = sample_frames(alive[:, s], n)
-        for k in frames:
+        usable = alive[:, s].copy()
+        if until_failure and first_failed[s] >= 0:
+            usable[first_failed[s]:] = False  # the failure frame is then the first "dead" one
+        for k in sample_frames(usable, n):
             rows.append({"system": int(s), "frame": int(k), "step": int(steps[k]), "time_ps": float(times[k]),
-                         "failure_frame": not bool(alive[k, s])})
+                         "failure_frame": bool(k == first_failed[s]), "after_failure": bool(failed[k, s])})
     table = pd.DataFrame(rows)
     return table.merge(systems[["system", "molecule", "temperature"]], on="system")
 
@@ -245,9 +278,10 @@ def pbe0_subsample(frames: pd.DataFrame, systems: pd.DataFrame, per_cell: int,
     """A small, deterministic subsample for an expensive method: per temperature, the last
     ``per_cell`` sampled frames of the trajectory of the molecule with the fewest electrons.
 
-    The last frames are where a failed trajectory ends (its failure geometry is the last one), and
-    the molecule with the fewest electrons is the cheapest DFT. ``temperatures`` restricts the
-    cells (default all).
+    The last frames are the end of the run: for a trajectory that failed and ran on, its
+    post-failure frames (where the paper's reference calculations stop converging, Fig. 2d); for a
+    frozen run's, the frames up to its failure geometry. The molecule with the fewest electrons is
+    the cheapest DFT. ``temperatures`` restricts the cells (default all).
     """
     if isinstance(per_cell, bool) or int(per_cell) != per_cell or per_cell < 0:
         raise ValueError(f"per_cell: expected a non-negative number of frames, got {per_cell!r}")
@@ -296,8 +330,10 @@ def relabel(md: Artifact, frames: pd.DataFrame, method: str = "gfn2-xtb", option
     """``frames`` of the run ``md`` relabelled with ``method``, in parallel on Dask; cached.
 
     The artifact holds ``frames.csv`` — the chosen frames with the model's atomization energy
-    (``model_energy``), the reference's total and atomization energies, ``energy_error`` (model
-    minus reference, eV), the per-frame ``forces_mae`` (eV/Å), ``converged``, ``error``,
+    (``model_energy``), ``failure_frame`` (the first stored frame at or after the trajectory's
+    failure), ``after_failure`` (the frame is at or after it), the reference's total and
+    atomization energies, ``energy_error`` (model minus reference, eV), the per-frame
+    ``forces_mae`` (eV/Å), ``converged``, ``error``,
     ``wall_time`` and the frame geometry (:func:`~gemrepro.analysis.errors.frame_geometry`) — and
     ``forces.npz`` with both force arrays per frame.
     """
@@ -349,16 +385,21 @@ def _jobs(md: Artifact, chosen: pd.DataFrame) -> list[dict]:
     """The chosen frames of a run with what the model said about them."""
     import h5py
 
+    from gemrepro.md.trajectory import failed_frames
+
     jobs = []
     with h5py.File(md.file("trajectory.h5"), "r") as f:
         offsets = f["systems/atom_offset"][()]
         numbers_all, reference_all = f["systems/numbers"][()], f["systems/reference_positions"][()]
+        failed = failed_frames(f["frames/step"][()], f["failure/step"][()])
+        first_failed = _first_failed(failed)
         for s, k in chosen.itertuples(index=False):
             a, b = int(offsets[s]), int(offsets[s + 1])
             jobs.append({"system": int(s), "frame": int(k), "numbers": numbers_all[a:b], "start": reference_all[a:b],
                          "positions": f["frames/positions"][k, a:b], "model_forces": f["frames/forces"][k, a:b],
                          "model_energy": float(f["frames/energy"][k, s]), "step": int(f["frames/step"][k]),
-                         "time_ps": float(f["frames/time_ps"][k]), "alive": bool(f["frames/alive"][k, s])})
+                         "time_ps": float(f["frames/time_ps"][k]), "alive": bool(f["frames/alive"][k, s]),
+                         "after_failure": bool(failed[k, s]), "failure_frame": bool(k == first_failed[s])})
     return jobs
 
 
@@ -401,7 +442,8 @@ def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results
         rows.append({
             "system": job["system"], "frame": job["frame"], "step": job["step"], "time_ps": job["time_ps"],
             "molecule": info["molecule"], "temperature": float(info["temperature"]), "n_atoms": len(job["numbers"]),
-            "failure_frame": not job["alive"], "model_energy": job["model_energy"],
+            "failure_frame": job["failure_frame"], "after_failure": job["after_failure"],
+            "model_energy": job["model_energy"],
             "reference_energy": res["energy"] if converged else float("nan"),
             "reference_atomization_energy": ae, "energy_error": job["model_energy"] - ae, "forces_mae": fmae,
             "converged": converged, "error": res["error"], "wall_time": res["wall_time"],
@@ -416,6 +458,27 @@ def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results
     return {"n_frames": len(rows), "n_converged": int(sum(r["converged"] for r in rows)),
             "reference_cpu_time_s": round(float(sum(r["wall_time"] for r in rows)), 2),
             "free_atom_energies": {str(z): e for z, e in free_atoms.items()}}
+
+
+def dft_convergence(result: "Sweep", scale: str, method: str = "pbe0", per_cell: int | None = None,
+                    temperatures: Sequence[float] | None = None, root=None, scheduler: str | None = None) -> pd.DataFrame:
+    """The expensive method on the scale's subsample of every run of ``result`` (Fig. 2d); frames with train_size.
+
+    ``per_cell`` and ``temperatures`` default to the scale's ``dft_frames_per_cell`` and
+    ``dft_temperatures`` (see :func:`pbe0_subsample`); the calculations are cached like any relabelling.
+    """
+    spec = get_scale(scale)
+    per_cell = spec.dft_frames_per_cell if per_cell is None else per_cell
+    temperatures = spec.dft_temperatures if temperatures is None else temperatures
+    subsamples = {}
+    for n, md in result.md.items():
+        sampled = sampled_frames(md, result.protocol.n_sampled_frames)
+        subsamples[n] = pbe0_subsample(sampled, systems_table(md), per_cell, temperatures)
+    labels = relabel_runs({n: (md, subsamples[n]) for n, md in result.md.items()}, method, root=root,
+                          scheduler=scheduler)
+    frames = pd.concat([load_frames(a).assign(train_size=n) for n, a in labels.items()], ignore_index=True)
+    frames.attrs["labels"] = labels
+    return frames
 
 
 def load_frames(labels: Artifact) -> pd.DataFrame:
@@ -442,6 +505,13 @@ class Sweep:
         return [*self.md.values(), *self.labels.values()]
 
 
+def n_md_molecules(scale: str, n_molecules: int | None = None) -> int:
+    """How many MD molecules the sweep runs: ``n_molecules`` or the scale's, at least enough to cover every element."""
+    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
+
+    return max(n_molecules or get_scale(scale).n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
+
+
 def temperature_sweep(
     scale: str = "tiny",
     seed: int = 0,
@@ -461,14 +531,12 @@ def temperature_sweep(
     molecules that holds every element. ``variant`` is "T" or "Q"; ``None`` means the scale's
     default. Each piece is cached; a second call only reads.
     """
-    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
     from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
 
-    spec = get_scale(scale)
     variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     protocol = protocol or protocol_for(scale)
-    n_molecules = max(n_molecules or spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
+    n_molecules = n_md_molecules(scale, n_molecules)
     curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root, progress=progress,
                            device=device)
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
