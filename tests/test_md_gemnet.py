@@ -336,3 +336,20 @@ def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():
         assert samples.std(axis=0).mean() / target == pytest.approx(np.sqrt(2 / 9), rel=0.15)
     assert ours.mean() == pytest.approx(ase_samples.mean(), rel=0.05)
 
+
+
+def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_trained_model(tmp_path / "model.pt", EnergyShift(GemNetT.from_preset("tiny"), REFERENCES))
+    dataset = tmp_path / "qm7x.hdf5"
+    dataset.write_bytes(b"someone's dataset")
+    common = ["md", "--model", tmp_path / "model.pt", "--molecules", "O", "--time-ps", "0.002", "--device", "cpu",
+              "--frame-interval", "2", "--quiet", "--json", "--out", dataset]
+    code, out, err = run_cli(capsys, *common)
+    assert code != 0 and "--out" in err and "--overwrite" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert dataset.read_bytes() == b"someone's dataset"  # untouched, and nothing was computed
+    code, out, _ = run_cli(capsys, *common, "--overwrite")
+    assert code == 0 and json.loads(out)["step"] == 4
+    code, out, _ = run_cli(capsys, *common)  # now it is this command's run: extending it is allowed
+    assert code == 0 and json.loads(out)["resumed_from_step"] == 4

@@ -79,9 +79,26 @@ def sweep_systems(molecules: list[str], temperatures: list[float], n_seeds: int)
     ]
 
 
+def check_output(path: str | Path, overwrite: bool = False) -> None:
+    """Refuse to replace a file the user did not ask to replace, before any compute.
+
+    ``path`` may be new, or a run in progress (its checkpoint beside it: the run resumes). Any other
+    existing file — a dataset, someone's finished trajectory — is kept unless ``overwrite``.
+    """
+    from gemrepro.md.runner import checkpoint_path_for
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path}: is a folder; expected a trajectory file (.h5)")
+    if path.exists() and not overwrite and not checkpoint_path_for(path).exists():
+        raise ValueError(f"--out {path}: exists and is not a run in progress (no {checkpoint_path_for(path).name} "
+                         "beside it); pass --overwrite to replace it, or choose another path")
+
+
 def _run(args: argparse.Namespace) -> int:
     from gemrepro.md import run_md
 
+    check_output(args.out, args.overwrite)
     if not (np.isfinite(args.time_ps) and args.time_ps > 0):
         raise ValueError(f"--time-ps: expected a positive simulation time in ps, got {args.time_ps}")
     if not (np.isfinite(args.dt_fs) and args.dt_fs > 0):
@@ -177,7 +194,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     md.add_argument("--dt-fs", type=float, default=0.5, help="time step (fs, default 0.5)")
     md.add_argument("--frame-interval", type=int, default=100, help="steps between saved frames")
     md.add_argument("--checkpoint-interval", type=int, default=1000, help="steps between checkpoints")
-    md.add_argument("--out", default="md.h5", help="trajectory file (HDF5; default md.h5)")
+    md.add_argument("--out", default="md.h5", help="trajectory file (HDF5; default md.h5); an unfinished run "
+                                                   "there resumes, any other existing file is kept unless --overwrite")
+    md.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not a run in progress")
     md.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     md.add_argument("--integrator", choices=("langevin", "verlet"), default="langevin")
     md.add_argument("--committee", nargs="+", default=[], metavar="CKPT",
