@@ -127,6 +127,21 @@ def test_an_exploding_system_dies_alone_and_is_frozen(tmp_path):
     assert (strict.failures[1].rule, strict.failures[1].step) == ("force", 0)
 
 
+class Killed(Exception):
+    """Stands for a killed process."""
+
+
+def run_killed_at(step: int, potential, systems, **settings) -> None:
+    """``run_md`` that dies right after ``step`` (after the checkpoint of any earlier step)."""
+
+    def kill(state):
+        if state.step == step:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_md(potential, systems, callback=kill, **settings)
+
+
 def test_killed_run_resumes_without_lost_or_duplicated_frames(tmp_path):
     systems = [molecule("CH3CH2OH"), molecule("H2O")]
     potential = MorseBondPotential(systems)
@@ -134,15 +149,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_frames(tmp_path):
                     checkpoint_interval=20, progress=False)
     whole = run_md(potential, systems, path=tmp_path / "whole.h5", **settings)
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_47(state):
-        if state.step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_md(potential, systems, path=tmp_path / "resumed.h5", callback=kill_at_47, **settings)
+    run_killed_at(47, potential, systems, path=tmp_path / "resumed.h5", **settings)
     with h5py.File(tmp_path / "resumed.h5", "r") as f:
         assert f["frames/step"][-1] == 45  # frames past the step-40 checkpoint are on disk
     resumed = run_md(potential, systems, path=tmp_path / "resumed.h5", **settings)
@@ -310,15 +317,7 @@ def test_killed_continued_run_resumes_bit_for_bit(tmp_path):
     whole = run_md(potential, systems, path=tmp_path / "whole.h5", **settings)
     assert whole.failures[1] is not None and whole.failures[1].step < 40 and whole.alive == [True, True]
 
-    class Killed(Exception):
-        pass
-
-    def kill_at_47(state):
-        if state.step == 47:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_md(potential, systems, path=tmp_path / "resumed.h5", callback=kill_at_47, **settings)
+    run_killed_at(47, potential, systems, path=tmp_path / "resumed.h5", **settings)
     resumed = run_md(potential, systems, path=tmp_path / "resumed.h5", **settings)
     assert resumed.resumed_from_step == 40 and resumed.step == 60 and resumed.failures == whole.failures
     with h5py.File(whole.path, "r") as a, h5py.File(resumed.path, "r") as b:

@@ -59,40 +59,34 @@ class _FakeArtifact:
         return self.path / name
 
 
-@pytest.fixture(scope="module")
-def md_run(tmp_path_factory):
-    """Two molecules at 300 K under a Morse potential; the second is blown apart and fails."""
-    folder = tmp_path_factory.mktemp("md")
+def _morse_run(folder, **options):
+    """Water and methane at 300 K under a Morse potential; methane is blown apart and fails."""
     systems = [molecule("H2O"), molecule("CH4")]
     for atoms, name in zip(systems, ("water", "methane")):
         atoms.info["name"] = name
     potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=20.0)
     summary = run_md(potential, systems, n_steps=300, path=folder / "trajectory.h5", temperatures=300.0, seeds=3,
-                     frame_interval=5, progress=False)
+                     frame_interval=5, progress=False, **options)
     rows = [{"system": s, "molecule": a.info["name"], "formula": a.get_chemical_formula(), "n_atoms": len(a),
              "temperature": 300.0, "failed": f is not None, "failure_step": f.step if f else -1,
              "time_to_failure_ps": f.time_ps if f else np.nan, "failure_rule": f.rule if f else ""}
             for s, (a, f) in enumerate(zip(systems, summary.failures))]
     pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-    return _FakeArtifact(folder), summary
+    return summary
+
+
+@pytest.fixture(scope="module")
+def md_run(tmp_path_factory):
+    """Two molecules at 300 K under a Morse potential; the second is blown apart and fails."""
+    folder = tmp_path_factory.mktemp("md")
+    return _FakeArtifact(folder), _morse_run(folder)
 
 
 @pytest.fixture(scope="module")
 def continued_run(tmp_path_factory):
     """The run of ``md_run`` with ``after_failure="continue"``: methane fails and runs on to the end."""
     folder = tmp_path_factory.mktemp("md-continued")
-    systems = [molecule("H2O"), molecule("CH4")]
-    for atoms, name in zip(systems, ("water", "methane")):
-        atoms.info["name"] = name
-    potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=20.0)
-    summary = run_md(potential, systems, n_steps=300, path=folder / "trajectory.h5", temperatures=300.0, seeds=3,
-                     frame_interval=5, progress=False, after_failure="continue")
-    rows = [{"system": s, "molecule": a.info["name"], "formula": a.get_chemical_formula(), "n_atoms": len(a),
-             "temperature": 300.0, "failed": f is not None, "failure_step": f.step if f else -1,
-             "time_to_failure_ps": f.time_ps if f else np.nan, "failure_rule": f.rule if f else ""}
-            for s, (a, f) in enumerate(zip(systems, summary.failures))]
-    pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-    return _FakeArtifact(folder, "fake-continued-md"), summary
+    return _FakeArtifact(folder, "fake-continued-md"), _morse_run(folder, after_failure="continue")
 
 
 def test_sampled_frames_of_a_continued_run_span_the_whole_run(continued_run, md_run):

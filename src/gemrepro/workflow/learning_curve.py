@@ -13,6 +13,7 @@ training sets amplify to ~0.5 % of their error.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -226,14 +227,23 @@ def model_params(scale: str, train_size: int, seed: int, reference: str, variant
     return params
 
 
+@functools.lru_cache(maxsize=8)
+def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a bundle, read once per process and file version (every model lookup asks for it)."""
+    from gemrepro.workflow.bundle import file_digest
+
+    return file_digest(path)
+
+
 def _unpack_shipped(scale: str, root: Path) -> None:
     """Unpack the scale's committed model bundle into ``root`` (once per bundle content), if there is one."""
-    from gemrepro.workflow.bundle import file_digest, unpack
+    from gemrepro.workflow.bundle import unpack
 
     bundle = shipped_models(scale)
     if bundle is None:
         return
-    marker = root / ".shipped" / f"{scale}-{file_digest(bundle)[:16]}"
+    stat = bundle.stat()
+    marker = root / ".shipped" / f"{scale}-{_bundle_digest(bundle, stat.st_size, stat.st_mtime_ns)[:16]}"
     if not marker.is_file():
         unpack(bundle, root)  # verifies checksums; keeps artifacts already present
         marker.parent.mkdir(parents=True, exist_ok=True)
