@@ -20,7 +20,8 @@ from ase.build import molecule
 from gemrepro.md import run_md
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.potentials import MorseBondPotential
-from gemrepro.model import GemNetCalculator, build_model, resolve_device
+from gemrepro.integrations import GemNetCalculator
+from gemrepro.model import build_model, resolve_device
 from gemrepro.reference import get_method
 from gemrepro.train import EnergyShift, load_trained_model, train_model
 from gemrepro.train.distributed import World, backend_for, device_for_rank

@@ -1,6 +1,7 @@
 """GemNet in the batched MD engine: the adapter against the ASE calculator, the CLI, the benchmark."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 import torch
 from ase import units
 from ase.build import molecule
-from ase.io import read
+from ase.io import read, write
+from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
 from gemrepro.cli import main as cli_main
@@ -17,7 +19,8 @@ from gemrepro.md.bench import benchmark_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
 from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state
-from gemrepro.model import GemNetCalculator, GemNetT, save_model
+from gemrepro.integrations import GemNetCalculator
+from gemrepro.model import GemNetT, save_model
 from gemrepro.train import EnergyShift, save_trained_model
 
 torch.set_num_threads(1)
@@ -353,3 +356,32 @@ def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     assert code == 0 and json.loads(out)["step"] == 4
     code, out, _ = run_cli(capsys, *common)  # now it is this command's run: extending it is allowed
     assert code == 0 and json.loads(out)["resumed_from_step"] == 4
+
+
+
+SHARED_ETHANOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
+
+
+@pytest.mark.skipif(not SHARED_ETHANOL.is_file(), reason="../shared/data is not beside this checkout")
+def test_a_trained_model_file_drives_ase_langevin_with_the_batched_engines_forces(tmp_path, capsys):
+    """`gemrepro train`'s model file, loaded by the ASE calculator and by the engine: the same forces."""
+    frames = read(SHARED_ETHANOL, index=":12")
+    write(tmp_path / "ethanol.extxyz", frames, format="extxyz")
+    code = cli_main(["train", "--data", str(tmp_path / "ethanol.extxyz"), "--train-size", "8", "--val-size", "4",
+                     "--preset", "tiny", "--batch-size", "4", "--max-steps", "4", "--eval-every", "2",
+                     "--checkpoint-every", "2", "--energy-key", "energy", "--quiet", "--out", str(tmp_path / "run")])
+    capsys.readouterr()
+    assert code == 0
+    model_file = tmp_path / "run" / "best_model.pt"
+    atoms = frames[0].copy()
+    atoms.calc = GemNetCalculator(model_file, device="cpu")
+    dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False,
+                        rng=np.random.default_rng(2))
+    engine = potential_from_checkpoint(model_file, device="cpu")
+    for _ in range(5):
+        dynamics.run(1)
+        positions, numbers, index = batch_inputs([atoms])
+        energy, forces = engine(positions, numbers, index)
+        np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), atol=1e-5)
+        assert atoms.get_potential_energy() == pytest.approx(float(energy[0]), abs=1e-4)
+    assert abs(atoms.get_potential_energy()) > 100  # the element references are in: a total energy, not a residual

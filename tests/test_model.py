@@ -16,8 +16,8 @@ from scipy.special import spherical_jn
 from torch_geometric.data import Batch, Data
 
 from gemrepro.cli import main as cli_main
+from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import (
-    GemNetCalculator,
     GemNetT,
     build_graph,
     fit_scale_factors,
@@ -351,7 +351,7 @@ def test_ase_calculator_matches_model(model):
     expected = model(molecule(ETHANOL))
     assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
     np.testing.assert_allclose(atoms.get_forces(), expected["forces"].numpy(), atol=1e-10)
-    with pytest.raises(ValueError, match="GemNetT or a checkpoint path"):
+    with pytest.raises(ValueError, match="expected a GemNetT, GemNetQ, a trained"):
         GemNetCalculator(42)
 
 
@@ -364,7 +364,7 @@ def test_save_load_round_trip(model, tmp_path):
     torch.testing.assert_close(loaded(data)["forces"], model(data)["forces"], rtol=0, atol=0)
     assert sorted(p.name for p in path.parent.iterdir()) == ["gemnet.pt"]  # no temp files left
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+    with pytest.raises(ValueError, match="is not a gemrepro model file"):
         load_model(tmp_path / "junk.pt")
 
 

@@ -19,8 +19,8 @@ from scipy.special import sph_harm_y
 from torch_geometric.data import Batch, Data
 
 from gemrepro.cli import main as cli_main
+from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import (
-    GemNetCalculator,
     GemNetConfig,
     GemNetQ,
     GemNetT,

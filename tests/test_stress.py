@@ -12,7 +12,7 @@ from ase.build import molecule
 from stress_calculators import gfn2_xtb, sabotaged, weak_lennard_jones
 
 from gemrepro.cli import main
-from gemrepro.cli.stress import load_molecules
+from gemrepro.cli.structures import load_structures
 from gemrepro.stress.audit import run_audit
 from gemrepro.stress.calculators import CalculatorPotential
 from gemrepro.stress.report import write_report
@@ -102,13 +102,13 @@ def test_worker_reports_factory_errors_in_one_line():
 def test_molecules_from_names_smiles_and_files(tmp_path):
     path = tmp_path / "formaldehyde.xyz"
     molecule("H2CO").write(path)
-    molecules = load_molecules(["ethanol", "C#N", str(path)])
-    assert list(molecules) == ["ethanol", "C#N", "formaldehyde"]
+    molecules = load_structures(["ethanol", "C#N", str(path)])
+    assert list(molecules) == ["ethanol", "C#N", "formaldehyde[0]"]
     assert molecules["ethanol"].get_chemical_formula() == "C2H6O"
     assert molecules["C#N"].get_chemical_formula() == "CHN"
-    assert molecules["formaldehyde"].get_chemical_formula() == "CH2O"
+    assert molecules["formaldehyde[0]"].get_chemical_formula() == "CH2O"
     with pytest.raises(ValueError, match="does not exist"):
-        load_molecules([str(tmp_path / "missing.xyz")])
+        load_structures([str(tmp_path / "missing.xyz")])
 
 
 def test_cli_gates_on_min_stable_time(tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,63 +20,37 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from gemrepro.cli.structures import check_elements, load_structures
+from gemrepro.analysis.geometry import element_list
+
 
 @dataclass(frozen=True)
 class MDSystem:
-    """One system of a sweep: which molecule, at which temperature, with which seed."""
+    """One system of a sweep: which structure, at which temperature, with which seed."""
 
-    molecule: str  # the name the user gave (catalog name or SMILES)
-    smiles: str  # canonical
+    molecule: str  # the name the user gave (catalog name, SMILES, or ``stem[k]``: frame k of a file)
+    key: str  # what the seed follows: the canonical SMILES, or a file frame's structure key
     temperature_K: float
     seed_number: int
 
     @property
     def seed(self) -> int:
         """A 63-bit seed that depends on this system alone."""
-        key = [self.seed_number, zlib.crc32(self.smiles.encode()), int(round(self.temperature_K * 1000))]
+        key = [self.seed_number, zlib.crc32(self.key.encode()), int(round(self.temperature_K * 1000))]
         return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
 
 
-def named_molecules() -> dict[str, str]:
-    """Catalog names (lower case) -> SMILES: MD test set, out-of-sample set and MD17."""
-    from gemrepro.catalog import MD17, MD_MOLECULES, OUT_OF_SAMPLE
-
-    table: dict[str, str] = {}
-    for group in (MD17, OUT_OF_SAMPLE, MD_MOLECULES):
-        table.update({name.lower(): smiles for name, smiles in group.items()})
-    return table
-
-
-def resolve_molecule(name_or_smiles: str) -> str:
-    """Canonical SMILES of a catalog name or of a SMILES string; ValueError for anything else."""
-    from gemrepro.catalog import molecule_from_smiles
-
-    smiles = named_molecules().get(name_or_smiles.strip().lower(), name_or_smiles)
-    try:
-        return molecule_from_smiles(smiles).smiles
-    except ValueError as exc:
-        raise ValueError(f"--molecules: {name_or_smiles!r} is neither a catalog molecule name nor a valid SMILES ({exc})") from exc
-
-
-def start_geometries(smiles: list[str], seed: int = 0) -> dict[str, Atoms]:
-    """One RDKit ETKDG + MMFF start geometry per distinct SMILES."""
-    from gemrepro.data.sampling import embed_conformers
-
-    return {s: embed_conformers(s, 1, seed)[0] for s in dict.fromkeys(smiles)}
-
-
-def sweep_systems(molecules: list[str], temperatures: list[float], n_seeds: int) -> list[MDSystem]:
-    """All (molecule x temperature x seed) combinations, molecule-major."""
-    if not molecules:
+def sweep_systems(structures: dict[str, Atoms], temperatures: list[float], n_seeds: int) -> list[MDSystem]:
+    """All (structure x temperature x seed) combinations, structure-major (see :func:`load_structures`)."""
+    if not structures:
         raise ValueError("--molecules: expected at least one molecule")
     if not temperatures or not all(np.isfinite(t) and t > 0 for t in temperatures):
         raise ValueError(f"--temperatures: expected positive temperatures in K, got {temperatures}")
     if n_seeds < 1:
         raise ValueError(f"--seeds: expected a positive number of seeds per molecule and temperature, got {n_seeds}")
-    resolved = [(name, resolve_molecule(name)) for name in molecules]
     return [
-        MDSystem(name, smiles, float(t), k)
-        for name, smiles in resolved for t in temperatures for k in range(n_seeds)
+        MDSystem(name, atoms.info["key"], float(t), k)
+        for name, atoms in structures.items() for t in temperatures for k in range(n_seeds)
     ]
 
 
@@ -106,12 +81,16 @@ def _run(args: argparse.Namespace) -> int:
     n_steps = int(round(args.time_ps * 1000.0 / args.dt_fs))
     if n_steps < 1:
         raise ValueError(f"--time-ps: {args.time_ps} ps is shorter than one {args.dt_fs} fs step")
-    systems = sweep_systems(args.molecules, args.temperatures, args.seeds)
+    structures = load_structures(args.molecules, args.select)
+    systems = sweep_systems(structures, args.temperatures, args.seeds)
     potential, stop = _potential_and_stop(args)
-    geometries = start_geometries([s.smiles for s in systems])
+    unknown = check_elements(potential, structures)
+    for name, elements in unknown.items():
+        print(f"gemrepro md: warning: {name} holds {element_list(elements)}, which the model was not trained on; "
+              "its results are marked 'unknown_elements'", file=sys.stderr)
     summary = run_md(
         potential,
-        [geometries[s.smiles] for s in systems],
+        [structures[s.molecule] for s in systems],
         n_steps=n_steps,
         path=args.out,
         temperatures=[s.temperature_K for s in systems],
@@ -131,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
             "system": k, "molecule": system.molecule, "temperature_K": system.temperature_K, "seed": system.seed_number,
             "stable": failure is None, "failure_time_ps": None if failure is None else failure.time_ps,
             "rule": None if failure is None else failure.rule,
+            "unknown_elements": element_list(unknown.get(system.molecule, [])),
         })
     if args.json:
         print(json.dumps({"path": str(summary.path), "step": summary.step, "n_frames": summary.n_frames,
@@ -141,11 +121,13 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{summary.path}: {summary.step} steps ({summary.step * args.dt_fs / 1000:g} ps), {summary.n_frames} frames, "
           f"{summary.steps_per_second * len(systems):.1f} system-steps/s")
     width = max(len("molecule"), *(len(r["molecule"]) for r in rows))
-    print(f"{'system':>6}  {'molecule':<{width}}  {'T/K':>7}  {'seed':>4}  {'stable':<6}  {'failure/ps':>10}  rule")
+    print(f"{'system':>6}  {'molecule':<{width}}  {'T/K':>7}  {'seed':>4}  {'stable':<6}  {'failure/ps':>10}  rule"
+          + ("  unknown elements" if unknown else ""))
     for r in rows:
         time_ps = "" if r["stable"] else f"{r['failure_time_ps']:.4f}"
         print(f"{r['system']:>6}  {r['molecule']:<{width}}  {r['temperature_K']:>7g}  {r['seed']:>4}  "
-              f"{'yes' if r['stable'] else 'no':<6}  {time_ps:>10}  {r['rule'] or ''}")
+              f"{'yes' if r['stable'] else 'no':<6}  {time_ps:>10}  {r['rule'] or '':<13}"
+              + (f"  {r['unknown_elements']}" if unknown else "").rstrip())
     return 0
 
 
@@ -159,13 +141,19 @@ def _potential_and_stop(args: argparse.Namespace):
         raise ValueError(f"--stop-on-uncertainty: expected a positive force disagreement in eV/Å, got {threshold}")
     if threshold is not None and not args.committee:
         raise ValueError("--stop-on-uncertainty: needs a committee; add --committee CKPT [CKPT ...]")
+    allow = args.allow_unknown_elements
     if not args.committee:
-        return potential_from_checkpoint(args.model, device=args.device), None
+        return potential_from_checkpoint(args.model, device=args.device, allow_unknown_elements=allow), None
     for path in args.committee:
         if not Path(path).is_file():
             raise ValueError(f"--committee: model file {path!r} does not exist")
-    committee = CommitteePotential([potential_from_checkpoint(p, device=args.device)
-                                    for p in [args.model, *args.committee]])
+    members = [potential_from_checkpoint(p, device=args.device, allow_unknown_elements=allow)
+               for p in [args.model, *args.committee]]
+    for path, member in zip(args.committee, members[1:], strict=True):
+        if member.variant != members[0].variant:
+            raise ValueError(f"--committee: {path} is a GemNet-{member.variant}, --model {args.model} a "
+                             f"GemNet-{members[0].variant}; a committee is of one kind")
+    committee = CommitteePotential(members)
     return committee, None if threshold is None else UncertaintyStop(committee, threshold)
 
 
@@ -186,8 +174,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "rerunning with the same output resumes from its checkpoint.",
     )
     md.add_argument("--model", required=True, help="trained model or bare GemNet checkpoint file")
-    md.add_argument("--molecules", nargs="+", required=True, metavar="SMILES_OR_NAME",
-                    help="SMILES strings or catalog names (e.g. ethanol, aspirin, glycine)")
+    md.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
+                    help="catalog names (e.g. ethanol, aspirin), SMILES, or structure files (xyz, extxyz, QM7-X "
+                         "HDF5, MD17 npz, ...): every frame of a file is a system of its own")
+    md.add_argument("--select", default=None, metavar="FRAMES",
+                    help="frames of the structure files to run: 3, 0,4,9 or a slice 0:100:10 (default all)")
+    md.add_argument("--allow-unknown-elements", action="store_true",
+                    help="run structures with elements the model was not trained on (warned and marked) "
+                         "instead of refusing them")
     md.add_argument("--temperatures", nargs="+", type=float, default=[300.0], metavar="K")
     md.add_argument("--time-ps", type=float, required=True, help="simulated time per system (ps)")
     md.add_argument("--seeds", type=int, default=1, help="seeds per molecule and temperature (default 1)")

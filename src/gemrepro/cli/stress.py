@@ -8,35 +8,13 @@ exit status is 1 when a trajectory failed before ``--min-stable-ps``, so a CI jo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
 
-
-def load_molecules(specs: list[str], seed: int = 0) -> dict[str, Atoms]:
-    """Start structures by name: catalog names and SMILES (RDKit conformer), or ASE-readable files."""
-    from ase.io import read
-
-    from gemrepro.cli.md import resolve_molecule, start_geometries
-
-    if not specs:
-        raise ValueError("--molecules: expected at least one molecule")
-    molecules: dict[str, Atoms] = {}
-    for spec in specs:
-        path = Path(spec)
-        if path.suffix.lower() in (".xyz", ".extxyz", ".pdb", ".sdf", ".mol", ".traj", ".cif") or path.is_file():
-            if not path.is_file():
-                raise ValueError(f"--molecules: structure file {spec!r} does not exist")
-            try:
-                atoms = read(path, index=0)
-            except Exception as exc:  # noqa: BLE001 - any reader error is bad input
-                raise ValueError(f"--molecules: cannot read {spec!r} as a structure file ({exc})") from exc
-            atoms.pbc, atoms.cell = False, None
-            molecules[path.stem] = Atoms(numbers=atoms.numbers, positions=atoms.positions)
-        else:
-            molecules[spec] = start_geometries([resolve_molecule(spec)], seed)[resolve_molecule(spec)]
-    return molecules
+from gemrepro.analysis.geometry import element_list
+from gemrepro.cli.structures import check_elements, load_structures
 
 
 def _positive(value: float, flag: str, what: str) -> float:
@@ -65,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     protocol = Protocol(time_ps, tuple(args.temperatures), dt_fs=dt_fs, n_sampled_frames=args.frames)
     if protocol.n_steps < 1:
         raise ValueError(f"--time-ps: {time_ps} ps is shorter than one {dt_fs} fs step")
-    molecules = load_molecules(args.molecules, args.seed)
+    molecules = load_structures(args.molecules, args.select, args.seed)
     reference = None if args.reference == "none" else args.reference
     if reference is not None:
         from gemrepro.reference import get_method
@@ -77,8 +55,14 @@ def _run(args: argparse.Namespace) -> int:
 
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"--model: checkpoint {args.model!r} does not exist")
-        potential, label = potential_from_checkpoint(args.model, device=args.device), args.model
-        device = potential.device
+        potential = potential_from_checkpoint(args.model, device=args.device,
+                                              allow_unknown_elements=args.allow_unknown_elements)
+        label, device = args.model, potential.device
+        unknown = check_elements(potential, molecules)
+        if unknown:
+            seen = "; ".join(f"{element_list(z)} in {name}" for name, z in unknown.items())
+            print(f"gemrepro stress: warning: the model was not trained on {seen}; the report is marked", file=sys.stderr)
+            label = f"{label} [UNKNOWN ELEMENTS: {seen}; results not meaningful]"
     else:
         potential = CalculatorPotential(args.calculator, timeout_s=args.timeout_s or None)
         label, device = args.calculator, "cpu"
@@ -112,7 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a callable returning an ASE calculator, e.g. tblite.ase:TBLite")
     source.add_argument("--model", metavar="CKPT", help="a gemrepro model checkpoint (batched on the MD engine)")
     stress.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
-                        help="catalog names, SMILES strings or structure files (xyz, extxyz, ...)")
+                        help="catalog names, SMILES, or structure files (xyz, extxyz, QM7-X HDF5, MD17 npz, "
+                             "...): every frame of a file is a molecule of its own")
+    stress.add_argument("--select", default=None, metavar="FRAMES",
+                        help="frames of the structure files to audit: 3, 0,4,9 or a slice 0:100:10 (default all)")
+    stress.add_argument("--allow-unknown-elements", action="store_true",
+                        help="for --model: audit structures with elements the model was not trained on "
+                             "(warned, report marked) instead of refusing them")
     stress.add_argument("--temperatures", nargs="+", type=float, default=[300.0, 600.0, 1200.0], metavar="K")
     stress.add_argument("--seeds", type=int, default=2, help="trajectories per molecule and temperature (default 2)")
     stress.add_argument("--time-ps", type=float, default=1.0, help="simulated time per trajectory (ps, default 1)")

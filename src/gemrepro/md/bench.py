@@ -6,7 +6,7 @@ and the medians are reported, so a shared or throttled machine (whose speed here
 factor of 1.5 within minutes) slows both alike and their ratio stays meaningful. The batched path is :func:`gemrepro.md.run_md` as a user
 runs it (failure checks every step; the trajectory file receives only the first frame and the
 final checkpoint, so disk I/O does not hide the engine). The reference path is ``ase.md.Langevin``
-with :class:`~gemrepro.model.GemNetCalculator`, one system at a time.
+with :class:`~gemrepro.integrations.GemNetCalculator`, one system at a time.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.md.state import batch_inputs
-from gemrepro.model import GemNetCalculator, resolve_device
+from gemrepro.integrations import GemNetCalculator
+from gemrepro.model import resolve_device
 from gemrepro.train import EnergyShift
 
 

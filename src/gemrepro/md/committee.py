@@ -59,6 +59,10 @@ class CommitteePotential:
         members = list(members)
         if len(members) < 2 or not all(callable(m) for m in members):
             raise ValueError(f"members: expected at least two batched potentials, got {len(members)}")
+        variants = [getattr(m, "variant", None) for m in members]
+        if len({v for v in variants if v is not None}) > 1:
+            kinds = ", ".join(f"{k}: GemNet-{v}" for k, v in enumerate(variants) if v is not None)
+            raise ValueError(f"members: a committee is of one kind of model, got {kinds}")
         self.members = members
         self.force_disagreement: torch.Tensor | None = None
         self.energy_spread: torch.Tensor | None = None

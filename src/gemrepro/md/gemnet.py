@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from gemrepro.analysis.geometry import element_list
 from gemrepro.md.state import per_system_sum
 from gemrepro.model import resolve_device
 from gemrepro.model.checkpoint import model_from_payload, read_checkpoint
@@ -34,6 +35,17 @@ class AtomsBatch:
     z: torch.Tensor  # (N,) atomic numbers
     pos: torch.Tensor  # (N, 3) Å
     batch: torch.Tensor  # (N,) system of each atom, sorted
+
+
+def known_elements(model: nn.Module) -> frozenset[int] | None:
+    """Atomic numbers a trained model has per-element reference energies for: its training data's.
+
+    ``None`` when the model keeps no such record (a bare GemNet, or an ``EnergyShift`` without
+    references): then nothing can be said about which elements it has seen.
+    """
+    if isinstance(model, EnergyShift):
+        return frozenset(model.reference_energies()) or None
+    return None
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -61,9 +73,15 @@ class GemNetPotential:
     one. It is moved to ``device`` (``"auto"``: CUDA when available), cast to ``dtype`` when given,
     and put in eval mode (the model returns detached results then, so no autograd graph outlives
     a step).
+
+    A trained model knows which elements it saw (:func:`known_elements`); systems holding any
+    other are refused with a ``ValueError`` (an unseen element would get a zero reference energy
+    and an untrained embedding, and the run would look fine). ``allow_unknown_elements`` lifts the
+    refusal for a user who wants to see what happens; :meth:`unknown_elements` says what is unseen.
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "auto", dtype: torch.dtype | None = None) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+                 allow_unknown_elements: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected a torch.nn.Module (GemNet or EnergyShift), got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -80,7 +98,28 @@ class GemNetPotential:
         else:
             self.network, self.element_energies = model, None
         self.dtype = model_dtype(self.network)
+        self.elements = known_elements(model)
+        self.allow_unknown_elements = bool(allow_unknown_elements)
         self._topology: _Topology | None = None
+
+    @property
+    def variant(self) -> str | None:
+        """``"T"`` or ``"Q"`` for a GemNet, None for a network without a GemNet config."""
+        return getattr(getattr(self.network, "config", None), "variant", None)
+
+    def unknown_elements(self, numbers) -> list[int]:
+        """Atomic numbers in ``numbers`` the model was not trained on (empty when it keeps no record)."""
+        if self.elements is None:
+            return []
+        values = numbers.tolist() if isinstance(numbers, torch.Tensor) else list(numbers)
+        return sorted({int(z) for z in values} - self.elements)
+
+    def check_elements(self, numbers, source: str) -> None:
+        """A one-line ``ValueError`` naming ``source`` when it holds elements the model never saw."""
+        unknown = self.unknown_elements(numbers)
+        if unknown and not self.allow_unknown_elements:
+            raise ValueError(f"{source}: holds {element_list(unknown)}, which the model was not trained on "
+                             f"(it knows {element_list(self.elements)})")
 
     def _topology_of(self, numbers: torch.Tensor, system_index: torch.Tensor) -> _Topology:
         """What depends only on which atoms form which system, computed once per run.
@@ -92,6 +131,7 @@ class GemNetPotential:
         cached = self._topology
         if cached is not None and cached.numbers is numbers and cached.system_index is system_index:
             return cached
+        self.check_elements(numbers, "numbers")
         z = numbers.to(device=self.device, dtype=torch.long)
         batch = system_index.to(device=self.device, dtype=torch.long)
         n_systems = int(system_index[-1]) + 1 if len(system_index) else 0
@@ -133,7 +173,9 @@ def load_potential_model(path: str | os.PathLike, device: str | torch.device = "
 
 
 def potential_from_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "auto", dtype: torch.dtype | None = None
+    path: str | os.PathLike, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+    allow_unknown_elements: bool = False,
 ) -> GemNetPotential:
     """The batched MD potential of a trained-model or bare model file (see :func:`load_potential_model`)."""
-    return GemNetPotential(load_potential_model(path, device), device=device, dtype=dtype)
+    return GemNetPotential(load_potential_model(path, device), device=device, dtype=dtype,
+                           allow_unknown_elements=allow_unknown_elements)

@@ -41,6 +41,7 @@ import torch
 from ase import Atoms
 from tqdm.std import tqdm
 
+from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.stability import FailureRecord, StabilityCriteria
 from gemrepro.md.failures import FailureDetector, failure_records, mark_failed
 from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
@@ -184,6 +185,8 @@ def run_md(
     systems = list(systems)
     if not systems or not all(isinstance(a, Atoms) and len(a) > 0 for a in systems):
         raise ValueError("systems: expected a non-empty list of non-empty ase.Atoms")
+    for k, atoms in enumerate(systems):  # bad geometry is the input's fault, not a model failure at 0 ps
+        check_geometry(atoms.numbers, atoms.positions, f"systems[{k}] ({atoms.get_chemical_formula()})")
     n = len(systems)
     if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 0):
         raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps!r}")

@@ -145,12 +145,28 @@ def failed_frames(steps: np.ndarray, failure_steps: np.ndarray) -> np.ndarray:
     return (failure_steps[None, :] >= 0) & (steps[:, None] >= failure_steps[None, :])
 
 
+def open_trajectory(path: str | Path) -> h5py.File:
+    """The HDF5 file of a trajectory written by :func:`gemrepro.md.run_md`, or a one-line error saying what it is not."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory {str(path)!r} does not exist")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        raise ValueError(f"{path}: not an HDF5 file; expected a trajectory written by gemrepro md") from None
+    missing = [name for name in ("systems/atom_offset", "frames/step") if name not in handle]
+    if missing:
+        handle.close()
+        raise ValueError(f"{path}: an HDF5 file but not a gemrepro md trajectory (no {missing[0]!r})")
+    return handle
+
+
 def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
     """All frames of one system as numpy arrays, plus its numbers, masses and failure record.
 
     ``failed`` (frames,) marks the frames at or after the failure (:func:`failed_frames`).
     """
-    with h5py.File(path, "r") as f:
+    with open_trajectory(path) as f:
         offsets = f["systems/atom_offset"][()]
         if not 0 <= system < len(offsets) - 1:
             raise ValueError(f"system: expected an index in [0, {len(offsets) - 1}), got {system}")

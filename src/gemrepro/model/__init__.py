@@ -1,6 +1,6 @@
-"""GemNet-T and GemNet-Q potentials in plain PyTorch: models, presets, checkpoints, ASE calculator."""
+"""GemNet-T and GemNet-Q potentials in plain PyTorch: models, presets, checkpoints (the ASE calculator is in
+:mod:`gemrepro.integrations`)."""
 
-from gemrepro.model.calculator import GemNetCalculator
 from gemrepro.model.checkpoint import load_model, save_model
 from gemrepro.model.gemnet import (
     GemNet,
@@ -22,7 +22,7 @@ from gemrepro.model.presets import (
 )
 
 __all__ = [
-    "GemNet", "GemNetCalculator", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
+    "GemNet", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
     "PRESETS_Q", "QuadrupletGraph", "REFERENCE_PARAMETER_COUNTS", "VARIANTS", "build_graph",
     "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "preset_config",
     "resolve_device", "save_model", "scale_factors",

@@ -51,15 +51,27 @@ def read_checkpoint(path: str | os.PathLike) -> object:
         raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: {str(exc).splitlines()[0]}") from exc
+    except Exception:  # noqa: BLE001 - torch's message advises unsafe loading; the user needs what the file is not
+        raise ValueError(f"{str(path)!r} is not a gemrepro model file (torch cannot read it as saved weights)") from None
 
 
 def model_from_payload(payload: object, path: str | os.PathLike, device: str | torch.device = "auto") -> GemNet:
     """Rebuild the model of a ``save_model`` payload already read by :func:`read_checkpoint`."""
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is not a GemNet checkpoint written by save_model")
-    model = build_model(GemNetConfig.from_dict(payload["config"]))
+    config = GemNetConfig.from_dict(payload["config"])
+    model = build_model(config)
     model = model.to(getattr(torch, payload.get("dtype", "float32")))
-    model.load_state_dict(payload["state_dict"])
+    load_weights(model, payload["state_dict"], path, f"GemNet-{config.variant}")
     return model.to(resolve_device(device)).eval()
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike, what: str) -> None:
+    """``model.load_state_dict`` with a one-line error when the weights are another architecture's."""
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
+        raise ValueError(f"{str(path)!r}: its weights do not fit the {what} its config describes "
+                         f"(a file of another variant or preset? {detail[:120]})") from None

@@ -23,6 +23,7 @@ import pandas as pd
 from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
+from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.md.state import Potential
 from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
@@ -105,6 +106,7 @@ def _validate(molecules: Mapping[str, Atoms], n_seeds: int) -> None:
             raise ValueError(f"molecules: {name!r} is not a non-empty ase.Atoms")
         if atoms.pbc.any():
             raise ValueError(f"molecules: {name!r} is periodic; the audit is for isolated molecules")
+        check_geometry(atoms.numbers, atoms.positions, f"molecules: {name!r}")
     if isinstance(n_seeds, bool) or int(n_seeds) != n_seeds or n_seeds < 1:
         raise ValueError(f"n_seeds: expected a positive number of seeds per molecule and temperature, got {n_seeds!r}")
 

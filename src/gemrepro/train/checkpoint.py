@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gemrepro.model.checkpoint import load_weights
 from gemrepro.train.energy_shift import EnergyShift
 
 __all__ = ["load_checkpoint", "load_trained_model", "save_checkpoint", "save_trained_model"]
@@ -50,7 +51,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # noqa: BLE001 - torch's message advises unsafe loading; the user needs what the file is not
+        raise ValueError(f"{path}: not a gemrepro checkpoint or model file (torch cannot read it as saved weights)") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a gemrepro checkpoint or model file (holds a {type(payload).__name__})")
+    return payload
 
 
 def _class_path(obj: object) -> str:
@@ -123,7 +130,7 @@ def load_trained_model(
     dtype = next((v.dtype for k, v in state.items() if k.startswith("model.") and v.is_floating_point()), None)
     if dtype is not None:
         wrapped.to(dtype)
-    wrapped.load_state_dict(state)
+    load_weights(wrapped, state, path, f"trained {payload['model_class'].rpartition(':')[2]}")
     wrapped.metadata = payload["metadata"]
     return wrapped.eval()
 

@@ -23,7 +23,11 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     if override:
         return Path(override).expanduser().resolve()
     if os.environ.get("GEMREPRO_DATA"):
-        return Path(os.environ["GEMREPRO_DATA"]).expanduser().resolve()
+        path = Path(os.environ["GEMREPRO_DATA"]).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"GEMREPRO_DATA={os.environ['GEMREPRO_DATA']}: is a file; expected a folder for "
+                             "gemrepro's datasets and artifact cache")
+        return path
     root = repo_root()
     if root is not None:
         return root / "data"

@@ -1,0 +1,78 @@
+"""ASE calculator for any model of the project: a bare GemNet (T or Q) or a trained one with its references.
+
+It runs one molecule at a time through the model's own forward pass (not the batched engine), so
+it doubles as an independent check of :class:`~gemrepro.md.GemNetPotential`. Per-element reference
+energies of a trained model are added in float64, as the batched engine does, so a float32 network
+still gives energies resolved well below a meV.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+from torch import nn
+from torch_geometric.data import Data
+
+from gemrepro.analysis.geometry import check_geometry, element_list
+from gemrepro.md.gemnet import known_elements, load_potential_model, model_dtype
+from gemrepro.model.gemnet import GemNet, resolve_device
+from gemrepro.train import EnergyShift
+
+
+class GemNetCalculator(Calculator):
+    """Energy (eV) and forces (eV/Å) of a gemrepro model for ASE (MD, optimisation, vibrations).
+
+    ``model_or_checkpoint`` is a ``GemNetT``/``GemNetQ``, an ``EnergyShift`` around one (a trained
+    model), or the path of either kind of model file (``save_model``'s or the trainer's
+    ``model.pt``/``best_model.pt``). Structures with overlapping atoms or non-finite coordinates,
+    and (for a trained model) elements it never saw, raise a one-line ``ValueError`` instead of
+    returning NaN or an untrained guess; ``allow_unknown_elements`` lifts the latter.
+    Periodic boundary conditions are not supported (the model is for molecules).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, model_or_checkpoint: nn.Module | str | os.PathLike, device: str | torch.device = "auto",
+                 allow_unknown_elements: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if isinstance(model_or_checkpoint, (GemNet, EnergyShift)):
+            model = model_or_checkpoint.to(resolve_device(device))
+        elif isinstance(model_or_checkpoint, (str, os.PathLike)):
+            model = load_potential_model(model_or_checkpoint, device=device)
+        else:
+            raise ValueError("model_or_checkpoint: expected a GemNetT, GemNetQ, a trained (EnergyShift) model or "
+                             f"a model file path, got {type(model_or_checkpoint).__name__}")
+        self.model = model.eval()
+        self.network = model.model if isinstance(model, EnergyShift) else model
+        self.references = (model.element_energies.detach().double().cpu()
+                           if isinstance(model, EnergyShift) else None)
+        self.elements = known_elements(model)
+        self.allow_unknown_elements = bool(allow_unknown_elements)
+        self.dtype = model_dtype(self.network)
+        self.device = next(self.network.parameters()).device
+
+    def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        if self.atoms.pbc.any():
+            raise ValueError("atoms: GemNetCalculator supports only non-periodic molecules (atoms.pbc all False)")
+        numbers, positions = self.atoms.get_atomic_numbers(), self.atoms.get_positions()
+        check_geometry(numbers, positions, f"atoms ({self.atoms.get_chemical_formula()})")
+        unknown = sorted(set(numbers.tolist()) - self.elements) if self.elements is not None else []
+        if unknown and not self.allow_unknown_elements:
+            raise ValueError(f"atoms ({self.atoms.get_chemical_formula()}): holds {element_list(unknown)}, which the "
+                             f"model was not trained on (it knows {element_list(self.elements)})")
+        data = Data(z=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+                    pos=torch.as_tensor(positions, dtype=self.dtype, device=self.device))
+        result = self.network(data)
+        energy = float(result["energy"][0])
+        if self.references is not None:
+            energy += float(self.references[torch.as_tensor(numbers, dtype=torch.long)].sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": result["forces"].detach().cpu().numpy().astype(np.float64),
+        }

@@ -1,0 +1,85 @@
+"""Files that are not what a command expects get one line naming the file, never a traceback."""
+
+import h5py
+import pytest
+import torch
+from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from gemrepro.cli import main as cli_main
+from gemrepro.model import GemNetQ, GemNetT, save_model
+
+torch.set_num_threads(1)
+
+
+def one_line_error(capsys, *argv) -> str:
+    code = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "weights_only" not in err, err
+    return err
+
+
+@pytest.fixture
+def files(tmp_path):
+    torch.manual_seed(0)
+    save_model(GemNetT.from_preset("tiny"), tmp_path / "t.pt")
+    payload = torch.load(tmp_path / "t.pt", weights_only=True)
+    payload["config"] = GemNetQ.from_preset("tiny").config.to_dict()  # a Q config over T weights
+    torch.save(payload, tmp_path / "wrong_variant.pt")
+    (tmp_path / "garbage.pt").write_text("not a model\n")
+    (tmp_path / "a_file").write_text("x\n")
+    with h5py.File(tmp_path / "dataset.h5", "w") as handle:
+        handle.create_dataset("energies", data=[1.0, 2.0])
+    return tmp_path
+
+
+def test_a_checkpoint_of_the_wrong_variant_is_one_line(files, capsys):
+    err = one_line_error(capsys, "md", "--model", files / "wrong_variant.pt", "--molecules", "O", "--time-ps", "0.001",
+                         "--device", "cpu", "--quiet", "--out", files / "md.h5")
+    assert "wrong_variant.pt': its weights do not fit the GemNet-Q its config describes" in err
+
+
+def test_a_garbage_model_file_is_named_without_torchs_advice(files, capsys):
+    err = one_line_error(capsys, "md", "--model", files / "garbage.pt", "--molecules", "O", "--time-ps", "0.001",
+                         "--device", "cpu", "--quiet", "--out", files / "md.h5")
+    assert "garbage.pt' is not a gemrepro model file" in err
+
+
+def test_train_init_of_a_garbage_file_is_one_line(files, capsys, tmp_path):
+    frames = []
+    for k in range(6):
+        atoms = molecule("H2O")
+        atoms.positions[0, 0] += 0.01 * k
+        atoms.calc = SinglePointCalculator(atoms, energy=-2000.0 - k, forces=0 * atoms.positions)
+        frames.append(atoms)
+    write(tmp_path / "water.extxyz", frames)
+    err = one_line_error(capsys, "train", "--data", tmp_path / "water.extxyz", "--energy-key", "energy",
+                         "--init", files / "garbage.pt", "--max-steps", "1", "--quiet", "--out", files / "run")
+    assert "garbage.pt: not a gemrepro checkpoint or model file" in err
+
+
+def test_md_export_of_a_file_that_is_not_a_trajectory(files, capsys):
+    err = one_line_error(capsys, "md-export", files / "dataset.h5", "--system", "0", "--out", files / "x.extxyz")
+    assert "dataset.h5: an HDF5 file but not a gemrepro md trajectory" in err
+    err = one_line_error(capsys, "md-export", files / "garbage.pt", "--system", "0", "--out", files / "x.extxyz")
+    assert "garbage.pt: not an HDF5 file; expected a trajectory written by gemrepro md" in err
+    assert not (files / "x.extxyz").exists()
+
+
+def test_gemrepro_data_that_is_a_file(files, capsys, monkeypatch):
+    monkeypatch.setenv("GEMREPRO_DATA", str(files / "a_file"))
+    err = one_line_error(capsys, "campaign", "--scale", "tiny", "--dry-run")
+    assert f"GEMREPRO_DATA={files / 'a_file'}: is a file; expected a folder" in err
+
+
+@pytest.mark.parametrize("command", ["md", "stress"])
+def test_an_output_path_that_cannot_be_written_is_one_line(files, capsys, command):
+    out = files / "a_file" / ("md.h5" if command == "md" else "audit")  # a path below a file: no folder can exist
+    argv = [command, "--model", files / "t.pt", "--molecules", "O", "--time-ps", "0.001", "--device", "cpu",
+            "--quiet", "--out", out]
+    if command == "stress":
+        argv += ["--reference", "none", "--temperatures", "300", "--seeds", "1"]
+    err = one_line_error(capsys, *argv)
+    assert "a_file" in err
