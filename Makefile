@@ -1,6 +1,7 @@
 # gemrepro: the two commands of the README.
-#   make book [SCALE=tiny|small|paper]   regenerate every chapter with papermill, build the HTML book
+#   make book [SCALE=tiny|small|paper]   execute every chapter with papermill, build the HTML book in _build/
 #   make test                            unit tests + nbval on the committed chapters
+#   make update-book                     make book at tiny and replace the committed chapters' outputs
 #   make publish [REMOTE=origin]          push the HTML of the committed book to the gh-pages branch
 SCALE ?= tiny
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 BUILD := _build/$(SCALE)
 REMOTE ?= origin
 
-.PHONY: book test install clean-book publish
+.PHONY: book test install clean-book publish update-book
 
 install: $(STAMP)
 
@@ -24,6 +25,10 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(PY) -m gemrepro.workflow.book --scale $(SCALE) --build-dir $(BUILD)
 	@echo "book: $(BUILD)/_build/html/index.html"
+
+update-book: $(STAMP)
+	$(PY) -m gemrepro.workflow.book --scale tiny --build-dir _build/tiny --update-committed
+	@echo "committed chapters replaced by the tiny execution: review with git diff book/chapters"
 
 test: $(STAMP)
 	$(PY) -m pytest tests book/chapters --nbval-lax --durations=15

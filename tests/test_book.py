@@ -35,12 +35,45 @@ def test_every_toc_chapter_has_a_source_and_an_executed_notebook_with_outputs():
 
 
 def test_bad_papermill_parameter_is_one_line(tmp_path):
-    code = (
-        "from gemrepro.workflow.chapter import setup\n"
-        "setup(scale='huge')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "ValueError: unknown scale 'huge': expected one of tiny, small, paper" in out.stderr
+    """papermill on a real chapter with scale=huge: the cell's error is the one-line message, nothing else."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = jupytext.read(ROOT / "notebooks" / "data.md")
+    with pytest.raises(PapermillExecutionError) as failure:
+        papermill.execute_notebook(notebook, str(tmp_path / "out.ipynb"), parameters={"scale": "huge"},
+                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    assert failure.value.traceback == [
+        "ChapterParameterError: chapter parameter: unknown scale 'huge': expected one of tiny, small, paper"]
+
+
+def test_make_book_leaves_the_committed_notebooks_alone_unless_asked(tmp_path, monkeypatch):
+    """`make book` executes into _build/; only --update-committed (make update-book) replaces the committed outputs."""
+    from gemrepro.workflow import book
+
+    root = tmp_path / "checkout"
+    (root / "book" / "chapters").mkdir(parents=True)
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapters/one\n")
+    (root / "_config.yml").write_text("title: t\n")
+    (root / "references.bib").write_text("")
+    committed = root / "book" / "chapters" / "one.ipynb"
+    committed.write_text("committed outputs")
+
+    def execute(checkout, name, output, parameters):
+        output.write_text(f"fresh outputs at {parameters['scale']}")
+        return 0.0
+
+    monkeypatch.setattr(book, "repo_root", lambda: root)
+    monkeypatch.setattr(book, "execute_chapter", execute)
+    monkeypatch.setattr(book, "build_html", lambda source, output: output)
+    book.build_book("tiny", tmp_path / "build")
+    assert committed.read_text() == "committed outputs"
+    assert (tmp_path / "build" / "src" / "book" / "chapters" / "one.ipynb").read_text() == "fresh outputs at tiny"
+    book.build_book("tiny", tmp_path / "build", update_committed=True)
+    assert committed.read_text() == "fresh outputs at tiny"
+    with pytest.raises(ValueError, match="--update-committed: the committed book is the tiny scale"):
+        book.build_book("small", tmp_path / "build", update_committed=True)
 
 
 @pytest.fixture(scope="module")

@@ -207,7 +207,6 @@ def test_benchmark_reports_positive_rates_of_both_paths():
                           repeats=2)
     for key in ("batched_steps_per_s", "ase_steps_per_s", "ratio"):
         assert np.isfinite(result[key]) and result[key] > 0
-    assert result["ratio"] == pytest.approx(result["batched_steps_per_s"] / result["ase_steps_per_s"])
     assert result["n_systems"] == 2 and result["n_atoms"] == 8 and result["repeats"] == 2
     assert len(result["ratios"]) == 2 and all(r > 0 for r in result["ratios"])
     with pytest.raises(ValueError, match="repeats"):
@@ -227,8 +226,9 @@ def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost():
     counts = np.array([row["n_systems"] for row in result["rows"]])
     fitted = result["fixed_ms"] + result["ms_per_system"] * counts
     assert np.sum(fitted) == pytest.approx(sum(row["batched_ms"] for row in result["rows"]))  # least squares with intercept
-    if result["ms_per_system"] > 0:
-        assert result["ratio_bound"] == pytest.approx(result["mean_single_ms"] / result["ms_per_system"])
+    per_system = result["ms_per_system"]  # no per-system cost at all means batching is unbounded
+    expected_bound = result["mean_single_ms"] / per_system if per_system > 0 else float("inf")
+    assert result["ratio_bound"] == pytest.approx(expected_bound)
     assert result["r_squared"] <= 1.0
     custom = batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[1, 3], device="cpu", repeats=1)
     assert [row["n_systems"] for row in custom["rows"]] == [1, 3]

@@ -82,7 +82,7 @@ def test_measurements_are_cached_per_hardware_and_collected_side_by_side(tmp_pat
 def test_training_throughput_times_updates(tmp_path):
     artifact = performance.measure_training(batch_size=2, n_steps=3, atoms_per_molecule=5, device="cpu", root=tmp_path)
     result = artifact.manifest["result"]
-    assert result["samples_per_s"] == pytest.approx(2 / result["seconds_per_step"])
+    assert np.isfinite(result["seconds_per_step"]) and result["seconds_per_step"] > 0 and result["batch_size"] == 2
     assert result["parameters"] > 1000
     with pytest.raises(ValueError, match="n_steps"):
         performance.measure_training(n_steps=1, root=tmp_path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import math
 from dataclasses import asdict, dataclass
 
@@ -12,9 +12,11 @@ import pytest
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
 from torch import nn
 from torch_geometric.data import Batch
 
+from gemrepro.cli import main
 from gemrepro.data.torch_dataset import (
     AtomsDataset,
     atoms_to_data,
@@ -22,6 +24,7 @@ from gemrepro.data.torch_dataset import (
     fit_element_references,
     make_loader,
 )
+from gemrepro.model import GemNetT
 from gemrepro.train import (
     EnergyForceLoss,
     EnergyShift,
@@ -334,12 +337,7 @@ def test_relative_patience_stops_on_a_creeping_plateau(datasets, tmp_path):
         fast_config(min_relative_delta=1.0)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gemrepro.model.gemnet") is None, reason="GemNetT not available yet"
-)
 def test_gemnet_tiny_trains_a_few_steps(datasets, tmp_path):
-    from gemrepro.model import GemNetT
-
     train, val = datasets
     torch.manual_seed(0)
     model = GemNetT.from_preset("tiny")
@@ -352,18 +350,7 @@ def test_gemnet_tiny_trains_a_few_steps(datasets, tmp_path):
     assert torch.allclose(loaded(batch)["forces"], result.model(batch)["forces"])
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("gemrepro.model.gemnet") is None
-    or importlib.util.find_spec("gemrepro.data.formats") is None,
-    reason="GemNetT or the format readers not available yet",
-)
 def test_cli_trains_resumes_and_fine_tunes(tmp_path, capsys):
-    import json
-
-    from ase.io import write
-
-    from gemrepro.cli import main
-
     path = tmp_path / "molecules.xyz"
     write(path, synthetic_molecules(12, seed=6), format="extxyz")
     common = ["train", "--data", str(path), "--train-size", "8", "--val-size", "4", "--preset", "tiny",

@@ -1,11 +1,14 @@
 """Regenerate the book: execute every chapter with papermill at a scale, then build the HTML.
 
 Chapter text sources live in ``notebooks/<name>.md`` (jupytext MyST); the book holds the
-executed ``book/chapters/<name>.ipynb``. At the default ``tiny`` scale the executed
-notebooks replace the committed ones (so nbval compares against them); other scales are
-staged and built in ``_build/<scale>`` and leave the committed notebooks alone.
+executed ``book/chapters/<name>.ipynb``. Every scale is executed and built in ``_build/<scale>``
+and leaves the committed notebooks alone, so ``make book && make test`` compares a fresh
+execution (nbval) with the committed outputs, not the book with itself. Replacing the committed
+outputs is a separate, named step (``make update-book``: ``--update-committed``, ``tiny`` only),
+taken when a change of results is meant.
 
     python -m gemrepro.workflow.book --scale tiny --build-dir _build/tiny
+    python -m gemrepro.workflow.book --scale tiny --update-committed   # after a deliberate change
 """
 
 from __future__ import annotations
@@ -91,9 +94,16 @@ def build_html(source: Path, output: Path) -> Path:
     return output / "_build" / "html"
 
 
-def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None) -> Path:
-    """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder."""
+def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None,
+               update_committed: bool = False) -> Path:
+    """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder.
+
+    ``update_committed`` also copies the executed notebooks over the committed ones (only at the
+    committed book's scale, ``tiny``).
+    """
     get_scale(scale)  # one-line error for an unknown scale before any work
+    if update_committed and scale != DEFAULT_SCALE:
+        raise ValueError(f"--update-committed: the committed book is the {DEFAULT_SCALE} scale, got --scale {scale}")
     root = repo_root()
     if root is None:
         raise FileNotFoundError("run inside a gemrepro checkout (no _config.yml / pyproject.toml found)")
@@ -121,7 +131,7 @@ def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: 
         print(f"[book] executing {name} at scale={scale} ...", flush=True)
         seconds = execute_chapter(root, name, staged, {"scale": scale})
         print(f"[book] {name}: {seconds:.0f} s", flush=True)
-        if scale == DEFAULT_SCALE:
+        if update_committed:
             shutil.copy2(staged, committed)
 
     build_html(stage, build_dir)
@@ -135,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default=DEFAULT_SCALE)
     parser.add_argument("--build-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", help="execute only these chapters (others keep their outputs)")
+    parser.add_argument("--update-committed", action="store_true",
+                        help=f"replace the committed notebooks with the executed ones ({DEFAULT_SCALE} only)")
     parser.add_argument("--html-only", action="store_true",
                         help="build the committed notebooks as they are (no execution), e.g. to publish")
     args = parser.parse_args(argv)
@@ -146,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             html = build_html(root, (root / (args.build_dir or Path("_build") / "committed")).resolve())
             print(f"[book] HTML: {html / 'index.html'}")
         else:
-            build_book(args.scale, args.build_dir, args.only)
+            build_book(args.scale, args.build_dir, args.only, args.update_committed)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"book: error: {exc}", file=sys.stderr)
         return 2

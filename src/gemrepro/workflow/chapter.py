@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gemrepro.reference import METHODS
 from gemrepro.workflow.artifacts import Artifact
 from gemrepro.workflow.paths import artifacts_dir
 from gemrepro.workflow.scales import Scale, get_scale
@@ -31,20 +32,46 @@ class ChapterSettings:
     device: str
 
 
-def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_dir: str | None = None,
-          device: str = "auto") -> ChapterSettings:
-    """Validate papermill parameters (one-line ``ValueError`` each), seed everything, style plots."""
+class ChapterParameterError(ValueError):
+    """A papermill parameter a chapter cannot run with; shown as its one-line message, no traceback."""
+
+
+def _show_in_one_line(shell, etype, evalue, tb, tb_offset=None) -> None:
+    """IPython handler: the error output (hence papermill's report) is the message alone."""
+    shell._showtraceback(etype, evalue, [f"{etype.__name__}: {evalue}"])
+
+
+def _one_line_parameter_errors() -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the book's extras
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((ChapterParameterError,), _show_in_one_line)
+
+
+def _check_parameters(scale, seed, reference, data_dir, device):
     spec = get_scale(scale)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    from gemrepro.reference import METHODS
-
     if reference not in METHODS:
         raise ValueError(f"unknown reference method {reference!r}: expected one of {', '.join(METHODS)}")
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise ValueError(f"unknown device {device!r}: expected auto, cpu or cuda")
     if data_dir is not None and not Path(data_dir).expanduser().exists():
         raise ValueError(f"data_dir {data_dir!r} does not exist")
+    return spec
+
+
+def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_dir: str | None = None,
+          device: str = "auto") -> ChapterSettings:
+    """Validate papermill parameters (a one-line ``ChapterParameterError`` each), seed everything, style plots."""
+    _one_line_parameter_errors()
+    try:
+        spec = _check_parameters(scale, seed, reference, data_dir, device)
+    except ValueError as exc:
+        raise ChapterParameterError(f"chapter parameter: {exc}") from None
     _FIGURES.clear()
     random.seed(seed)
     np.random.seed(seed)
