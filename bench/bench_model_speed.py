@@ -27,7 +27,7 @@ from types import ModuleType
 import torch
 from torch_geometric.data import Batch
 
-from gemrepro.model.bench import molecule_like_cluster
+from gemrepro.benchmarks.model import molecule_like_cluster
 
 BASELINE_PACKAGE = "gemrepro_model_baseline"
 
@@ -84,7 +84,7 @@ def _cases(seed: int, md: bool) -> dict[str, Batch]:
     for n in (3, 5, 9):
         cases[f"single{n}"] = Batch.from_data_list([molecule_like_cluster(n, generator)])
     if md:
-        from gemrepro.md.bench import benchmark_systems
+        from gemrepro.benchmarks.md import benchmark_systems
         from torch_geometric.data import Data
 
         systems = benchmark_systems(60)

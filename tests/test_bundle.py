@@ -8,8 +8,8 @@ import tarfile
 import pytest
 
 from gemrepro.cli import main
-from gemrepro.workflow import bundle
-from gemrepro.workflow.artifacts import ACCESS_LOG_ENV, get_or_create
+from gemrepro.cache import bundle
+from gemrepro.cache.artifacts import ACCESS_LOG_ENV, get_or_create
 
 
 def _make(root, stage, params, payload):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.workflow.campaign import Campaign, Task, describe, run_campaign, summarize
-from gemrepro.workflow.cluster import dask_client, load_slurm_config, slurm_cluster
+from gemrepro.cache.cluster import dask_client, load_slurm_config, slurm_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_campaign as t
 from gemrepro.workflow.campaign import run_campaign
-from gemrepro.workflow.cluster import dask_client
+from gemrepro.cache.cluster import dask_client
 
 root, log = Path(sys.argv[1]), Path(sys.argv[2])
 

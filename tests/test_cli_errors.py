@@ -57,7 +57,7 @@ def test_train_init_of_a_garbage_file_is_one_line(files, capsys, tmp_path):
     write(tmp_path / "water.extxyz", frames)
     err = one_line_error(capsys, "train", "--data", tmp_path / "water.extxyz", "--energy-key", "energy",
                          "--init", files / "garbage.pt", "--max-steps", "1", "--quiet", "--out", files / "run")
-    assert "garbage.pt: not a gemrepro checkpoint or model file" in err
+    assert "garbage.pt' is not a gemrepro model file" in err
 
 
 def test_md_export_of_a_file_that_is_not_a_trajectory(files, capsys):

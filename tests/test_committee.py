@@ -211,7 +211,7 @@ def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
     from gemrepro.md.committee import disagreement as measure
     from gemrepro.md.gemnet import potential_from_checkpoint
     from gemrepro.model import GemNetT, save_model
-    from gemrepro.workflow.artifacts import get_or_create
+    from gemrepro.cache.artifacts import get_or_create
     from gemrepro.workflow.committee import disagreement_table, frame_disagreement
 
     def model_artifact(k):
@@ -259,7 +259,7 @@ def test_plots_draw_one_line_per_trajectory_and_the_recommended_point():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gemrepro import plots_committee
+    from gemrepro.plots import committee as plots_committee
 
     disagreement, trajectories = synthetic_runs()
     disagreement, trajectories = disagreement.assign(study="sweep"), trajectories.assign(study="sweep")

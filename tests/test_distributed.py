@@ -18,7 +18,8 @@ from ase.io import write
 from torch_geometric.data import Batch
 
 from gemrepro.data.torch_dataset import AtomsDataset, atoms_to_data
-from gemrepro.train import EnergyForceLoss, load_trained_model, train_model
+from gemrepro.train import EnergyForceLoss, train_model
+from gemrepro.model import load_trained_model
 from gemrepro.train.distributed import (
     World,
     device_for_rank,

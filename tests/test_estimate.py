@@ -7,10 +7,10 @@ import math
 import pytest
 
 import gemrepro.workflow.estimate as estimate
-from gemrepro.workflow.artifacts import Artifact
+from gemrepro.cache.artifacts import Artifact
 from gemrepro.workflow.estimate import Assumptions, estimate_resources, measure_costs
 from gemrepro.workflow.learning_curve import recipe
-from gemrepro.workflow.scales import get_scale
+from gemrepro.config.scales import get_scale
 from gemrepro.workflow.sweep import protocol_for
 
 MEASURED = {

@@ -20,7 +20,7 @@ from gemrepro.data.formats import (
     summarize,
     write_qm7x,
 )
-from gemrepro.workflow.paths import shared_data_dir
+from gemrepro.cache.paths import shared_data_dir
 
 KCAL_PER_MOL_IN_EV = units.kcal / units.mol
 

@@ -23,7 +23,8 @@ from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import build_model, resolve_device
 from gemrepro.reference import get_method
-from gemrepro.train import EnergyShift, load_trained_model, train_model
+from gemrepro.train import train_model
+from gemrepro.model import EnergyShift, load_trained_model
 from gemrepro.train.distributed import World, backend_for, device_for_rank
 from test_train import fast_config, make_model, synthetic_molecules
 

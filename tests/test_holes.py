@@ -254,7 +254,7 @@ def test_structure_drawing_marks_the_broken_bond_red():
     matplotlib.use("Agg")
     from ase import Atoms
 
-    from gemrepro import plots_holes
+    from gemrepro.plots import holes as plots_holes
 
     reference = np.array([[0.0, 0.0, 0.0], [1.09, 0.0, 0.0], [-0.5, 0.9, 0.0]])
     broken = reference.copy()

@@ -12,8 +12,8 @@ import torch
 import gemrepro.train
 from gemrepro.data.formats import write_qm7x
 from gemrepro.workflow import learning_curve as lc
-from gemrepro.workflow.artifacts import get_or_create
-from gemrepro.workflow.scales import SCALES, Scale
+from gemrepro.cache.artifacts import get_or_create
+from gemrepro.config.scales import SCALES, Scale
 
 torch.set_num_threads(1)
 
@@ -203,7 +203,7 @@ def test_variant_resolves_to_the_scale_default_or_one_of_t_and_q():
 
 def test_learning_curves_put_both_variants_side_by_side(micro):
     from gemrepro.model import GemNetQ, GemNetT
-    from gemrepro.train import load_trained_model
+    from gemrepro.model import load_trained_model
 
     table = lc.learning_curves("micro", variants=("T", "q"), root=micro, progress=False)
     assert table["variant"].tolist() == ["T", "T", "Q", "Q"]
@@ -224,20 +224,21 @@ def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_dra
     matplotlib.use("Agg")
     import pandas as pd
 
-    from gemrepro import paper, plots
+    from gemrepro import paper
+    from gemrepro.plots import data as plots_data
     from gemrepro.catalog import md_molecules
 
     curve = pd.DataFrame({"train_size": [100, 100, 100, 3200, 3200, 3200], "member": [0, 1, 2] * 2,
                           "variant": "T", "energy_mae": [0.4, 0.3, 0.35, 0.1, 0.09, 0.11],
                           "forces_mae": [0.3, 0.28, 0.31, 0.1, 0.097, 0.099]})
-    fig = plots.learning_curves(curve, paper.learning_curve_points())
+    fig = plots_data.learning_curves(curve, paper.learning_curve_points())
     forces = fig.axes[1]
     dots = [line for line in forces.get_lines() if line.get_linestyle() == "None"]
     assert len(dots) == 1 and len(dots[0].get_xdata()) == 6  # every seed
     assert len(forces.collections) == 1  # the seeds' range
     assert any("mean of 3 seeds" in t.get_text() for t in forces.get_legend().get_texts())
-    drawings = plots.molecule_drawings(md_molecules(5), columns=3)
+    drawings = plots_data.molecule_drawings(md_molecules(5), columns=3)
     titled = [ax.get_title() for ax in drawings.axes if ax.get_images()]
     assert titled == [m.name for m in md_molecules(5)]
     with pytest.raises(ValueError, match="at least one molecule"):
-        plots.molecule_drawings([])
+        plots_data.molecule_drawings([])

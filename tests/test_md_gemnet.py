@@ -15,13 +15,13 @@ from ase.md.verlet import VelocityVerlet
 
 from gemrepro.cli import main as cli_main
 from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system, run_md
-from gemrepro.md.bench import benchmark_md
+from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
 from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import GemNetT, save_model
-from gemrepro.train import EnergyShift, save_trained_model
+from gemrepro.model import EnergyShift, save_trained_model
 
 torch.set_num_threads(1)
 
@@ -214,7 +214,7 @@ def test_benchmark_reports_positive_rates_of_both_paths():
 
 
 def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost():
-    from gemrepro.md.bench import batch_scaling
+    from gemrepro.benchmarks.md import batch_scaling
 
     systems = [molecule("H2O"), molecule("CH4"), molecule("NH3"), molecule("H2O")]
     result = batch_scaling(tiny_gemnet(torch.float32), systems, device="cpu", repeats=1)
@@ -241,7 +241,7 @@ def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost():
 
 
 def test_profile_groups_a_force_call_by_kind_of_work():
-    from gemrepro.md.bench import OTHER_KIND, op_kind, profile_potential
+    from gemrepro.benchmarks.md import OTHER_KIND, op_kind, profile_potential
 
     assert op_kind("aten::mm") == "matrix products" and op_kind("aten::index_select") == "gathers and scatters"
     assert op_kind("aten::silu_backward") == "activations and basis functions" and op_kind("autograd::x") is None

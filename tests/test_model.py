@@ -397,7 +397,7 @@ def test_cli_model_info(capsys):
 
 
 def test_benchmark_rows():
-    from gemrepro.model.bench import benchmark_model, molecule_like_cluster
+    from gemrepro.benchmarks.model import benchmark_model, molecule_like_cluster
 
     cluster = molecule_like_cluster(27, torch.Generator().manual_seed(0))
     distances = torch.cdist(cluster.pos, cluster.pos) + 10 * torch.eye(27, dtype=torch.float64)

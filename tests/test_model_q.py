@@ -32,7 +32,7 @@ from gemrepro.model import (
     save_model,
 )
 from gemrepro.model.basis import real_spherical_harmonics
-from gemrepro.model.bench import compare_variants
+from gemrepro.benchmarks.model import compare_variants
 from gemrepro.model.graph import edge_vectors, quadruplet_geometry
 from gemrepro.model.layers import ScaleFactor
 

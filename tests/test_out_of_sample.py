@@ -11,7 +11,7 @@ from ase.build import molecule
 from gemrepro.analysis.shift import dispersion_share, molecule_errors, r_squared
 from gemrepro.reference import GFN2xTB, get_method
 from gemrepro.reference.dispersion import d4_energy, d4_pair_energies, dispersion_beyond, gfn2_d4_damping
-from gemrepro.workflow.artifacts import Artifact
+from gemrepro.cache.artifacts import Artifact
 from gemrepro.workflow.out_of_sample import (
     force_component_errors,
     model_ranges,
@@ -188,7 +188,7 @@ def test_out_of_sample_rejects_an_unknown_reference():
 
 
 def test_plots_return_figures_with_their_series():
-    from gemrepro.plots_oos import error_kdes, shift_vs_size
+    from gemrepro.plots.oos import error_kdes, shift_vs_size
 
     frames = _frames()
     fig = shift_vs_size(dispersion_share(frames), paper_shift=(52, 0.47))

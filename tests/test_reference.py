@@ -19,7 +19,7 @@ from gemrepro.reference import (
     free_atom_energies,
     get_method,
 )
-from gemrepro.workflow.artifacts import artifact_key
+from gemrepro.cache.artifacts import artifact_key
 
 
 def distorted(name: str, seed: int = 0, amplitude: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,9 @@ import torch
 
 from gemrepro.data.build import build_dataset
 from gemrepro.workflow import learning_curve as lc
-from gemrepro.workflow.artifacts import artifact_key
-from gemrepro.workflow.paths import shipped_models
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import artifact_key
+from gemrepro.cache.paths import shipped_models
+from gemrepro.config.scales import get_scale
 
 torch.set_num_threads(1)
 

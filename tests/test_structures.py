@@ -17,7 +17,7 @@ from gemrepro.md import GemNetPotential, run_md
 from gemrepro.md.committee import CommitteePotential
 from gemrepro.md.state import batch_inputs
 from gemrepro.model import GemNetQ, GemNetT
-from gemrepro.train import EnergyShift, save_trained_model
+from gemrepro.model import EnergyShift, save_trained_model
 
 torch.set_num_threads(1)
 

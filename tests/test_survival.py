@@ -60,7 +60,7 @@ def test_rank_correlation_sign_and_bad_input():
 def test_survival_plot_draws_one_curve_per_group():
     import matplotlib
     matplotlib.use("Agg")
-    from gemrepro.plots_survival import survival_plot
+    from gemrepro.plots.survival import survival_plot
 
     table = pd.DataFrame({"model": ["a", "a", "b"], "failed": [True, False, True], "time_to_failure_ps": [0.1, np.nan, 0.2]})
     fig = survival_plot(survival.survival_curves(table, ["model"], 0.5), hue="model")
@@ -70,7 +70,7 @@ def test_survival_plot_draws_one_curve_per_group():
 def test_coinciding_survival_curves_are_offset_so_none_hides_another():
     import matplotlib
     matplotlib.use("Agg")
-    from gemrepro.plots_survival import survival_plot
+    from gemrepro.plots.survival import survival_plot
 
     stable = pd.DataFrame({"train_size": [100, 100, 3200, 3200], "failed": False,
                            "time_to_failure_ps": np.nan})

@@ -137,7 +137,7 @@ def test_the_sweep_runs_on_after_a_failure(tmp_path, monkeypatch):
     frames = sweep.sampled_frames(md, protocol.n_sampled_frames)
     assert (frames.groupby("system")["frame"].max() == protocol.n_steps // protocol.frame_interval).all()
     assert frames.groupby("system")["after_failure"].any().all()
-    from gemrepro.workflow.artifacts import artifact_key
+    from gemrepro.cache.artifacts import artifact_key
 
     assert md.key == artifact_key(sweep.md_params("model-key", "starts-key", protocol))
 
@@ -177,7 +177,7 @@ def test_relabel_records_failures_and_is_cached(md_run, tmp_path, monkeypatch):
         return {name: out for name in jobs}
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
-    monkeypatch.setattr("gemrepro.workflow.cluster.dask_client", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr("gemrepro.cache.cluster.dask_client", lambda *args: contextlib.nullcontext())
     free = {1: -10.0, 6: -40.0, 8: -50.0}
     monkeypatch.setattr("gemrepro.reference.free_atom_energies", lambda method, elements, root=None: free)
     first = sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path)
@@ -206,7 +206,7 @@ def test_relabelled_frames_of_a_continued_run_flag_the_post_failure_ones(continu
                         "error": "", "wall_time": 0.1} for job in run_jobs] for name, run_jobs in jobs.items()}
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
-    monkeypatch.setattr("gemrepro.workflow.cluster.dask_client", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr("gemrepro.cache.cluster.dask_client", lambda *args: contextlib.nullcontext())
     monkeypatch.setattr("gemrepro.reference.free_atom_energies",
                         lambda method, elements, root=None: {1: -10.0, 6: -40.0, 8: -50.0})
     table = sweep.load_frames(sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path))

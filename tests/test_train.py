@@ -25,17 +25,8 @@ from gemrepro.data.torch_dataset import (
     make_loader,
 )
 from gemrepro.model import GemNetT
-from gemrepro.train import (
-    EnergyForceLoss,
-    EnergyShift,
-    ExponentialMovingAverage,
-    TrainConfig,
-    WarmupExponentialDecay,
-    evaluate,
-    load_checkpoint,
-    load_trained_model,
-    train_model,
-)
+from gemrepro.train import EnergyForceLoss, ExponentialMovingAverage, TrainConfig, WarmupExponentialDecay, evaluate, load_checkpoint, train_model
+from gemrepro.model import EnergyShift, load_trained_model
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gemrepro.data.splits import make_splits, scale_splits
-from gemrepro.workflow.artifacts import artifact_key, get_or_create, load_artifact, remove_stale_temporaries
-from gemrepro.workflow.scales import SCALES, get_scale
+from gemrepro.cache.artifacts import artifact_key, get_or_create, load_artifact, remove_stale_temporaries
+from gemrepro.config.scales import SCALES, get_scale
 
 
 def test_key_ignores_dict_order_but_not_values():

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from gemrepro.workflow import bundle
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache import bundle
+    from gemrepro.cache.paths import artifacts_dir
 
     log = Path(args.log) if args.log else bundle.access_log(args.scale)
     entries = bundle.read_access_log(log)
@@ -43,7 +43,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _ship(args: argparse.Namespace) -> int:
     from gemrepro.workflow.learning_curve import ship_models
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache.paths import artifacts_dir
 
     out, n = ship_models(args.scale, artifacts_dir(args.data_dir))
     print(f"{out}: {n} learning-curve models of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
@@ -51,8 +51,8 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _unpack(args: argparse.Namespace) -> int:
-    from gemrepro.workflow import bundle
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache import bundle
+    from gemrepro.cache.paths import artifacts_dir
 
     report = bundle.unpack(Path(args.bundle), artifacts_dir(args.data_dir))
     meta = report.metadata

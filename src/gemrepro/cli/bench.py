@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _labelling(args: argparse.Namespace) -> int:
-    from gemrepro.data.throughput import labelling_throughput
+    from gemrepro.benchmarks.labelling import labelling_throughput
 
     if args.configurations < 1:
         raise ValueError(f"--configurations must be at least 1, got {args.configurations}")
@@ -58,7 +58,8 @@ def _model(args: argparse.Namespace) -> int:
     import torch
 
     from gemrepro.cli.model import parse_variant
-    from gemrepro.model import bench, build_model, resolve_device
+    from gemrepro.benchmarks import model as bench
+    from gemrepro.model import build_model, resolve_device
 
     if args.compare:
         return _compare(args)
@@ -81,7 +82,7 @@ def _model(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """GemNet-T against GemNet-Q of one preset on the same batch: the cost of the quadruplets."""
-    from gemrepro.model.bench import compare_variants
+    from gemrepro.benchmarks.model import compare_variants
 
     if args.batch_size < 1 or args.repeats < 1:
         raise ValueError(f"--batch-size and --repeats: expected at least 1, got {args.batch_size} and {args.repeats}")

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from gemrepro.data.build import build_dataset
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache.paths import artifacts_dir
 
     artifact = build_dataset(
         scale=args.scale,

@@ -233,10 +233,9 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
-    from gemrepro.md.bench import batch_scaling, benchmark_md, benchmark_systems
+    from gemrepro.benchmarks.md import batch_scaling, benchmark_md, benchmark_systems
     from gemrepro.cli.model import parse_variant
-    from gemrepro.md.gemnet import load_potential_model
-    from gemrepro.model import build_model
+    from gemrepro.model import build_model, load_model
 
     if args.systems < 1:
         raise ValueError(f"--systems: expected at least 1, got {args.systems}")
@@ -249,7 +248,7 @@ def _bench(args: argparse.Namespace) -> int:
     variant = parse_variant(args.variant)
     torch.set_num_threads(args.threads)
     if args.model is not None:
-        model = load_potential_model(args.model, device=args.device)
+        model = load_model(args.model, device=args.device)
         label = args.model
     else:
         torch.manual_seed(0)

@@ -82,7 +82,7 @@ def split_indices(n: int, train_size: int | None, val_size: int | None, seed: in
 def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
     from gemrepro.workflow.learning_curve import train_scale_model
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache.paths import artifacts_dir
 
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
@@ -125,7 +125,8 @@ def run_data(args: argparse.Namespace) -> int:
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
     from gemrepro.model import GemNetT, fit_scale_factors
-    from gemrepro.train import TrainConfig, load_trained_model, train_model
+    from gemrepro.train import TrainConfig, train_model
+    from gemrepro.model import load_trained_model
     from gemrepro.train.distributed import current_world
 
     atoms = read(args.data, format=args.format)

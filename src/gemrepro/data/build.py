@@ -18,8 +18,8 @@ import pandas as pd
 
 from gemrepro.data.sampling import displace, embed_conformers, hessian, normal_modes, relax
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
-from gemrepro.workflow.artifacts import Artifact, get_or_create, load_artifact
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.config.scales import get_scale
 
 SAMPLER_VERSION = 1  # bump when the sampling recipe changes: it is part of every cache key
 SAMPLER_METHOD = "gfn2-xtb"  # relaxation and Hessian, whatever labels the structures
@@ -139,7 +139,7 @@ def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_w
     elif missing:
         from distributed import as_completed
 
-        from gemrepro.workflow.cluster import dask_client
+        from gemrepro.cache.cluster import dask_client
 
         with dask_client(scheduler, n_workers) as client:
             futures = {client.submit(sample_and_label, tasks[i], pure=False): i for i in missing}

@@ -16,8 +16,8 @@ from ase import Atoms
 
 from gemrepro.data.build import MoleculeTask, label_molecules
 from gemrepro.data.statistics import bond_lengths, smiles_from_geometry
-from gemrepro.workflow.artifacts import Artifact, get_or_create
-from gemrepro.workflow.paths import shared_data_dir
+from gemrepro.cache.artifacts import Artifact, get_or_create
+from gemrepro.cache.paths import shared_data_dir
 
 
 @dataclass

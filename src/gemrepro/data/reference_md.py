@@ -23,7 +23,7 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
-from gemrepro.workflow.artifacts import Artifact, get_or_create
+from gemrepro.cache.artifacts import Artifact, get_or_create
 
 __all__ = ["MDRecipe", "ReferenceTrajectory", "read_frames", "reference_md_frames", "relaxed_start",
            "run_reference_md"]

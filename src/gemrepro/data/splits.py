@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemrepro.workflow.scales import get_scale
+from gemrepro.config.scales import get_scale
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,8 @@ from torch import nn
 from torch_geometric.data import Data
 
 from gemrepro.analysis.geometry import check_geometry, element_list
-from gemrepro.md.gemnet import known_elements, load_potential_model, model_dtype
-from gemrepro.model.gemnet import GemNet, resolve_device
-from gemrepro.train import EnergyShift
+from gemrepro.md.gemnet import known_elements, model_dtype
+from gemrepro.model import EnergyShift, GemNet, load_model, resolve_device
 
 
 class GemNetCalculator(Calculator):
@@ -42,7 +41,7 @@ class GemNetCalculator(Calculator):
         if isinstance(model_or_checkpoint, (GemNet, EnergyShift)):
             model = model_or_checkpoint.to(resolve_device(device))
         elif isinstance(model_or_checkpoint, (str, os.PathLike)):
-            model = load_potential_model(model_or_checkpoint, device=device)
+            model = load_model(model_or_checkpoint, device=device)
         else:
             raise ValueError("model_or_checkpoint: expected a GemNetT, GemNetQ, a trained (EnergyShift) model or "
                              f"a model file path, got {type(model_or_checkpoint).__name__}")

@@ -22,10 +22,7 @@ from torch import nn
 
 from gemrepro.analysis.geometry import element_list
 from gemrepro.md.state import per_system_sum
-from gemrepro.model import resolve_device
-from gemrepro.model.checkpoint import model_from_payload, read_checkpoint
-from gemrepro.train import EnergyShift, load_trained_model
-from gemrepro.train.checkpoint import TRAINED_MODEL_FORMAT
+from gemrepro.model import EnergyShift, load_model, resolve_device
 
 
 @dataclass
@@ -160,22 +157,10 @@ class GemNetPotential:
         return energy, forces
 
 
-def load_potential_model(path: str | os.PathLike, device: str | torch.device = "auto") -> nn.Module:
-    """A model file of either kind, in eval mode on ``device``.
-
-    Trained models (``gemrepro.train.save_trained_model``) come back wrapped in their
-    ``EnergyShift``; bare model files (``gemrepro.model.save_model``) as they are.
-    """
-    payload = read_checkpoint(path)
-    if isinstance(payload, dict) and payload.get("format") == TRAINED_MODEL_FORMAT:
-        return load_trained_model(path).to(resolve_device(device)).eval()
-    return model_from_payload(payload, path, device)
-
-
 def potential_from_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
     allow_unknown_elements: bool = False,
 ) -> GemNetPotential:
-    """The batched MD potential of a trained-model or bare model file (see :func:`load_potential_model`)."""
-    return GemNetPotential(load_potential_model(path, device), device=device, dtype=dtype,
+    """The batched MD potential of a trained-model or bare model file (see :func:`gemrepro.model.load_model`)."""
+    return GemNetPotential(load_model(path, device), device=device, dtype=dtype,
                            allow_unknown_elements=allow_unknown_elements)

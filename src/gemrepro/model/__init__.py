@@ -1,7 +1,14 @@
 """GemNet-T and GemNet-Q potentials in plain PyTorch: models, presets, checkpoints (the ASE calculator is in
 :mod:`gemrepro.integrations`)."""
 
-from gemrepro.model.checkpoint import load_model, save_model
+from gemrepro.model.checkpoint import (
+    load_model,
+    load_trained_model,
+    read_trained_model_metadata,
+    save_model,
+    save_trained_model,
+)
+from gemrepro.model.energy_shift import EnergyShift
 from gemrepro.model.gemnet import (
     GemNet,
     GemNetQ,
@@ -22,8 +29,8 @@ from gemrepro.model.presets import (
 )
 
 __all__ = [
-    "GemNet", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
+    "EnergyShift", "GemNet", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
     "PRESETS_Q", "QuadrupletGraph", "REFERENCE_PARAMETER_COUNTS", "VARIANTS", "build_graph",
-    "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "preset_config",
-    "resolve_device", "save_model", "scale_factors",
+    "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "load_trained_model", "preset_config",
+    "read_trained_model_metadata", "resolve_device", "save_model", "save_trained_model", "scale_factors",
 ]

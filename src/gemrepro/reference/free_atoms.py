@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gemrepro.reference.method import ReferenceMethod, describe_element
-from gemrepro.workflow.artifacts import get_or_create
+from gemrepro.cache.artifacts import get_or_create
 
 STAGE = "free-atoms"
 PAYLOAD = "energy.json"

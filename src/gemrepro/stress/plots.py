@@ -11,7 +11,7 @@ import seaborn as sns
 from ase import Atoms
 
 from gemrepro.analysis.survival import survival_curves
-from gemrepro.plots_survival import survival_plot
+from gemrepro.plots.survival import survival_plot
 
 
 def survival(trajectories: pd.DataFrame, horizon_ps: float, hue: str = "temperature", title: str = "") -> plt.Figure:

@@ -1,24 +1,17 @@
 """Training GemNet-style energy-and-force models: loss, schedule, EMA, checkpoints, loop.
 
-Public entry points: ``TrainConfig``, ``train_model``, ``evaluate``, ``EnergyShift`` and
-``save_trained_model`` / ``load_trained_model``.
+Public entry points: ``TrainConfig``, ``train_model``, ``evaluate``. The trained model a run
+writes is a model file of :mod:`gemrepro.model` (``save_trained_model``, read by ``load_model``).
 """
 
-from gemrepro.train.checkpoint import (
-    load_checkpoint,
-    load_trained_model,
-    save_checkpoint,
-    save_trained_model,
-)
+from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
-from gemrepro.train.energy_shift import EnergyShift
 from gemrepro.train.losses import EnergyForceLoss, energy_mae, force_norm_error
 from gemrepro.train.schedules import WarmupExponentialDecay
 from gemrepro.train.trainer import TrainConfig, TrainResult, evaluate, train_model
 
 __all__ = [
     "EnergyForceLoss",
-    "EnergyShift",
     "ExponentialMovingAverage",
     "TrainConfig",
     "TrainResult",
@@ -27,8 +20,6 @@ __all__ = [
     "evaluate",
     "force_norm_error",
     "load_checkpoint",
-    "load_trained_model",
     "save_checkpoint",
-    "save_trained_model",
     "train_model",
 ]

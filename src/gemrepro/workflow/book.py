@@ -23,9 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from gemrepro.workflow.artifacts import ACCESS_LOG_ENV
-from gemrepro.workflow.paths import repo_root
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import ACCESS_LOG_ENV
+from gemrepro.cache.paths import repo_root
+from gemrepro.config.scales import get_scale
 
 DEFAULT_SCALE = "tiny"
 BUILD_FLAGS = ("-W", "-n", "--keep-going")

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from gemrepro.reference import METHODS
-from gemrepro.workflow.artifacts import Artifact
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import Scale, get_scale
+from gemrepro.cache.artifacts import Artifact
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import Scale, get_scale
 
 
 @dataclass(frozen=True)

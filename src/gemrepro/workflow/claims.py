@@ -613,8 +613,8 @@ def snapshot_path(scale: str, root=None):
     """Where the latest evaluation of a scale is kept: ``<data>/results/<scale>.csv``."""
     from pathlib import Path
 
-    from gemrepro.workflow.paths import artifacts_dir
-    from gemrepro.workflow.scales import get_scale
+    from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.config.scales import get_scale
 
     get_scale(scale)
     return (Path(root) if root else artifacts_dir()).parent / "results" / f"{scale}.csv"
@@ -633,7 +633,7 @@ def save_snapshot(table: pd.DataFrame, scale: str, root=None) -> None:
 
 def load_snapshots(root=None) -> dict[str, pd.DataFrame]:
     """The latest evaluation of every scale that has one (current claims version only)."""
-    from gemrepro.workflow.scales import SCALES
+    from gemrepro.config.scales import SCALES
 
     found = {}
     for scale in SCALES:

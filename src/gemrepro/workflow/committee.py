@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gemrepro.workflow.artifacts import Artifact, get_or_create
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, get_or_create
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import get_scale
 
 __all__ = ["COMMITTEE_DESIGNS", "CommitteeDesign", "CommitteeStudy", "committee_models", "committee_study",
            "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]

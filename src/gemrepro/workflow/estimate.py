@@ -10,7 +10,7 @@ batch sizes, the device and the hardware (a second call on the same machine is i
 - seconds per reference label (the dataset's method) on MD molecules, plus the bytes one
   configuration takes in the QM7-X layout and in memory as a training graph.
 
-These are multiplied by the scale's sizes (:mod:`~gemrepro.workflow.scales`, the training
+These are multiplied by the scale's sizes (:mod:`~gemrepro.config.scales`, the training
 recipe's step budgets, the sweep protocol). Training budgets are the recipe's maximum steps:
 early stopping can only make them cheaper. When the measurement ran on a CPU, GPU-hours use an
 explicit, labelled speed-up assumption.
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gemrepro.workflow.artifacts import Artifact, get_or_create, hardware
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, get_or_create, hardware
+from gemrepro.config.scales import get_scale
 
 __all__ = ["Assumptions", "ResourceEstimate", "estimate_resources", "measure_costs", "paper_campaign"]
 

@@ -35,9 +35,9 @@ from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.stability import StabilityCriteria, detect_failure
 from gemrepro.analysis.survival import Correlation, rank_correlation, stable_times
 from gemrepro.analysis.timeline import trajectory_timeline
-from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import get_scale
 from gemrepro.workflow.sweep import Protocol, protocol_for, start_images
 
 __all__ = [

@@ -28,9 +28,9 @@ from torch_geometric.data import Batch
 
 from gemrepro.data.splits import Splits, make_splits
 from gemrepro.data.torch_dataset import AtomsDataset
-from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.workflow.paths import artifacts_dir, shipped_models
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.paths import artifacts_dir, shipped_models
+from gemrepro.config.scales import get_scale
 
 __all__ = [
     "RECIPES",
@@ -230,14 +230,14 @@ def model_params(scale: str, train_size: int, seed: int, reference: str, variant
 @functools.lru_cache(maxsize=8)
 def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
     """SHA-256 of a bundle, read once per process and file version (every model lookup asks for it)."""
-    from gemrepro.workflow.bundle import file_digest
+    from gemrepro.cache.bundle import file_digest
 
     return file_digest(path)
 
 
 def _unpack_shipped(scale: str, root: Path) -> None:
     """Unpack the scale's committed model bundle into ``root`` (once per bundle content), if there is one."""
-    from gemrepro.workflow.bundle import unpack
+    from gemrepro.cache.bundle import unpack
 
     bundle = shipped_models(scale)
     if bundle is None:
@@ -277,7 +277,7 @@ def train_scale_model(
     """The trained model of one learning-curve point: loaded when cached, trained (or resumed) otherwise.
 
     With ``shipped`` a model missing from the cache is first looked up in the scale's committed
-    bundle (:func:`~gemrepro.workflow.paths.shipped_models`), which holds artifacts of this very
+    bundle (:func:`~gemrepro.cache.paths.shipped_models`), which holds artifacts of this very
     function under the same keys; ``shipped=False`` trains from scratch (the test that the bundle
     is what the code produces).
 
@@ -290,7 +290,8 @@ def train_scale_model(
     learning-curve model itself.
     """
     from gemrepro.model import build_model, fit_scale_factors, resolve_device
-    from gemrepro.train import evaluate, load_checkpoint, save_trained_model, train_model
+    from gemrepro.train import evaluate, load_checkpoint, train_model
+    from gemrepro.model import save_trained_model
 
     _size_index(scale, train_size)
     variant = resolve_variant(scale, variant)
@@ -476,11 +477,11 @@ def learning_curves(
 def ship_models(scale: str, root=None, progress: bool = True) -> tuple[Path, int]:
     """Train (where missing) every learning-curve model of ``scale`` and bundle them as its shipped models.
 
-    Writes ``<repo>/models/<scale>.tar.gz`` (see :func:`~gemrepro.workflow.paths.shipped_models`):
+    Writes ``<repo>/models/<scale>.tar.gz`` (see :func:`~gemrepro.cache.paths.shipped_models`):
     all variants of the scale, all training seeds, under the keys the chapters ask for.
     """
-    from gemrepro.workflow.bundle import pack
-    from gemrepro.workflow.paths import repo_root
+    from gemrepro.cache.bundle import pack
+    from gemrepro.cache.paths import repo_root
 
     checkout = repo_root()
     if checkout is None:
@@ -526,7 +527,8 @@ def sanity_check_real_data(
     """
     from gemrepro.data import read
     from gemrepro.model import build_model, fit_scale_factors
-    from gemrepro.train import TrainConfig, evaluate, save_trained_model, train_model
+    from gemrepro.train import TrainConfig, evaluate, train_model
+    from gemrepro.model import save_trained_model
 
     path = Path(path)
     frames = read(path, energy_unit=energy_unit)
@@ -607,7 +609,7 @@ def training_step_cost(
     One untimed step first (allocation, lazy initialisation), then the median of ``repeats``.
     """
     from gemrepro.model import build_model, fit_scale_factors, preset_config
-    from gemrepro.model.bench import molecule_like_cluster
+    from gemrepro.benchmarks.model import molecule_like_cluster
     from gemrepro.train import EnergyForceLoss
 
     if graphs is None:

@@ -29,9 +29,9 @@ import pandas as pd
 from ase.io import write
 
 from gemrepro import paper
-from gemrepro.workflow.artifacts import Artifact, get_or_create
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, get_or_create
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import get_scale
 from gemrepro.workflow.sweep import (
     Protocol,
     load_frames,

@@ -5,10 +5,10 @@ count, GPU name, device) next to the measurement's parameters: a GPU machine add
 artifacts beside the CPU ones instead of replacing them, and :func:`collect_measurements` reads
 them all back. Timings are not reproducible; the artifact records what one machine measured once.
 
-- batched MD against the ASE loop (:func:`gemrepro.md.bench.benchmark_md`);
-- GemNet energy+force cost against molecule size (:func:`gemrepro.model.bench.benchmark_model`),
+- batched MD against the ASE loop (:func:`gemrepro.benchmarks.md.benchmark_md`);
+- GemNet energy+force cost against molecule size (:func:`gemrepro.benchmarks.model.benchmark_model`),
   with a least-squares line through seconds vs atoms (:func:`cost_linearity`);
-- reference labels per second against Dask workers (:func:`gemrepro.data.throughput.labelling_throughput`);
+- reference labels per second against Dask workers (:func:`gemrepro.benchmarks.labelling.labelling_throughput`);
 - training samples per second (:func:`gemrepro.train.train_model` on molecule-sized clusters).
 
 Models are freshly initialised presets: only their cost matters, not what they learned.
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gemrepro.workflow.artifacts import MANIFEST, Artifact, get_or_create
+from gemrepro.cache.artifacts import MANIFEST, Artifact, get_or_create
 
 __all__ = [
     "PerformancePlan",
@@ -133,7 +133,7 @@ def _measure(kind: str, params: dict, run, device: str | torch.device, root) -> 
 def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tiny", variant: str = "T",
                        seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Batched MD against the ASE Langevin loop, same systems and steps: ``result`` of ``benchmark_md``."""
-    from gemrepro.md.bench import benchmark_md, benchmark_systems
+    from gemrepro.benchmarks.md import benchmark_md, benchmark_systems
     from gemrepro.model import build_model
 
     def run() -> dict:
@@ -148,7 +148,7 @@ def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tin
 def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
                        device: str | torch.device = "auto", root=None) -> Artifact:
     """Where one batched energy-and-forces call spends its time: ``result`` of ``profile_potential``."""
-    from gemrepro.md.bench import benchmark_systems, profile_potential
+    from gemrepro.benchmarks.md import benchmark_systems, profile_potential
     from gemrepro.model import build_model
 
     def run() -> dict:
@@ -162,7 +162,7 @@ def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny"
 def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "tiny", variant: str = "T",
                           seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Force-call time against batch size, and the speed-up bound it implies: ``result`` of ``batch_scaling``."""
-    from gemrepro.md.bench import batch_scaling, benchmark_systems
+    from gemrepro.benchmarks.md import batch_scaling, benchmark_systems
     from gemrepro.model import build_model
 
     def run() -> dict:
@@ -177,7 +177,8 @@ def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "
 def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", variant: str = "T",
                        repeats: int = 3, seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Energy+force cost of one molecule-like cluster per size: ``result["rows"]`` of ``benchmark_model``."""
-    from gemrepro.model import bench, build_model, resolve_device
+    from gemrepro.benchmarks import model as bench
+    from gemrepro.model import build_model, resolve_device
 
     if not sizes or any(int(n) < 1 for n in sizes):
         raise ValueError(f"sizes: expected positive atom counts, got {sizes!r}")
@@ -195,7 +196,7 @@ def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: st
 def measure_labelling(n_configurations: int = 240, workers: tuple[int, ...] = (1, 2), reference: str = "gfn2-xtb",
                       root=None) -> Artifact:
     """Reference labels per second for each number of Dask workers: ``result["rows"]``."""
-    from gemrepro.data.throughput import labelling_throughput
+    from gemrepro.benchmarks.labelling import labelling_throughput
 
     workers = tuple(sorted({int(w) for w in workers}))
     if not workers or workers[0] < 1:
@@ -226,7 +227,7 @@ def measure_training(preset: str = "tiny", variant: str = "T", batch_size: int =
     from torch_geometric.data import Data
 
     from gemrepro.model import build_model, resolve_device
-    from gemrepro.model.bench import molecule_like_cluster
+    from gemrepro.benchmarks.model import molecule_like_cluster
     from gemrepro.train import TrainConfig, train_model
 
     if n_steps < 2:
@@ -325,7 +326,7 @@ def collect_measurements(root=None, like: PerformanceResults | None = None) -> p
     With ``like``, only the measurements made with the same parameters as ``like``'s artifacts
     (on whichever hardware): the rows that compare machines on equal terms.
     """
-    from gemrepro.workflow.paths import artifacts_dir
+    from gemrepro.cache.paths import artifacts_dir
 
     wanted = None if like is None else [_without_hardware(a.manifest["params"]) for a in like.artifacts()]
     folder = (Path(root) if root else artifacts_dir()) / STAGE

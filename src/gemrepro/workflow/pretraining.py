@@ -34,9 +34,9 @@ import torch
 from ase import Atoms
 from torch_geometric.data import Batch
 
-from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import get_scale
 
 __all__ = [
     "MODELS",
@@ -290,7 +290,8 @@ def _fresh_model(scale: str, train_set, config) -> torch.nn.Module:
 def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_set, test_set, config, root: Path,
            progress: bool, device: str) -> Artifact:
     """Train (resumably, in a work folder) and store ``model.pt``, ``history.csv`` and the errors."""
-    from gemrepro.train import evaluate, save_trained_model, train_model
+    from gemrepro.train import evaluate, train_model
+    from gemrepro.model import save_trained_model
 
     found = load_artifact(stage, params, root)
     if found is not None:
@@ -350,7 +351,7 @@ def train_target_model(target: Target, scale: str = "tiny", seed: int = 0, refer
     total energies differ from the corpus's atomization energies by a constant per element).
     """
     from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
-    from gemrepro.train import load_trained_model
+    from gemrepro.model import load_trained_model
 
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.finetune_steps, seed)

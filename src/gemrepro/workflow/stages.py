@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from gemrepro.workflow.paths import repo_root
+from gemrepro.cache.paths import repo_root
 
 PACKAGE = "gemrepro"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]

@@ -37,9 +37,9 @@ from ase import Atoms
 from ase.io import read, write
 
 from gemrepro.analysis.errors import force_mae, frame_geometry
-from gemrepro.workflow.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.workflow.paths import artifacts_dir
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import get_scale
 
 __all__ = [
     "Protocol",
@@ -348,7 +348,7 @@ def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = No
     calculations spread over the cores; without missing work no cluster is started.
     """
     from gemrepro.reference import get_method
-    from gemrepro.workflow.cluster import dask_client
+    from gemrepro.cache.cluster import dask_client
 
     options = dict(options or {})
     reference = get_method(method, **options)

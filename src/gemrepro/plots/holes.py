@@ -15,12 +15,8 @@ from ase.data import chemical_symbols, covalent_radii
 from ase.data.colors import jmol_colors
 
 from gemrepro.analysis.stability import reference_bonds
-from gemrepro.plots_survival import survival_plot
-
-
-def _palette(sizes) -> dict:
-    sizes = sorted(int(n) for n in sizes)
-    return dict(zip(sizes, sns.color_palette("viridis_r", len(sizes))))
+from gemrepro.plots.style import size_palette
+from gemrepro.plots.survival import survival_plot
 
 
 def error_timeline(timeline: pd.DataFrame, tolerance: float = 0.5, failure_ps: float | None = None,
@@ -137,7 +133,7 @@ def survival_by_temperature(curves: pd.DataFrame) -> plt.Figure:
     if missing:
         raise ValueError(f"curves: missing column(s) {missing}; expected survival_curves(by=[temperature, train_size])")
     temperatures = sorted(curves["temperature"].unique())
-    palette = _palette(curves["train_size"].unique())
+    palette = size_palette(curves["train_size"].unique())
     fig, axes = plt.subplots(1, len(temperatures), figsize=(3.6 * len(temperatures), 3.4), sharey=True,
                              constrained_layout=True, squeeze=False)
     for ax, temperature in zip(axes[0], temperatures):

@@ -32,7 +32,7 @@ from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.md.state import batch_inputs
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import resolve_device
-from gemrepro.train import EnergyShift
+from gemrepro.model import EnergyShift
 
 
 def benchmark_systems(n_systems: int, seed: int = 0) -> list[Atoms]:

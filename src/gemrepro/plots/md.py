@@ -11,10 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-
-def _palette(sizes) -> dict:
-    sizes = sorted(int(n) for n in sizes)
-    return dict(zip(sizes, sns.color_palette("viridis_r", len(sizes))))
+from gemrepro.plots.style import size_palette
 
 
 def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper_points: pd.DataFrame | None = None
@@ -25,7 +22,7 @@ def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper
     (``quantity``, ``temperature``, ``value``, ``label``; quantity ``energy_mae`` or ``forces_mae``)
     are drawn as black markers; a ``bound`` column ``">"`` draws an upward triangle (a lower bound).
     """
-    colors = _palette(trajectories["train_size"].unique())
+    colors = size_palette(trajectories["train_size"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, column, title, unit in ((axes[0], "energy_mae", "atomization energy", "eV"),
                                     (axes[1], "forces_mae", "forces", "eV/Å")):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gemrepro import __version__
-from gemrepro.workflow.paths import artifacts_dir, repo_root
+from gemrepro.cache.paths import artifacts_dir, repo_root
 
 MANIFEST = "manifest.json"
 ACCESS_LOG_ENV = "GEMREPRO_ARTIFACT_LOG"

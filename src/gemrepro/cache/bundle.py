@@ -1,7 +1,7 @@
 """Artifact bundles: ship the results of a scale so readers can rebuild its book without recomputing.
 
 ``make book SCALE=small`` on a GPU machine records every artifact its chapters load or build
-(``_build/<scale>/artifacts.txt``, see :data:`gemrepro.workflow.artifacts.ACCESS_LOG_ENV`).
+(``_build/<scale>/artifacts.txt``, see :data:`gemrepro.cache.artifacts.ACCESS_LOG_ENV`).
 :func:`pack` writes those artifact folders into one versioned ``.tar.gz`` with a checksummed
 ``bundle.json``; :func:`unpack` verifies every checksum and then moves each artifact into the
 cache atomically, keeping artifacts that are already there. Re-executing the chapters then only
@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from gemrepro import __version__
-from gemrepro.workflow.artifacts import MANIFEST, git_revision
-from gemrepro.workflow.paths import artifacts_dir, repo_root
-from gemrepro.workflow.scales import get_scale
+from gemrepro.cache.artifacts import MANIFEST, git_revision
+from gemrepro.cache.paths import artifacts_dir, repo_root
+from gemrepro.config.scales import get_scale
 
 BUNDLE_MANIFEST = "bundle.json"
 FORMAT = 1

@@ -36,7 +36,7 @@ def _label_chunk(reference: str, chunk: list[tuple[np.ndarray, np.ndarray]]) -> 
 
 
 def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: int) -> float:
-    from gemrepro.workflow.cluster import dask_client
+    from gemrepro.cache.cluster import dask_client
 
     items = [(a.numbers, a.positions) for a in configurations]
     n_chunks = 4 * n_workers
