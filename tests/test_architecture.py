@@ -4,6 +4,8 @@ functions included), so the data flow reads bottom-up and no floor depends on th
 import ast
 from pathlib import Path
 
+from gemrepro.workflow import stages
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "gemrepro"
 
 #: Floor of each top-level package or module of gemrepro (ARCHITECTURE.md draws the same table).
@@ -26,19 +28,9 @@ def top_level(module: str) -> str:
 
 
 def imports_of(path: Path, module: str) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-    return {name for name in found if name.split(".")[0] == "gemrepro"}
+    """The gemrepro modules ``path`` imports (the resolver the stage digests use)."""
+    names = stages.imported_names(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py")
+    return {name for name in names if stages.module_file(name) is not None}
 
 
 def modules():

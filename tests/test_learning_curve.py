@@ -81,7 +81,7 @@ def test_model_is_cached_and_has_finite_test_errors(micro, monkeypatch):
     assert test["n"] == 6 and first.manifest["steps"] == 10
     assert math.isfinite(test["energy_mae"]) and 0 < test["forces_mae"] < 10
     assert first.file("model.pt").is_file() and first.file("history.csv").is_file()
-    assert not (micro / lc.WORK_STAGE / first.key).exists()  # the checkpoint folder is cleaned up
+    assert not (micro / f"{lc.STAGE}-work" / first.key).exists()  # the checkpoint folder is cleaned up
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model was retrained")
@@ -109,7 +109,7 @@ def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_
     with pytest.raises(Killed):
         lc.train_scale_model("micro", 8, root=micro, progress=False)
     assert not list((micro / lc.STAGE).glob("*/manifest.json"))  # no half artifact
-    assert list((micro / lc.WORK_STAGE).glob("*/checkpoint.pt"))
+    assert list((micro / f"{lc.STAGE}-work").glob("*/checkpoint.pt"))
     monkeypatch.setattr(gemrepro.train, "train_model", real_train_model)
 
     resumed = lc.train_scale_model("micro", 8, root=micro, progress=False)

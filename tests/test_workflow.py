@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from gemrepro.data.splits import make_splits, scale_splits
-from gemrepro.cache.artifacts import artifact_key, get_or_create, load_artifact, remove_stale_temporaries
+from gemrepro.cache.artifacts import (
+    artifact_key,
+    get_or_create,
+    load_artifact,
+    remove_stale_temporaries,
+    work_folder,
+)
 from gemrepro.config.scales import SCALES, get_scale
 
 
@@ -118,3 +124,29 @@ def test_chapter_figures_are_numbered_and_carry_their_data_as_csv():
         chapter.figure(plt.figure(), "")
     chapter.setup(scale="tiny")
     assert chapter._FIGURES == []  # a new chapter starts at Figure 1
+
+
+def test_a_resumable_build_keeps_its_work_folder_across_a_crash_and_drops_it_when_done(tmp_path):
+    """What training and MD rely on: checkpoints in <stage>-work/<key>/ survive a failed build, the next
+    build sees them, and the folder goes once the artifact exists."""
+    params = {"name": "long"}
+    calls = []
+
+    def crashing(folder, work):
+        (work / "checkpoint.txt").write_text("step 10")
+        calls.append(work)
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        get_or_create("long", params, crashing, tmp_path, resumable=True)
+    assert load_artifact("long", params, tmp_path) is None
+    assert (work_folder("long", params, tmp_path) / "checkpoint.txt").read_text() == "step 10"
+
+    def resuming(folder, work):
+        (folder / "result.txt").write_text((work / "checkpoint.txt").read_text() + " -> done")
+        calls.append(work)
+
+    artifact = get_or_create("long", params, resuming, tmp_path, resumable=True)
+    assert artifact.file("result.txt").read_text() == "step 10 -> done"
+    assert calls[0] == calls[1] == tmp_path / "long-work" / artifact_key(params)
+    assert not work_folder("long", params, tmp_path).exists()

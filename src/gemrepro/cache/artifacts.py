@@ -135,16 +135,27 @@ def load_artifact(stage: str, params: dict, root: str | os.PathLike | None = Non
     return Artifact(folder, json.loads(manifest.read_text()))
 
 
+def work_folder(stage: str, params: dict, root: str | os.PathLike | None = None) -> Path:
+    """``<artifacts>/<stage>-work/<key>/``: where a resumable build keeps its checkpoints."""
+    return (Path(root) if root else artifacts_dir()) / f"{stage}-work" / artifact_key(params)
+
+
 def get_or_create(
     stage: str,
     params: dict,
-    build: Callable[[Path], dict | None],
+    build: Callable[..., dict | None],
     root: str | os.PathLike | None = None,
+    *,
+    resumable: bool = False,
 ) -> Artifact:
     """Load the artifact for ``params`` or build it with ``build(tmp_folder)`` atomically.
 
     ``build`` writes its payload into the folder it is given and may return extra manifest
     entries (counts, timings). The folder becomes visible only when complete.
+
+    ``resumable`` is for long builds (training, MD): ``build(tmp_folder, work_folder)`` also gets
+    :func:`work_folder`, which outlives a killed process, so the next call resumes from the
+    checkpoints kept there; it is removed once the artifact exists.
     """
     found = load_artifact(stage, params, root)
     if found is not None:
@@ -154,9 +165,12 @@ def get_or_create(
     final = base / artifact_key(params)
     tmp = base / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    work = work_folder(stage, params, root) if resumable else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        extra = build(tmp) or {}
+        extra = (build(tmp, work) if work is not None else build(tmp)) or {}
         manifest = {
             "stage": stage,
             "key": final.name,
@@ -176,6 +190,8 @@ def get_or_create(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)  # the checkpoints are not needed once the artifact exists
     return load_artifact(stage, params, root)  # type: ignore[return-value]
 
 

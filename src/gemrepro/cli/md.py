@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from gemrepro.cli.structures import check_elements, load_structures
+from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
 from gemrepro.analysis.geometry import element_list
 
 
@@ -177,11 +177,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     md.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
                     help="catalog names (e.g. ethanol, aspirin), SMILES, or structure files (xyz, extxyz, QM7-X "
                          "HDF5, MD17 npz, ...): every frame of a file is a system of its own")
-    md.add_argument("--select", default=None, metavar="FRAMES",
-                    help="frames of the structure files to run: 3, 0,4,9 or a slice 0:100:10 (default all)")
-    md.add_argument("--allow-unknown-elements", action="store_true",
-                    help="run structures with elements the model was not trained on (warned and marked) "
-                         "instead of refusing them")
+    add_structure_options(md, "run")
     md.add_argument("--temperatures", nargs="+", type=float, default=[300.0], metavar="K")
     md.add_argument("--time-ps", type=float, required=True, help="simulated time per system (ps)")
     md.add_argument("--seeds", type=int, default=1, help="seeds per molecule and temperature (default 1)")

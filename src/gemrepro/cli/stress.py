@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gemrepro.analysis.geometry import element_list
-from gemrepro.cli.structures import check_elements, load_structures
+from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
 
 
 def _positive(value: float, flag: str, what: str) -> float:
@@ -98,11 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stress.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
                         help="catalog names, SMILES, or structure files (xyz, extxyz, QM7-X HDF5, MD17 npz, "
                              "...): every frame of a file is a molecule of its own")
-    stress.add_argument("--select", default=None, metavar="FRAMES",
-                        help="frames of the structure files to audit: 3, 0,4,9 or a slice 0:100:10 (default all)")
-    stress.add_argument("--allow-unknown-elements", action="store_true",
-                        help="for --model: audit structures with elements the model was not trained on "
-                             "(warned, report marked) instead of refusing them")
+    add_structure_options(stress, "audit")
     stress.add_argument("--temperatures", nargs="+", type=float, default=[300.0, 600.0, 1200.0], metavar="K")
     stress.add_argument("--seeds", type=int, default=2, help="trajectories per molecule and temperature (default 2)")
     stress.add_argument("--time-ps", type=float, default=1.0, help="simulated time per trajectory (ps, default 1)")

@@ -142,8 +142,18 @@ def check_elements(potential, structures: dict[str, Atoms]) -> dict[str, list[in
     unknown: dict[str, list[int]] = {}
     for name, atoms in structures.items():
         for member in getattr(potential, "members", [potential]):
-            member.check_elements(atoms.numbers, f"--molecules {name}")
             found = member.unknown_elements(atoms.numbers)
             if found:
+                member.check_elements(atoms.numbers, f"--molecules {name}")
                 unknown[name] = sorted(set(unknown.get(name, [])) | set(found))
     return unknown
+
+
+def add_structure_options(parser, command: str) -> None:
+    """``--select`` and ``--allow-unknown-elements``, shared by ``gemrepro md`` and ``gemrepro stress``."""
+    parser.add_argument("--select", default=None, metavar="FRAMES",
+                        help=f"frames of the structure files to {command}: 3, 0,4,9 or a slice 0:100:10 (default all)")
+    parser.add_argument("--allow-unknown-elements", action="store_true",
+                        help="run structures with elements the model was not trained on (warned and marked) "
+                             "instead of refusing them")
+

@@ -17,8 +17,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from torch import nn
 from torch_geometric.data import Data
 
-from gemrepro.analysis.geometry import check_geometry, element_list
-from gemrepro.md.gemnet import known_elements, model_dtype
+from gemrepro.analysis.geometry import check_geometry
+from gemrepro.md.gemnet import known_elements, model_dtype, refuse_unseen_elements
 from gemrepro.model import EnergyShift, GemNet, load_model, resolve_device
 
 
@@ -60,10 +60,8 @@ class GemNetCalculator(Calculator):
             raise ValueError("atoms: GemNetCalculator supports only non-periodic molecules (atoms.pbc all False)")
         numbers, positions = self.atoms.get_atomic_numbers(), self.atoms.get_positions()
         check_geometry(numbers, positions, f"atoms ({self.atoms.get_chemical_formula()})")
-        unknown = sorted(set(numbers.tolist()) - self.elements) if self.elements is not None else []
-        if unknown and not self.allow_unknown_elements:
-            raise ValueError(f"atoms ({self.atoms.get_chemical_formula()}): holds {element_list(unknown)}, which the "
-                             f"model was not trained on (it knows {element_list(self.elements)})")
+        if not self.allow_unknown_elements:
+            refuse_unseen_elements(numbers, self.elements, f"atoms ({self.atoms.get_chemical_formula()})")
         data = Data(z=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
                     pos=torch.as_tensor(positions, dtype=self.dtype, device=self.device))
         result = self.network(data)

@@ -45,6 +45,22 @@ def known_elements(model: nn.Module) -> frozenset[int] | None:
     return None
 
 
+def unseen_elements(numbers, elements: frozenset[int] | None) -> list[int]:
+    """Atomic numbers in ``numbers`` outside ``elements`` (none when the model keeps no record)."""
+    if elements is None:
+        return []
+    values = numbers.tolist() if isinstance(numbers, torch.Tensor) else list(numbers)
+    return sorted({int(z) for z in values} - elements)
+
+
+def refuse_unseen_elements(numbers, elements: frozenset[int] | None, source: str) -> None:
+    """A one-line ``ValueError`` naming ``source`` when it holds elements outside ``elements``."""
+    unknown = unseen_elements(numbers, elements)
+    if unknown:
+        raise ValueError(f"{source}: holds {element_list(unknown)}, which the model was not trained on "
+                         f"(it knows {element_list(elements)})")
+
+
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of a model's weights (float32 for a model without any)."""
     for tensor in model.parameters():
@@ -106,17 +122,12 @@ class GemNetPotential:
 
     def unknown_elements(self, numbers) -> list[int]:
         """Atomic numbers in ``numbers`` the model was not trained on (empty when it keeps no record)."""
-        if self.elements is None:
-            return []
-        values = numbers.tolist() if isinstance(numbers, torch.Tensor) else list(numbers)
-        return sorted({int(z) for z in values} - self.elements)
+        return unseen_elements(numbers, self.elements)
 
     def check_elements(self, numbers, source: str) -> None:
         """A one-line ``ValueError`` naming ``source`` when it holds elements the model never saw."""
-        unknown = self.unknown_elements(numbers)
-        if unknown and not self.allow_unknown_elements:
-            raise ValueError(f"{source}: holds {element_list(unknown)}, which the model was not trained on "
-                             f"(it knows {element_list(self.elements)})")
+        if not self.allow_unknown_elements:
+            refuse_unseen_elements(numbers, self.elements, source)
 
     def _topology_of(self, numbers: torch.Tensor, system_index: torch.Tensor) -> _Topology:
         """What depends only on which atoms form which system, computed once per run.

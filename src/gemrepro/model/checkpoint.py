@@ -179,5 +179,8 @@ def load_trained_model(path: str | os.PathLike, model: nn.Module | None = None,
 
 
 def read_trained_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata stored with a trained model (training config, metrics)."""
-    return load_trained_model(path).metadata
+    """The metadata stored with a trained model (training config, metrics), without rebuilding it."""
+    payload = read_checkpoint(path)
+    if not isinstance(payload, dict) or payload.get("format") != TRAINED_MODEL_FORMAT:
+        raise ValueError(f"trained model {path}: expected format {TRAINED_MODEL_FORMAT!r}")
+    return payload["metadata"]

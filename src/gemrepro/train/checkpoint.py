@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gemrepro.model.checkpoint import save_payload
+from gemrepro.model.checkpoint import read_checkpoint, save_payload
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -26,13 +26,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # noqa: BLE001 - torch's message advises unsafe loading; the user needs what the file is not
-        raise ValueError(f"{path}: not a gemrepro checkpoint or model file (torch cannot read it as saved weights)") from None
+    payload = read_checkpoint(path, map_location)
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a gemrepro checkpoint or model file (holds a {type(payload).__name__})")
     return payload

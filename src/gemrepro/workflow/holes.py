@@ -35,7 +35,7 @@ from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.stability import StabilityCriteria, detect_failure
 from gemrepro.analysis.survival import Correlation, rank_correlation, stable_times
 from gemrepro.analysis.timeline import trajectory_timeline
-from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import get_scale
 from gemrepro.workflow.sweep import Protocol, protocol_for, start_images
@@ -63,7 +63,7 @@ __all__ = [
     "survival_summary",
 ]
 
-SEEDS_STAGE, SEEDS_WORK_STAGE = "md-seeds", "md-seeds-work"
+SEEDS_STAGE = "md-seeds"
 STAGE_VERSION = 1  # bump when what these artifacts hold or how they are computed changes
 
 RUN_CRITERIA = StabilityCriteria(rules=("nonfinite", "force", "bond"), bond_tolerance=1.5)
@@ -186,13 +186,8 @@ def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: See
     params = {"model": model.key, "starts": starts.key, "protocol": asdict(protocol), "design": asdict(design),
               "seed": int(seed), "run_criteria": repr(RUN_CRITERIA), "criteria": repr(ANALYSIS_CRITERIA),
               "stage_version": STAGE_VERSION}
-    found = load_artifact(SEEDS_STAGE, params, root)
-    if found is not None:
-        return found
-    workdir = root / SEEDS_WORK_STAGE / artifact_key(params)
 
-    def build(folder: Path) -> dict:
-        workdir.mkdir(parents=True, exist_ok=True)
+    def build(folder: Path, workdir: Path) -> dict:
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         rows, summary = run_systems(potential, systems, seeds, protocol, workdir / "trajectory.h5", progress, device)
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
@@ -201,9 +196,7 @@ def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: See
                 "md_wall_time_s": round(summary.wall_time_s, 2), "steps_per_second": round(summary.steps_per_second, 2),
                 "n_failed": int(sum(r["failed"] for r in rows))}
 
-    artifact = get_or_create(SEEDS_STAGE, params, build, root)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return artifact
+    return get_or_create(SEEDS_STAGE, params, build, root, resumable=True)
 
 
 def seeds_table(md: Artifact) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from torch_geometric.data import Batch
 
 from gemrepro.data.splits import Splits, make_splits
 from gemrepro.data.torch_dataset import AtomsDataset
-from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir, shipped_models
 from gemrepro.config.scales import get_scale
 
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 STAGE = "models"
-WORK_STAGE = "models-work"
 STAGE_VERSION = 2  # bump when what a model artifact holds or how it is trained changes
 
 
@@ -313,9 +312,8 @@ def train_scale_model(
     train_set = data.graphs.subset(data.splits.train[train_size])
     val_set = data.graphs.subset(_validation_subset(data.splits.validation[train_size], recipe(scale).max_validation))
     test_set = data.graphs.subset(data.splits.test)
-    workdir = root / WORK_STAGE / artifact_key(params)
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path, workdir: Path) -> dict:
         torch.manual_seed(config.seed)
         model = build_model(model_config(scale, variant)).to(config.torch_dtype)
         first = train_set.to(config.torch_dtype).graphs[: config.batch_size]
@@ -342,9 +340,7 @@ def train_scale_model(
             "device": device,
         }
 
-    artifact = get_or_create(STAGE, params, build, root)
-    shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is not needed once the artifact exists
-    return artifact
+    return get_or_create(STAGE, params, build, root, resumable=True)
 
 
 def _curve_row(artifact: Artifact, size: int, variant: str, member: int) -> dict:

@@ -34,7 +34,7 @@ import torch
 from ase import Atoms
 from torch_geometric.data import Batch
 
-from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import get_scale
 
@@ -293,13 +293,9 @@ def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_s
     from gemrepro.train import evaluate, train_model
     from gemrepro.model import save_trained_model
 
-    found = load_artifact(stage, params, root)
-    if found is not None:
-        return found
-    workdir = root / f"{stage}-work" / artifact_key(params)
     config = replace(config, device=device)
 
-    def build(folder: Path) -> dict:
+    def build(folder: Path, workdir: Path) -> dict:
         result = train_model(model_factory(), train_set, val_set, config, workdir, progress=progress)
         keep = ("energy_mae", "forces_mae", "forces_rmse", "n")
         metrics = {"validation": {k: result.best_metrics[k] for k in keep}}
@@ -311,9 +307,7 @@ def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_s
         return {"metrics": metrics, "steps": result.steps, "best_step": result.best_metrics["step"],
                 "stop_reason": result.stop_reason, "training_wall_time_s": round(result.wall_time_s, 2)}
 
-    artifact = get_or_create(stage, params, build, root)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return artifact
+    return get_or_create(stage, params, build, root, resumable=True)
 
 
 def pretrain_model(corpus: Corpus, scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", root=None,
@@ -390,13 +384,8 @@ def stability_run(model: Artifact, target: Target, protocol: StabilityProtocol, 
                                   + target.start.numbers.tobytes()).hexdigest()[:16]
     params = {"model": model.key, "start": start_digest, "target": target.source, "protocol": asdict(protocol),
               "seed": int(seed), "stage_version": STAGE_VERSION}
-    found = load_artifact(MD_STAGE, params, root)
-    if found is not None:
-        return found
-    workdir = root / f"{MD_STAGE}-work" / artifact_key(params)
 
-    def build(folder: Path) -> dict:
-        workdir.mkdir(parents=True, exist_ok=True)
+    def build(folder: Path, workdir: Path) -> dict:
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         summary = run_md(potential, [target.start] * protocol.n_seeds, n_steps=protocol.n_steps,
                          path=workdir / "trajectory.h5", temperatures=protocol.temperature, seeds=int(seed),
@@ -412,9 +401,7 @@ def stability_run(model: Artifact, target: Target, protocol: StabilityProtocol, 
         return {"steps": summary.step, "n_frames": summary.n_frames, "n_failed": sum(r["failed"] for r in rows),
                 "md_wall_time_s": round(summary.wall_time_s, 2)}
 
-    artifact = get_or_create(MD_STAGE, params, build, root)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return artifact
+    return get_or_create(MD_STAGE, params, build, root, resumable=True)
 
 
 def stability_table(run: Artifact, horizon_ps: float) -> pd.DataFrame:

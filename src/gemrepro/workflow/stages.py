@@ -87,8 +87,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def _imports(tree: ast.AST, name: str, is_package: bool) -> set[str]:
-    """gemrepro modules imported anywhere in ``tree`` (inside functions too), resolved to module names."""
+def imported_names(tree: ast.AST, name: str, is_package: bool) -> set[str]:
+    """gemrepro names imported anywhere in ``tree`` (inside functions too), relative imports resolved.
+
+    ``from x import f`` gives both ``x`` and ``x.f`` (``f`` may be a module); :func:`module_file`
+    tells which are modules.
+    """
     found: set[str] = set()
     package = name if is_package else name.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -111,7 +115,7 @@ def _module_source(name: str) -> tuple[str, frozenset[str]] | None:
     if path is None:
         return None
     tree = _strip_docstrings(ast.parse(path.read_text(encoding="utf-8")))
-    return ast.dump(tree, annotate_fields=False), frozenset(_imports(tree, name, path.name == "__init__.py"))
+    return ast.dump(tree, annotate_fields=False), frozenset(imported_names(tree, name, path.name == "__init__.py"))
 
 
 def code_closure(name: str) -> list[str]:

@@ -37,7 +37,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from gemrepro.analysis.errors import force_mae, frame_geometry
-from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import get_scale
 
@@ -64,7 +64,7 @@ __all__ = [
     "temperature_sweep",
 ]
 
-START_STAGE, MD_STAGE, LABEL_STAGE, WORK_STAGE = "md-start", "md-sweep", "md-labels", "md-sweep-work"
+START_STAGE, MD_STAGE, LABEL_STAGE = "md-start", "md-sweep", "md-labels"
 STAGE_VERSION = 2  # md-sweep, md-labels; bump when what these artifacts hold or how they are computed changes
 # 2: trajectories continue after a failure; frames sampled over the whole run, labels flag after_failure
 START_STAGE_VERSION = 1  # md-start: the start structures did not change with version 2
@@ -171,13 +171,8 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
     images = start_images(starts)
     systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
     params = md_params(model.key, starts.key, protocol, seed)
-    found = load_artifact(MD_STAGE, params, root)
-    if found is not None:
-        return found
-    workdir = root / WORK_STAGE / artifact_key(params)
 
-    def build(folder: Path) -> dict:
-        workdir.mkdir(parents=True, exist_ok=True)
+    def build(folder: Path, workdir: Path) -> dict:
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         summary = run_md(
             potential, [a for a, _ in systems], n_steps=protocol.n_steps, path=workdir / "trajectory.h5",
@@ -200,9 +195,7 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
         return {"steps": summary.step, "n_frames": summary.n_frames, "md_wall_time_s": round(summary.wall_time_s, 2),
                 "steps_per_second": round(summary.steps_per_second, 2), "n_failed": sum(r["failed"] for r in rows)}
 
-    artifact = get_or_create(MD_STAGE, params, build, root)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return artifact
+    return get_or_create(MD_STAGE, params, build, root, resumable=True)
 
 
 def systems_table(md: Artifact) -> pd.DataFrame:
