@@ -14,6 +14,7 @@ from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
 from gemrepro.cli import main as cli_main
+from gemrepro.data import read as read_dataset
 from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system, run_md
 from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
@@ -365,7 +366,7 @@ SHARED_ETHANOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" 
 @pytest.mark.skipif(not SHARED_ETHANOL.is_file(), reason="../shared/data is not beside this checkout")
 def test_a_trained_model_file_drives_ase_langevin_with_the_batched_engines_forces(tmp_path, capsys):
     """`gemrepro train`'s model file, loaded by the ASE calculator and by the engine: the same forces."""
-    frames = read(SHARED_ETHANOL, index=":12")
+    frames = read_dataset(SHARED_ETHANOL, energy_unit="kcal/mol")[:12]  # rMD17 labels, converted to eV
     write(tmp_path / "ethanol.extxyz", frames, format="extxyz")
     code = cli_main(["train", "--data", str(tmp_path / "ethanol.extxyz"), "--train-size", "8", "--val-size", "4",
                      "--preset", "tiny", "--batch-size", "4", "--max-steps", "4", "--eval-every", "2",
@@ -384,4 +385,4 @@ def test_a_trained_model_file_drives_ase_langevin_with_the_batched_engines_force
         energy, forces = engine(positions, numbers, index)
         np.testing.assert_allclose(atoms.get_forces(), forces.numpy(), atol=1e-5)
         assert atoms.get_potential_energy() == pytest.approx(float(energy[0]), abs=1e-4)
-    assert abs(atoms.get_potential_energy()) > 100  # the element references are in: a total energy, not a residual
+    assert atoms.get_potential_energy() == pytest.approx(-4209.8, abs=50)  # a total energy in eV, references included
