@@ -82,4 +82,4 @@ def test_an_output_path_that_cannot_be_written_is_one_line(files, capsys, comman
     if command == "stress":
         argv += ["--reference", "none", "--temperatures", "300", "--seeds", "1"]
     err = one_line_error(capsys, *argv)
-    assert "a_file" in err
+    assert "a_file" in err and "expected a folder there" in err

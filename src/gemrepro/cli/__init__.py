@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # a folder that cannot be written, a full disk: the file and the reason, in one line
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"gemrepro {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        expected = "; expected a folder there" if isinstance(exc, (FileExistsError, NotADirectoryError)) else ""
+        print(f"gemrepro {args.command}: error: {where}{exc.strerror or exc}{expected}", file=sys.stderr)
         return 2
 
 
