@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from gemrepro.cli import main
 from gemrepro.cache import bundle
 from gemrepro.cache.artifacts import ACCESS_LOG_ENV, get_or_create
+from gemrepro.cli import main
 
 
 def _make(root, stage, params, payload):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.workflow.campaign import Campaign, Task, describe, run_campaign, summarize
 from gemrepro.cache.cluster import dask_client, load_slurm_config, slurm_cluster
+from gemrepro.workflow.campaign import Campaign, Task, describe, run_campaign, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,11 +144,9 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
 
     import gemrepro.data.build as build
     import gemrepro.workflow.sweep as sweep
-    from gemrepro.catalog import md_molecules
+    from gemrepro.catalog import md_molecules, molecule_from_smiles
     from gemrepro.data.sampling import embed_conformers
     from gemrepro.workflow.campaign import dataset_params, md_params, start_params
-
-    from gemrepro.catalog import molecule_from_smiles
 
     seen = {}
     few = [molecule_from_smiles(s) for s in ("CCO", "CCl", "C1CN1")]

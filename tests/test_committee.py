@@ -9,11 +9,6 @@ import pytest
 import torch
 from ase.build import molecule
 
-from gemrepro.cli import main as cli_main
-from gemrepro.md import read_system, run_md
-from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
-from gemrepro.md.potentials import MorseBondPotential
-from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.analysis.warning import (
     first_crossing,
     proxy_correlation,
@@ -21,6 +16,11 @@ from gemrepro.analysis.warning import (
     threshold_tradeoff,
     warnings_at,
 )
+from gemrepro.cli import main as cli_main
+from gemrepro.md import read_system, run_md
+from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
+from gemrepro.md.potentials import MorseBondPotential
+from gemrepro.md.state import batch_inputs as state_batch_inputs
 
 torch.set_num_threads(1)
 
@@ -190,7 +190,7 @@ def test_proxy_correlation_ignores_failed_references():
 
 # ----------------------------------------------------------------------------- committee members
 def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_in_their_seed():
-    from gemrepro.workflow.learning_curve import model_params, member_seed, train_config
+    from gemrepro.workflow.learning_curve import member_seed, model_params, train_config
 
     base = model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=0)
     # no "member" field: member 0's key is the learning-curve model's (the shipped bundle's keys)
@@ -208,10 +208,10 @@ def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_
 
 # ----------------------------------------------------------------------------- batch evaluation after a run
 def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
+    from gemrepro.cache.artifacts import get_or_create
     from gemrepro.md.committee import disagreement as measure
     from gemrepro.md.gemnet import potential_from_checkpoint
     from gemrepro.model import GemNetT, save_model
-    from gemrepro.cache.artifacts import get_or_create
     from gemrepro.workflow.committee import disagreement_table, frame_disagreement
 
     def model_artifact(k):

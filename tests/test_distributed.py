@@ -15,11 +15,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from ase.io import write
+from test_train import fast_config, make_model, synthetic_molecules
 from torch_geometric.data import Batch
 
 from gemrepro.data.torch_dataset import AtomsDataset, atoms_to_data
-from gemrepro.train import EnergyForceLoss, train_model
 from gemrepro.model import load_trained_model
+from gemrepro.train import EnergyForceLoss, train_model
 from gemrepro.train.distributed import (
     World,
     device_for_rank,
@@ -29,7 +30,6 @@ from gemrepro.train.distributed import (
     shutdown_distributed,
     world_from_env,
 )
-from test_train import fast_config, make_model, synthetic_molecules
 
 torch.set_num_threads(1)
 

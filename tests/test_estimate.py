@@ -8,9 +8,9 @@ import pytest
 
 import gemrepro.workflow.estimate as estimate
 from gemrepro.cache.artifacts import Artifact
+from gemrepro.config.scales import get_scale
 from gemrepro.workflow.estimate import Assumptions, estimate_resources, measure_costs
 from gemrepro.workflow.learning_curve import recipe
-from gemrepro.config.scales import get_scale
 from gemrepro.workflow.sweep import protocol_for
 
 MEASURED = {

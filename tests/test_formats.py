@@ -12,6 +12,7 @@ import pytest
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from gemrepro.cache.paths import shared_data_dir
 from gemrepro.data.formats import (
     QM7XRecord,
     detect_format,
@@ -20,7 +21,6 @@ from gemrepro.data.formats import (
     summarize,
     write_qm7x,
 )
-from gemrepro.cache.paths import shared_data_dir
 
 KCAL_PER_MOL_IN_EV = units.kcal / units.mol
 

@@ -16,17 +16,16 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
+from test_train import fast_config, make_model, synthetic_molecules
 
+from gemrepro.integrations import GemNetCalculator
 from gemrepro.md import run_md
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.potentials import MorseBondPotential
-from gemrepro.integrations import GemNetCalculator
-from gemrepro.model import build_model, resolve_device
+from gemrepro.model import EnergyShift, build_model, load_trained_model, resolve_device
 from gemrepro.reference import get_method
 from gemrepro.train import train_model
-from gemrepro.model import EnergyShift, load_trained_model
 from gemrepro.train.distributed import World, backend_for, device_for_rank
-from test_train import fast_config, make_model, synthetic_molecules
 
 torch.set_num_threads(1)
 CUDA = torch.cuda.is_available()

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import gemrepro.train
-from gemrepro.data.formats import write_qm7x
-from gemrepro.workflow import learning_curve as lc
 from gemrepro.cache.artifacts import get_or_create
 from gemrepro.config.scales import SCALES, Scale
+from gemrepro.data.formats import write_qm7x
+from gemrepro.workflow import learning_curve as lc
 
 torch.set_num_threads(1)
 
@@ -202,8 +202,7 @@ def test_variant_resolves_to_the_scale_default_or_one_of_t_and_q():
 
 
 def test_learning_curves_put_both_variants_side_by_side(micro):
-    from gemrepro.model import GemNetQ, GemNetT
-    from gemrepro.model import load_trained_model
+    from gemrepro.model import GemNetQ, GemNetT, load_trained_model
 
     table = lc.learning_curves("micro", variants=("T", "q"), root=micro, progress=False)
     assert table["variant"].tolist() == ["T", "T", "Q", "Q"]
@@ -225,8 +224,8 @@ def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_dra
     import pandas as pd
 
     from gemrepro import paper
-    from gemrepro.plots import data as plots_data
     from gemrepro.catalog import md_molecules
+    from gemrepro.plots import data as plots_data
 
     curve = pd.DataFrame({"train_size": [100, 100, 100, 3200, 3200, 3200], "member": [0, 1, 2] * 2,
                           "variant": "T", "energy_mae": [0.4, 0.3, 0.35, 0.1, 0.09, 0.11],

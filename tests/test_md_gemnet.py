@@ -13,16 +13,15 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
+from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.cli import main as cli_main
 from gemrepro.data import read as read_dataset
+from gemrepro.integrations import GemNetCalculator
 from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system, run_md
-from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
 from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state
-from gemrepro.integrations import GemNetCalculator
-from gemrepro.model import GemNetT, save_model
-from gemrepro.model import EnergyShift, save_trained_model
+from gemrepro.model import EnergyShift, GemNetT, save_model, save_trained_model
 
 torch.set_num_threads(1)
 

@@ -18,6 +18,7 @@ from ase import Atoms
 from scipy.special import sph_harm_y
 from torch_geometric.data import Batch, Data
 
+from gemrepro.benchmarks.model import compare_variants
 from gemrepro.cli import main as cli_main
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import (
@@ -32,7 +33,6 @@ from gemrepro.model import (
     save_model,
 )
 from gemrepro.model.basis import real_spherical_harmonics
-from gemrepro.benchmarks.model import compare_variants
 from gemrepro.model.graph import edge_vectors, quadruplet_geometry
 from gemrepro.model.layers import ScaleFactor
 

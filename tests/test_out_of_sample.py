@@ -9,9 +9,9 @@ import pytest
 from ase.build import molecule
 
 from gemrepro.analysis.shift import dispersion_share, molecule_errors, r_squared
+from gemrepro.cache.artifacts import Artifact
 from gemrepro.reference import GFN2xTB, get_method
 from gemrepro.reference.dispersion import d4_energy, d4_pair_energies, dispersion_beyond, gfn2_d4_damping
-from gemrepro.cache.artifacts import Artifact
 from gemrepro.workflow.out_of_sample import (
     force_component_errors,
     model_ranges,

@@ -13,7 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _pyproject_pins() -> set[str]:
-    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    """The library's dependencies and every extra's (book, torchsim, test), without the extras' self-references."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        pins |= {pin for pin in extra if not pin.startswith("gemrepro[")}
+    return pins
+
+
+def test_the_library_does_not_need_the_book_or_test_tools():
+    runtime = {pin.split("==")[0] for pin in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert not runtime & {"jupyter-book", "papermill", "jupytext", "nbval", "pytest", "ruff", "torch-sim-atomistic"}
 
 
 def _conda_pins() -> set[str]:

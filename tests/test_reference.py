@@ -10,16 +10,16 @@ import pytest
 from ase.build import molecule
 from ase.units import Hartree
 
+from gemrepro.cache.artifacts import artifact_key
 from gemrepro.reference import (
-    GFN2xTB,
     METHODS,
     PBE0,
     FreeAtomError,
+    GFN2xTB,
     atomization_energy,
     free_atom_energies,
     get_method,
 )
-from gemrepro.cache.artifacts import artifact_key
 
 
 def distorted(name: str, seed: int = 0, amplitude: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

@@ -15,11 +15,11 @@ import tarfile
 import pytest
 import torch
 
-from gemrepro.data.build import build_dataset
-from gemrepro.workflow import learning_curve as lc
 from gemrepro.cache.artifacts import artifact_key
 from gemrepro.cache.paths import shipped_models
 from gemrepro.config.scales import get_scale
+from gemrepro.data.build import build_dataset
+from gemrepro.workflow import learning_curve as lc
 
 torch.set_num_threads(1)
 

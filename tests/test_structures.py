@@ -16,8 +16,7 @@ from gemrepro.cli.structures import load_structures, parse_select
 from gemrepro.md import GemNetPotential, run_md
 from gemrepro.md.committee import CommitteePotential
 from gemrepro.md.state import batch_inputs
-from gemrepro.model import GemNetQ, GemNetT
-from gemrepro.model import EnergyShift, save_trained_model
+from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_trained_model
 
 torch.set_num_threads(1)
 

@@ -24,9 +24,16 @@ from gemrepro.data.torch_dataset import (
     fit_element_references,
     make_loader,
 )
-from gemrepro.model import GemNetT
-from gemrepro.train import EnergyForceLoss, ExponentialMovingAverage, TrainConfig, WarmupExponentialDecay, evaluate, load_checkpoint, train_model
-from gemrepro.model import EnergyShift, load_trained_model
+from gemrepro.model import EnergyShift, GemNetT, load_trained_model
+from gemrepro.train import (
+    EnergyForceLoss,
+    ExponentialMovingAverage,
+    TrainConfig,
+    WarmupExponentialDecay,
+    evaluate,
+    load_checkpoint,
+    train_model,
+)
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from gemrepro.data.splits import make_splits, scale_splits
 from gemrepro.cache.artifacts import (
     artifact_key,
     get_or_create,
@@ -16,6 +15,7 @@ from gemrepro.cache.artifacts import (
     work_folder,
 )
 from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.data.splits import make_splits, scale_splits
 
 
 def test_key_ignores_dict_order_but_not_values():

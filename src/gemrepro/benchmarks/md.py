@@ -26,13 +26,12 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 from torch import nn
 
+from gemrepro.integrations import GemNetCalculator
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.md.state import batch_inputs
-from gemrepro.integrations import GemNetCalculator
-from gemrepro.model import resolve_device
-from gemrepro.model import EnergyShift
+from gemrepro.model import EnergyShift, resolve_device
 
 
 def benchmark_systems(n_systems: int, seed: int = 0) -> list[Atoms]:

@@ -42,8 +42,8 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
-    from gemrepro.workflow.learning_curve import ship_models
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.workflow.learning_curve import ship_models
 
     out, n = ship_models(args.scale, artifacts_dir(args.data_dir))
     print(f"{out}: {n} learning-curve models of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")

@@ -57,8 +57,8 @@ def _labelling(args: argparse.Namespace) -> int:
 def _model(args: argparse.Namespace) -> int:
     import torch
 
-    from gemrepro.cli.model import parse_variant
     from gemrepro.benchmarks import model as bench
+    from gemrepro.cli.model import parse_variant
     from gemrepro.model import build_model, resolve_device
 
     if args.compare:

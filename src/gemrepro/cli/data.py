@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from gemrepro.data.build import build_dataset
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.data.build import build_dataset
 
     artifact = build_dataset(
         scale=args.scale,

@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemrepro.workflow.estimate import Assumptions, estimate_resources, paper_campaign
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.workflow.estimate import Assumptions, estimate_resources, paper_campaign
 
     assumptions = Assumptions() if args.gpu_speedup is None else Assumptions(gpu_speedup_over_cpu=args.gpu_speedup)
     estimate = estimate_resources(args.scale, artifacts_dir(args.data_dir), args.device, args.reference, assumptions)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
 from gemrepro.analysis.geometry import element_list
+from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,9 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--variant", default="T", help="GemNet variant of the random preset model: T or Q (default T)")
     bench.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                        help="torch threads for both paths (default: all cores; gemrepro otherwise uses 1)")
+    bench.add_argument("--against", choices=("ase", "torchsim"), default="ase",
+                       help="what the batched engine is compared with: ASE Langevin one system at a time, or "
+                            "TorchSim's batched integrate on the same model (needs the torchsim extra; default ase)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_bench)
 
@@ -251,6 +254,8 @@ def _bench(args: argparse.Namespace) -> int:
         model = build_model(variant, args.preset)
         label = f"random {args.preset} GemNet-{variant}"
     systems = benchmark_systems(args.systems)
+    if args.against == "torchsim":
+        return _bench_torchsim(model, label, systems, args)
     result = benchmark_md(model, systems, args.steps, device=args.device, repeats=args.repeats)
     if args.systems > 1:
         result["scaling"] = batch_scaling(model, systems, device=args.device, repeats=args.repeats)
@@ -269,4 +274,24 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"  = {scaling['fixed_ms']:.1f} ms per call + {scaling['ms_per_system']:.2f} ms per system "
               f"(R² {scaling['r_squared']:.3f}); one system alone takes {scaling['mean_single_ms']:.1f} ms,")
         print(f"  so batching can speed force calls up by at most {scaling['ratio_bound']:.1f}x, however many systems")
+    return 0
+
+
+def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) -> int:
+    """``gemrepro bench md --against torchsim``: the same model and molecules in both batched engines."""
+    try:
+        from gemrepro.benchmarks.torchsim import benchmark_torchsim
+    except ImportError as exc:
+        raise ValueError(f"--against torchsim: TorchSim is not installed ({exc.name}); "
+                         "pip install 'gemrepro[torchsim]' (torch-sim-atomistic==0.3.0)") from None
+    result = benchmark_torchsim(model, systems, args.steps, device=args.device, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{label}, {result['n_systems']} systems ({result['n_atoms']} atoms), {result['n_steps']} steps, "
+          f"{result['device']}, {result['torch_threads']} torch threads, median of {result['repeats']} rounds, "
+          f"TorchSim {result['torchsim_version']}")
+    print(f"gemrepro engine:     {result['gemrepro_steps_per_s']:9.1f} system-steps/s  (stability checks every step)")
+    print(f"TorchSim integrate:  {result['torchsim_steps_per_s']:9.1f} system-steps/s  (no checks, no reporter)")
+    print(f"ratio:               {result['ratio']:9.2f}x  (rounds: {', '.join(f'{r:.2f}x' for r in result['ratios'])})")
     return 0

@@ -81,8 +81,8 @@ def split_indices(n: int, train_size: int | None, val_size: int | None, seed: in
 
 def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
-    from gemrepro.workflow.learning_curve import train_scale_model
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.workflow.learning_curve import train_scale_model
 
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
@@ -124,9 +124,8 @@ def run_data(args: argparse.Namespace) -> int:
     """Train on ``--data`` in this process (one rank of a torchrun job, or alone)."""
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
-    from gemrepro.model import GemNetT, fit_scale_factors
+    from gemrepro.model import GemNetT, fit_scale_factors, load_trained_model
     from gemrepro.train import TrainConfig, train_model
-    from gemrepro.model import load_trained_model
     from gemrepro.train.distributed import current_world
 
     atoms = read(args.data, format=args.format)

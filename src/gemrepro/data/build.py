@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gemrepro.data.sampling import displace, embed_conformers, hessian, normal_modes, relax
-from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.config.scales import get_scale
+from gemrepro.data.sampling import displace, embed_conformers, hessian, normal_modes, relax
+from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
 SAMPLER_VERSION = 1  # bump when the sampling recipe changes: it is part of every cache key
 SAMPLER_METHOD = "gfn2-xtb"  # relaxation and Hessian, whatever labels the structures

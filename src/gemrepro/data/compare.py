@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from ase import Atoms
 
-from gemrepro.data.build import MoleculeTask, label_molecules
-from gemrepro.data.statistics import bond_lengths, smiles_from_geometry
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import shared_data_dir
+from gemrepro.data.build import MoleculeTask, label_molecules
+from gemrepro.data.statistics import bond_lengths, smiles_from_geometry
 
 
 @dataclass

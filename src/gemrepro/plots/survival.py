@@ -6,7 +6,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-
 HUE_LABELS = {"train_size": "training configurations", "temperature": "T (K)", "model": "model"}
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gemrepro.reference.method import ReferenceMethod, describe_element
 from gemrepro.cache.artifacts import get_or_create
+from gemrepro.reference.method import ReferenceMethod, describe_element
 
 STAGE = "free-atoms"
 PAYLOAD = "energy.json"

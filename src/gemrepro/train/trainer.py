@@ -40,11 +40,11 @@ from torch_geometric.data import Batch, Data
 from tqdm.std import tqdm
 
 from gemrepro.data.torch_dataset import epoch_batches, fit_element_references
-from gemrepro.train import distributed
 from gemrepro.model.checkpoint import save_trained_model
+from gemrepro.model.energy_shift import EnergyShift
+from gemrepro.train import distributed
 from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
-from gemrepro.model.energy_shift import EnergyShift
 from gemrepro.train.losses import EnergyForceLoss
 from gemrepro.train.schedules import WarmupExponentialDecay
 

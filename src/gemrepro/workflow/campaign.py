@@ -24,10 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from gemrepro.data.build import dataset_params
 from gemrepro.cache.artifacts import Artifact, artifact_key, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import get_scale
+from gemrepro.data.build import dataset_params
 from gemrepro.workflow.sweep import md_params, start_params
 
 __all__ = ["Campaign", "CampaignRun", "Task", "dataset_params", "describe", "md_params", "plan_campaign", "run_campaign",

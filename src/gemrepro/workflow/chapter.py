@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gemrepro.reference import METHODS
 from gemrepro.cache.artifacts import Artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import Scale, get_scale
+from gemrepro.reference import METHODS
 
 
 @dataclass(frozen=True)

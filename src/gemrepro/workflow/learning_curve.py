@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from torch_geometric.data import Batch
 
-from gemrepro.data.splits import Splits, make_splits
-from gemrepro.data.torch_dataset import AtomsDataset
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir, shipped_models
 from gemrepro.config.scales import get_scale
+from gemrepro.data.splits import Splits, make_splits
+from gemrepro.data.torch_dataset import AtomsDataset
 
 __all__ = [
     "RECIPES",
@@ -288,9 +288,8 @@ def train_scale_model(
     only its initialisation and batch-order seed differ (:func:`member_seed`); member 0 is the
     learning-curve model itself.
     """
-    from gemrepro.model import build_model, fit_scale_factors, resolve_device
+    from gemrepro.model import build_model, fit_scale_factors, resolve_device, save_trained_model
     from gemrepro.train import evaluate, load_checkpoint, train_model
-    from gemrepro.model import save_trained_model
 
     _size_index(scale, train_size)
     variant = resolve_variant(scale, variant)
@@ -522,9 +521,8 @@ def sanity_check_real_data(
     that has learned anything must beat both on the held-out frames.
     """
     from gemrepro.data import read
-    from gemrepro.model import build_model, fit_scale_factors
+    from gemrepro.model import build_model, fit_scale_factors, save_trained_model
     from gemrepro.train import TrainConfig, evaluate, train_model
-    from gemrepro.model import save_trained_model
 
     path = Path(path)
     frames = read(path, energy_unit=energy_unit)
@@ -604,8 +602,8 @@ def training_step_cost(
     ``graphs`` are the molecules of the batch (default: random QM7-X-like 17-atom clusters).
     One untimed step first (allocation, lazy initialisation), then the median of ``repeats``.
     """
-    from gemrepro.model import build_model, fit_scale_factors, preset_config
     from gemrepro.benchmarks.model import molecule_like_cluster
+    from gemrepro.model import build_model, fit_scale_factors, preset_config
     from gemrepro.train import EnergyForceLoss
 
     if graphs is None:

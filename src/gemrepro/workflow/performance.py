@@ -226,8 +226,8 @@ def measure_training(preset: str = "tiny", variant: str = "T", batch_size: int =
     """
     from torch_geometric.data import Data
 
-    from gemrepro.model import build_model, resolve_device
     from gemrepro.benchmarks.model import molecule_like_cluster
+    from gemrepro.model import build_model, resolve_device
     from gemrepro.train import TrainConfig, train_model
 
     if n_steps < 2:

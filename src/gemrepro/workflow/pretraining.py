@@ -290,8 +290,8 @@ def _fresh_model(scale: str, train_set, config) -> torch.nn.Module:
 def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_set, test_set, config, root: Path,
            progress: bool, device: str) -> Artifact:
     """Train (resumably, in a work folder) and store ``model.pt``, ``history.csv`` and the errors."""
-    from gemrepro.train import evaluate, train_model
     from gemrepro.model import save_trained_model
+    from gemrepro.train import evaluate, train_model
 
     config = replace(config, device=device)
 

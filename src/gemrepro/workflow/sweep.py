@@ -340,8 +340,8 @@ def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = No
     The frames of every run not yet cached go to one Dask cluster together, so a few expensive
     calculations spread over the cores; without missing work no cluster is started.
     """
-    from gemrepro.reference import get_method
     from gemrepro.cache.cluster import dask_client
+    from gemrepro.reference import get_method
 
     options = dict(options or {})
     reference = get_method(method, **options)
