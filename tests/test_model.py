@@ -1,4 +1,4 @@
-"""GemNet-T: symmetries, calculus (forces = -dE/dR), locality and plumbing of a random model.
+"""GemNet-T: its cutoff, graph, basis functions and plumbing (symmetries shared with Q: test_model_symmetries.py).
 
 The model is randomly initialised (with fitted scale factors) and run in float64; these tests are
 about symmetry and differentiability, not accuracy.
@@ -11,7 +11,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from scipy.special import spherical_jn
 from torch_geometric.data import Batch, Data
 
@@ -86,58 +85,6 @@ def test_scale_factor_matches_reference_variance():
     assert torch.equal(factor(reference, x), scaled)
 
 
-def test_rotation_and_translation(model):
-    generator = torch.Generator().manual_seed(1)
-    data = molecule(ETHANOL)
-    reference = model(data)
-    rotation = random_rotation(generator)
-    shift = 10.0 * torch.randn(3, generator=generator, dtype=torch.float64)
-    moved = model(Data(z=data.z, pos=data.pos @ rotation.T + shift))
-    assert abs(reference["energy"].item()) > 1.0
-    torch.testing.assert_close(moved["energy"], reference["energy"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(moved["forces"], reference["forces"] @ rotation.T, rtol=0, atol=1e-10)
-    assert reference["forces"].abs().max() > 0.1
-
-
-def test_atom_permutation(model):
-    data = molecule(ETHANOL)
-    order = torch.randperm(9, generator=torch.Generator().manual_seed(3))
-    reference, permuted = model(data), model(Data(z=data.z[order], pos=data.pos[order]))
-    torch.testing.assert_close(permuted["energy"], reference["energy"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(permuted["forces"], reference["forces"][order], rtol=0, atol=1e-10)
-
-
-def test_forces_are_negative_energy_gradient(model):
-    data = molecule(ETHANOL)
-    forces = model(data)["forces"]
-    step = 1e-5
-    numerical = torch.zeros_like(forces)
-    for atom, axis in itertools.product(range(9), range(3)):
-        plus, minus = data.pos.clone(), data.pos.clone()
-        plus[atom, axis] += step
-        minus[atom, axis] -= step
-        e_plus = model(Data(z=data.z, pos=plus))["energy"]
-        e_minus = model(Data(z=data.z, pos=minus))["energy"]
-        numerical[atom, axis] = -(e_plus - e_minus).item() / (2 * step)
-    torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-6)
-
-
-def test_net_force_vanishes(model):
-    # Translation invariance implies Newton's third law for conservative forces.
-    forces = model(molecule(ETHANOL))["forces"]
-    torch.testing.assert_close(forces.sum(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-10)
-
-
-def test_size_extensivity(model):
-    single = molecule(ETHANOL)
-    extent = (single.pos.max(0).values - single.pos.min(0).values).norm().item()
-    shift = torch.tensor([extent + model.config.cutoff + 10.0, 0.0, 0.0], dtype=torch.float64)
-    pair = Data(z=torch.cat([single.z, single.z]), pos=torch.cat([single.pos, single.pos + shift]))
-    one, two = model(single), model(pair)
-    torch.testing.assert_close(two["energy"], 2 * one["energy"], rtol=1e-13, atol=0)
-    torch.testing.assert_close(two["forces"], torch.cat([one["forces"], one["forces"]]), rtol=0, atol=1e-12)
-
-
 def test_energy_smooth_when_atom_crosses_cutoff(model):
     """An O atom moves away from water's O along the axis away from the hydrogens."""
     water = molecule(WATER)
@@ -163,15 +110,6 @@ def test_energy_smooth_when_atom_crosses_cutoff(model):
     near = np.abs(grid[1:-1] - cutoff) < 0.05
     assert np.abs(energies[0] - outside) > 1e-4  # the atom interacts inside the cutoff
     assert curvature[near].max() <= curvature[~near].max()
-
-
-def test_batch_equals_individual_molecules(model):
-    molecules = [molecule(WATER), molecule(METHANE), molecule(ETHANOL)]
-    batched = model(Batch.from_data_list(molecules))
-    singles = [model(m) for m in molecules]
-    torch.testing.assert_close(batched["energy"], torch.cat([s["energy"] for s in singles]), rtol=0, atol=1e-10)
-    torch.testing.assert_close(batched["forces"], torch.cat([s["forces"] for s in singles]), rtol=0, atol=1e-10)
-    assert batched["energy"].shape == (3,) and batched["forces"].shape == (17, 3)
 
 
 def test_graph_triplets_match_brute_force():
@@ -322,17 +260,6 @@ def test_basis_functions():
     assert envelope(torch.tensor([0.0])).item() == 1.0
 
 
-def test_ase_calculator_matches_model(model):
-    numbers, positions = ETHANOL
-    atoms = Atoms(numbers=numbers, positions=positions)
-    atoms.calc = GemNetCalculator(model, device="cpu")
-    expected = model(molecule(ETHANOL))
-    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
-    np.testing.assert_allclose(atoms.get_forces(), expected["forces"].numpy(), atol=1e-10)
-    with pytest.raises(ValueError, match="expected a GemNetT, GemNetQ, a trained"):
-        GemNetCalculator(42)
-
-
 def test_save_load_round_trip(model, tmp_path):
     path = save_model(model, tmp_path / "models" / "gemnet.pt")
     loaded = load_model(path, device="cpu")
@@ -406,3 +333,8 @@ def test_benchmark_rows():
     rows = benchmark_model(GemNetT.from_preset("tiny"), batch_size=2, atoms_per_molecule=5, sizes=(4, 8), repeats=1)
     assert [(r["case"], r["num_atoms"], r["num_structures"]) for r in rows] == [("batch", 10, 2), ("size", 4, 1), ("size", 8, 1)]
     assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
+
+
+def test_ase_calculator_refuses_what_is_not_a_model():
+    with pytest.raises(ValueError, match="expected a GemNetT, GemNetQ, a trained"):
+        GemNetCalculator(42)

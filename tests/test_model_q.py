@@ -1,4 +1,4 @@
-"""GemNet-Q: quadruplets, dihedral basis, symmetries (incl. mirror images), calculus, both cutoffs.
+"""GemNet-Q: quadruplets, dihedral basis, mirror images, both cutoffs (symmetries shared with T: test_model_symmetries.py).
 
 A randomly initialised tiny GemNet-Q (embedding cutoff 5 Å, interaction cutoff 6 Å) with fitted
 scale factors, in float64. Geometries are jittered away from planarity: the reference's dihedral
@@ -14,13 +14,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 from scipy.special import sph_harm_y
 from torch_geometric.data import Batch, Data
 
 from gemrepro.benchmarks.model import compare_variants
 from gemrepro.cli import main as cli_main
-from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import (
     GemNetConfig,
     GemNetQ,
@@ -164,22 +162,6 @@ def test_real_spherical_harmonics_match_scipy():
             column += 1
 
 
-def test_rotation_translation_and_permutation(model):
-    generator = torch.Generator().manual_seed(1)
-    data = molecule(ETHANOL)
-    reference = model(data)
-    rotation = random_rotation(generator)
-    shift = 10.0 * torch.randn(3, generator=generator, dtype=torch.float64)
-    moved = model(Data(z=data.z, pos=data.pos @ rotation.T + shift))
-    assert abs(reference["energy"].item()) > 1.0 and reference["forces"].abs().max() > 0.1
-    torch.testing.assert_close(moved["energy"], reference["energy"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(moved["forces"], reference["forces"] @ rotation.T, rtol=0, atol=1e-10)
-    order = torch.randperm(9, generator=generator)
-    permuted = model(Data(z=data.z[order], pos=data.pos[order]))
-    torch.testing.assert_close(permuted["energy"], reference["energy"], rtol=0, atol=1e-10)
-    torch.testing.assert_close(permuted["forces"], reference["forces"][order], rtol=0, atol=1e-10)
-
-
 def test_mirror_image_of_chiral_molecule(model):
     """Enantiomers get the same energy and mirrored forces (the dihedral is unsigned)."""
     data = molecule(CHFCLBR, jitter=0.1)
@@ -199,40 +181,6 @@ def test_mirror_image_of_chiral_molecule(model):
     torch.testing.assert_close(image["forces"], original["forces"] @ improper.T, rtol=0, atol=1e-10)
     # A proper rotation of the original changes the forces differently: the check above can fail.
     assert (image["forces"] - original["forces"] @ random_rotation(torch.Generator().manual_seed(2)).T).abs().max() > 1e-3
-
-
-def test_forces_are_negative_energy_gradient(model):
-    data = molecule(CHFCLBR, jitter=0.1)
-    forces = model(data)["forces"]
-    step = 1e-5
-    numerical = torch.zeros_like(forces)
-    for atom, axis in itertools.product(range(5), range(3)):
-        plus, minus = data.pos.clone(), data.pos.clone()
-        plus[atom, axis] += step
-        minus[atom, axis] -= step
-        e_plus, e_minus = model(Data(z=data.z, pos=plus))["energy"], model(Data(z=data.z, pos=minus))["energy"]
-        numerical[atom, axis] = -(e_plus - e_minus).item() / (2 * step)
-    torch.testing.assert_close(forces, numerical, rtol=0, atol=1e-6)
-    torch.testing.assert_close(forces.sum(0), torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-10)
-
-
-def test_size_extensivity(model):
-    single = molecule(ETHANOL)
-    extent = (single.pos.max(0).values - single.pos.min(0).values).norm().item()
-    shift = torch.tensor([extent + model.config.int_cutoff + 1.0, 0.0, 0.0], dtype=torch.float64)
-    pair = Data(z=torch.cat([single.z, single.z]), pos=torch.cat([single.pos, single.pos + shift]))
-    one, two = model(single), model(pair)
-    torch.testing.assert_close(two["energy"], 2 * one["energy"], rtol=1e-13, atol=0)
-    torch.testing.assert_close(two["forces"], torch.cat([one["forces"], one["forces"]]), rtol=0, atol=1e-12)
-
-
-def test_batch_equals_individual_molecules(model):
-    molecules = [molecule(WATER), molecule(METHANE), molecule(ETHANOL), molecule(CHFCLBR)]
-    batched = model(Batch.from_data_list(molecules))
-    singles = [model(m) for m in molecules]
-    torch.testing.assert_close(batched["energy"], torch.cat([s["energy"] for s in singles]), rtol=0, atol=1e-10)
-    torch.testing.assert_close(batched["forces"], torch.cat([s["forces"] for s in singles]), rtol=0, atol=1e-10)
-    assert batched["energy"].shape == (4,) and batched["forces"].shape == (22, 3)
 
 
 def _scan_is_smooth(grid: np.ndarray, energies: np.ndarray, cutoff: float) -> bool:
@@ -323,15 +271,6 @@ def test_build_model_and_checkpoint_round_trip(model, tmp_path):
     payload["config"].pop("variant")
     torch.save(payload, tmp_path / "old.pt")
     assert type(load_model(tmp_path / "old.pt", device="cpu")) is GemNetT
-
-
-def test_ase_calculator_with_q(model):
-    data = molecule(CHFCLBR)
-    atoms = Atoms(numbers=data.z.numpy(), positions=data.pos.numpy())
-    atoms.calc = GemNetCalculator(model, device="cpu")
-    expected = model(data)
-    assert atoms.get_potential_energy() == pytest.approx(expected["energy"].item(), abs=1e-10)
-    np.testing.assert_allclose(atoms.get_forces(), expected["forces"].numpy(), atol=1e-10)
 
 
 def test_cli_model_info_variant_q(capsys):

@@ -92,6 +92,18 @@ def _ase_langevin_seconds(
     return time.perf_counter() - start
 
 
+def checked_run(systems: Sequence[Atoms], n_steps: int, repeats: int) -> list[Atoms]:
+    """The systems of a timed MD comparison as a list, after refusing an empty one or non-positive counts."""
+    systems = list(systems)
+    if not systems:
+        raise ValueError("systems: expected at least one ase.Atoms")
+    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
+        raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
+    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
+        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    return systems
+
+
 def benchmark_md(
     model: nn.Module,
     systems: Sequence[Atoms],
@@ -110,13 +122,7 @@ def benchmark_md(
     median wall times. ``model`` is a GemNet or an ``EnergyShift`` around one; only the
     network's cost matters for speed, so both paths use the bare network.
     """
-    systems = list(systems)
-    if not systems:
-        raise ValueError("systems: expected at least one ase.Atoms")
-    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
-        raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
-    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
-        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    systems = checked_run(systems, n_steps, repeats)
     device = resolve_device(device)
     potential = GemNetPotential(_bare_network(model), device=device)  # eval mode, frozen weights: shared by both paths
     batched_seconds, ase_seconds = [], []

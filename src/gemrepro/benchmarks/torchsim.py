@@ -25,7 +25,7 @@ from ase import Atoms
 from torch import nn
 from torch_sim.units import MetalUnits
 
-from gemrepro.benchmarks.md import _bare_network
+from gemrepro.benchmarks.md import _bare_network, checked_run
 from gemrepro.integrations.torchsim import TorchSimGemNet, molecules_to_state
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
@@ -69,13 +69,7 @@ def benchmark_torchsim(
     alternating rounds), ``ratio`` (gemrepro / TorchSim), ``ratios`` (one per round) and the
     context (systems, atoms, steps, device, torch threads, TorchSim version).
     """
-    systems = list(systems)
-    if not systems:
-        raise ValueError("systems: expected at least one ase.Atoms")
-    if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
-        raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
-    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
-        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    systems = checked_run(systems, n_steps, repeats)
     device = resolve_device(device)
     potential = GemNetPotential(_bare_network(model), device=device)  # one frozen network for both codes
     adapter = TorchSimGemNet(potential, device=device)
