@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from model_geometries import ETHANOL, METHANE, WATER
 from scipy.special import spherical_jn
 from torch_geometric.data import Batch, Data
 
@@ -29,21 +30,6 @@ from gemrepro.model.layers import ScaleFactor
 
 torch.set_num_threads(1)
 
-WATER = (
-    [8, 1, 1],
-    [[0.0, 0.0, 0.0], [0.957, 0.0, 0.0], [-0.240, 0.927, 0.0]],
-)
-METHANE = (
-    [6, 1, 1, 1, 1],
-    [[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
-)
-ETHANOL = (
-    [6, 6, 8, 1, 1, 1, 1, 1, 1],
-    [[0.0, 0.0, 0.0], [1.52, 0.0, 0.0], [2.0, 1.35, 0.0], [-0.4, 1.0, 0.1], [-0.4, -0.5, 0.9],
-     [-0.4, -0.5, -0.9], [1.9, -0.5, 0.9], [1.9, -0.5, -0.9], [2.95, 1.3, 0.0]],
-)
-
-
 def molecule(spec, dtype=torch.float64) -> Data:
     numbers, positions = spec
     return Data(z=torch.tensor(numbers), pos=torch.tensor(positions, dtype=dtype))
@@ -56,14 +42,6 @@ def model() -> GemNetT:
     fit_scale_factors(net, Batch.from_data_list([molecule(WATER), molecule(METHANE), molecule(ETHANOL)]))
     net.set_atom_reference({1: -13.6, 6: -1029.0, 8: -2041.0})
     return net.eval()
-
-
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def test_scale_factors_are_fitted_and_not_trivial(model):

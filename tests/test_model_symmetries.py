@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from model_geometries import CHFCLBR, ETHANOL, METHANE, WATER, random_rotation
+from model_geometries import jittered_molecule as molecule
 from torch_geometric.data import Batch, Data
 
 from gemrepro.integrations import GemNetCalculator
@@ -22,30 +24,7 @@ from gemrepro.model import GemNet, GemNetQ, GemNetT, fit_scale_factors
 
 torch.set_num_threads(1)
 
-WATER = ([8, 1, 1], [[0.0, 0.0, 0.0], [0.957, 0.0, 0.0], [-0.240, 0.927, 0.0]])
-METHANE = (
-    [6, 1, 1, 1, 1],
-    [[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
-)
-ETHANOL = (
-    [6, 6, 8, 1, 1, 1, 1, 1, 1],
-    [[0.0, 0.0, 0.0], [1.52, 0.0, 0.0], [2.0, 1.35, 0.0], [-0.4, 1.0, 0.1], [-0.4, -0.5, 0.9],
-     [-0.4, -0.5, -0.9], [1.9, -0.5, 0.9], [1.9, -0.5, -0.9], [2.95, 1.3, 0.0]],
-)
-# Bromochlorofluoromethane: five atoms, four different substituents, dihedrals of every kind.
-CHFCLBR = (
-    [6, 1, 9, 17, 35],
-    [[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.78, -0.78, 0.78], [-1.02, 1.02, -1.02], [1.12, -1.12, -1.12]],
-)
 VARIANTS = {"T": (GemNetT, 7), "Q": (GemNetQ, 11)}
-
-
-def molecule(spec, jitter: float = 0.05, seed: int = 0) -> Data:
-    """The molecule with its atoms displaced a little (random, fixed by ``seed``)."""
-    numbers, positions = spec
-    pos = torch.tensor(positions, dtype=torch.float64)
-    pos = pos + jitter * torch.randn(pos.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return Data(z=torch.tensor(numbers), pos=pos)
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -56,14 +35,6 @@ def model(request) -> GemNet:
     fit_scale_factors(net, Batch.from_data_list([molecule(m) for m in (WATER, METHANE, ETHANOL, CHFCLBR)]))
     net.set_atom_reference({1: -13.6, 6: -1029.0, 8: -2041.0})
     return net.eval()
-
-
-def random_rotation(generator: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def test_rotation_translation_and_permutation(model):
