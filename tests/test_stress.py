@@ -124,3 +124,29 @@ def test_cli_gates_on_min_stable_time(tmp_path, capsys):
     assert "MODULE:FACTORY" in capsys.readouterr().err
     assert main([*common, "--calculator", "stress_calculators:weak_lennard_jones", "--min-stable-ps", "1",
                  "--out", str(tmp_path / "y")]) == 2
+
+
+def test_cli_reports_the_fields_scores_for_a_model(tmp_path, capsys):
+    from gemrepro.model import GemNetT, save_model
+
+    torch.manual_seed(0)
+    save_model(GemNetT.from_preset("tiny"), tmp_path / "random.pt")  # random weights: any number will do
+    common = ["stress", "--model", str(tmp_path / "random.pt"), "--molecules", "O", "--temperatures", "300",
+              "--seeds", "1", "--time-ps", "0.01", "--reference", "none", "--device", "cpu", "--quiet",
+              "--allow-unknown-elements"]
+    assert main([*common, "--nve-ps", "0.02", "--ramp-ps", "0.01", "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    for name in ("MDsim", "MLIPAudit", "LAMBench", "MLIP Arena", "arXiv:2210.07237", "instadeepai/mlipaudit",
+                 "deepmodeling/LAMBench", "atomind-ai/mlip-arena"):
+        assert name in out, name
+    facts = json.loads((tmp_path / "a" / "summary.json").read_text())["field_scores"]
+    assert facts["protocol"]["nve_ps"] == 0.02 and facts["ramp"][0]["n_steps"] == 20
+    assert facts["nve"][0]["n_steps"] == 20 and len(facts["trajectories"]) == 1
+    page = (tmp_path / "a" / "report.html").read_text()
+    assert "The field's stability scores</h2>" in page and "arXiv:2210.07237" in page
+    assert main([*common, "--no-field-scores", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["field_scores"] is None
+    capsys.readouterr()
+    assert main([*common, "--nve-ps", "0", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--nve-ps: expected a positive NVE time in ps" in err

@@ -26,6 +26,7 @@ def _positive(value: float, flag: str, what: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from gemrepro.stress.audit import run_audit
     from gemrepro.stress.calculators import CalculatorPotential
+    from gemrepro.stress.field import SOURCES, FieldProtocol
     from gemrepro.stress.report import write_report
     from gemrepro.workflow.sweep import Protocol
 
@@ -40,6 +41,13 @@ def _run(args: argparse.Namespace) -> int:
                          f"got {args.min_stable_ps}")
     if args.timeout_s < 0:
         raise ValueError(f"--timeout-s: expected a time limit per call in s (0: no worker), got {args.timeout_s}")
+    field = None
+    if not args.no_field_scores:
+        nve_ps = _positive(time_ps if args.nve_ps is None else args.nve_ps, "--nve-ps", "NVE time in ps")
+        ramp_ps = _positive(time_ps if args.ramp_ps is None else args.ramp_ps, "--ramp-ps", "heating-ramp time in ps")
+        if ramp_ps * 1000.0 < dt_fs:
+            raise ValueError(f"--ramp-ps: {ramp_ps} ps is shorter than one {dt_fs} fs step")
+        field = FieldProtocol(nve_ps, ramp_ps)
     protocol = Protocol(time_ps, tuple(args.temperatures), dt_fs=dt_fs, n_sampled_frames=args.frames)
     if protocol.n_steps < 1:
         raise ValueError(f"--time-ps: {time_ps} ps is shorter than one {dt_fs} fs step")
@@ -68,13 +76,16 @@ def _run(args: argparse.Namespace) -> int:
         label, device = args.calculator, "cpu"
     try:
         result = run_audit(potential, molecules, protocol, out, n_seeds=args.seeds, seed=args.seed,
-                           reference=reference, device=device, progress=not args.quiet)
+                           reference=reference, device=device, progress=not args.quiet, field=field)
     finally:
         if hasattr(potential, "close"):
             potential.close()
     facts = write_report(result, out / "report.html", out / "summary.json", label, args.min_stable_ps)
     print(f"{out / 'report.html'}, {out / 'summary.json'}: {facts['n_failed']} of {facts['n_trajectories']} "
           f"trajectories failed within {result.horizon_ps:g} ps (shortest stable time {facts['shortest_stable_ps']:.4g} ps)")
+    if result.field is not None:
+        for key, line in result.field.lines().items():
+            print(f"  {line}  [{SOURCES[key]}]")
     verdict = facts["verdict"]
     if verdict is None:
         return 0
@@ -109,6 +120,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="time limit per calculator call in s (worker process; 0: in-process, no limit)")
     stress.add_argument("--min-stable-ps", type=float, default=None,
                         help="gate: exit 1 unless every trajectory stays stable this long (ps)")
+    stress.add_argument("--nve-ps", type=float, default=None,
+                        help="LAMBench's NVE run per molecule (ps, default --time-ps; LAMBench: 10)")
+    stress.add_argument("--ramp-ps", type=float, default=None,
+                        help="MLIP Arena's 300 -> 3000 K heating ramp per molecule (ps, default --time-ps; Arena: 10)")
+    stress.add_argument("--no-field-scores", action="store_true",
+                        help="skip the field's scores (MDsim, MLIPAudit, LAMBench NVE drift, MLIP Arena heating)")
     stress.add_argument("--seed", type=int, default=0, help="seed of conformers and Langevin noise (default 0)")
     stress.add_argument("--out", default="stress", help="output folder (report.html, summary.json, trajectory.h5)")
     stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")

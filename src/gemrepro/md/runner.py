@@ -97,6 +97,23 @@ def system_seeds(seeds: int | Sequence[int], n: int) -> list[int]:
     return seeds
 
 
+def _schedule(schedule: np.ndarray | None, n_steps: int, n_systems: int, integrator: str) -> np.ndarray | None:
+    """The thermostat targets ``(n_steps + 1, n_systems)`` (K), or ``None`` for constant targets."""
+    if schedule is None:
+        return None
+    if integrator != "langevin":
+        raise ValueError(f"temperature_schedule: needs a thermostat (integrator 'langevin'), got {integrator!r}")
+    values = np.asarray(schedule, dtype=np.float64)
+    if values.ndim == 1:
+        values = np.repeat(values[:, None], n_systems, axis=1)
+    if values.shape != (n_steps + 1, n_systems):
+        raise ValueError(f"temperature_schedule: expected shape ({n_steps + 1},) or ({n_steps + 1}, {n_systems}), "
+                         f"got {np.shape(schedule)}")
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        raise ValueError("temperature_schedule: expected finite non-negative temperatures in K")
+    return np.ascontiguousarray(values)
+
+
 def _nonfinite_systems(state: MDState) -> torch.Tensor:
     """(S,) systems with a non-finite position, force or energy."""
     bad_atom = ~(torch.isfinite(state.positions).all(-1) & torch.isfinite(state.forces).all(-1))
@@ -166,6 +183,7 @@ def run_md(
     callback: Callable[[MDState], None] | None = None,
     stop: Callable[[MDState], MDState] | None = None,
     after_failure: str = "freeze",
+    temperature_schedule: np.ndarray | None = None,
 ) -> MDSummary:
     """Advance all ``systems`` together for ``n_steps`` steps, writing frames to HDF5 at ``path``.
 
@@ -178,6 +196,9 @@ def run_md(
     ``stop(state) -> state`` runs with every failure check and may mark more systems failed (a
     committee's :class:`~gemrepro.md.committee.UncertaintyStop`); its ``repr`` joins the checkpoint's
     fingerprint. The ``after_failure`` policy applies to its stops as well.
+    ``temperature_schedule`` (K, shape ``(n_steps + 1,)`` or ``(n_steps + 1, systems)``) makes the
+    thermostat target time-dependent: the step from ``k`` to ``k + 1`` is taken at target ``[k]``
+    (MLIP Arena's heating ramp); ``temperatures`` still sets the initial velocities.
     """
     if after_failure not in AFTER_FAILURE_MODES:
         raise ValueError(f"after_failure: expected one of {AFTER_FAILURE_MODES}, got {after_failure!r}")
@@ -204,6 +225,7 @@ def run_md(
     temps = _per_system(temperatures, n, "temperatures")
     frictions = _per_system(friction, n, "friction")
     seed_list = system_seeds(seeds, n)
+    schedule = _schedule(temperature_schedule, n_steps, n, integrator)
     path = Path(path)
     ckpt = checkpoint_path_for(path)
 
@@ -217,6 +239,8 @@ def run_md(
         config["stop"] = repr(stop)
     if not freeze:  # likewise: frozen runs keep their fingerprints
         config["after_failure"] = after_failure
+    if schedule is not None:  # likewise: runs at a constant target keep theirs
+        config["temperature_schedule"] = hashlib.sha256(schedule.tobytes()).hexdigest()
     fingerprint = _fingerprint(state, config)
     geometric = FailureDetector(state, criteria)
 
@@ -251,10 +275,13 @@ def run_md(
         writer.append(state, dt_fs)
         save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
 
+    targets = None if schedule is None else torch.as_tensor(schedule, dtype=dtype, device=device)
     start_step, start_time = state.step, time.perf_counter()
     try:
         with tqdm(total=n_steps, initial=min(state.step, n_steps), disable=not progress, unit="step") as bar:
             while state.step < n_steps:
+                if targets is not None:
+                    state = state.replace(temperature=targets[state.step])
                 state = step_fn(state, potential, dt_fs)
                 checked = state.step % check_interval == 0
                 if checked:

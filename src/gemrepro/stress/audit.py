@@ -25,7 +25,8 @@ from ase import Atoms
 from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.stability import StabilityCriteria
-from gemrepro.md.state import Potential
+from gemrepro.md.state import Potential, kinetic_temperature
+from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
 from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
 
 __all__ = ["AuditResult", "Verdict", "run_audit", "system_seed"]
@@ -57,6 +58,7 @@ class AuditResult:
     trajectory_path: Path
     reference: str | None
     failure_positions: dict[int, np.ndarray]  # system -> its failed geometry (Å), frame -1
+    field: FieldScores | None = None  # the field's stability scores, when asked for
 
     @property
     def horizon_ps(self) -> float:
@@ -123,13 +125,16 @@ def run_audit(
     criteria: StabilityCriteria | None = None,
     device: str = "cpu",
     progress: bool = False,
+    field: FieldProtocol | None = None,
 ) -> AuditResult:
     """Hot batched MD of every (molecule, temperature, seed), failures, and relabelled frames.
 
     ``molecules`` maps names to start structures (Å). ``potential`` is any batched potential;
     when it has an ``errors`` mapping (as :class:`~gemrepro.stress.calculators.CalculatorPotential`
     does) the reason a calculator failed a system is reported in the ``detail`` column.
-    ``reference=None`` skips the relabelling. The trajectory is written to ``workdir``.
+    ``reference=None`` skips the relabelling. The trajectory is written to ``workdir``. With a
+    ``field`` protocol the field's stability scores are computed too (:mod:`gemrepro.stress.field`:
+    MDsim and MLIPAudit on these trajectories, plus one NVE run and one heating ramp per molecule).
     """
     from gemrepro.md import run_md
     from gemrepro.md.runner import checkpoint_path_for
@@ -174,11 +179,22 @@ def run_audit(
     trajectories = pd.DataFrame(rows)
     frames = _relabel(path, trajectories, capture.frames, protocol.n_sampled_frames, reference)
     failure_positions = {s: f["positions"] for s, f in capture.frames.items()}
-    return AuditResult(protocol, trajectories, frames, path, reference, failure_positions)
+    scores = None
+    if field is not None:
+        scores = FieldScores(
+            audit_scores(trajectories, path, capture.frames, n_steps=protocol.n_steps,
+                         interval=protocol.frame_interval, dt_fs=protocol.dt_fs),
+            nve_scores(potential, molecules, workdir, nve_ps=field.nve_ps, seed=seed, device=device, progress=progress),
+            heating_ramp_scores(potential, molecules, workdir, ramp_ps=field.ramp_ps, dt_fs=protocol.dt_fs,
+                                friction_per_fs=protocol.friction_per_fs, seed=seed, criteria=criteria,
+                                device=device, progress=progress),
+            field,
+        )
+    return AuditResult(protocol, trajectories, frames, path, reference, failure_positions, scores)
 
 
 class FailureCapture:
-    """MD callback that keeps each system's geometry, energy and forces at the step it failed.
+    """MD callback that keeps each system's geometry, energy, forces and kinetic temperature at the step it failed.
 
     Stored frames are sparse and a run stops when every system has failed, so the failed
     geometry — the "hole" the audit most wants relabelled — is often never written to disk.
@@ -193,6 +209,7 @@ class FailureCapture:
         if not new:
             return
         offsets = state.atom_offsets().tolist()
+        temperatures = kinetic_temperature(state).detach().cpu().double().numpy()
         for s in new:
             atoms = slice(offsets[s], offsets[s + 1])
             self.frames[s] = {
@@ -200,6 +217,7 @@ class FailureCapture:
                 "positions": state.positions[atoms].detach().cpu().double().numpy().copy(),
                 "forces": state.forces[atoms].detach().cpu().double().numpy().copy(),
                 "energy": float(state.energy[s]),
+                "temperature": float(temperatures[s]),
             }
 
 

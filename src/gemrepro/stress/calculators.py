@@ -72,6 +72,11 @@ class CalculatorPotential:
         out = dict(dtype=positions.dtype, device=positions.device)
         return torch.as_tensor(energy, **out), torch.as_tensor(forces, **out)
 
+    def reset(self) -> None:
+        """Forget the failures and start structures of the last run, before a run of another batch."""
+        self.errors.clear()
+        self._first.clear()
+
     def close(self) -> None:
         """Stop the worker process, if any."""
         if self._worker is not None:

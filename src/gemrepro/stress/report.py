@@ -18,6 +18,7 @@ import pandas as pd
 
 from gemrepro.stress import plots
 from gemrepro.stress.audit import AuditResult
+from gemrepro.stress.field import SOURCES
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -54,6 +55,7 @@ def summary(result: AuditResult, label: str, min_stable_ps: float | None = None)
         "shortest_stable_ps": float(t["stable_time_ps"].min()),
         "per_temperature": per_temperature,
         "errors": errors,
+        "field_scores": None if result.field is None else result.field.as_dict(),
         "trajectories": rows,
     }
 
@@ -81,6 +83,27 @@ def worst_frames_figure(result: AuditResult, n: int = 4) -> plt.Figure | None:
         titles.append(f"{row.molecule}, {row.temperature:g} K, seed {row.seed}\n{row.time_ps:.3g} ps ({where}), "
                       f"force MAE {row.forces_mae:.2g} eV/Å")
     return plots.structures(images, titles)
+
+
+def _field_section(result: AuditResult) -> list[str]:
+    """The field's four scores, one line each with its source, and their tables."""
+    field = result.field
+    items = "".join(f"<li>{html.escape(line)}<br><small>{html.escape(SOURCES[key])}</small></li>"
+                    for key, line in field.lines().items())
+    table = {"float_format": lambda v: f"{v:.4g}", "index": False}
+    return [
+        "<h2>The field's stability scores</h2>",
+        "<p>Each computed from its published definition (gemrepro.analysis.scores). MDsim and MLIPAudit read the "
+        "Langevin trajectories above; a trajectory the audit froze at a failure keeps its failed geometry, so a "
+        "criterion that had not fired by then counts as stable (<i>censored</i>). LAMBench runs NVE and MLIP Arena "
+        "a heating ramp, one trajectory per molecule.</p>",
+        f"<ul>{items}</ul>",
+        field.trajectories.drop(columns=["system"]).to_html(**table),
+        "<h3>NVE energy drift (LAMBench)</h3>",
+        field.nve.to_html(**table),
+        "<h3>Heating ramp (MLIP Arena)</h3>",
+        field.ramp.to_html(**table),
+    ]
 
 
 def render_html(result: AuditResult, label: str, min_stable_ps: float | None = None) -> str:
@@ -114,6 +137,8 @@ def render_html(result: AuditResult, label: str, min_stable_ps: float | None = N
         figure = worst_frames_figure(result)
         if figure is not None:
             sections += ["<h2>Worst frames</h2>", _image(figure, "worst frames")]
+    if result.field is not None:
+        sections += _field_section(result)
     columns = ["molecule", "formula", "temperature", "seed", "failed", "stable_time_ps", "rule", "atoms", "detail"]
     sections += ["<h2>Trajectories</h2>",
                  result.trajectories[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")]
