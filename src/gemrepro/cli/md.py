@@ -212,7 +212,8 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
     """Add ``gemrepro bench md`` to the sub-commands of ``gemrepro bench``."""
     bench = bench_subparsers.add_parser("md", help="system-steps/s: batched engine vs ASE Langevin one system at a time")
     bench.add_argument("--systems", type=int, default=60, help="number of systems (default 60)")
-    bench.add_argument("--steps", type=int, default=20, help="MD steps per system on each path (default 20)")
+    bench.add_argument("--steps", type=int, default=None,
+                       help="MD steps per system on each path (default 20; 400 per trajectory for no-refill)")
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     bench.add_argument("--repeats", type=int, default=3,
                        help="alternating rounds of both paths; medians are reported (default 3)")
@@ -222,9 +223,14 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--variant", default="T", help="GemNet variant of the random preset model: T or Q (default T)")
     bench.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                        help="torch threads for both paths (default: all cores; gemrepro otherwise uses 1)")
-    bench.add_argument("--against", choices=("ase", "torchsim"), default="ase",
-                       help="what the batched engine is compared with: ASE Langevin one system at a time, or "
-                            "TorchSim's batched integrate on the same model (needs the torchsim extra; default ase)")
+    bench.add_argument("--against", choices=("ase", "torchsim", "no-refill"), default="ase",
+                       help="what the batched engine is compared with: ASE Langevin one system at a time, "
+                            "TorchSim's batched integrate on the same model (needs the torchsim extra), or itself "
+                            "without refilling slots, on a campaign of --systems trajectories half of them hot "
+                            "(default ase)")
+    bench.add_argument("--slots", type=int, default=8, help="no-refill: batch slots of the campaign (default 8)")
+    bench.add_argument("--hot-K", type=float, default=6000.0,
+                       help="no-refill: temperature of every other trajectory, where a small model fails early (default 6000)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_bench)
 
@@ -238,8 +244,14 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.systems < 1:
         raise ValueError(f"--systems: expected at least 1, got {args.systems}")
+    if args.steps is None:
+        args.steps = 400 if args.against == "no-refill" else 20
     if args.steps < 1:
         raise ValueError(f"--steps: expected at least 1, got {args.steps}")
+    if args.against == "no-refill" and not 1 <= args.slots <= args.systems:
+        raise ValueError(f"--slots: expected a number of batch slots in [1, --systems={args.systems}], got {args.slots}")
+    if not (np.isfinite(args.hot_K) and args.hot_K > 0):
+        raise ValueError(f"--hot-K: expected a positive temperature in K, got {args.hot_K}")
     if args.threads < 1:
         raise ValueError(f"--threads: expected at least 1, got {args.threads}")
     if args.repeats < 1:
@@ -256,6 +268,8 @@ def _bench(args: argparse.Namespace) -> int:
     systems = benchmark_systems(args.systems)
     if args.against == "torchsim":
         return _bench_torchsim(model, label, systems, args)
+    if args.against == "no-refill":
+        return _bench_refill(model, label, systems, args)
     result = benchmark_md(model, systems, args.steps, device=args.device, repeats=args.repeats)
     if args.systems > 1:
         result["scaling"] = batch_scaling(model, systems, device=args.device, repeats=args.repeats)
@@ -294,4 +308,26 @@ def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) 
     print(f"gemrepro engine:     {result['gemrepro_steps_per_s']:9.1f} system-steps/s  (stability checks every step)")
     print(f"TorchSim integrate:  {result['torchsim_steps_per_s']:9.1f} system-steps/s  (no checks, no reporter)")
     print(f"ratio:               {result['ratio']:9.2f}x  (rounds: {', '.join(f'{r:.2f}x' for r in result['ratios'])})")
+    return 0
+
+
+def _bench_refill(model, label: str, systems: list, args: argparse.Namespace) -> int:
+    """``gemrepro bench md --against no-refill``: one campaign with slots refilled and in fixed waves."""
+    from gemrepro.benchmarks.refill import benchmark_refill
+
+    result = benchmark_refill(model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device,
+                              repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{label}, {result['n_trajectories']} trajectories of up to {result['n_steps']} steps on {result['slots']} "
+          f"slots, every other at {result['hot_K']:g} K (the rest {result['mild_K']:g} K), {result['device']}, "
+          f"{result['torch_threads']} torch threads, median of {result['repeats']} rounds")
+    print(f"failed early: {result['failed_fraction']:.0%} of the trajectories (median {result['median_steps_lived']:g} "
+          f"steps lived)")
+    print(f"refilled slots: {result['refill_steps_per_s']:9.1f} system-steps/s  "
+          f"({result['refill_utilisation']:.0%} of evaluated systems alive)")
+    print(f"fixed waves:    {result['waves_steps_per_s']:9.1f} system-steps/s  "
+          f"({result['waves_utilisation']:.0%} of evaluated systems alive)")
+    print(f"ratio:          {result['ratio']:9.2f}x  (rounds: {', '.join(f'{r:.2f}x' for r in result['ratios'])})")
     return 0

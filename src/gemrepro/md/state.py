@@ -167,3 +167,43 @@ def build_state(
         generators=generators,
         step=0,
     )
+
+
+_ATOM_FIELDS = ("positions", "momenta", "masses", "numbers", "reference_positions", "forces")
+_SYSTEM_FIELDS = ("temperature", "friction", "degrees_of_freedom", "energy", "alive", "failure_step", "failure_rule",
+                  "failure_atoms")
+
+
+def select_systems(state: MDState, systems: Sequence[int]) -> MDState:
+    """The state of ``systems`` alone, in that order (generators shared, not copied).
+
+    A system's trajectory depends only on its own tensors and generator, so a selection continues
+    exactly as the system would have in the full batch; this is how a campaign swaps systems.
+    """
+    systems = [int(s) for s in systems]
+    offsets = state.atom_offsets().tolist()
+    device = state.positions.device
+    atoms = torch.cat([torch.arange(offsets[s], offsets[s + 1], device=device) for s in systems]) if systems else \
+        torch.zeros(0, dtype=torch.long, device=device)
+    counts = torch.tensor([offsets[s + 1] - offsets[s] for s in systems], dtype=torch.long, device=device)
+    chosen = torch.tensor(systems, dtype=torch.long, device=device)
+    return MDState(
+        **{name: getattr(state, name)[atoms] for name in _ATOM_FIELDS},
+        **{name: getattr(state, name)[chosen] for name in _SYSTEM_FIELDS},
+        system_index=torch.repeat_interleave(torch.arange(len(systems), device=device), counts),
+        generators=[state.generators[s] for s in systems],
+        step=state.step,
+    )
+
+
+def concatenate_states(states: Sequence[MDState], step: int) -> MDState:
+    """One batch of the systems of ``states``, in order, at ``step`` (the inverse of :func:`select_systems`)."""
+    if not states:
+        raise ValueError("states: expected at least one state to concatenate")
+    offsets = np.cumsum([0] + [s.n_systems for s in states[:-1]])
+    return MDState(
+        **{name: torch.cat([getattr(s, name) for s in states]) for name in _ATOM_FIELDS + _SYSTEM_FIELDS},
+        system_index=torch.cat([s.system_index + int(o) for s, o in zip(states, offsets, strict=True)]),
+        generators=[g for s in states for g in s.generators],
+        step=step,
+    )
