@@ -56,12 +56,15 @@ def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     assert retrained.key == bundled.key
     ours, theirs = retrained.manifest, bundled.manifest
     assert ours["stop_reason"] == theirs["stop_reason"] == "early_stopping"
-    # float32 CPU reductions differ in their last bits between machines and code revisions; training
-    # amplifies them, so the errors must agree to per cents, not bit for bit. Forces carry 95 % of the
-    # loss and must agree within 10 %; the energy (5 % of the loss, 75 training molecules' worth of
-    # constraint) moves more: a retrain at 5631efd gave 0.395 eV against the bundle's 0.355 (+11 %).
-    # 25 % still fails on what the test is for: wrong references or units (eV-scale errors), another
-    # stop reason, or a stop far from the bundled one.
+    # The retrain cannot match bit for bit: the fixture labels the dataset afresh, and GFN2-xTB labels
+    # differ in their last bits between machines or library builds (same parameters, same key): the
+    # least-squares element references already differ by ~7e-12 eV from the bundled model's before step 1
+    # (the training code of 7494af6, where the bundled model was trained, and of today give
+    # bit-identical runs on one machine and one dataset); training amplifies that. Forces carry 95 % of
+    # the loss and must agree within 10 %; the energy (5 % of the loss, 75 training molecules' worth of
+    # constraint) moves more: a retrain on freshly built data gives 0.395 eV against the bundle's 0.355
+    # (+11 %), best step 1100 against 1600. 25 % still fails on what the test is for: wrong references
+    # or units (eV-scale errors), another stop reason, or a stop far from the bundled one.
     assert ours["metrics"]["test"]["forces_mae"] == pytest.approx(theirs["metrics"]["test"]["forces_mae"], rel=0.1)
     assert ours["metrics"]["test"]["energy_mae"] == pytest.approx(theirs["metrics"]["test"]["energy_mae"], rel=0.25)
     assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe("tiny").eval_every
