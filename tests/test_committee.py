@@ -11,6 +11,7 @@ from ase.build import molecule
 
 from gemrepro.analysis.warning import (
     first_crossing,
+    proxy_at_large_error,
     proxy_correlation,
     recommend_threshold,
     threshold_tradeoff,
@@ -275,3 +276,29 @@ def test_plots_draw_one_line_per_trajectory_and_the_recommended_point():
     plt.close("all")
     with pytest.raises(ValueError, match="tradeoff: missing"):
         plots_committee.tradeoff_plot(curve.drop(columns="detection_rate"))
+
+
+def _frames(errors, signals):
+    return pd.DataFrame({"forces_mae": errors, "force_disagreement": signals})
+
+
+def test_disagreement_that_keeps_rising_with_the_error_is_told_from_one_that_saturates():
+    rng = np.random.default_rng(0)
+    errors = np.linspace(0.05, 5.0, 80)
+    noise = rng.lognormal(0.0, 0.1, 80)
+    rising = proxy_at_large_error(_frames(errors, 0.2 * errors * noise), alarm_threshold=0.3, large_error=2.0)
+    assert rising.trend == "keeps rising" and rising.top_ratio.low > 1.0
+    assert len(rising.bins) == 4 and rising.bins["n_frames"].tolist() == [20, 20, 20, 20]
+    # saturating at 0.25 eV/Å from an error of 1.25 eV/Å on: the top half of the frames disagree alike
+    saturated = proxy_at_large_error(_frames(errors, np.minimum(0.2 * errors, 0.25) * noise),
+                                     alarm_threshold=0.4, large_error=2.0)
+    assert saturated.trend == "plateaus or falls"
+    # every frame with error > 2 eV/Å stays below a 0.4 eV/Å alarm: all of them are misses
+    assert saturated.n_large == int((errors > 2.0).sum()) and saturated.n_missed == saturated.n_large
+    assert saturated.miss_rate == 1.0 and rising.n_missed == 0
+
+
+def test_too_few_frames_per_bin_is_underpowered():
+    errors = np.linspace(0.1, 3.0, 12)
+    result = proxy_at_large_error(_frames(errors, errors), alarm_threshold=1.0, large_error=2.0)
+    assert result.trend == "underpowered"
