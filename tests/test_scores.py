@@ -4,6 +4,7 @@ in the engine, and the scores in a stress audit."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from gemrepro.stress.field import FieldProtocol
 from gemrepro.workflow.sweep import Protocol
 
 torch.set_num_threads(1)
+
+REFERENCE = Path(__file__).with_name("field_scores_reference.json")  # the packages' own numbers; see its "about"
 
 
 def repeated(atoms, n_frames: int) -> np.ndarray:
@@ -101,6 +104,33 @@ def test_mlip_arena_ramp_and_fraction():
     assert scores.final_valid_step(steps, np.full(len(steps), np.inf)) == 0
     with pytest.raises(ValueError, match="final_step"):
         scores.mlip_arena_fraction(120, 100)
+
+
+def test_scores_agree_with_the_packages_own_code():
+    reference = json.loads(REFERENCE.read_text())
+    for t in reference["mlipaudit"]["trajectories"]:
+        ours = scores.mlipaudit_stability(t["numbers"], t["positions"], t["temperature"], t["target_K"],
+                                          n_expected_frames=t["n_expected_frames"],
+                                          reference_positions=t["reference_positions"])
+        assert ours["explosion_frame"] == t["mlipaudit"]["explosion_frame"]
+        assert ours["drift_frame"] == t["mlipaudit"]["drift_frame"] > 0  # every one of them drifts
+        assert ours["score"] == pytest.approx(t["mlipaudit"]["score"], abs=1e-12)
+    explosions = reference["mlipaudit"]["explosions"]
+    assert [scores.mlipaudit_explosion_frame(T, explosions["target_K"]) for T in explosions["temperatures"]] == \
+        explosions["mlipaudit"]
+    for run in reference["lambench"]:
+        drift = scores.lambench_energy_drift(run["steps"], run["total_energies"], dt_fs=run["timestep_fs"],
+                                             n_atoms=run["n_atoms"], n_steps=run["n_steps"])
+        # LAMBench's number is ours times 1 / ase.units.fs: it fits against time in ASE units
+        assert drift * scores.LAMBENCH_TIME_FACTOR == pytest.approx(run["lambench_slope"], rel=1e-6)
+    arena = reference["mlip_arena"]
+    np.testing.assert_allclose(scores.heating_ramp(arena["schedule_n"])[::1000], arena["schedule_every_1000"])
+    for case in arena["cases"]:
+        steps = np.asarray(case["steps"])
+        bad = case["nan_from_step"]
+        energies = np.where(steps >= (np.inf if bad is None else bad), np.nan, -14.0)
+        final = scores.final_valid_step(steps, energies)
+        assert scores.mlip_arena_fraction(final, case["target_steps"]) == pytest.approx(case["normalized_final_step"])
 
 
 def test_temperature_schedule_heats_the_thermostat_and_a_constant_one_changes_nothing(tmp_path):

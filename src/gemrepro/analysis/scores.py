@@ -28,6 +28,10 @@ here from its own definition so ``gemrepro stress`` can print them next to its s
   systems with hydrogen (2 fs otherwise), Nosé–Hoover with a 25 fs time constant; the metric is the
   fraction of the target steps completed, ``final_step / target_steps``, with ``final_step`` the
   last frame whose energy is finite (a crashed or NaN run stops counting).
+
+``tests/field_scores_reference.json`` holds numbers the packages' own code produced (mlipaudit
+0.1.8, mlip-arena 0.2.0, LAMBench's ``nve_simulation_single``) on trajectories stored beside them;
+``tests/test_scores.py`` checks these functions against them.
 """
 
 from __future__ import annotations

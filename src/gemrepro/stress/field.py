@@ -71,7 +71,8 @@ class FieldScores:
                          f"{int((t['mlipaudit_drift_frame'] >= 0).sum())} drifting hydrogens, "
                          f"{int(t['mlipaudit_censored'].sum())} censored)",
             "lambench": f"LAMBench NVE ({self.protocol.nve_ps:g} ps, {NVE_DT_FS:g} fs, {NVE_TEMPERATURE_K:g} K): "
-                        f"instability {nve['lambench_instability'].mean():.3f} (0 best, 5 worst; n={len(nve)}), "
+                        f"instability {nve['lambench_instability'].mean():.3f} (0 best, 5 worst, on LAMBench's drift "
+                        f"convention; n={len(nve)}), "
                         + (f"median drift {np.median(drift):.3g} eV/atom/ps" if len(drift) else "no drift fitted"),
             "mlip_arena": f"MLIP Arena heating {scores.ARENA_START_K:g} -> {scores.ARENA_STOP_K:g} K "
                           f"({self.protocol.ramp_ps:g} ps): fraction of steps completed "
