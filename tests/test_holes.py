@@ -268,3 +268,27 @@ def test_structure_drawing_marks_the_broken_bond_red():
     assert "1 bond(s) past 0.5 Å" in end_ax.get_title()
     with pytest.raises(ValueError, match="timeline"):
         plots_holes.error_timeline(pd.DataFrame({"time_ps": [0.0]}))
+
+
+def test_failure_origins_compare_the_frames_nearest_each_failure():
+    trajectories = pd.DataFrame({
+        "train_size": [100, 100, 3200], "system": [0, 1, 0], "molecule": ["ethanol", "water", "ethanol"],
+        "temperature": [1200.0, 1200.0, 600.0], "failed": [True, False, True], "time_to_failure_ps": [0.5, np.nan, 0.3],
+    })
+    # frames at 0.1 ps steps; model energies (AE, eV) fall into the failure, the reference's rise or follow
+    rows = []
+    for size, system, reference_rise in ((100, 0, 5.0), (100, 1, 0.0), (3200, 0, 0.1)):
+        for k, t in enumerate(np.arange(0.0, 1.0, 0.1)):
+            after = t >= (0.5 if size == 100 else 0.3)
+            rows.append({"train_size": size, "system": system, "step": k * 200, "time_ps": t, "converged": True,
+                         "model_energy": -50.0 - (0.2 if after else 0.0) - 0.01 * k,
+                         "reference_atomization_energy": -48.0 + (reference_rise if after else 0.0) - 0.01 * k})
+    frames = pd.DataFrame(rows)
+    frames.loc[(frames["train_size"] == 100) & (frames["time_ps"].round(1) == 0.4), "converged"] = False
+    table = holes.failure_origins(trajectories, frames)
+    assert table["verdict"].tolist() == ["hole", "chemistry"]  # the stable water has no row
+    hole = table.iloc[0]
+    assert hole["before_ps"] == pytest.approx(0.2)  # the unconverged 0.4 ps frame is skipped
+    assert hole["after_ps"] == pytest.approx(0.0, abs=1e-12)
+    assert hole["model_delta_eV"] == pytest.approx(-0.2 - 0.02) and hole["reference_delta_eV"] == pytest.approx(5.0 - 0.02)
+    assert table.iloc[1]["excess_eV"] == pytest.approx(0.3)

@@ -55,6 +55,8 @@ def test_weak_potential_fails_the_audit_and_the_report_is_self_contained(tmp_pat
     broken = result.atoms_of(s, -1)
     start = molecules[t["molecule"].iloc[0]]
     assert np.abs(broken.get_all_distances() - start.get_all_distances()).max() > 0.5
+    # the reference charges eV for the bond the weak potential let go: every failure is a hole
+    assert (t["origin"] == "hole").all() and (t["origin_excess_eV"] > 2.0).all()
 
     facts = write_report(result, tmp_path / "report.html", tmp_path / "summary.json", "weak LJ", min_stable_ps=0.05)
     page = (tmp_path / "report.html").read_text()
@@ -63,6 +65,19 @@ def test_weak_potential_fails_the_audit_and_the_report_is_self_contained(tmp_pat
     assert "FAILED" in page
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored == facts and stored["verdict"]["passed"] is False and stored["n_failed"] == 8
+    assert {k: stored["failure_origins"][k] for k in ("hole", "chemistry", "undetermined")} == \
+        {"hole": 8, "chemistry": 0, "undetermined": 0}
+    assert "Hole or real chemistry?" in page
+
+
+def test_bonds_the_reference_itself_breaks_are_chemistry_not_holes(tmp_path):
+    """GFN2-xTB as the potential at 10,000 K tears water apart; judged by itself, that is real chemistry."""
+    result = run_audit(CalculatorPotential(gfn2_xtb), {"water": molecule("H2O")}, Protocol(0.1, (10000.0,),
+                       n_sampled_frames=2), tmp_path, n_seeds=3)
+    failed = result.trajectories[result.trajectories["failed"]]
+    assert len(failed) >= 2
+    assert (failed["origin"] == "chemistry").all() and (failed["origin_excess_eV"].abs() < 1e-3).all()
+    assert (result.trajectories.loc[~result.trajectories["failed"], "origin"] == "").all()
 
 
 def test_raising_and_nan_calculators_fail_only_their_trajectory(tmp_path):

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     from gemrepro.stress.audit import run_audit
     from gemrepro.stress.calculators import CalculatorPotential
     from gemrepro.stress.field import SOURCES, FieldProtocol
-    from gemrepro.stress.report import write_report
+    from gemrepro.stress.report import ORIGIN_RULE, origin_line, write_report
     from gemrepro.workflow.sweep import Protocol
 
     time_ps = _positive(args.time_ps, "--time-ps", "simulation time in ps")
@@ -83,6 +83,9 @@ def _run(args: argparse.Namespace) -> int:
     facts = write_report(result, out / "report.html", out / "summary.json", label, args.min_stable_ps)
     print(f"{out / 'report.html'}, {out / 'summary.json'}: {facts['n_failed']} of {facts['n_trajectories']} "
           f"trajectories failed within {result.horizon_ps:g} ps (shortest stable time {facts['shortest_stable_ps']:.4g} ps)")
+    origins = origin_line(facts)
+    if origins is not None:
+        print(f"  {origins}  [{ORIGIN_RULE}]")
     if result.field is not None:
         for key, line in result.field.lines().items():
             print(f"  {line}  [{SOURCES[key]}]")

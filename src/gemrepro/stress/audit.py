@@ -24,6 +24,7 @@ from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.geometry import check_geometry
+from gemrepro.analysis.origin import failure_origin
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.md.state import Potential, kinetic_temperature
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
@@ -178,6 +179,8 @@ def run_audit(
         })
     trajectories = pd.DataFrame(rows)
     frames = _relabel(path, trajectories, capture.frames, protocol.n_sampled_frames, reference)
+    if reference is not None:
+        trajectories = trajectories.join(failure_origins(trajectories, frames), on="system")
     failure_positions = {s: f["positions"] for s, f in capture.frames.items()}
     scores = None
     if field is not None:
@@ -237,6 +240,8 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
         data = read_system(path, trajectory.system)
         n_alive = int(np.argmin(data["alive"])) if not data["alive"].all() else len(data["alive"])
         chosen = np.unique(np.concatenate([[0], sample_frames(np.ones(max(n_alive, 1), bool), n_frames)]))
+        if trajectory.system in failures:  # the last frame before the failure: what failure_origin compares with
+            chosen = np.unique(np.append(chosen, max(n_alive - 1, 0)))
         samples = [(int(k), int(data["step"][k]), float(data["time_ps"][k]), data["positions"][k], data["forces"][k],
                     float(data["energy"][k])) for k in chosen]
         if trajectory.system in failures:
@@ -260,3 +265,30 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
                 "converged": label["converged"], "error": label["error"],
             })
     return pd.DataFrame(rows, columns=columns)
+
+
+def failure_origins(trajectories: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
+    """Hole or chemistry (:func:`gemrepro.analysis.origin.failure_origin`) of every failed trajectory, by system.
+
+    Compares the failed geometry (frame -1) with the last relabelled frame before the failure;
+    ``origin`` is empty for a trajectory that did not fail, ``undetermined`` where a reference
+    calculation did not converge or no frame precedes the failure.
+    """
+    rows = {}
+    for trajectory in trajectories.itertuples():
+        if not trajectory.failed:
+            rows[trajectory.system] = {"origin": "", "origin_excess_eV": np.nan}
+            continue
+        mine = frames[frames["system"] == trajectory.system]
+        after = mine[mine["frame"] == -1]
+        before = mine[(mine["frame"] >= 0) & (mine["time_ps"] < trajectory.time_to_failure_ps)].sort_values("step")
+        if after.empty or before.empty:
+            rows[trajectory.system] = {"origin": "undetermined", "origin_excess_eV": np.nan}
+            continue
+        b, a = before.iloc[-1], after.iloc[0]
+        energy = {k: float(v["reference_energy"]) if bool(v["converged"]) else np.nan for k, v in (("b", b), ("a", a))}
+        origin = failure_origin(model_before=float(b["model_energy"]), model_after=float(a["model_energy"]),
+                                reference_before=energy["b"], reference_after=energy["a"],
+                                temperature_K=float(trajectory.temperature))
+        rows[trajectory.system] = {"origin": origin.verdict, "origin_excess_eV": origin.excess_eV}
+    return pd.DataFrame.from_dict(rows, orient="index")

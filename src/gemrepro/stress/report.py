@@ -16,9 +16,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from gemrepro.analysis.origin import HOLE_THRESHOLD_KT, ORIGINS
 from gemrepro.stress import plots
 from gemrepro.stress.audit import AuditResult
 from gemrepro.stress.field import SOURCES
+
+ORIGIN_RULE = (f"hole when the reference charges more than {HOLE_THRESHOLD_KT:g} kT above the model for the step from "
+               "the last frame before the failure into the failed geometry, else chemistry (gemrepro; none of the "
+               "field's benchmarks asks)")
+
+
+def origin_line(facts: dict) -> str | None:
+    """``failures: 2 holes, 1 chemistry, 0 undetermined``, or None without relabelled failures."""
+    origins = facts.get("failure_origins")
+    if not origins or facts["n_failed"] == 0:
+        return None
+    return (f"failures: {origins['hole']} holes in the learned surface, {origins['chemistry']} real chemistry, "
+            f"{origins['undetermined']} undetermined, of {facts['n_failed']}")
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -45,6 +59,10 @@ def summary(result: AuditResult, label: str, min_stable_ps: float | None = None)
             "energy_error_abs_max": _finite_or_none(np.nanmax(np.abs(labelled["energy_error"]))),
         }
     rows = json.loads(t.to_json(orient="records"))
+    origins = None
+    if "origin" in t.columns:
+        failed = t[t["failed"]]
+        origins = {"rule": ORIGIN_RULE, **{verdict: int((failed["origin"] == verdict).sum()) for verdict in ORIGINS}}
     return {
         "potential": label,
         "protocol": {"temperatures_K": list(p.temperatures), "time_ps": result.horizon_ps, "dt_fs": p.dt_fs,
@@ -55,6 +73,7 @@ def summary(result: AuditResult, label: str, min_stable_ps: float | None = None)
         "shortest_stable_ps": float(t["stable_time_ps"].min()),
         "per_temperature": per_temperature,
         "errors": errors,
+        "failure_origins": origins,
         "field_scores": None if result.field is None else result.field.as_dict(),
         "trajectories": rows,
     }
@@ -137,9 +156,14 @@ def render_html(result: AuditResult, label: str, min_stable_ps: float | None = N
         figure = worst_frames_figure(result)
         if figure is not None:
             sections += ["<h2>Worst frames</h2>", _image(figure, "worst frames")]
+    line = origin_line(facts)
+    if line is not None:
+        sections += ["<h2>Hole or real chemistry?</h2>",
+                     f"<p>{html.escape(line)}.<br><small>Rule: {html.escape(ORIGIN_RULE)}.</small></p>"]
     if result.field is not None:
         sections += _field_section(result)
     columns = ["molecule", "formula", "temperature", "seed", "failed", "stable_time_ps", "rule", "atoms", "detail"]
+    columns += [c for c in ("origin", "origin_excess_eV") if c in result.trajectories.columns]
     sections += ["<h2>Trajectories</h2>",
                  result.trajectories[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")]
     style = ("body{font-family:sans-serif;max-width:60em;margin:auto;padding:1em}"

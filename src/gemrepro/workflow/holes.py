@@ -32,6 +32,7 @@ import pandas as pd
 from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
+from gemrepro.analysis.origin import failure_origin
 from gemrepro.analysis.stability import StabilityCriteria, detect_failure
 from gemrepro.analysis.survival import Correlation, rank_correlation, stable_times
 from gemrepro.analysis.timeline import trajectory_timeline
@@ -47,6 +48,7 @@ __all__ = [
     "SeedsStudy",
     "cross_trajectory",
     "error_vs_survival",
+    "failure_origins",
     "find_hole",
     "forces_on_frames",
     "hole_search",
@@ -499,3 +501,35 @@ def error_vs_survival(
     for temperature, part in table.groupby("temperature", sort=True):
         correlations[f"{temperature:g} K"] = rho(part)
     return table, correlations
+
+
+# ----------------------------------------------------------------------------- hole or chemistry
+def failure_origins(trajectories: pd.DataFrame, frames: pd.DataFrame) -> pd.DataFrame:
+    """Hole or real chemistry for every failed trajectory with relabelled frames on both sides of its failure.
+
+    ``trajectories`` and ``frames`` are a sweep's tables (runs that went on after their failure, so
+    frames after it exist). The frames nearest the failure on either side are compared
+    (:func:`gemrepro.analysis.origin.failure_origin`, atomization energies of model and reference);
+    ``before_ps`` and ``after_ps`` say how far from the failure they are.
+    """
+    usable = frames[frames["converged"].astype(bool) & np.isfinite(frames["reference_atomization_energy"])]
+    columns = ["train_size", "molecule", "temperature", "failure_ps", "before_ps", "after_ps", "model_delta_eV",
+               "reference_delta_eV", "excess_eV", "threshold_eV", "verdict"]
+    rows = []
+    for row in trajectories[trajectories["failed"]].itertuples():
+        mine = usable[(usable["train_size"] == row.train_size) & (usable["system"] == row.system)].sort_values("step")
+        before = mine[mine["time_ps"] < row.time_to_failure_ps]
+        after = mine[mine["time_ps"] >= row.time_to_failure_ps]
+        if before.empty or after.empty:
+            continue
+        b, a = before.iloc[-1], after.iloc[0]
+        origin = failure_origin(model_before=b["model_energy"], model_after=a["model_energy"],
+                                reference_before=b["reference_atomization_energy"],
+                                reference_after=a["reference_atomization_energy"], temperature_K=row.temperature)
+        rows.append({"train_size": int(row.train_size), "molecule": row.molecule, "temperature": row.temperature,
+                     "failure_ps": float(row.time_to_failure_ps),
+                     "before_ps": float(row.time_to_failure_ps - b["time_ps"]),
+                     "after_ps": float(a["time_ps"] - row.time_to_failure_ps),
+                     "model_delta_eV": origin.model_delta_eV, "reference_delta_eV": origin.reference_delta_eV,
+                     "excess_eV": origin.excess_eV, "threshold_eV": origin.threshold_eV, "verdict": origin.verdict})
+    return pd.DataFrame(rows, columns=columns)
