@@ -284,21 +284,22 @@ def _frames(errors, signals):
 
 def test_disagreement_that_keeps_rising_with_the_error_is_told_from_one_that_saturates():
     rng = np.random.default_rng(0)
-    errors = np.linspace(0.05, 5.0, 80)
-    noise = rng.lognormal(0.0, 0.1, 80)
-    rising = proxy_at_large_error(_frames(errors, 0.2 * errors * noise), alarm_threshold=0.3, large_error=2.0)
-    assert rising.trend == "keeps rising" and rising.top_ratio.low > 1.0
-    assert len(rising.bins) == 4 and rising.bins["n_frames"].tolist() == [20, 20, 20, 20]
-    # saturating at 0.25 eV/Å from an error of 1.25 eV/Å on: the top half of the frames disagree alike
-    saturated = proxy_at_large_error(_frames(errors, np.minimum(0.2 * errors, 0.25) * noise),
-                                     alarm_threshold=0.4, large_error=2.0)
-    assert saturated.trend == "plateaus or falls"
-    # every frame with error > 2 eV/Å stays below a 0.4 eV/Å alarm: all of them are misses
-    assert saturated.n_large == int((errors > 2.0).sum()) and saturated.n_missed == saturated.n_large
+    errors = np.geomspace(0.01, 10.0, 91)[:-1] * 1.01  # 30 frames per decade, none on a decade's edge
+    noise = rng.lognormal(0.0, 0.1, 90)
+    rising = proxy_at_large_error(_frames(errors, 0.2 * errors * noise), alarm_threshold=0.1, large_error=1.0)
+    assert rising.trend == "keeps rising" and rising.top_ratio.low > 1.0 and rising.top_ratio.n == 30 == (errors > 1).sum()
+    assert rising.error_ratio == pytest.approx(errors[errors > 1].mean() / errors[(errors > 0.1) & (errors <= 1)].mean())
+    assert rising.bins["n_frames"].tolist() == [15] * 6  # half decades from 0.01 to 10
+    # saturating at 0.1 eV/Å from an error of 0.5 eV/Å on, and falling beyond 2 eV/Å
+    flat = np.where(errors < 0.5, 0.2 * errors, np.where(errors < 2.0, 0.1, 0.1 * 2.0 / errors))
+    saturated = proxy_at_large_error(_frames(errors, flat * noise), alarm_threshold=0.15, large_error=1.0)
+    assert saturated.trend == "plateaus or falls" and saturated.top_ratio.high < 1.5
+    # every frame with error > 1 eV/Å stays below a 0.15 eV/Å alarm: all of them are misses
+    assert saturated.n_large == int((errors > 1.0).sum()) == 30 and saturated.n_missed == 30
     assert saturated.miss_rate == 1.0 and rising.n_missed == 0
 
 
-def test_too_few_frames_per_bin_is_underpowered():
-    errors = np.linspace(0.1, 3.0, 12)
-    result = proxy_at_large_error(_frames(errors, errors), alarm_threshold=1.0, large_error=2.0)
-    assert result.trend == "underpowered"
+def test_too_few_frames_beyond_the_large_error_is_underpowered():
+    errors = np.concatenate([np.linspace(0.2, 0.9, 20), [1.5, 2.0, 3.0]])
+    result = proxy_at_large_error(_frames(errors, errors), alarm_threshold=1.0, large_error=1.0)
+    assert result.trend == "underpowered" and result.n_large == 3 and result.n_missed == 0

@@ -195,8 +195,9 @@ def proxy_correlation(frames: pd.DataFrame, signal: str = "force_disagreement", 
 class ProxyAtLargeError:
     """How the disagreement follows the true error where the error is largest, and the alarms it misses there."""
 
-    bins: pd.DataFrame  # per error bin: error_low, error_high, n_frames, median_error, median_signal
-    top_ratio: Interval  # mean signal in the largest-error bin / in the bin below
+    bins: pd.DataFrame  # per half-decade of error: error_low, error_high, n_frames, median_error, median_signal
+    top_ratio: Interval  # mean signal of the large-error frames / of the frames one decade below
+    error_ratio: float  # mean error of the same two groups: what a proportional proxy's ratio would be
     trend: str  # one of PROXY_TRENDS
     n_large: int  # frames whose error exceeds ``large_error``
     n_missed: int  # of those, frames whose signal stays below the alarm threshold
@@ -208,44 +209,47 @@ class ProxyAtLargeError:
         return self.n_missed / self.n_large if self.n_large else float("nan")
 
 
-def proxy_at_large_error(frames: pd.DataFrame, *, alarm_threshold: float, large_error: float, n_bins: int = 4,
-                         min_frames: int = 8, signal: str = "force_disagreement", error: str = "forces_mae"
-                         ) -> ProxyAtLargeError:
+def _half_decade_bins(usable: pd.DataFrame, signal: str, error: str) -> pd.DataFrame:
+    """Median error and signal per half-decade of error (the curve a reader looks at)."""
+    positive = usable[usable[error] > 0]
+    exponent = np.floor(2.0 * np.log10(positive[error].to_numpy())) / 2.0
+    grouped = positive.groupby(exponent)
+    bins = pd.DataFrame({
+        "error_low": 10.0 ** np.asarray(list(grouped.groups), dtype=float), "n_frames": grouped.size().to_numpy(),
+        "median_error": grouped[error].median().to_numpy(), "median_signal": grouped[signal].median().to_numpy(),
+    })
+    bins.insert(1, "error_high", bins["error_low"] * 10.0**0.5)
+    return bins
+
+
+def proxy_at_large_error(frames: pd.DataFrame, *, alarm_threshold: float, large_error: float, min_frames: int = 8,
+                         signal: str = "force_disagreement", error: str = "forces_mae") -> ProxyAtLargeError:
     """Does disagreement keep rising with the true error out of distribution, and what does the alarm miss?
 
     Far from the training data a committee's members can agree on the same wrong answer, so the
     disagreement plateaus or even falls while the error grows (Kurniawan et al., arXiv:2508.06456).
-    The rule, fixed before the data: frames are split into ``n_bins`` equal-count bins of true
-    error; the disagreement *keeps rising* when the bootstrap interval of mean signal in the top
-    bin over the bin below lies above 1, else it *plateaus or falls*; with fewer than
-    ``min_frames`` frames in either bin the test is *underpowered*. A frame with error above
-    ``large_error`` whose signal is below ``alarm_threshold`` is a miss: the warning is silent
-    where it is needed most.
+    The rule, fixed before the data: the frames with error above ``large_error`` are compared with
+    those one decade below (``large_error / 10`` to ``large_error``); the disagreement *keeps
+    rising* when the bootstrap interval of the ratio of their mean signals lies above 1, else it
+    *plateaus or falls*; with fewer than ``min_frames`` frames on either side the test is
+    *underpowered*. A frame above ``large_error`` whose signal is below ``alarm_threshold`` is a
+    miss: the warning is silent where it is needed most.
     """
     _require(frames, [signal, error], "frames")
     if not (np.isfinite(alarm_threshold) and alarm_threshold > 0 and np.isfinite(large_error) and large_error > 0):
         raise ValueError(f"alarm_threshold/large_error: expected positive values, got {alarm_threshold!r}, "
                          f"{large_error!r}")
-    if isinstance(n_bins, bool) or int(n_bins) != n_bins or n_bins < 2:
-        raise ValueError(f"n_bins: expected at least 2 error bins, got {n_bins!r}")
     usable = frames[[signal, error]].replace([np.inf, -np.inf], np.nan).dropna()
-    if len(usable) < n_bins:
-        raise ValueError(f"frames: expected at least {n_bins} frames with a finite {error} and {signal}, "
-                         f"got {len(usable)}")
-    bin_of = pd.qcut(usable[error].rank(method="first"), int(n_bins), labels=False)
-    grouped = usable.groupby(bin_of)
-    bins = pd.DataFrame({
-        "error_low": grouped[error].min(), "error_high": grouped[error].max(), "n_frames": grouped.size(),
-        "median_error": grouped[error].median(), "median_signal": grouped[signal].median(),
-    }).reset_index(drop=True)
-    top, below = usable[bin_of == n_bins - 1][signal], usable[bin_of == n_bins - 2][signal]
-    ratio = bootstrap_ratio_of_means(top.to_numpy(), below.to_numpy())
-    if min(len(top), len(below)) < min_frames:
-        trend = "underpowered"
-    elif ratio.low > 1.0:
-        trend = "keeps rising"
-    else:
-        trend = "plateaus or falls"
+    if usable.empty:
+        raise ValueError(f"frames: expected frames with a finite {error} and {signal}")
     large = usable[usable[error] > large_error]
-    return ProxyAtLargeError(bins, ratio, trend, len(large), int((large[signal] < alarm_threshold).sum()),
-                             float(large_error), float(alarm_threshold))
+    below = usable[(usable[error] > large_error / 10.0) & (usable[error] <= large_error)]
+    if min(len(large), len(below)) < min_frames:
+        trend, ratio = "underpowered", Interval(float("nan"), float("nan"), float("nan"), min(len(large), len(below)))
+        error_ratio = float("nan")
+    else:
+        ratio = bootstrap_ratio_of_means(large[signal].to_numpy(), below[signal].to_numpy())
+        trend = "keeps rising" if ratio.low > 1.0 else "plateaus or falls"
+        error_ratio = float(large[error].mean() / below[error].mean())
+    return ProxyAtLargeError(_half_decade_bins(usable, signal, error), ratio, error_ratio, trend, len(large),
+                             int((large[signal] < alarm_threshold).sum()), float(large_error), float(alarm_threshold))

@@ -104,3 +104,23 @@ def proxy_plot(frames: pd.DataFrame, signal: str = "force_disagreement", error: 
            ylabel="force MAE vs reference (eV/Å)")
     ax.legend(title="training configurations", frameon=False, fontsize="small")
     return fig
+
+
+def proxy_by_error_plot(result, ax: plt.Axes | None = None) -> plt.Figure:
+    """Median disagreement per bin of true error (a :class:`~gemrepro.analysis.warning.ProxyAtLargeError`),
+    with the alarm threshold and the large-error line: where the curve flattens, the alarm goes blind."""
+    bins = result.bins
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+    else:
+        fig = ax.figure
+    ax.plot(bins["median_error"], bins["median_signal"], "o-", color="#2c3e50", label="median per error bin")
+    for row in bins.itertuples():
+        ax.annotate(f"n={row.n_frames}", (row.median_error, row.median_signal), textcoords="offset points",
+                    xytext=(4, -10), fontsize="x-small")
+    ax.axhline(result.alarm_threshold, color=FAILED, linestyle="--", label="alarm threshold")
+    ax.axvline(result.large_error, color=STABLE, linestyle=":", label="large error")
+    ax.set(xscale="log", yscale="log", xlabel="true force MAE of the frame (eV/Å)",
+           ylabel="max per-atom force disagreement (eV/Å)")
+    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
