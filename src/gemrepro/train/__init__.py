@@ -1,6 +1,7 @@
 """Training GemNet-style energy-and-force models: loss, schedule, EMA, checkpoints, loop.
 
-Public entry points: ``TrainConfig``, ``train_model``, ``evaluate``. The trained model a run
+Public entry points: ``TrainConfig``, ``train_model`` (a ``Trainer`` run, its state a
+``TrainState``), ``evaluate``. The trained model a run
 writes is a model file of :mod:`gemrepro.model` (``save_trained_model``, read by ``load_model``).
 """
 
@@ -8,13 +9,16 @@ from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
 from gemrepro.train.losses import EnergyForceLoss, energy_mae, force_norm_error
 from gemrepro.train.schedules import WarmupExponentialDecay
-from gemrepro.train.trainer import TrainConfig, TrainResult, evaluate, train_model
+from gemrepro.train.state import TrainState
+from gemrepro.train.trainer import TrainConfig, Trainer, TrainResult, evaluate, train_model
 
 __all__ = [
     "EnergyForceLoss",
     "ExponentialMovingAverage",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
+    "Trainer",
     "WarmupExponentialDecay",
     "energy_mae",
     "evaluate",

@@ -20,7 +20,9 @@ least-squares per-element reference energies of the training set.
 Under ``torchrun`` (a process group initialised, see ``gemrepro.train.distributed``) every rank
 takes its shard of each global batch and of the validation set, gradients and error sums are
 summed over ranks, and rank 0 alone writes the checkpoint, history and best model: the run
-follows the one-process run's updates, to floating-point reduction order.
+follows the one-process run's updates, to floating-point reduction order. The ``Trainer`` does
+not branch on it: a strategy (``gemrepro.train.strategies``), chosen once, does the parts that differ.
+What a checkpoint holds is a ``TrainState`` and an ``Optimization`` (``gemrepro.train.state``).
 """
 
 from __future__ import annotations
@@ -36,19 +38,22 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 from tqdm.std import tqdm
 
 from gemrepro.data.torch_dataset import epoch_batches, fit_element_references
 from gemrepro.model.checkpoint import save_trained_model
 from gemrepro.model.energy_shift import EnergyShift
 from gemrepro.train import distributed
-from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint
+from gemrepro.train.checkpoint import load_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
+from gemrepro.train.evaluation import evaluate
 from gemrepro.train.losses import EnergyForceLoss
 from gemrepro.train.schedules import WarmupExponentialDecay
+from gemrepro.train.state import Optimization, TrainState
+from gemrepro.train.strategies import Strategy, strategy_for
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "train_model"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "evaluate", "train_model"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_MODEL_NAME = "best_model.pt"
@@ -163,99 +168,6 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _prepare(batch: Batch, device: torch.device, dtype: torch.dtype) -> Batch:
-    """The batch on ``device`` with positions and targets in the model's precision."""
-    batch = batch.to(device)
-    for key in ("pos", "energy", "forces"):
-        batch[key] = batch[key].to(dtype)
-    return batch
-
-
-def _collate(dataset: Sequence[Data], indices: Sequence[int]) -> Batch:
-    return Batch.from_data_list([dataset[i] for i in indices])
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def evaluate(
-    model: nn.Module,
-    dataset: Sequence[Data],
-    batch_size: int = 32,
-    loss: EnergyForceLoss | None = None,
-) -> dict[str, float]:
-    """Energy and force errors of ``model`` on ``dataset`` (eV, eV/Å).
-
-    ``energy_mae`` is per molecule; ``forces_mae`` and ``forces_rmse`` are over Cartesian
-    components, as the papers report them. ``force_norm_error`` (mean per-atom ‖ΔF‖₂) and
-    ``loss`` (the training loss on this set) are included for early stopping.
-    """
-    if len(dataset) == 0:
-        raise ValueError("dataset: expected at least one structure to evaluate")
-    return _metrics(_error_sums(model, dataset, range(len(dataset)), batch_size), loss or EnergyForceLoss())
-
-
-def _evaluate_sharded(
-    model: nn.Module, dataset: Sequence[Data], batch_size: int, loss: EnergyForceLoss, world: distributed.World
-) -> dict[str, float]:
-    """``evaluate`` with each rank taking every ``world.size``-th structure; sums meet by ``all_reduce``."""
-    if not world.is_distributed:
-        return evaluate(model, dataset, batch_size, loss)
-    sums = _error_sums(model, dataset, distributed.shard(range(len(dataset)), world), batch_size)
-    reduced = distributed.all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=_model_device(model)))
-    return _metrics(reduced.tolist(), loss)
-
-
-def _error_sums(model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], batch_size: int) -> list[float]:
-    """Summed errors over ``indices``: |ΔE|, |ΔF| components, ΔF², per-atom ‖ΔF‖, molecules, atoms."""
-    device, dtype = _model_device(model), _model_dtype(model)
-    indices = list(indices)
-    was_training = model.training
-    model.eval()
-    energy_abs = force_abs = force_sq = force_norm = 0.0
-    n_molecules = n_atoms = 0
-    try:
-        for start in range(0, len(indices), batch_size):
-            batch = _prepare(_collate(dataset, indices[start : start + batch_size]), device, dtype)
-            with torch.enable_grad():  # forces are −∂E/∂R, which needs autograd
-                out = model(batch)
-            energy_error = (out["energy"].detach().reshape(-1) - batch.energy.reshape(-1)).double()
-            force_error = (out["forces"].detach() - batch.forces).double()
-            energy_abs += float(energy_error.abs().sum())
-            force_abs += float(force_error.abs().sum())
-            force_sq += float((force_error**2).sum())
-            force_norm += float(torch.linalg.vector_norm(force_error, dim=-1).sum())
-            n_molecules += energy_error.numel()
-            n_atoms += force_error.shape[0]
-    finally:
-        model.train(was_training)
-    return [energy_abs, force_abs, force_sq, force_norm, n_molecules, n_atoms]
-
-
-def _metrics(sums: Sequence[float], loss: EnergyForceLoss) -> dict[str, float]:
-    energy_abs, force_abs, force_sq, force_norm, n_molecules, n_atoms = sums
-    n_molecules, n_atoms = int(round(n_molecules)), int(round(n_atoms))
-    metrics = {
-        "energy_mae": energy_abs / n_molecules,
-        "forces_mae": force_abs / (3 * n_atoms),
-        "forces_rmse": math.sqrt(force_sq / (3 * n_atoms)),
-        "force_norm_error": force_norm / n_atoms,
-        "n": n_molecules,
-    }
-    metrics["loss"] = loss.force_weight * metrics["force_norm_error"] + loss.energy_weight * metrics["energy_mae"]
-    return metrics
-
-
 def _check_resumable(saved: dict, config: TrainConfig, n_train: int, n_val: int) -> None:
     changed = sorted(
         k for k, v in config.to_dict().items() if saved["config"].get(k) != v and k not in _RESUMABLE_CHANGES
@@ -283,45 +195,208 @@ def _stop_reason(config: TrainConfig, step: int, epoch: int, started: float) -> 
     return None
 
 
-def _agreed_stop_reason(
-    config: TrainConfig, step: int, epoch: int, started: float, world: distributed.World, device: torch.device
-) -> str | None:
-    """``_stop_reason``, with every rank stopping on the wall time when one rank reached it."""
-    reason = _stop_reason(config, step, epoch, started)
-    if world.is_distributed and config.max_wall_time_s is not None and reason in (None, "max_wall_time"):
-        reason = "max_wall_time" if distributed.any_rank(reason == "max_wall_time", device) else None
-    return reason
+def _wrap(model: nn.Module, train_set: Sequence[Data], config: TrainConfig, fresh: bool) -> EnergyShift:
+    """``model`` with per-element reference energies; a fresh run fits them to the training set."""
+    if isinstance(model, EnergyShift):
+        return model
+    wrapped = EnergyShift(model)
+    if config.fit_element_references and fresh:
+        wrapped.set_element_energies(fit_element_references(train_set))
+    return wrapped
 
 
-def _global_batch_size(dataset: Sequence[Data], indices: Sequence[int]) -> tuple[int, int]:
-    """Atoms and molecules of a whole global batch (every rank knows its indices)."""
-    return sum(int(dataset[i].num_nodes) for i in indices), len(indices)
+class Trainer:
+    """One training run in ``workdir``: updates, validations, early stopping, checkpoints.
 
-
-def _sharded_backward(
-    model: nn.Module,
-    dataset: Sequence[Data],
-    indices: Sequence[int],
-    loss_fn: EnergyForceLoss,
-    world: distributed.World,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Back-propagate this rank's shard of a global batch; leave the global batch's gradient in ``.grad``.
-
-    Returns the global batch's loss (every rank gets the same) and its two terms.
+    Built from a checkpoint in ``workdir`` when there is one (same config up to
+    ``_RESUMABLE_CHANGES``, same set sizes), so :meth:`run` continues where it stopped.
+    ``strategy`` spreads the work (default: :func:`strategy_for` the current process group).
     """
-    n_atoms, n_molecules = _global_batch_size(dataset, indices)
-    mine = distributed.shard(indices, world)
-    if mine:
-        batch = _prepare(_collate(dataset, mine), device, dtype)
-        loss, terms = distributed.shard_loss(loss_fn, model(batch), batch, n_atoms, n_molecules)
-        loss.backward()
-    else:  # fewer structures than ranks in the last batch of an epoch
-        terms = torch.zeros(3, dtype=torch.float64, device=device)
-    distributed.all_reduce_gradients(model)
-    totals = distributed.all_reduce_sum(terms).tolist()
-    return torch.tensor(totals[0], dtype=torch.float64), {"force_term": totals[1], "energy_term": totals[2]}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Sequence[Data],
+        val_set: Sequence[Data],
+        config: TrainConfig,
+        workdir: str | Path,
+        *,
+        strategy: Strategy | None = None,
+        progress: bool = True,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        if len(train_set) == 0 or len(val_set) == 0:
+            raise ValueError(
+                f"train_model: expected non-empty training and validation sets, got {len(train_set)} and {len(val_set)}"
+            )
+        self.train_set, self.val_set, self.config = train_set, val_set, config
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.strategy = strategy or strategy_for(distributed.current_world())
+        self.device, self.dtype = self.strategy.device(config.device), config.torch_dtype
+        self.loss_fn = config.loss()
+        self.eval_batch_size = config.eval_batch_size or config.batch_size
+        self.progress, self.callback = progress, callback
+        self._bar, self._started, self._samples_done = tqdm(disable=True), time.perf_counter(), 0  # set by run()
+        torch.manual_seed(config.seed)
+        saved = self._read_checkpoint()
+        self.optimization = self._optimization(_wrap(model, train_set, config, fresh=saved is None))
+        self.state = TrainState.restore(saved, self.optimization) if saved is not None else TrainState()
+        self.resumed_from = self.state.step
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.workdir / CHECKPOINT_NAME
+
+    @property
+    def model(self) -> EnergyShift:
+        return self.optimization.model
+
+    def _read_checkpoint(self) -> dict | None:
+        if not self.checkpoint_path.is_file():
+            return None
+        saved = load_checkpoint(self.checkpoint_path)
+        _check_resumable(saved, self.config, len(self.train_set), len(self.val_set))
+        return saved
+
+    def _optimization(self, model: EnergyShift) -> Optimization:
+        model.to(device=self.device, dtype=self.dtype)
+        model.train()
+        self.strategy.share_weights(model)
+        config = self.config
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=True, weight_decay=config.weight_decay)
+        ema = ExponentialMovingAverage(model, config.ema_decay, config.ema_use_num_updates)
+        return Optimization(model, ema, optimizer, config.schedule())
+
+    def should_stop(self) -> str | None:
+        """The limit this run has reached before its next update, agreed by every process."""
+        reason = _stop_reason(self.config, self.state.step, self.state.epoch, self._started)
+        return self.strategy.agree_on_stop(reason, self.config.max_wall_time_s is not None, self.device)
+
+    def train_step(self, indices: Sequence[int]) -> None:
+        """One update on the global batch ``indices``; validate and checkpoint when they are due."""
+        state, opt = self.state, self.optimization
+        state.step += 1
+        lr = opt.schedule.apply(opt.optimizer, state.step)
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss, terms = self.strategy.backward(opt.model, self.train_set, indices, self.loss_fn, self.dtype, state.step)
+        if self.config.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(opt.model.parameters(), self.config.grad_clip_norm)
+        opt.optimizer.step()
+        opt.ema.update(opt.model)
+        state.batch_in_epoch += 1
+        self._samples_done += len(indices)
+        state.running.add(float(loss.detach()), terms)
+        self._bar.update(1)
+        if state.step % self.config.eval_every == 0:
+            self.validate(lr)
+        if state.step % self.config.checkpoint_every == 0 or state.stop_reason:
+            self.checkpoint()
+        if self.callback is not None:
+            self.callback(state.step, {"loss": float(loss.detach()), "lr": lr, **terms})
+
+    def validate(self, lr: float) -> None:
+        """Errors of the EMA weights on the validation set, into the history and the early stopping."""
+        opt = self.optimization
+        with opt.ema.average_parameters(opt.model):
+            metrics = self.strategy.evaluate(opt.model, self.val_set, self.eval_batch_size, self.loss_fn)
+            if self.state.improves(metrics["loss"]):
+                self.state.best_state = {k: v.detach().clone() for k, v in opt.model.state_dict().items()}
+        self.state.record_validation(metrics, lr, patience=self.config.patience, min_delta=self.config.min_delta,
+                                     min_relative_delta=self.config.min_relative_delta)
+        last = self.state.history[-1]
+        self._bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_F_mae=f"{last['val_forces_mae']:.4g}",
+                              val_E_mae=f"{last['val_energy_mae']:.4g}")
+
+    def checkpoint(self) -> None:
+        """Everything an exact resume needs, written by the main process alone."""
+        if not self.strategy.world.is_main:
+            return
+        identity = {"config": self.config.to_dict(), "n_train": len(self.train_set), "n_val": len(self.val_set)}
+        self.state.save(self.checkpoint_path, self.optimization, identity, time.perf_counter() - self._started)
+
+    def run_epoch(self) -> str | None:
+        """Train on what is left of the current epoch; why the run stops within it, if it does."""
+        batches = epoch_batches(len(self.train_set), self.config.batch_size, self.config.seed, self.state.epoch)
+        while self.state.batch_in_epoch < len(batches):
+            if (reason := self.should_stop()) is not None:
+                return reason
+            self.train_step(batches[self.state.batch_in_epoch])
+            if self.state.stop_reason:
+                return self.state.stop_reason
+        self.state.new_epoch()
+        return None
+
+    def run(self) -> TrainResult:
+        """Train until a limit or early stopping, checkpoint, and keep the best EMA weights."""
+        self._bar = self._progress_bar()
+        self._started = time.perf_counter()
+        self._samples_done = 0
+        if self.state.stop_reason != "early_stopping":  # a limit may have been raised since; early stopping holds
+            self.state.stop_reason = None
+        try:
+            while self.state.stop_reason is None:
+                self.state.stop_reason = self.should_stop() or self.run_epoch()
+            self.checkpoint()
+        finally:
+            self._bar.close()
+        elapsed = time.perf_counter() - self._started
+        best_metrics = self._keep_best()
+        history = pd.DataFrame(self.state.history)
+        best_path = self._write_outputs(best_metrics, history)
+        steps_done = self.state.step - self.resumed_from
+        return TrainResult(
+            model=self.model,
+            history=history,
+            best_metrics=best_metrics,
+            stop_reason=self.state.stop_reason,
+            steps=self.state.step,
+            epochs_completed=self.state.epoch,
+            wall_time_s=elapsed,
+            steps_per_second=steps_done / elapsed if elapsed > 0 else float("nan"),
+            samples_per_second=self._samples_done / elapsed if elapsed > 0 else float("nan"),
+            workdir=self.workdir,
+            best_model_path=best_path,
+            resumed_from_step=self.resumed_from,
+        )
+
+    def _progress_bar(self) -> tqdm:
+        n_batches = math.ceil(len(self.train_set) / self.config.batch_size)
+        total = self.config.max_steps
+        if self.config.max_epochs is not None:
+            total = min(total or math.inf, self.config.max_epochs * n_batches)
+        return tqdm(
+            total=None if total in (None, math.inf) else int(total),
+            initial=self.state.step,
+            disable=not self.progress or not self.strategy.world.is_main,
+            desc="train",
+            unit="step",
+        )
+
+    def _keep_best(self) -> dict[str, float]:
+        """Load the best EMA weights into the model (the current ones if nothing was validated); their metrics."""
+        model, state = self.model, self.state
+        if state.best_state is not None:
+            model.load_state_dict(state.best_state)
+            best_metrics = {**state.best_metrics, "step": state.best_step}
+        else:  # stopped before the first validation: keep the current EMA weights
+            self.optimization.ema.copy_to(model)
+            best_metrics = self.strategy.evaluate(model, self.val_set, self.eval_batch_size, self.loss_fn)
+            best_metrics["step"] = state.step
+        model.eval()
+        return best_metrics
+
+    def _write_outputs(self, best_metrics: dict[str, float], history: pd.DataFrame) -> Path:
+        """``best_model.pt``, ``history.csv`` and ``train_config.json`` (main process), seen by every rank."""
+        best_path = self.workdir / BEST_MODEL_NAME
+        config = self.config.to_dict()
+        if self.strategy.world.is_main:
+            save_trained_model(best_path, self.model,
+                               metadata={"train_config": config, "best_metrics": best_metrics, "steps": self.state.step})
+            history.to_csv(self.workdir / "history.csv", index=False)
+            (self.workdir / "train_config.json").write_text(json.dumps(config, indent=2))
+        self.strategy.finish()
+        return best_path
 
 
 def train_model(
@@ -330,6 +405,7 @@ def train_model(
     val_set: Sequence[Data],
     config: TrainConfig,
     workdir: str | Path,
+    *,
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
@@ -343,221 +419,4 @@ def train_model(
     global batch of ``config.batch_size`` is split over the ranks, which must all call this with
     the same data, model and config; ``callback`` runs on every rank.
     """
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise ValueError(
-            f"train_model: expected non-empty training and validation sets, got {len(train_set)} and {len(val_set)}"
-        )
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = workdir / CHECKPOINT_NAME
-    world = distributed.current_world()
-    device, dtype = distributed.device_for_rank(config.device, world), config.torch_dtype
-    loss_fn, schedule = config.loss(), config.schedule()
-    eval_batch_size = config.eval_batch_size or config.batch_size
-    torch.manual_seed(config.seed)
-
-    saved = load_checkpoint(checkpoint_path) if checkpoint_path.is_file() else None
-    if saved is not None:
-        _check_resumable(saved, config, len(train_set), len(val_set))
-
-    if isinstance(model, EnergyShift):
-        wrapped = model
-    else:
-        wrapped = EnergyShift(model)
-        if config.fit_element_references and saved is None:
-            wrapped.set_element_energies(fit_element_references(train_set))
-    wrapped.to(device=device, dtype=dtype)
-    wrapped.train()
-    if world.is_distributed:
-        distributed.broadcast_module(wrapped)
-    optimizer = torch.optim.Adam(
-        wrapped.parameters(), lr=config.lr, amsgrad=True, weight_decay=config.weight_decay
-    )
-    ema = ExponentialMovingAverage(wrapped, config.ema_decay, config.ema_use_num_updates)
-
-    state: dict[str, Any] = {
-        "step": 0,
-        "epoch": 0,
-        "batch_in_epoch": 0,
-        "best_val_loss": math.inf,
-        "best_step": None,
-        "best_metrics": None,
-        "best_state": None,
-        "evals_without_improvement": 0,
-        "progress_loss": math.inf,  # the validation loss that last reset the patience
-        "history": [],
-        "running": {"loss": 0.0, "force_term": 0.0, "energy_term": 0.0, "count": 0},
-        "stop_reason": None,
-        "total_wall_time_s": 0.0,
-    }
-    if saved is not None:
-        wrapped.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["torch_rng_state"])
-        state.update(saved["state"])
-    resumed_from = state["step"]
-
-    def checkpoint() -> None:
-        if not world.is_main:
-            return
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "config": config.to_dict(),
-                "n_train": len(train_set),
-                "n_val": len(val_set),
-                "model": wrapped.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.to_dict(),
-                "torch_rng_state": torch.get_rng_state(),
-                "state": {**state, "total_wall_time_s": state["total_wall_time_s"] + time.perf_counter() - started},
-            },
-        )
-
-    def validate(lr: float) -> None:
-        with ema.average_parameters(wrapped):
-            metrics = _evaluate_sharded(wrapped, val_set, eval_batch_size, loss_fn, world)
-            improved = metrics["loss"] < state["best_val_loss"]
-            threshold = state.get("progress_loss", state["best_val_loss"])
-            progressed = metrics["loss"] < min(threshold - config.min_delta, threshold * (1.0 - config.min_relative_delta))
-            if improved:
-                state["best_state"] = {k: v.detach().clone() for k, v in wrapped.state_dict().items()}
-        running = state["running"]
-        count = max(running["count"], 1)
-        state["history"].append(
-            {
-                "step": state["step"],
-                "epoch": state["epoch"],
-                "lr": lr,
-                "train_loss": running["loss"] / count,
-                "train_force_term": running["force_term"] / count,
-                "train_energy_term": running["energy_term"] / count,
-                "val_loss": metrics["loss"],
-                "val_energy_mae": metrics["energy_mae"],
-                "val_forces_mae": metrics["forces_mae"],
-                "val_forces_rmse": metrics["forces_rmse"],
-            }
-        )
-        state["running"] = {"loss": 0.0, "force_term": 0.0, "energy_term": 0.0, "count": 0}
-        if improved:
-            state["best_val_loss"] = metrics["loss"]
-            state["best_step"] = state["step"]
-            state["best_metrics"] = dict(metrics)
-        if progressed:
-            state["progress_loss"] = metrics["loss"]
-            state["evals_without_improvement"] = 0
-        else:
-            state["evals_without_improvement"] += 1
-            if state["evals_without_improvement"] >= config.patience:
-                state["stop_reason"] = "early_stopping"
-
-    n_batches = math.ceil(len(train_set) / config.batch_size)
-    total = config.max_steps
-    if config.max_epochs is not None:
-        total = min(total or math.inf, config.max_epochs * n_batches)
-    bar = tqdm(
-        total=None if total in (None, math.inf) else int(total),
-        initial=state["step"],
-        disable=not progress or not world.is_main,
-        desc="train",
-        unit="step",
-    )
-    started = time.perf_counter()
-    samples_done = 0
-    if state["stop_reason"] != "early_stopping":
-        state["stop_reason"] = None
-    try:
-        while state["stop_reason"] is None:
-            if (reason := _agreed_stop_reason(config, state["step"], state["epoch"], started, world, device)) is not None:
-                state["stop_reason"] = reason
-                break
-            batches = epoch_batches(len(train_set), config.batch_size, config.seed, state["epoch"])
-            while state["batch_in_epoch"] < len(batches):
-                if (reason := _agreed_stop_reason(config, state["step"], state["epoch"], started, world, device)) is not None:
-                    state["stop_reason"] = reason
-                    break
-                indices = batches[state["batch_in_epoch"]]
-                state["step"] += 1
-                lr = schedule.apply(optimizer, state["step"])
-                optimizer.zero_grad(set_to_none=True)
-                if world.is_distributed:  # backward and all-reduce inside: every rank sees the global loss
-                    loss, terms = _sharded_backward(wrapped, train_set, indices, loss_fn, world, device, dtype)
-                else:
-                    batch = _prepare(_collate(train_set, indices), device, dtype)
-                    loss, terms = loss_fn(wrapped(batch), batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss is {float(loss)} at step {state['step']}")
-                if not world.is_distributed:
-                    loss.backward()
-                if config.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(wrapped.parameters(), config.grad_clip_norm)
-                optimizer.step()
-                ema.update(wrapped)
-                state["batch_in_epoch"] += 1
-                samples_done += len(indices)
-                running = state["running"]
-                running["loss"] += float(loss.detach())
-                running["force_term"] += terms["force_term"]
-                running["energy_term"] += terms["energy_term"]
-                running["count"] += 1
-                bar.update(1)
-                if state["step"] % config.eval_every == 0:
-                    validate(lr)
-                    last = state["history"][-1]
-                    bar.set_postfix(
-                        loss=f"{last['train_loss']:.4g}",
-                        val_F_mae=f"{last['val_forces_mae']:.4g}",
-                        val_E_mae=f"{last['val_energy_mae']:.4g}",
-                    )
-                if state["step"] % config.checkpoint_every == 0 or state["stop_reason"]:
-                    checkpoint()
-                if callback is not None:
-                    callback(state["step"], {"loss": float(loss.detach()), "lr": lr, **terms})
-                if state["stop_reason"]:
-                    break
-            else:
-                state["epoch"] += 1
-                state["batch_in_epoch"] = 0
-        checkpoint()
-    finally:
-        bar.close()
-    elapsed = time.perf_counter() - started
-    steps_done = state["step"] - resumed_from
-
-    if state["best_state"] is not None:
-        wrapped.load_state_dict(state["best_state"])
-        best_metrics = dict(state["best_metrics"])
-        best_metrics["step"] = state["best_step"]
-    else:  # stopped before the first validation: keep the current EMA weights
-        ema.copy_to(wrapped)
-        best_metrics = _evaluate_sharded(wrapped, val_set, eval_batch_size, loss_fn, world)
-        best_metrics["step"] = state["step"]
-    wrapped.eval()
-    best_path = workdir / BEST_MODEL_NAME
-    history = pd.DataFrame(state["history"])
-    if world.is_main:
-        save_trained_model(
-            best_path,
-            wrapped,
-            metadata={"train_config": config.to_dict(), "best_metrics": best_metrics, "steps": state["step"]},
-        )
-        history.to_csv(workdir / "history.csv", index=False)
-        (workdir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    if world.is_distributed:
-        distributed.barrier()  # the files exist on every rank's return
-    return TrainResult(
-        model=wrapped,
-        history=history,
-        best_metrics=best_metrics,
-        stop_reason=state["stop_reason"],
-        steps=state["step"],
-        epochs_completed=state["epoch"],
-        wall_time_s=elapsed,
-        steps_per_second=steps_done / elapsed if elapsed > 0 else float("nan"),
-        samples_per_second=samples_done / elapsed if elapsed > 0 else float("nan"),
-        workdir=workdir,
-        best_model_path=best_path,
-        resumed_from_step=resumed_from,
-    )
+    return Trainer(model, train_set, val_set, config, workdir, progress=progress, callback=callback).run()
