@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from gemrepro.workflow import claims
+from gemrepro.workflow.long_runs import LongRunDesign
 
 SIZES = (100, 320, 1000, 3200)
 
@@ -68,6 +69,22 @@ def test_thesis_needs_a_good_test_error_and_more_failures_of_the_sparse_model():
     assert claims.thesis(curve, _sweep({(100, 1200.0): 2})).verdict == claims.UNDERPOWERED
     bad_test_error = _curve([1.0, 0.5, 0.2, 0.1])
     assert claims.thesis(bad_test_error, fails).verdict == claims.NOT_COMPARABLE
+
+
+def test_the_long_run_thesis_counts_failures_of_the_long_runs():
+    curve = _curve([0.3, 0.2, 0.14, 0.1])
+    design = LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0)
+
+    def runs(failed_sparse, failed_dense, n=20):
+        t = pd.DataFrame({"train_size": [100] * n + [3200] * n,
+                          "failed": [k < failed_sparse for k in range(n)] + [k < failed_dense for k in range(n)]})
+        return types.SimpleNamespace(trajectories=t, design=design)
+
+    outcome = claims.thesis_long(curve, runs(19, 2))
+    assert outcome.verdict == claims.REPRODUCED and "within 10 ps at 1200 K: 19 of 20 (100) vs 2 of 20 (3,200)" in \
+        outcome.value
+    assert claims.thesis_long(curve, runs(3, 3)).verdict == claims.NOT_REPRODUCED
+    assert claims.thesis_long(curve, runs(4, 2)).verdict == claims.UNDERPOWERED
 
 
 def test_errors_must_rise_with_temperature_for_the_sparse_model():

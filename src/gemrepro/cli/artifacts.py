@@ -17,8 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     pack.set_defaults(func=_pack)
 
-    ship = sub.add_parser("ship-models", help="train (if missing) and bundle every learning-curve model of a scale "
-                                              "into models/<scale>.tar.gz, which the chapters use before training")
+    ship = sub.add_parser("ship-models", help="train (if missing) and bundle every learning-curve model of a scale, "
+                                              "and the long MD runs of its sparsest and densest, into "
+                                              "models/<scale>.tar.gz, which the chapters use before computing")
     ship.add_argument("--scale", default="tiny", help="tiny, small or paper (default: tiny)")
     ship.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     ship.set_defaults(func=_ship)
@@ -43,10 +44,11 @@ def _pack(args: argparse.Namespace) -> int:
 
 def _ship(args: argparse.Namespace) -> int:
     from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.workflow.learning_curve import ship_models
+    from gemrepro.workflow.long_runs import ship
 
-    out, n = ship_models(args.scale, artifacts_dir(args.data_dir))
-    print(f"{out}: {n} learning-curve models of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
+    out, n = ship(args.scale, artifacts_dir(args.data_dir))
+    print(f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
+          f"{out.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

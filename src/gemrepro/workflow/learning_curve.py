@@ -50,7 +50,7 @@ __all__ = [
     "resolve_variant",
     "sanity_check_real_data",
     "seed_spread",
-    "ship_models",
+    "shipped_artifact",
     "train_config",
     "train_scale_model",
     "training_step_cost",
@@ -249,10 +249,15 @@ def _unpack_shipped(scale: str, root: Path) -> None:
         marker.write_text(str(bundle))
 
 
+def shipped_artifact(scale: str, stage: str, params: dict, root: Path) -> Artifact | None:
+    """The ``stage`` artifact of ``params`` from the scale's committed bundle, if it holds it."""
+    _unpack_shipped(scale, root)
+    return load_artifact(stage, params, root)
+
+
 def _from_shipped(scale: str, params: dict, root: Path) -> Artifact | None:
     """The model of ``params`` from the scale's committed bundle, if it holds it."""
-    _unpack_shipped(scale, root)
-    return load_artifact(STAGE, params, root)
+    return shipped_artifact(scale, STAGE, params, root)
 
 
 def _validation_subset(indices: np.ndarray, cap: int | None) -> np.ndarray:
@@ -467,25 +472,6 @@ def learning_curves(
     table = pd.concat(tables, ignore_index=True)
     table.attrs["dataset"] = tables[0].attrs["dataset"]
     return table
-
-
-def ship_models(scale: str, root=None, progress: bool = True) -> tuple[Path, int]:
-    """Train (where missing) every learning-curve model of ``scale`` and bundle them as its shipped models.
-
-    Writes ``<repo>/models/<scale>.tar.gz`` (see :func:`~gemrepro.cache.paths.shipped_models`):
-    all variants of the scale, all training seeds, under the keys the chapters ask for.
-    """
-    from gemrepro.cache.bundle import pack
-    from gemrepro.cache.paths import repo_root
-
-    checkout = repo_root()
-    if checkout is None:
-        raise ValueError("ship_models: no checkout found (models/<scale>.tar.gz lives in the repository)")
-    root = Path(root) if root else artifacts_dir()
-    curve = learning_curves(scale, root=root, progress=progress, members=None)
-    entries = [f"{STAGE}/{key}" for key in curve["key"]]
-    output = pack(entries, checkout / "models" / f"{scale}.tar.gz", scale, root)
-    return output, len(entries)
 
 
 def model_artifacts(table: pd.DataFrame, root=None) -> list[Artifact]:

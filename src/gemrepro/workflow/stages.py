@@ -51,6 +51,7 @@ STAGE_CODE: tuple[StageCode, ...] = (
     StageCode("md-start", "gemrepro.workflow.sweep:START_STAGE_VERSION", "gemrepro.workflow.sweep"),
     StageCode("md-sweep, md-labels", "gemrepro.workflow.sweep:STAGE_VERSION", "gemrepro.workflow.sweep"),
     StageCode("md-seeds", "gemrepro.workflow.holes:STAGE_VERSION", "gemrepro.workflow.holes"),
+    StageCode("md-long", "gemrepro.workflow.long_runs:STAGE_VERSION", "gemrepro.workflow.long_runs"),
     StageCode("oos-start, oos", "gemrepro.workflow.out_of_sample:STAGE_VERSION", "gemrepro.workflow.out_of_sample"),
     StageCode("pretrained, md17-models, stability-md", "gemrepro.workflow.pretraining:STAGE_VERSION",
               "gemrepro.workflow.pretraining"),
