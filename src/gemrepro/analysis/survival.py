@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 __all__ = [
     "Correlation",
@@ -72,6 +73,7 @@ def stable_times(trajectories: pd.DataFrame, horizon_ps: float, time: str = "tim
 
 def kaplan_meier(times_ps, failed, label: str = "") -> pd.DataFrame:
     """Kaplan–Meier survival with its 95 % (Greenwood, log-log) band: time_ps, survival, lower, upper."""
+    # Imported here: lifelines takes seconds to import; only survival curves need it.
     from lifelines import KaplanMeierFitter
 
     times, events = _times_and_events(times_ps, failed)
@@ -138,8 +140,6 @@ def bootstrap_ratio(a, b, statistic: Callable[[np.ndarray], float] = np.median, 
 
 def rank_correlation(x, y) -> Correlation:
     """Spearman's rho between two samples (e.g. test force MAE and stable time), with its p-value."""
-    from scipy.stats import spearmanr
-
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"x, y: expected two 1-d samples of equal length, got shapes {x.shape} and {y.shape}")

@@ -76,6 +76,7 @@ def hardware() -> str:
     cpu = platform.processor() or platform.machine()
     text = f"{cpu} ({os.cpu_count()} cores)"
     try:
+        # Imported here: torch takes seconds to import and the cache only needs it to name the GPU.
         import torch
 
         if torch.cuda.is_available():

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 if TYPE_CHECKING:
     import distributed
 
@@ -42,8 +44,6 @@ def load_slurm_config(config: str | os.PathLike | dict) -> SlurmConfig:
     Errors are one line naming the file and the offending entry: a typo in a batch-system option
     should stop the campaign before any job is queued.
     """
-    import yaml
-
     if isinstance(config, dict):
         data, source = config, "<dict>"
     else:
@@ -81,6 +81,7 @@ def slurm_cluster(config: str | os.PathLike | dict | SlurmConfig):
     ``cluster.job_script()`` shows the batch script each job would run; ``dask_client(slurm=...)``
     scales it. Unknown ``SLURMCluster`` arguments become one-line errors naming the file.
     """
+    # Imported here: dask_jobqueue is slow to import and only a SLURM run needs it.
     from dask_jobqueue import SLURMCluster
 
     spec = config if isinstance(config, SlurmConfig) else load_slurm_config(config)
@@ -102,6 +103,7 @@ def dask_client(
     ``slurm`` (YAML path or mapping), else a LocalCluster of single-threaded workers
     (``n_workers`` defaults to the number of cores; ``processes=False`` keeps them as threads
     of this process, which starts in well under a second)."""
+    # Imported here: dask.distributed is slow to import and only a cluster run needs it.
     from distributed import Client, LocalCluster
 
     if scheduler and slurm:
