@@ -15,9 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rdkit import Chem
+from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+from tqdm.std import tqdm
 
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.cluster import dask_client
+from gemrepro.catalog import dataset_molecules
 from gemrepro.config.scales import get_scale
+from gemrepro.data.formats import write_qm7x
 from gemrepro.data.sampling import displace, embed_conformers, hessian, normal_modes, relax
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
@@ -116,8 +122,6 @@ def _save_molecule(folder: Path, outcome: dict) -> dict:
 def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_workers: int | None = None,
                     progress: bool = True, root=None) -> list[Artifact]:
     """The ``labels`` artifact of every task, computing the missing ones on a Dask cluster."""
-    from tqdm.std import tqdm
-
     artifacts: dict[int, Artifact] = {}
     missing = []
     for i, task in enumerate(tasks):
@@ -137,9 +141,8 @@ def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_w
         for i in missing:  # no cluster start-up for a single worker or a single molecule
             store(i, sample_and_label(tasks[i]))
     elif missing:
+        # Imported here: dask.distributed is slow to import and only a cluster run needs it.
         from distributed import as_completed
-
-        from gemrepro.cache.cluster import dask_client
 
         with dask_client(scheduler, n_workers) as client:
             futures = {client.submit(sample_and_label, tasks[i], pure=False): i for i in missing}
@@ -151,9 +154,6 @@ def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_w
 
 def _formula_ids(smiles_list: list[str]) -> dict[str, tuple[int, int]]:
     """QM7-X numbering: ``m`` counts distinct formulas, ``i`` the isomers within a formula."""
-    from rdkit import Chem
-    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
-
     formulas = {s: CalcMolFormula(Chem.MolFromSmiles(s)) for s in smiles_list}
     formula_index = {f: k for k, f in enumerate(sorted(set(formulas.values())), start=1)}
     isomers: dict[str, int] = {}
@@ -169,8 +169,6 @@ def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molec
                    reference_options: dict | None = None) -> tuple[dict, list[MoleculeTask]]:
     """Cache parameters of :func:`build_dataset` and its per-molecule tasks, computed without
     labelling anything (a campaign's dry run asks what exists)."""
-    from gemrepro.catalog import dataset_molecules
-
     spec = get_scale(scale)  # one-line errors for a bad scale or method before any work
     method = get_method(reference, **(reference_options or {}))
     if molecules is None:
@@ -200,8 +198,6 @@ def build_dataset(
     root=None,
 ) -> Artifact:
     """The labelled dataset of a scale as an artifact holding ``qm7x.hdf5`` and ``labels.csv``."""
-    from gemrepro.data.formats import write_qm7x
-
     params, tasks = dataset_params(scale, reference, seed, molecules, reference_options)
     found = load_artifact("dataset", params, root)
     if found is not None:
@@ -254,6 +250,4 @@ def build_dataset(
 
 def _elements(smiles_list: list[str]) -> list[int]:
     """Atomic numbers present in the molecules (hydrogen included): the free atoms needed."""
-    from rdkit import Chem
-
     return sorted({a.GetAtomicNum() for s in smiles_list for a in Chem.AddHs(Chem.MolFromSmiles(s)).GetAtoms()})

@@ -17,7 +17,9 @@ from ase import Atoms
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import shared_data_dir
 from gemrepro.data.build import MoleculeTask, label_molecules
+from gemrepro.data.formats import read
 from gemrepro.data.statistics import bond_lengths, smiles_from_geometry
+from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
 
 @dataclass
@@ -29,8 +31,6 @@ class RealComparison:
 
 def real_qm7x_comparison(seed: int = 0, root=None, filename: str = "qm7x_reduced_100.xyz") -> RealComparison | None:
     """Bond-length spread of the real QM7-X frames vs our sampler on the same molecule, or None."""
-    from gemrepro.data.formats import read
-
     folder = shared_data_dir()
     if folder is None or not (folder / filename).is_file():
         return None
@@ -57,8 +57,6 @@ class CostComparison:
 def reference_cost_comparison(frames: list[Atoms], n: int = 2, seed: int = 0, root=None,
                               method: str = "pbe0") -> CostComparison:
     """Recompute ``n`` configurations (the smallest molecules, seeded) with ``method``."""
-    from gemrepro.reference import atomization_energy, free_atom_energies, get_method
-
     rng = np.random.default_rng(seed)
     sizes = np.array([len(a) for a in frames])
     small = np.flatnonzero(sizes <= np.sort(sizes)[min(len(sizes) - 1, max(n, len(sizes) // 10))])

@@ -24,6 +24,10 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary, ZeroRotation, thermalize_momenta
 
 from gemrepro.cache.artifacts import Artifact, get_or_create
+from gemrepro.catalog.molecules import molecule_from_smiles
+from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
+from gemrepro.data.sampling import MethodCalculator, embed_conformers, relax
+from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
 __all__ = ["MDRecipe", "ReferenceTrajectory", "read_frames", "reference_md_frames", "relaxed_start",
            "run_reference_md"]
@@ -76,9 +80,6 @@ class ReferenceTrajectory:
 
 def relaxed_start(smiles: str, method, seed: int = 0) -> Atoms:
     """An RDKit conformer of ``smiles`` relaxed with ``method`` (the MD start, as in MD17 and QM7-X)."""
-    from gemrepro.data.build import molecule_seed
-    from gemrepro.data.sampling import embed_conformers, relax
-
     return relax(embed_conformers(smiles, 1, seed=molecule_seed(seed, smiles) % 2**31)[0], method)
 
 
@@ -89,9 +90,6 @@ def run_reference_md(start: Atoms, method, recipe: MDRecipe, seed: int = 0,
     Each frame carries energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``step``,
     ``time_ps`` and, given ``free_atoms``, ``atomization_energy`` in ``info``.
     """
-    from gemrepro.data.sampling import MethodCalculator
-    from gemrepro.reference import atomization_energy
-
     if not isinstance(start, Atoms) or len(start) == 0:
         raise ValueError("start: expected a non-empty ase.Atoms")
     atoms = start.copy()
@@ -134,10 +132,6 @@ def reference_md_frames(smiles: str, recipe: MDRecipe, reference: str = "gfn2-xt
 
     The manifest records how many frames were made and, when the reference failed, where.
     """
-    from gemrepro.catalog.molecules import molecule_from_smiles
-    from gemrepro.data.build import SAMPLER_METHOD
-    from gemrepro.reference import free_atom_energies, get_method
-
     molecule_from_smiles(smiles)  # one-line error for an invalid SMILES before any work
     params = {"smiles": smiles, "recipe": asdict(recipe), "reference": reference, "seed": int(seed),
               "relax": SAMPLER_METHOD, "stage_version": STAGE_VERSION}

@@ -17,6 +17,8 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import covalent_radii
 from ase.optimize import BFGS
+from rdkit import Chem
+from rdkit.Chem import AllChem
 
 from gemrepro.reference.base import ReferenceResult
 
@@ -40,9 +42,6 @@ class MethodCalculator(Calculator):
 
 def embed_conformers(smiles: str, n_conformers: int, seed: int) -> list[Atoms]:
     """``n_conformers`` distinct RDKit ETKDG conformers, MMFF-relaxed, lowest energy first."""
-    from rdkit import Chem
-    from rdkit.Chem import AllChem
-
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)

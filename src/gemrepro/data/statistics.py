@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from ase import Atoms
+from ase.data import covalent_radii
+from rdkit import Chem
+from rdkit.Chem import rdDetermineBonds
 
 HEAVY = ("C", "N", "O", "S", "Cl")
 
@@ -65,8 +68,6 @@ def bond_lengths(frames: list[Atoms], factor: float = 1.2) -> pd.DataFrame:
     """Length of every covalent bond (from the first frame, covalent radii x ``factor``) in
     every frame, with its type (``C-H``, ``C-C``, ...) and its deviation from the first frame's
     mean over frames: the spread normal-mode sampling produces."""
-    from ase.data import covalent_radii
-
     first = frames[0]
     radii = covalent_radii[first.numbers]
     distances = first.get_all_distances()
@@ -88,9 +89,6 @@ def bond_lengths(frames: list[Atoms], factor: float = 1.2) -> pd.DataFrame:
 
 def smiles_from_geometry(atoms: Atoms) -> str:
     """Connectivity of a neutral closed-shell molecule from its 3D geometry (RDKit)."""
-    from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds
-
     block = f"{len(atoms)}\n\n" + "\n".join(
         f"{s} {x:.6f} {y:.6f} {z:.6f}" for s, (x, y, z) in zip(atoms.get_chemical_symbols(), atoms.positions)
     )
