@@ -47,6 +47,7 @@ from gemrepro.md.failures import FailureDetector, failure_records, mark_failed
 from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
 from gemrepro.md.state import MDState, Potential, build_state, new_generator
 from gemrepro.md.trajectory import TrajectoryWriter
+from gemrepro.model import resolve_device
 
 CHECKPOINT_VERSION = 1
 AFTER_FAILURE_MODES: tuple[str, ...] = ("freeze", "continue")
@@ -217,8 +218,6 @@ def run_md(
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     if not (np.isfinite(dt_fs) and dt_fs > 0):
         raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
-    from gemrepro.model import resolve_device
-
     device = resolve_device(device)  # "auto" -> cuda when present, else cpu
     step_fn = get_integrator(integrator)
     criteria = criteria or StabilityCriteria()

@@ -28,6 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
 
 from gemrepro.md.failures import STOP_RULES
 from gemrepro.md.state import MDState, kinetic_temperature
@@ -198,9 +200,6 @@ def export_extxyz(path: str | Path, system: int, out_path: str | Path) -> int:
     frame, unless the system turned non-finite; ``info["failed"]`` marks the frames at or after
     the failure.
     """
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import write
-
     data = read_system(path, system)
     alive = data["alive"]
     n_alive = int(np.argmin(alive)) if not alive.all() else len(alive)
