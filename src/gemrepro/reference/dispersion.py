@@ -17,14 +17,15 @@ from functools import lru_cache
 
 import numpy as np
 from ase.units import Bohr, Hartree
+from dftd4.interface import DampingParam, DispersionModel
+
+from gemrepro.reference.xtb import gfn2_parameters
 
 __all__ = ["d4_energy", "d4_pair_energies", "dispersion_beyond", "gfn2_d4_damping"]
 
 
 @lru_cache(maxsize=1)
 def _damping() -> tuple[tuple[str, float], ...]:
-    from gemrepro.reference.xtb import gfn2_parameters
-
     d4 = gfn2_parameters()["dispersion"]["d4"]
     return tuple((name, float(d4[name])) for name in ("s6", "s8", "a1", "a2", "s9"))
 
@@ -50,8 +51,6 @@ def d4_pair_energies(numbers: np.ndarray, positions: np.ndarray, charge: int = 0
     Two-body terms and the pairwise share of the three-body (ATM) term together; the matrix sums
     to the D4 energy of the molecule. Atoms on their own have no dispersion energy.
     """
-    from dftd4.interface import DampingParam, DispersionModel
-
     z, r = _checked(numbers, positions)
     model = DispersionModel(z, r / Bohr, charge=float(charge))
     pairs = model.get_pairwise_dispersion(DampingParam(**gfn2_d4_damping()))

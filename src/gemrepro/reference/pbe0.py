@@ -26,6 +26,7 @@ DEVICES = ("auto", "cpu", "gpu")
 @lru_cache(maxsize=None)
 def basis_elements(basis: str) -> frozenset[int]:
     """Atomic numbers for which PySCF ships ``basis`` (def2-SVP: H-Ba, Hf-Rn)."""
+    # Imported here: PySCF is slow to import and only PBE0 needs it.
     from pyscf.data.elements import ELEMENTS
     from pyscf.gto.basis import load
 
@@ -44,6 +45,7 @@ def basis_elements(basis: str) -> frozenset[int]:
 def gpu_available() -> bool:
     """True when gpu4pyscf imports and CUDA sees a device."""
     try:
+        # Imported here: optional GPU extra, may be absent.
         import cupy
         import gpu4pyscf  # noqa: F401
 
@@ -104,6 +106,7 @@ class PBE0(ReferenceMethod):
 
     def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int,
                    multiplicity: int) -> ReferenceResult:
+        # Imported here: PySCF is slow to import and only PBE0 needs it.
         from pyscf import dft, gto, lib
 
         lib.num_threads(self.threads)
@@ -140,6 +143,7 @@ class PBE0(ReferenceMethod):
 
 def _def2_ecp(basis: str, numbers: np.ndarray) -> dict[str, str]:
     """def2 bases replace the core of atoms beyond Kr by their ECP; lighter atoms have none."""
+    # Imported here: PySCF is slow to import and only PBE0 needs it.
     from pyscf.data.elements import ELEMENTS
 
     if not basis.lower().startswith("def2"):

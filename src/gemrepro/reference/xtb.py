@@ -8,6 +8,7 @@ measures the share of dispersion in an atomization energy.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -66,7 +67,8 @@ class GFN2xTB(ReferenceMethod):
 
     def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int,
                    multiplicity: int) -> ReferenceResult:
-        from tblite.interface import Calculator  # engine stays out of the pickled method
+        # Imported here: tblite loads its native library on import, and the engine stays out of the pickled method.
+        from tblite.interface import Calculator
 
         method: str | dict = "GFN2-xTB" if self.dispersion else gfn2_parameters(dispersion=False)
         calculator = Calculator(
@@ -88,6 +90,7 @@ class GFN2xTB(ReferenceMethod):
 
 @lru_cache(maxsize=1)
 def _gfn2_table() -> dict[str, Any]:
+    # Imported here: tblite loads its native library on import; only labelling needs it.
     from tblite import library
 
     param, table = library.new_param(), library.new_table()
@@ -101,8 +104,6 @@ def gfn2_parameters(dispersion: bool = True) -> dict[str, Any]:
 
     The D4 damping parameters of GFN2-xTB live in ``["dispersion"]["d4"]`` (s6, s8, a1, a2, s9).
     """
-    import copy
-
     params = copy.deepcopy(_gfn2_table())
     if not dispersion:
         del params["dispersion"]
