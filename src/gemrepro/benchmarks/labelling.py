@@ -13,11 +13,13 @@ import time
 import numpy as np
 from ase import Atoms
 
+from gemrepro.cache.cluster import dask_client
+from gemrepro.data.sampling import embed_conformers
+from gemrepro.reference import get_method
+
 
 def benchmark_configurations(n: int, seed: int = 0) -> list[Atoms]:
     """``n`` perturbed conformers of small catalog molecules (labelling cost of QM7-X size)."""
-    from gemrepro.data.sampling import embed_conformers
-
     smiles = ["CCO", "c1ccsc1", "CC(=O)N", "ClCC=O", "OCC1=CC=CS1", "CC(C)CN", "O=C1CCCO1"]
     rng = np.random.default_rng(seed)
     bases = [embed_conformers(s, 1, seed)[0] for s in smiles]
@@ -29,15 +31,11 @@ def benchmark_configurations(n: int, seed: int = 0) -> list[Atoms]:
 
 
 def _label_chunk(reference: str, chunk: list[tuple[np.ndarray, np.ndarray]]) -> int:
-    from gemrepro.reference import get_method
-
     method = get_method(reference)
     return sum(method.compute(numbers, positions).converged for numbers, positions in chunk)
 
 
 def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: int) -> float:
-    from gemrepro.cache.cluster import dask_client
-
     items = [(a.numbers, a.positions) for a in configurations]
     n_chunks = 4 * n_workers
     chunks = [items[k::n_chunks] for k in range(n_chunks)]
@@ -51,8 +49,6 @@ def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: i
 
 def labelling_throughput(n_configurations: int = 2000, reference: str = "gfn2-xtb", n_workers: int | None = None) -> dict:
     """Labels per second on one worker and on ``n_workers`` (default: all cores), and their ratio."""
-    from gemrepro.reference import get_method
-
     get_method(reference)  # one-line error for an unknown method
     n_workers = n_workers or os.cpu_count() or 1
     configurations = benchmark_configurations(n_configurations)

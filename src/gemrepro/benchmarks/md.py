@@ -26,6 +26,8 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 from torch import nn
 
+from gemrepro.catalog import MD_MOLECULES
+from gemrepro.data.sampling import embed_conformers
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
@@ -36,9 +38,6 @@ from gemrepro.model import EnergyShift, resolve_device
 
 def benchmark_systems(n_systems: int, seed: int = 0) -> list[Atoms]:
     """``n_systems`` start geometries cycling through the MD test molecules (RDKit + MMFF)."""
-    from gemrepro.catalog import MD_MOLECULES
-    from gemrepro.data.sampling import embed_conformers
-
     if n_systems < 1:
         raise ValueError(f"n_systems: expected at least 1, got {n_systems}")
     smiles = list(MD_MOLECULES.values())[: min(n_systems, len(MD_MOLECULES))]

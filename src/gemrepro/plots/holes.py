@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from ase import Atoms
+from ase.build import minimize_rotation_and_translation
 from ase.data import chemical_symbols, covalent_radii
 from ase.data.colors import jmol_colors
 
@@ -71,8 +72,6 @@ def structures(snapshots: dict[str, tuple[float, Atoms]], reference_positions: n
     ``tolerance`` from their start length (the bond rule), grey otherwise."""
     if not snapshots:
         raise ValueError("snapshots: expected at least one structure to draw")
-    from ase.build import minimize_rotation_and_translation
-
     first = next(iter(snapshots.values()))[1]
     numbers = first.numbers
     start = Atoms(numbers, reference_positions)
