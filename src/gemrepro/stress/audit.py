@@ -26,7 +26,10 @@ from gemrepro.analysis.errors import force_mae
 from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.origin import failure_origin
 from gemrepro.analysis.stability import StabilityCriteria
+from gemrepro.md import run_md
+from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.md.state import Potential, kinetic_temperature
+from gemrepro.md.trajectory import read_system
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
 from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
 
@@ -85,8 +88,6 @@ class AuditResult:
 
     def atoms_of(self, system: int, frame: int) -> Atoms:
         """The structure of ``system`` in stored ``frame``; frame -1 is the geometry it failed in."""
-        from gemrepro.md.trajectory import read_system
-
         data = read_system(self.trajectory_path, int(system))
         if int(frame) == -1:
             if int(system) not in self.failure_positions:
@@ -137,9 +138,6 @@ def run_audit(
     ``field`` protocol the field's stability scores are computed too (:mod:`gemrepro.stress.field`:
     MDsim and MLIPAudit on these trajectories, plus one NVE run and one heating ramp per molecule).
     """
-    from gemrepro.md import run_md
-    from gemrepro.md.runner import checkpoint_path_for
-
     _validate(molecules, n_seeds)
     systems = [(name, float(t), k) for name in molecules for t in protocol.temperatures for k in range(int(n_seeds))]
     workdir = Path(workdir)
@@ -228,8 +226,6 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
              reference: str | None) -> pd.DataFrame:
     """Relabelled frames of every trajectory: its start (frame 0), up to ``n_frames`` stored frames
     while it was alive and, for a failed one, the failed geometry (frame -1)."""
-    from gemrepro.md.trajectory import read_system
-
     columns = ["system", "molecule", "temperature", "seed", "frame", "step", "time_ps", "failure_frame",
                "model_energy", "reference_energy", "energy_error", "forces_mae", "max_force_error", "converged",
                "error"]

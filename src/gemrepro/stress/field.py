@@ -9,6 +9,7 @@ had not fired by then is counted as stable from there on (``censored`` in the ta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,10 @@ from ase import Atoms, units
 
 from gemrepro.analysis import scores
 from gemrepro.analysis.stability import StabilityCriteria
+from gemrepro.md import run_md
+from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.md.state import Potential
+from gemrepro.md.trajectory import read_system
 
 __all__ = ["FieldProtocol", "FieldScores", "SOURCES", "audit_scores", "heating_ramp_scores", "nve_scores"]
 
@@ -82,8 +86,6 @@ class FieldScores:
         }
 
     def as_dict(self) -> dict:
-        import json
-
         return {
             "protocol": {"nve_ps": self.protocol.nve_ps, "nve_dt_fs": NVE_DT_FS, "nve_temperature_K": NVE_TEMPERATURE_K,
                          "ramp_ps": self.protocol.ramp_ps, "ramp_K": [scores.ARENA_START_K, scores.ARENA_STOP_K]},
@@ -116,8 +118,6 @@ def audit_scores(trajectories: pd.DataFrame, path: Path, failures: Mapping[int, 
                  interval: int, dt_fs: float) -> pd.DataFrame:
     """MDsim and MLIPAudit on every audit trajectory (a failure captured by
     :class:`~gemrepro.stress.audit.FailureCapture`, with its kinetic temperature)."""
-    from gemrepro.md.trajectory import read_system
-
     rows = []
     for row in trajectories.itertuples():
         data = read_system(path, int(row.system))
@@ -150,6 +150,7 @@ def _reset(potential: Potential) -> None:
 
 
 def _seed(seed: int, tag: str, name: str) -> int:
+    # Imported here: an import cycle (stress.audit imports this module at its top).
     from gemrepro.stress.audit import system_seed
 
     return system_seed(seed, f"{tag}:{name}", NVE_TEMPERATURE_K, 0)
@@ -159,10 +160,6 @@ def nve_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Pa
                seed: int = 0, device: str = "cpu", progress: bool = False) -> pd.DataFrame:
     """LAMBench's NVE run per molecule: velocity Verlet, 1 fs, from 300 K, energy logged every
     ``n_steps // 100`` steps; a run stops counting when its numbers turn non-finite."""
-    from gemrepro.md import run_md
-    from gemrepro.md.runner import checkpoint_path_for
-    from gemrepro.md.trajectory import read_system
-
     n_steps = max(1, int(round(nve_ps * 1000.0 / NVE_DT_FS)))
     interval = max(1, n_steps // 100)
     names = list(molecules)
@@ -207,9 +204,6 @@ def heating_ramp_scores(potential: Potential, molecules: Mapping[str, Atoms], wo
     """MLIP Arena's heating ramp per molecule (Langevin here, Nosé–Hoover there): the fraction of steps
     completed before the numbers turn non-finite; failed systems go on (``after_failure="continue"``),
     so the audit's own rules also say at which ramp temperature they first fire."""
-    from gemrepro.md import run_md
-    from gemrepro.md.runner import checkpoint_path_for
-
     n_steps = max(1, int(round(ramp_ps * 1000.0 / dt_fs)))
     schedule = scores.heating_ramp(n_steps)
     names = list(molecules)

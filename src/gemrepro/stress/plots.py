@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from ase import Atoms
+from ase.visualize.plot import plot_atoms
 
 from gemrepro.analysis.survival import survival_curves
 from gemrepro.plots.survival import survival_plot
@@ -49,8 +50,6 @@ def error_vs_time(frames: pd.DataFrame, hue: str = "temperature", title: str = "
 
 def structures(images: Sequence[Atoms], titles: Sequence[str], columns: int = 4) -> plt.Figure:
     """Ball drawings of a few structures side by side (ASE's matplotlib renderer, no display needed)."""
-    from ase.visualize.plot import plot_atoms
-
     if len(images) != len(titles) or not images:
         raise ValueError(f"images, titles: expected equally many (at least one), got {len(images)} and {len(titles)}")
     columns = min(columns, len(images))

@@ -8,11 +8,13 @@ are imported here, so a (re)start takes well under a second.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import numpy as np
+from ase import Atoms
 
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
 
@@ -35,8 +37,6 @@ def resolve_factory(factory: str | Callable[[], object]) -> Callable[[], object]
     """The callable behind ``"package.module:function"`` (or ``factory`` itself when callable)."""
     if callable(factory):
         return factory
-    import importlib
-
     module_name, sep, attribute = str(factory).partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"--calculator: expected MODULE:FACTORY (e.g. tblite.ase:TBLite), got {factory!r}")
@@ -56,8 +56,6 @@ def resolve_factory(factory: str | Callable[[], object]) -> Callable[[], object]
 
 def single_point(calculator, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
     """Energy (eV) and forces (eV/Å) of one molecule (non-periodic, no cell) with an ASE calculator."""
-    from ase import Atoms
-
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.calc = calculator
     energy = float(atoms.get_potential_energy())
