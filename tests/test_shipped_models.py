@@ -9,9 +9,11 @@ and the sparsest seed-0 model, retrained from scratch, reproduces the bundled on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +21,11 @@ from gemrepro.cache.artifacts import artifact_key
 from gemrepro.cache.paths import shipped_models
 from gemrepro.config.scales import get_scale
 from gemrepro.data.build import build_dataset
+from gemrepro.md import read_system
+from gemrepro.md.queue import trajectory_path
 from gemrepro.workflow import learning_curve as lc
+from gemrepro.workflow import long_runs
+from gemrepro.workflow.sweep import n_md_molecules, start_structures
 
 torch.set_num_threads(1)
 
@@ -68,3 +74,29 @@ def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     assert ours["metrics"]["test"]["forces_mae"] == pytest.approx(theirs["metrics"]["test"]["forces_mae"], rel=0.1)
     assert ours["metrics"]["test"]["energy_mae"] == pytest.approx(theirs["metrics"]["test"]["energy_mae"], rel=0.25)
     assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe("tiny").eval_every
+
+
+def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset):
+    """The shipped 10 ps runs are what the code computes: the first 1,000 steps of the sparsest
+    model's run, recomputed from scratch, give the same frames and the same early failures."""
+    root, _ = tiny_dataset
+    shipped = long_runs.long_runs("tiny", root=root)
+    sparsest = min(shipped.runs)
+    assert set(shipped.runs) == {100, 3200} and len(shipped.trajectories) == 2 * 20
+    assert set(_bundle_metadata()["artifacts"]) >= {f"{long_runs.STAGE}/{run.key}" for run in shipped.runs.values()}
+    starts = start_structures(n_md_molecules("tiny"), 0, root)
+    design = dataclasses.replace(shipped.design, time_ps=0.5)
+    rerun = long_runs.long_run("tiny", shipped.models[sparsest], starts, design, root=root, shipped=False)
+    long_table = long_runs.long_runs_table(shipped.runs[sparsest])
+    short_table = long_runs.long_runs_table(rerun)
+    early = long_table["failed"] & (long_table["failure_step"] <= design.n_steps)
+    assert early.sum() >= 2  # the prefix holds failures, so their steps are compared too
+    assert short_table["failed"].tolist() == early.tolist()
+    assert short_table.loc[early, "failure_step"].tolist() == long_table.loc[early, "failure_step"].tolist()
+    for k in range(len(short_table)):
+        ours = read_system(trajectory_path(rerun.file("runs"), k), 0)
+        theirs = read_system(trajectory_path(shipped.runs[sparsest].file("runs"), k), 0)
+        n = len(ours["step"])
+        assert theirs["step"][:n].tolist() == ours["step"].tolist()
+        np.testing.assert_array_equal(ours["positions"], theirs["positions"][:n])
+        np.testing.assert_array_equal(ours["energy"], theirs["energy"][:n])
