@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache import bundle
     from gemrepro.cache.paths import artifacts_dir
 
@@ -43,6 +44,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _ship(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.workflow.long_runs import ship
 
@@ -53,6 +55,7 @@ def _ship(args: argparse.Namespace) -> int:
 
 
 def _unpack(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache import bundle
     from gemrepro.cache.paths import artifacts_dir
 

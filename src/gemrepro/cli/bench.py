@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.set_defaults(func=_model)
 
     try:  # the batched-MD benchmark lives with the MD command
+        # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
         from gemrepro.cli.md import add_bench_md
     except ImportError:
         pass
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _labelling(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.benchmarks.labelling import labelling_throughput
 
     if args.configurations < 1:
@@ -55,6 +57,7 @@ def _labelling(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     import torch
 
     from gemrepro.benchmarks import model as bench
@@ -82,6 +85,7 @@ def _model(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     """GemNet-T against GemNet-Q of one preset on the same batch: the cost of the quadruplets."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.benchmarks.model import compare_variants
 
     if args.batch_size < 1 or args.repeats < 1:

@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.cluster import dask_client, load_slurm_config
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.cli import UserError

@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.data.build import build_dataset
 
@@ -49,6 +50,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.data.formats import format_summary, summarize
 
     options = {"energy_unit": args.energy_unit} if args.energy_unit else {}

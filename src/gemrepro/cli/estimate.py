@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.workflow.estimate import Assumptions, estimate_resources, paper_campaign
 

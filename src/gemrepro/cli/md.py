@@ -60,6 +60,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> None:
     ``path`` may be new, or a run in progress (its checkpoint beside it: the run resumes). Any other
     existing file — a dataset, someone's finished trajectory — is kept unless ``overwrite``.
     """
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.md.runner import checkpoint_path_for
 
     path = Path(path)
@@ -71,6 +72,7 @@ def check_output(path: str | Path, overwrite: bool = False) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.md import run_md
 
     check_output(args.out, args.overwrite)
@@ -133,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _potential_and_stop(args: argparse.Namespace):
     """The run's potential (one model, or the committee of ``--model`` and ``--committee``) and its stop rule."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.md.committee import CommitteePotential, UncertaintyStop
     from gemrepro.md.gemnet import potential_from_checkpoint
 
@@ -158,6 +161,7 @@ def _potential_and_stop(args: argparse.Namespace):
 
 
 def _export(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.md import export_extxyz
 
     if not Path(args.trajectory).is_file():
@@ -236,6 +240,7 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     import torch
 
     from gemrepro.benchmarks.md import batch_scaling, benchmark_md, benchmark_systems
@@ -294,6 +299,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) -> int:
     """``gemrepro bench md --against torchsim``: the same model and molecules in both batched engines."""
     try:
+        # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
         from gemrepro.benchmarks.torchsim import benchmark_torchsim
     except ImportError as exc:
         raise ValueError(f"--against torchsim: TorchSim is not installed ({exc.name}); "
@@ -313,6 +319,7 @@ def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) 
 
 def _bench_refill(model, label: str, systems: list, args: argparse.Namespace) -> int:
     """``gemrepro bench md --against no-refill``: one campaign with slots refilled and in fixed waves."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.benchmarks.refill import benchmark_refill
 
     result = benchmark_refill(model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device,

@@ -24,6 +24,7 @@ def _positive(value: float, flag: str, what: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.stress.audit import run_audit
     from gemrepro.stress.calculators import CalculatorPotential
     from gemrepro.stress.field import SOURCES, FieldProtocol

@@ -81,6 +81,7 @@ def split_indices(n: int, train_size: int | None, val_size: int | None, seed: in
 
 def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.workflow.learning_curve import train_scale_model
 
@@ -99,6 +100,7 @@ def run_scale(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.train.distributed import world_from_env
 
     if (args.data is None) == (args.scale is None):
@@ -122,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_data(args: argparse.Namespace) -> int:
     """Train on ``--data`` in this process (one rank of a torchrun job, or alone)."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
     from gemrepro.model import GemNetT, fit_scale_factors, load_trained_model
