@@ -59,6 +59,7 @@ def chapters(root: Path) -> list[str]:
 
 def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> float:
     """Execute ``notebooks/<name>.md`` with papermill into ``output``; returns wall time (s)."""
+    # Imported here: jupytext and papermill belong to the book extra (gemrepro[book]).
     import jupytext
     import papermill
 

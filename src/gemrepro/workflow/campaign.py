@@ -23,12 +23,29 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.std import tqdm
 
 from gemrepro.cache.artifacts import Artifact, artifact_key, load_artifact
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import get_scale
-from gemrepro.data.build import dataset_params
-from gemrepro.workflow.sweep import md_params, start_params
+from gemrepro.data.build import build_dataset, dataset_params, label_molecules
+from gemrepro.reference import get_method
+from gemrepro.workflow.learning_curve import STAGE as MODEL_STAGE
+from gemrepro.workflow.learning_curve import model_params, train_scale_model
+from gemrepro.workflow.sweep import (
+    LABEL_STAGE,
+    MD_STAGE,
+    START_STAGE,
+    label_params,
+    md_params,
+    protocol_for,
+    relabel,
+    run_sweep_md,
+    sampled_frames,
+    start_params,
+    start_structures,
+)
 
 __all__ = ["Campaign", "CampaignRun", "Task", "dataset_params", "describe", "md_params", "plan_campaign", "run_campaign",
            "start_params", "summarize"]
@@ -106,9 +123,8 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
     the scheduler runs whatever is ready on whichever worker is free. A task that raises is
     reported (with every task depending on it) instead of stopping the others.
     """
+    # Imported here: dask.distributed is slow to import and only a cluster run needs it.
     from distributed import as_completed
-    from tqdm.std import tqdm
-
     status = campaign.status()
     done = dict(zip(status["task"], status["done"]))
     pending = [t for t in campaign.tasks if not done[t.name]]
@@ -137,9 +153,6 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
 # ----------------------------------------------------------------------------- the scale's plan
 def _find_labels(md_stage_params: dict, reference: str, n_frames: int, root: str) -> Artifact | None:
     """The relabelling of an MD run's sampled frames, if both the run and its labels exist."""
-    from gemrepro.reference import get_method
-    from gemrepro.workflow.sweep import LABEL_STAGE, MD_STAGE, label_params, sampled_frames
-
     md = load_artifact(MD_STAGE, md_stage_params, root)
     if md is None:
         return None
@@ -149,33 +162,23 @@ def _find_labels(md_stage_params: dict, reference: str, n_frames: int, root: str
 
 # Worker-side task bodies: each calls the public function a chapter calls, so keys agree.
 def _label_molecule(task, root: str) -> Artifact:
-    from gemrepro.data.build import label_molecules
-
     return label_molecules([task], n_workers=1, progress=False, root=root)[0]
 
 
 def _build_dataset(scale: str, reference: str, seed: int, root: str) -> Artifact:
-    from gemrepro.data.build import build_dataset
-
     return build_dataset(scale=scale, reference=reference, seed=seed, n_workers=1, progress=False, root=root)
 
 
 def _train(scale: str, train_size: int, seed: int, reference: str, variant: str, root: str, device: str) -> Artifact:
-    from gemrepro.workflow.learning_curve import train_scale_model
-
     return train_scale_model(scale, train_size, seed, reference, variant, root, progress=False, device=device)
 
 
 def _starts(n_molecules: int, seed: int, root: str) -> Artifact:
-    from gemrepro.workflow.sweep import start_structures
-
     return start_structures(n_molecules, seed, root)
 
 
 def _md(scale: str, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
         device: str) -> Artifact:
-    from gemrepro.workflow.sweep import protocol_for, run_sweep_md
-
     model = _train(scale, train_size, seed, reference, variant, root, device)
     return run_sweep_md(model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device)
 
@@ -184,11 +187,10 @@ def _relabel(scale: str, train_size: int, seed: int, reference: str, variant: st
              device: str) -> Artifact:
     """Relabel one run's sampled frames. On a Dask worker the frames fan out over the same
     cluster; the task steps out of its worker slot meanwhile, so it cannot starve the labels."""
-    from gemrepro.workflow.sweep import protocol_for, relabel, sampled_frames
-
     md = _md(scale, train_size, seed, reference, variant, n_molecules, root, device)
     frames = sampled_frames(md, protocol_for(scale).n_sampled_frames)
     try:
+        # Imported here: dask.distributed is slow to import and only a cluster run needs it.
         from distributed import get_worker, rejoin, secede
 
         scheduler = get_worker().scheduler.address
@@ -205,11 +207,6 @@ def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=N
     """Every task of a scale: labels per molecule, the dataset, the models of every variant the
     book draws, the MD start structures, one MD run and one relabelling per default-variant model
     (what :func:`~gemrepro.workflow.sweep.temperature_sweep` computes)."""
-    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
-    from gemrepro.workflow.learning_curve import STAGE as MODEL_STAGE
-    from gemrepro.workflow.learning_curve import model_params
-    from gemrepro.workflow.sweep import START_STAGE, protocol_for
-
     spec = get_scale(scale)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")

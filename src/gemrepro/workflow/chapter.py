@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib as mpl
+import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
+import torch
 
 from gemrepro.cache.artifacts import Artifact
 from gemrepro.cache.paths import artifacts_dir
@@ -43,6 +47,7 @@ def _show_in_one_line(shell, etype, evalue, tb, tb_offset=None) -> None:
 
 def _one_line_parameter_errors() -> None:
     try:
+        # Imported here: IPython comes with the book extra (ipykernel) and only a notebook needs it.
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with the book's extras
         return
@@ -75,8 +80,6 @@ def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_
     _FIGURES.clear()
     random.seed(seed)
     np.random.seed(seed)
-    import torch
-
     torch.manual_seed(seed)
     if spec.name == "tiny":
         torch.set_num_threads(1)  # bit-for-bit results for nbval
@@ -85,15 +88,13 @@ def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_
 
 
 def _style() -> None:
-    import matplotlib as mpl
-    import seaborn as sns
-
     sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 110, "figure.figsize": (7.5, 4.0)})
 
 
 def provenance(*artifacts: Artifact) -> None:
     """Display the provenance line of the artifacts behind the figure above."""
+    # Imported here: IPython comes with the book extra (ipykernel) and only a notebook needs it.
     from IPython.display import Markdown, display
 
     lines = "<br>".join(f"<small>Computed: {a.provenance()}</small>" for a in artifacts)
@@ -123,7 +124,6 @@ def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), 
     ``data`` is the table behind the figure, offered as a CSV download; ``artifacts`` are the
     cached computations it came from. Figures are numbered in the order a chapter shows them.
     """
-    import matplotlib.pyplot as plt
     from IPython.display import HTML, display
 
     if not caption or not isinstance(caption, str):

@@ -26,8 +26,10 @@ Every headline number is printed with its n and a 95 % bootstrap interval
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,6 +37,7 @@ from scipy.stats import fisher_exact
 
 from gemrepro import paper
 from gemrepro.analysis import errors
+from gemrepro.analysis.shift import dispersion_share, molecule_errors
 from gemrepro.analysis.statistics import (
     Interval,
     bootstrap_interval,
@@ -42,6 +45,15 @@ from gemrepro.analysis.statistics import (
     loglog_slope_change,
     loglog_slopes,
 )
+from gemrepro.analysis.survival import bootstrap_ratio
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.workflow import holes
+from gemrepro.workflow.learning_curve import learning_curve
+from gemrepro.workflow.long_runs import long_runs
+from gemrepro.workflow.out_of_sample import out_of_sample
+from gemrepro.workflow.pretraining import pretraining_study
+from gemrepro.workflow.sweep import dft_convergence, temperature_sweep
 
 REPRODUCED, NOT_REPRODUCED, UNDERPOWERED, NOT_COMPARABLE = (
     "reproduced", "not reproduced", "underpowered", "not comparable")
@@ -114,41 +126,29 @@ class Results:
     @functools.cached_property
     def curve(self) -> pd.DataFrame:
         """Every learning-curve model: all training seeds of every size."""
-        from gemrepro.workflow.learning_curve import learning_curve
-
         return learning_curve(self.scale, self.seed, self.reference, root=self.root, progress=False,
                               device=self.device, members=None)
 
     @functools.cached_property
     def sweep(self):
-        from gemrepro.workflow.sweep import temperature_sweep
-
         return temperature_sweep(self.scale, self.seed, self.reference, root=self.root, device=self.device)
 
     @functools.cached_property
     def dft_frames(self) -> pd.DataFrame:
-        from gemrepro.workflow.sweep import dft_convergence
-
         return dft_convergence(self.sweep, self.scale, root=self.root)
 
     @functools.cached_property
     def out_of_sample(self):
-        from gemrepro.workflow.out_of_sample import out_of_sample
-
         return out_of_sample(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
                              device=self.device)
 
     @functools.cached_property
     def long_runs(self):
-        from gemrepro.workflow.long_runs import long_runs
-
         return long_runs(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
                          device=self.device)
 
     @functools.cached_property
     def pretraining(self):
-        from gemrepro.workflow.pretraining import pretraining_study
-
         return pretraining_study(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
                                  device=self.device)
 
@@ -437,8 +437,6 @@ def fig2e_hole(sweep) -> Outcome:
 
 def cross_trajectory_table(sweep, device: str = "cpu") -> pd.DataFrame:
     """The sparsest model's force MAE on its own and on the densest model's trajectory, per molecule at the hottest T."""
-    from gemrepro.workflow import holes
-
     sparse, dense, hot = min(sweep.models), max(sweep.models), max(sweep.protocol.temperatures)
     rows = []
     for molecule in sorted(sweep.trajectories["molecule"].unique()):
@@ -465,8 +463,6 @@ def cross_trajectory(table: pd.DataFrame, sparse: int) -> Outcome:
 
 # ----------------------------------------------------------------------------- out of sample (Fig. 3)
 def _oos_table(r: "Results") -> pd.DataFrame:
-    from gemrepro.analysis.shift import molecule_errors
-
     result = r.out_of_sample
     return molecule_errors(result.frames, result.trajectories)
 
@@ -492,8 +488,6 @@ def fig3_stable(table: pd.DataFrame) -> Outcome:
 
 
 def fig3_dispersion(frames: pd.DataFrame) -> Outcome:
-    from gemrepro.analysis.shift import dispersion_share
-
     shares = dispersion_share(frames)
     largest = shares.sort_values("n_atoms").iloc[-1]
     share = largest["share_beyond_cutoff"]
@@ -514,8 +508,6 @@ def pretraining_mae(errors_table: pd.DataFrame) -> Outcome:
 
 def pretraining_stability(trajectories: pd.DataFrame, horizon_ps: float, seed: int = 0) -> Outcome:
     """The pretrained model stays stable longer: the median stable-time ratio has an interval above 1."""
-    from gemrepro.analysis.survival import bootstrap_ratio
-
     t = trajectories
     pretrained = t.loc[t["model"] == "pretrained", "stable_time_ps"].to_numpy()
     scratch = t.loc[t["model"] == "scratch", "stable_time_ps"].to_numpy()
@@ -640,19 +632,12 @@ def evaluate(results: Results, claims: list[Claim] | None = None) -> pd.DataFram
 # ----------------------------------------------------------------------------- snapshots per scale
 def snapshot_path(scale: str, root=None):
     """Where the latest evaluation of a scale is kept: ``<data>/results/<scale>.csv``."""
-    from pathlib import Path
-
-    from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.config.scales import get_scale
-
     get_scale(scale)
     return (Path(root) if root else artifacts_dir()).parent / "results" / f"{scale}.csv"
 
 
 def save_snapshot(table: pd.DataFrame, scale: str, root=None) -> None:
     """Keep ``table`` as the latest evaluation of ``scale`` (atomic: written aside, then renamed)."""
-    import os
-
     path = snapshot_path(scale, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.partial")
@@ -662,8 +647,6 @@ def save_snapshot(table: pd.DataFrame, scale: str, root=None) -> None:
 
 def load_snapshots(root=None) -> dict[str, pd.DataFrame]:
     """The latest evaluation of every scale that has one (current claims version only)."""
-    from gemrepro.config.scales import SCALES
-
     found = {}
     for scale in SCALES:
         path = snapshot_path(scale, root)

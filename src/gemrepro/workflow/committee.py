@@ -12,16 +12,27 @@ run costs a few batched forward passes per model, and leaves the trajectories un
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import torch
 
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import get_scale
+from gemrepro.md import run_md
+from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
+from gemrepro.md.gemnet import potential_from_checkpoint
+from gemrepro.md.runner import system_seeds
+from gemrepro.md.state import batch_inputs
+from gemrepro.workflow.holes import seeds_study
+from gemrepro.workflow.learning_curve import resolve_variant, train_scale_model
+from gemrepro.workflow.sweep import load_frames, start_images, temperature_sweep
 
 __all__ = ["COMMITTEE_DESIGNS", "CommitteeDesign", "CommitteeStudy", "committee_models", "committee_study",
            "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]
@@ -62,8 +73,6 @@ def committee_models(scale: str, train_size: int, n_members: int, seed: int = 0,
                      variant: str | None = None, root=None, progress: bool = False, device: str = "cpu",
                      data=None) -> list[Artifact]:
     """The ``n_members`` model artifacts of one committee (trained when missing; member 0 reused)."""
-    from gemrepro.workflow.learning_curve import train_scale_model
-
     if isinstance(n_members, bool) or int(n_members) != n_members or n_members < 2:
         raise ValueError(f"n_members: expected at least 2 members per committee, got {n_members!r}")
     return [train_scale_model(scale, train_size, seed, reference, variant, root, progress, device, data, member=m)
@@ -91,13 +100,6 @@ def frame_disagreement(models: Sequence[Artifact], md: Artifact, root=None, devi
     failure are evaluated too (the warning analysis looks only before the failure time).
     ``chunk`` structures go through a model at once.
     """
-    import h5py
-    import torch
-
-    from gemrepro.md.committee import disagreement
-    from gemrepro.md.gemnet import potential_from_checkpoint
-    from gemrepro.md.state import batch_inputs
-
     if len(models) < 2:
         raise ValueError(f"models: expected at least two committee members, got {len(models)}")
     root = Path(root) if root else artifacts_dir()
@@ -168,10 +170,6 @@ def committee_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-x
     The two studies' trajectories are stacked with a ``study`` column ("sweep", "seeds"); their
     models, runs and labels come from the same cached functions as their own chapters.
     """
-    from gemrepro.workflow.holes import seeds_study
-    from gemrepro.workflow.learning_curve import resolve_variant
-    from gemrepro.workflow.sweep import load_frames, temperature_sweep
-
     spec = get_scale(scale)
     design = design or COMMITTEE_DESIGNS[spec.name]
     unknown = [n for n in design.train_sizes if n not in spec.train_sizes]
@@ -214,16 +212,6 @@ def stop_on_uncertainty_run(models: Sequence[Artifact], study, train_size: int, 
     system the committee does not stop in time fails by its usual rule. ``systems.csv``: system,
     molecule, temperature, stopped, stop_time_ps, stop_rule.
     """
-    import shutil
-
-    import torch
-
-    from gemrepro.md import run_md
-    from gemrepro.md.committee import CommitteePotential, UncertaintyStop
-    from gemrepro.md.gemnet import potential_from_checkpoint
-    from gemrepro.md.runner import system_seeds
-    from gemrepro.workflow.sweep import start_images
-
     if len(models) < 2:
         raise ValueError(f"models: expected at least two committee members, got {len(models)}")
     if not (np.isfinite(threshold) and threshold > 0):

@@ -24,11 +24,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import torch
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from gemrepro.cache.artifacts import Artifact, get_or_create, hardware
+from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
 from gemrepro.config.scales import get_scale
+from gemrepro.data.formats import write_qm7x
+from gemrepro.data.sampling import embed_conformers
+from gemrepro.data.torch_dataset import atoms_to_data
+from gemrepro.md import run_md
+from gemrepro.md.gemnet import GemNetPotential
+from gemrepro.model import build_model, resolve_device
+from gemrepro.paper import CAMPAIGN
+from gemrepro.reference import get_method
+from gemrepro.workflow.learning_curve import model_config, recipe, training_step_cost
+from gemrepro.workflow.sweep import protocol_for
 
 __all__ = ["Assumptions", "ResourceEstimate", "estimate_resources", "measure_costs", "paper_campaign"]
 
@@ -79,9 +93,6 @@ PROBE_SYSTEMS = 3
 """MD systems in the timed batched run, scaled to the scale's batch by its number of atoms."""
 def _md_batch(scale: str):
     """The scale's MD systems: every MD molecule (RDKit + MMFF) at every temperature."""
-    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
-    from gemrepro.data.sampling import embed_conformers
-
     spec = get_scale(scale)
     n = max(spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
     molecules = [embed_conformers(m.smiles, 1, seed=0)[0] for m in md_molecules(n)]
@@ -92,14 +103,6 @@ def _md_batch(scale: str):
 
 def _time_md(scale: str, molecules_atoms, systems, temperatures, n_steps: int, device: str) -> dict:
     """Seconds per step of the batched run, and the bytes one stored frame of it takes."""
-    import h5py
-    import torch
-
-    from gemrepro.md import run_md
-    from gemrepro.md.gemnet import GemNetPotential
-    from gemrepro.model import build_model
-    from gemrepro.workflow.learning_curve import model_config
-
     torch.manual_seed(0)
     potential = GemNetPotential(build_model(model_config(scale, None)), device=device)
     with tempfile.TemporaryDirectory(prefix="gemrepro-estimate-") as folder:
@@ -115,13 +118,6 @@ def _time_md(scale: str, molecules_atoms, systems, temperatures, n_steps: int, d
 
 def _time_labels(reference: str, molecules, n_labels: int) -> dict:
     """Seconds per reference label, and bytes per configuration on disk (QM7-X layout) and in memory."""
-    import torch
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    from gemrepro.data.formats import write_qm7x
-    from gemrepro.data.torch_dataset import atoms_to_data
-    from gemrepro.reference import get_method
-
     method = get_method(reference)
     picked = [molecules[k % len(molecules)] for k in range(n_labels)]
     records, seconds, in_memory = [], [], []
@@ -148,11 +144,6 @@ def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", 
                   n_train_steps: int = 2, n_md_steps: int = 3, n_labels: int = 4) -> Artifact:
     """Measure (once per machine and device) the per-step costs of ``scale``; an artifact whose
     manifest holds ``measurements``."""
-    import torch
-
-    from gemrepro.model import resolve_device
-    from gemrepro.workflow.learning_curve import recipe, training_step_cost
-
     spec = get_scale(scale)
     for name, value in (("n_train_steps", n_train_steps), ("n_md_steps", n_md_steps), ("n_labels", n_labels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -195,9 +186,6 @@ def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", 
 def estimate_resources(scale: str, root=None, device: str = "cpu", reference: str = "gfn2-xtb",
                        assumptions: Assumptions | None = None) -> ResourceEstimate:
     """GPU-hours of training and MD, CPU-hours of reference labels, disk and memory of ``scale``."""
-    from gemrepro.workflow.learning_curve import recipe
-    from gemrepro.workflow.sweep import protocol_for
-
     spec = get_scale(scale)
     assumptions = assumptions or Assumptions()
     artifact = measure_costs(scale, reference, device, root)
@@ -257,6 +245,4 @@ def estimate_resources(scale: str, root=None, device: str = "cpu", reference: st
 
 def paper_campaign() -> pd.DataFrame:
     """The computational scale Stocker et al. report, as rows to print beside ours."""
-    from gemrepro.paper import CAMPAIGN
-
     return pd.DataFrame([{"item": name, "paper": value} for name, value in CAMPAIGN.items()])

@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import torch
 from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
@@ -38,8 +40,11 @@ from gemrepro.analysis.survival import Correlation, rank_correlation, stable_tim
 from gemrepro.analysis.timeline import trajectory_timeline
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import get_scale
-from gemrepro.workflow.sweep import Protocol, protocol_for, start_images
+from gemrepro.md import potential_from_checkpoint, read_system, run_md
+from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
+from gemrepro.workflow.sweep import Protocol, load_frames, protocol_for, relabel, start_images, start_structures
 
 __all__ = [
     "SEEDS_DESIGNS",
@@ -143,10 +148,6 @@ def run_systems(potential, systems: Sequence[tuple[Atoms, float, int]], seeds: S
     Only :data:`RUN_CRITERIA` stop a system during the run; the failure columns come from
     :func:`post_hoc_failures` on the stored frames. Returns ``(rows, MDSummary)``.
     """
-    import torch
-
-    from gemrepro.md import read_system, run_md
-
     summary = run_md(
         potential, [a for a, _, _ in systems], n_steps=protocol.n_steps, path=path,
         temperatures=[t for _, t, _ in systems], seeds=list(seeds), dt_fs=protocol.dt_fs,
@@ -174,8 +175,6 @@ def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: See
     time_to_failure_ps, failure_rule, and ``stop_rule``, the rule that stopped the run of the
     system, if any). Frames are stored every ``protocol.frame_interval`` steps.
     """
-    from gemrepro.md import potential_from_checkpoint
-
     root = Path(root) if root else artifacts_dir()
     images = start_images(starts)
     if design.n_molecules > len(images):
@@ -230,10 +229,6 @@ def seeds_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb",
     Start structures and models come from the same cached functions as the temperature sweep, so
     nothing is recomputed that the sweep already holds.
     """
-    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
-    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-    from gemrepro.workflow.sweep import start_structures
-
     spec = get_scale(scale)
     design = design or SEEDS_DESIGNS[spec.name]
     protocol = protocol or protocol_for(scale)
@@ -377,9 +372,6 @@ def hole_timeline(md: Artifact, row: pd.Series, reference: str = "gfn2-xtb", roo
 
     The relabelling is a cached ``md-labels`` artifact (:func:`gemrepro.workflow.sweep.relabel`).
     """
-    from gemrepro.md import read_system
-    from gemrepro.workflow.sweep import load_frames, relabel
-
     system = int(row["system"])
     trajectory = _until_stop(read_system(md.file("trajectory.h5"), system))
     frames = pd.DataFrame({"system": system, "frame": np.arange(len(trajectory["step"]))})
@@ -410,12 +402,6 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
     is at or after the trajectory's failure; from ``failure_frame`` for labels older than that
     column), forces_mae (NaN where the reference did not converge).
     """
-    import h5py
-    import torch
-
-    from gemrepro.md import potential_from_checkpoint
-    from gemrepro.workflow.sweep import load_frames
-
     table = load_frames(labels)
     forces = np.load(labels.file("forces.npz"))
     offsets, reference_forces = forces["atom_offset"], forces["reference"]

@@ -26,11 +26,17 @@ import pandas as pd
 import torch
 from torch_geometric.data import Batch
 
+from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.bundle import file_digest, unpack
 from gemrepro.cache.paths import artifacts_dir, shipped_models
 from gemrepro.config.scales import get_scale
+from gemrepro.data import read
+from gemrepro.data.build import build_dataset
 from gemrepro.data.splits import Splits, make_splits
 from gemrepro.data.torch_dataset import AtomsDataset
+from gemrepro.model import build_model, fit_scale_factors, preset_config, resolve_device, save_trained_model
+from gemrepro.train import EnergyForceLoss, TrainConfig, evaluate, load_checkpoint, train_model
 
 __all__ = [
     "RECIPES",
@@ -157,8 +163,6 @@ def member_seed(seed: int, member: int = 0) -> int:
 
 def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu", member: int = 0):
     """The ``TrainConfig`` for one model of the learning curve (``member``: see :func:`member_seed`)."""
-    from gemrepro.train import TrainConfig
-
     r = recipe(scale)
     steps = r.max_steps[_size_index(scale, train_size)]
     return TrainConfig(
@@ -172,8 +176,6 @@ def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu"
 
 def model_config(scale: str, variant: str | None = "T"):
     """The GemNet configuration of a scale: its preset plus the recipe's overrides (``None``: default variant)."""
-    from gemrepro.model import preset_config
-
     variant = resolve_variant(scale, variant)
     return preset_config(get_scale(scale).model_preset, variant=variant, **dict(recipe(scale).model_overrides))
 
@@ -188,16 +190,12 @@ class ScaleData:
 
 
 def _dataset_artifact(scale: str, reference: str, seed: int, root) -> Artifact:
-    from gemrepro.data.build import build_dataset
-
     return build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
 
 
 def load_scale_data(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None,
                     artifact: Artifact | None = None) -> ScaleData:
     """The scale's dataset (built if missing) as graphs, with nested train/val splits and one test set."""
-    from gemrepro.data import read
-
     spec = get_scale(scale)
     artifact = artifact or _dataset_artifact(scale, reference, seed, root)
     graphs = AtomsDataset.from_atoms(read(artifact.file("qm7x.hdf5")), energy_key="atomization_energy")
@@ -229,15 +227,11 @@ def model_params(scale: str, train_size: int, seed: int, reference: str, variant
 @functools.lru_cache(maxsize=8)
 def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
     """SHA-256 of a bundle, read once per process and file version (every model lookup asks for it)."""
-    from gemrepro.cache.bundle import file_digest
-
     return file_digest(path)
 
 
 def _unpack_shipped(scale: str, root: Path) -> None:
     """Unpack the scale's committed model bundle into ``root`` (once per bundle content), if there is one."""
-    from gemrepro.cache.bundle import unpack
-
     bundle = shipped_models(scale)
     if bundle is None:
         return
@@ -293,9 +287,6 @@ def train_scale_model(
     only its initialisation and batch-order seed differ (:func:`member_seed`); member 0 is the
     learning-curve model itself.
     """
-    from gemrepro.model import build_model, fit_scale_factors, resolve_device, save_trained_model
-    from gemrepro.train import evaluate, load_checkpoint, train_model
-
     _size_index(scale, train_size)
     variant = resolve_variant(scale, variant)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -506,10 +497,6 @@ def sanity_check_real_data(
     The baselines are the mean training energy (energy) and zero forces (forces): a model
     that has learned anything must beat both on the held-out frames.
     """
-    from gemrepro.data import read
-    from gemrepro.model import build_model, fit_scale_factors, save_trained_model
-    from gemrepro.train import TrainConfig, evaluate, train_model
-
     path = Path(path)
     frames = read(path, energy_unit=energy_unit)
     needed = n_train + n_validation + n_test
@@ -588,10 +575,6 @@ def training_step_cost(
     ``graphs`` are the molecules of the batch (default: random QM7-X-like 17-atom clusters).
     One untimed step first (allocation, lazy initialisation), then the median of ``repeats``.
     """
-    from gemrepro.benchmarks.model import molecule_like_cluster
-    from gemrepro.model import build_model, fit_scale_factors, preset_config
-    from gemrepro.train import EnergyForceLoss
-
     if graphs is None:
         generator = torch.Generator().manual_seed(0)
         graphs = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 from ase.io import write
@@ -31,7 +32,13 @@ from ase.io import write
 from gemrepro import paper
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.catalog import out_of_sample as molecules_of_fig3
 from gemrepro.config.scales import get_scale
+from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
+from gemrepro.data.sampling import embed_conformers, relax
+from gemrepro.reference import get_method
+from gemrepro.reference.dispersion import d4_pair_energies
+from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
 from gemrepro.workflow.sweep import (
     Protocol,
     load_frames,
@@ -73,11 +80,6 @@ def out_of_sample_protocol(scale: str) -> Protocol:
 
 def out_of_sample_starts(seed: int = 0, root=None) -> Artifact:
     """The four out-of-sample molecules, conformer-embedded and relaxed with GFN2-xTB (:data:`RELAX`); ``start.xyz``."""
-    from gemrepro.catalog import out_of_sample as molecules_of_fig3
-    from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
-    from gemrepro.data.sampling import embed_conformers, relax
-    from gemrepro.reference import get_method
-
     molecules = molecules_of_fig3()
     params = {"molecules": {m.name: m.smiles for m in molecules}, "seed": int(seed), "relax": SAMPLER_METHOD,
               "relax_settings": RELAX, "stage_version": STAGE_VERSION}
@@ -112,8 +114,6 @@ def model_ranges(model: Artifact) -> tuple[float, float]:
 
 def _frame_geometries(md: Artifact, frames: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
     """(numbers, positions) of each (system, frame) row, read from the run's trajectory."""
-    import h5py
-
     out = []
     with h5py.File(md.file("trajectory.h5"), "r") as f:
         offsets, numbers = f["systems/atom_offset"][()], f["systems/numbers"][()]
@@ -130,8 +130,6 @@ def frame_dispersion(md: Artifact, frames: pd.DataFrame, beyond: dict[str, float
     and one per entry of ``beyond`` (eV). Frames with non-finite coordinates (a system that blew
     up) get NaN.
     """
-    from gemrepro.reference.dispersion import d4_pair_energies
-
     bad = {name: d for name, d in beyond.items() if not (np.isfinite(d) and d > 0)}
     if bad:
         raise ValueError(f"beyond: expected positive distances in Å, got {bad}")
@@ -200,8 +198,6 @@ def out_of_sample(
     """
     if reference not in NO_DISPERSION:
         raise ValueError(f"reference: expected one of {', '.join(NO_DISPERSION)}, got {reference!r}")
-    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-
     variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     protocol = out_of_sample_protocol(scale)

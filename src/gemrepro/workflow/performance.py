@@ -27,8 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch_geometric.data import Data
 
+from gemrepro.benchmarks import model as bench
+from gemrepro.benchmarks.labelling import labelling_throughput
+from gemrepro.benchmarks.md import batch_scaling, benchmark_md, benchmark_systems, profile_potential
+from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import MANIFEST, Artifact, get_or_create
+from gemrepro.cache.paths import artifacts_dir
+from gemrepro.model import build_model, resolve_device
+from gemrepro.train import TrainConfig, train_model
 
 __all__ = [
     "PerformancePlan",
@@ -101,8 +109,6 @@ def _cpu_model() -> str:
 
 def hardware_fingerprint(device: str | torch.device = "auto") -> dict[str, str | int | None]:
     """What a timing depends on: CPU model, cores, torch threads, GPU name and the device it ran on."""
-    from gemrepro.model import resolve_device
-
     resolved = resolve_device(device)
     gpu = None
     if resolved.type == "cuda":
@@ -133,9 +139,6 @@ def _measure(kind: str, params: dict, run, device: str | torch.device, root) -> 
 def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tiny", variant: str = "T",
                        seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Batched MD against the ASE Langevin loop, same systems and steps: ``result`` of ``benchmark_md``."""
-    from gemrepro.benchmarks.md import benchmark_md, benchmark_systems
-    from gemrepro.model import build_model
-
     def run() -> dict:
         torch.manual_seed(seed)
         model = build_model(variant, preset)
@@ -148,9 +151,6 @@ def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tin
 def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
                        device: str | torch.device = "auto", root=None) -> Artifact:
     """Where one batched energy-and-forces call spends its time: ``result`` of ``profile_potential``."""
-    from gemrepro.benchmarks.md import benchmark_systems, profile_potential
-    from gemrepro.model import build_model
-
     def run() -> dict:
         torch.manual_seed(seed)
         return profile_potential(build_model(variant, preset), benchmark_systems(n_systems, seed), device, calls)
@@ -162,9 +162,6 @@ def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny"
 def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "tiny", variant: str = "T",
                           seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Force-call time against batch size, and the speed-up bound it implies: ``result`` of ``batch_scaling``."""
-    from gemrepro.benchmarks.md import batch_scaling, benchmark_systems
-    from gemrepro.model import build_model
-
     def run() -> dict:
         torch.manual_seed(seed)
         return batch_scaling(build_model(variant, preset), benchmark_systems(n_systems, seed), device=device,
@@ -177,9 +174,6 @@ def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "
 def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", variant: str = "T",
                        repeats: int = 3, seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Energy+force cost of one molecule-like cluster per size: ``result["rows"]`` of ``benchmark_model``."""
-    from gemrepro.benchmarks import model as bench
-    from gemrepro.model import build_model, resolve_device
-
     if not sizes or any(int(n) < 1 for n in sizes):
         raise ValueError(f"sizes: expected positive atom counts, got {sizes!r}")
 
@@ -196,8 +190,6 @@ def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: st
 def measure_labelling(n_configurations: int = 240, workers: tuple[int, ...] = (1, 2), reference: str = "gfn2-xtb",
                       root=None) -> Artifact:
     """Reference labels per second for each number of Dask workers: ``result["rows"]``."""
-    from gemrepro.benchmarks.labelling import labelling_throughput
-
     workers = tuple(sorted({int(w) for w in workers}))
     if not workers or workers[0] < 1:
         raise ValueError(f"workers: expected positive worker counts, got {workers!r}")
@@ -224,12 +216,6 @@ def measure_training(preset: str = "tiny", variant: str = "T", batch_size: int =
     The rate is timed between the first and the last update, so start-up, validation and
     checkpoint writing do not count.
     """
-    from torch_geometric.data import Data
-
-    from gemrepro.benchmarks.model import molecule_like_cluster
-    from gemrepro.model import build_model, resolve_device
-    from gemrepro.train import TrainConfig, train_model
-
     if n_steps < 2:
         raise ValueError(f"n_steps: expected at least 2 updates to time, got {n_steps}")
 
@@ -326,8 +312,6 @@ def collect_measurements(root=None, like: PerformanceResults | None = None) -> p
     With ``like``, only the measurements made with the same parameters as ``like``'s artifacts
     (on whichever hardware): the rows that compare machines on equal terms.
     """
-    from gemrepro.cache.paths import artifacts_dir
-
     wanted = None if like is None else [_without_hardware(a.manifest["params"]) for a in like.artifacts()]
     folder = (Path(root) if root else artifacts_dir()) / STAGE
     rows = []

@@ -28,15 +28,30 @@ import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import torch
 from ase import Atoms
+from ase.io import read as ase_read
 from torch_geometric.data import Batch
 
+from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
+from gemrepro.analysis.survival import stable_times
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.catalog import MD17, MD_MOLECULES
+from gemrepro.catalog.molecules import molecule_from_smiles
 from gemrepro.config.scales import get_scale
+from gemrepro.data import read
+from gemrepro.data.build import build_dataset
+from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
+from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
+from gemrepro.md import potential_from_checkpoint, run_md
+from gemrepro.md.trajectory import failed_frames
+from gemrepro.model import build_model, fit_scale_factors, load_trained_model, save_trained_model
+from gemrepro.train import TrainConfig, evaluate, train_model
+from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, model_config, recipe
 
 __all__ = [
     "MODELS",
@@ -178,10 +193,6 @@ def finetuning_target(scale: str = "tiny", seed: int = 0, reference: str = "gfn2
 
     A real file's frames are split the same way; its first frame starts the stability MD.
     """
-    from gemrepro.catalog import MD17
-    from gemrepro.data import read
-    from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
-
     plan = plan_for(scale)
     if target_file is not None:
         path = _existing_file(target_file, "target_file")
@@ -194,8 +205,6 @@ def finetuning_target(scale: str = "tiny", seed: int = 0, reference: str = "gfn2
     artifact = reference_md_frames(MD17[plan.molecule], recipe, reference, seed, name=plan.molecule, root=root)
     frames = read_frames(artifact)
     train, validation, test = _split(len(frames), plan, seed, f"reference MD of {plan.molecule}")
-    from ase.io import read as ase_read
-
     start = ase_read(artifact.file("start.xyz"), format="extxyz")
     return Target(plan.molecule, frames, train, validation, test, start, artifact.key, artifact)
 
@@ -207,10 +216,6 @@ def hot_samples(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb",
 
     Molecules with ``exclude_formula`` (the fine-tuning target's) are skipped.
     """
-    from gemrepro.catalog import MD_MOLECULES
-    from gemrepro.catalog.molecules import molecule_from_smiles
-    from gemrepro.data.reference_md import MDRecipe, reference_md_frames
-
     plan = plan_for(scale)
     recipe = MDRecipe(temperature=plan.hot_temperature, n_frames=plan.hot_frames, frame_interval=5,
                       equilibration_steps=100)
@@ -236,10 +241,6 @@ def pretraining_corpus(scale: str = "tiny", seed: int = 0, reference: str = "gfn
 
     Configurations whose formula is ``exclude_formula`` are dropped (the target must stay unseen).
     """
-    from gemrepro.data import read
-    from gemrepro.data.build import build_dataset
-    from gemrepro.data.reference_md import read_frames
-
     if corpus_file is not None:
         path = _existing_file(corpus_file, "corpus_file")
         frames, sources, artifacts = read(path), [f"file:{_file_digest(path)}"], []
@@ -260,9 +261,6 @@ def pretraining_corpus(scale: str = "tiny", seed: int = 0, reference: str = "gfn
 # ----------------------------------------------------------------------------- training
 def _train_config(scale: str, steps: int, seed: int):
     """The learning-curve recipe of the scale with ``steps`` updates: both target models share it."""
-    from gemrepro.train import TrainConfig
-    from gemrepro.workflow.learning_curve import recipe
-
     r = recipe(scale)
     return TrainConfig(
         lr=r.lr, batch_size=r.batch_size, max_steps=steps, warmup_steps=r.warmup_steps, decay_steps=steps,
@@ -273,14 +271,10 @@ def _train_config(scale: str, steps: int, seed: int):
 
 
 def _model_config(scale: str):
-    from gemrepro.workflow.learning_curve import model_config
-
     return model_config(scale, "T")  # the second paper's GemNet-T at every scale
 
 
 def _fresh_model(scale: str, train_set, config) -> torch.nn.Module:
-    from gemrepro.model import build_model, fit_scale_factors
-
     torch.manual_seed(config.seed)
     model = build_model(_model_config(scale)).to(config.torch_dtype)
     fit_scale_factors(model, Batch.from_data_list(train_set.to(config.torch_dtype).graphs[: config.batch_size]))
@@ -290,9 +284,6 @@ def _fresh_model(scale: str, train_set, config) -> torch.nn.Module:
 def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_set, test_set, config, root: Path,
            progress: bool, device: str) -> Artifact:
     """Train (resumably, in a work folder) and store ``model.pt``, ``history.csv`` and the errors."""
-    from gemrepro.model import save_trained_model
-    from gemrepro.train import evaluate, train_model
-
     config = replace(config, device=device)
 
     def build(folder: Path, workdir: Path) -> dict:
@@ -314,9 +305,6 @@ def pretrain_model(corpus: Corpus, scale: str = "tiny", seed: int = 0, reference
                    progress: bool = False, device: str = "cpu") -> Artifact:
     """GemNet-T trained on the corpus (a random 4:1 train/validation split; validation capped as in the
     learning curves). Stands in for the OC20-pretrained GemNet-T of the paper."""
-    from gemrepro.data.torch_dataset import AtomsDataset
-    from gemrepro.workflow.learning_curve import recipe
-
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.pretrain_steps, seed)
     n_val = max(1, len(corpus.frames) // 5)
@@ -344,9 +332,6 @@ def train_target_model(target: Target, scale: str = "tiny", seed: int = 0, refer
     re-fits only the per-element energy references on the target's training frames (an MD17 file's
     total energies differ from the corpus's atomization energies by a constant per element).
     """
-    from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
-    from gemrepro.model import load_trained_model
-
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.finetune_steps, seed)
     params = {"scale": scale, "seed": int(seed), "reference": reference, "target": target.source,
@@ -377,8 +362,6 @@ def stability_run(model: Artifact, target: Target, protocol: StabilityProtocol, 
     Holds ``trajectory.h5`` and ``systems.csv`` (system, failed, failure step/time/rule). Each seed
     draws its own velocities and noise, so a trajectory does not depend on the others.
     """
-    from gemrepro.md import potential_from_checkpoint, run_md
-
     root = Path(root) if root else artifacts_dir()
     start_digest = hashlib.sha256(np.ascontiguousarray(target.start.positions).tobytes()
                                   + target.start.numbers.tobytes()).hexdigest()[:16]
@@ -406,8 +389,6 @@ def stability_run(model: Artifact, target: Target, protocol: StabilityProtocol, 
 
 def stability_table(run: Artifact, horizon_ps: float) -> pd.DataFrame:
     """``systems.csv`` of a stability run plus ``stable_time_ps`` (failure time, or the run length)."""
-    from gemrepro.analysis.survival import stable_times
-
     table = pd.read_csv(run.file("systems.csv"), keep_default_na=False, na_values=[""])
     table["failure_rule"] = table["failure_rule"].fillna("")
     table["stable_time_ps"] = stable_times(table, horizon_ps)
@@ -417,10 +398,6 @@ def stability_table(run: Artifact, horizon_ps: float) -> pd.DataFrame:
 def stable_positions(run: Artifact) -> np.ndarray:
     """Positions (frames, atoms, 3) of every stored frame in which its trajectory was still stable
     (before its failure, also in a run that continued failed trajectories)."""
-    import h5py
-
-    from gemrepro.md.trajectory import failed_frames
-
     with h5py.File(run.file("trajectory.h5"), "r") as f:
         offsets = f["systems/atom_offset"][()]
         positions, alive = f["frames/positions"][()], f["frames/alive"][()]
@@ -463,8 +440,6 @@ def pretraining_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2
     ``learning_curve_models`` adds the learning-curve models of the scale (their own QM7-X-style
     test force MAE, their stable time on the same protocol) for the force-MAE-vs-stability scatter.
     """
-    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts
-
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     target = finetuning_target(scale, seed, reference, target_file, root)
     corpus = pretraining_corpus(scale, seed, reference, corpus_file, target.formula, root)
@@ -502,8 +477,6 @@ def distance_histograms(study: PretrainingStudy, models: tuple[str, ...] = MODEL
 
     Long form: source, r (Å), h (1/Å), plus ``distance`` — ∫|h − h_reference| dr — per source.
     """
-    from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
-
     n_bins = n_bins or MDSIM_BINS
     max_distance = max_distance or MDSIM_MAX_DISTANCE
     reference = distance_histogram(np.stack([a.positions for a in study.target.frames]), n_bins, max_distance)

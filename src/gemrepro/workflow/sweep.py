@@ -31,15 +31,25 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
+import torch
 from ase import Atoms
 from ase.io import read, write
 
 from gemrepro.analysis.errors import force_mae, frame_geometry
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.cluster import dask_client
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
 from gemrepro.config.scales import get_scale
+from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
+from gemrepro.data.sampling import embed_conformers, relax
+from gemrepro.md import potential_from_checkpoint, run_md
+from gemrepro.md.trajectory import failed_frames
+from gemrepro.reference import atomization_energy, free_atom_energies, get_method
+from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
 
 __all__ = [
     "Protocol",
@@ -110,20 +120,12 @@ def protocol_for(scale: str) -> Protocol:
 # ----------------------------------------------------------------------------- start structures
 def start_params(n_molecules: int, seed: int = 0) -> dict:
     """Cache parameters of :func:`start_structures` (a campaign asks for them without building)."""
-    from gemrepro.catalog import md_molecules
-    from gemrepro.data.build import SAMPLER_METHOD
-
     return {"molecules": {m.name: m.smiles for m in md_molecules(n_molecules)}, "seed": int(seed),
             "relax": SAMPLER_METHOD, "stage_version": START_STAGE_VERSION}
 
 
 def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
     """The first ``n_molecules`` MD molecules, conformer-embedded and relaxed; ``start.xyz`` (names in info)."""
-    from gemrepro.catalog import md_molecules
-    from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
-    from gemrepro.data.sampling import embed_conformers, relax
-    from gemrepro.reference import get_method
-
     molecules = md_molecules(n_molecules)
     params = start_params(n_molecules, seed)
 
@@ -163,10 +165,6 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
     trajectory does not depend on the others in the batch. ``device`` is not part of the key
     (bit-for-bit reproducibility holds on the CPU with one thread).
     """
-    import torch
-
-    from gemrepro.md import potential_from_checkpoint, run_md
-
     root = Path(root) if root else artifacts_dir()
     images = start_images(starts)
     systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
@@ -245,10 +243,6 @@ def sampled_frames(md: Artifact, n: int, until_failure: bool = False) -> pd.Data
     over its whole length; ``until_failure`` ends each failed sample at its failure frame instead,
     as a frozen run's is (for a frozen run it changes nothing).
     """
-    import h5py
-
-    from gemrepro.md.trajectory import failed_frames
-
     systems = systems_table(md)
     with h5py.File(md.file("trajectory.h5"), "r") as f:
         alive, steps, times = f["frames/alive"][()], f["frames/step"][()], f["frames/time_ps"][()]
@@ -297,8 +291,6 @@ def label_frames(method_name: str, options: dict, numbers: np.ndarray, positions
     Geometries with non-finite coordinates (a system that blew up) cannot be computed; they are
     recorded as not converged with that reason.
     """
-    from gemrepro.reference import get_method
-
     method = get_method(method_name, **options)
     out = []
     for r in positions:
@@ -340,9 +332,6 @@ def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = No
     The frames of every run not yet cached go to one Dask cluster together, so a few expensive
     calculations spread over the cores; without missing work no cluster is started.
     """
-    from gemrepro.cache.cluster import dask_client
-    from gemrepro.reference import get_method
-
     options = dict(options or {})
     reference = get_method(method, **options)
     keyed = {name: (md, *label_params(md, frames, reference)) for name, (md, frames) in runs.items()}
@@ -376,10 +365,6 @@ def label_params(md: Artifact, frames: pd.DataFrame, reference) -> tuple[dict, p
 
 def _jobs(md: Artifact, chosen: pd.DataFrame) -> list[dict]:
     """The chosen frames of a run with what the model said about them."""
-    import h5py
-
-    from gemrepro.md.trajectory import failed_frames
-
     jobs = []
     with h5py.File(md.file("trajectory.h5"), "r") as f:
         offsets = f["systems/atom_offset"][()]
@@ -422,8 +407,6 @@ def _compute(jobs: dict[object, list[dict]], method: str, options: dict, client)
 def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results: list[dict], reference,
                   root) -> dict:
     """``frames.csv`` and ``forces.npz`` of one relabelled run (see :func:`relabel`)."""
-    from gemrepro.reference import atomization_energy, free_atom_energies
-
     elements = sorted({int(z) for job in jobs for z in job["numbers"]} | {1})
     free_atoms = free_atom_energies(reference, elements, root=root)
     rows, model_forces, reference_forces = [], [], []
@@ -500,8 +483,6 @@ class Sweep:
 
 def n_md_molecules(scale: str, n_molecules: int | None = None) -> int:
     """How many MD molecules the sweep runs: ``n_molecules`` or the scale's, at least enough to cover every element."""
-    from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
-
     return max(n_molecules or get_scale(scale).n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
 
 
@@ -524,8 +505,6 @@ def temperature_sweep(
     molecules that holds every element. ``variant`` is "T" or "Q"; ``None`` means the scale's
     default. Each piece is cached; a second call only reads.
     """
-    from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-
     variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     protocol = protocol or protocol_for(scale)
