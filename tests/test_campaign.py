@@ -150,7 +150,7 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
 
     seen = {}
     few = [molecule_from_smiles(s) for s in ("CCO", "CCl", "C1CN1")]
-    monkeypatch.setattr("gemrepro.catalog.dataset_molecules", lambda n, n_md, seed: few)  # not 23k catalog entries
+    monkeypatch.setattr("gemrepro.data.build.dataset_molecules", lambda n, n_md, seed: few)  # not 23k catalog entries
 
     def capture(stage, params, *args, **kwargs):
         seen[stage] = artifact_key(params)

@@ -98,7 +98,7 @@ def test_measurements_are_real_and_cached(monkeypatch, tmp_path):
     def no_measuring(*args, **kwargs):
         raise AssertionError("a cached measurement was measured again")
 
-    monkeypatch.setattr("gemrepro.workflow.learning_curve.training_step_cost", no_measuring)
+    monkeypatch.setattr(estimate, "training_step_cost", no_measuring)
     second = measure_costs("tiny", root=tmp_path, n_train_steps=1, n_md_steps=1, n_labels=1)
     assert second.path == first.path and second.manifest == first.manifest
     with pytest.raises(ValueError, match="n_md_steps: expected a positive integer"):

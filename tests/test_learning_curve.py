@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import gemrepro.train
 from gemrepro.cache.artifacts import get_or_create
 from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data.formats import write_qm7x
@@ -86,14 +85,14 @@ def test_model_is_cached_and_has_finite_test_errors(micro, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model was retrained")
 
-    monkeypatch.setattr(gemrepro.train, "train_model", no_training)
+    monkeypatch.setattr(lc, "train_model", no_training)
     second = lc.train_scale_model("micro", 8, root=micro, progress=False)
     assert second.path == first.path and second.manifest == first.manifest
 
 
 def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_factory):
     reference = lc.train_scale_model("micro", 8, root=tmp_path_factory.mktemp("uninterrupted"), progress=False)
-    real_train_model = gemrepro.train.train_model
+    real_train_model = lc.train_model
 
     class Killed(Exception):
         pass
@@ -105,12 +104,12 @@ def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_
 
         return real_train_model(*args, **kwargs, callback=callback)
 
-    monkeypatch.setattr(gemrepro.train, "train_model", kill_at_step_5)
+    monkeypatch.setattr(lc, "train_model", kill_at_step_5)
     with pytest.raises(Killed):
         lc.train_scale_model("micro", 8, root=micro, progress=False)
     assert not list((micro / lc.STAGE).glob("*/manifest.json"))  # no half artifact
     assert list((micro / f"{lc.STAGE}-work").glob("*/checkpoint.pt"))
-    monkeypatch.setattr(gemrepro.train, "train_model", real_train_model)
+    monkeypatch.setattr(lc, "train_model", real_train_model)
 
     resumed = lc.train_scale_model("micro", 8, root=micro, progress=False)
     assert resumed.manifest["resumed_from_step"] == 4  # the last checkpoint before the kill
