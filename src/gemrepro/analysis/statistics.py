@@ -42,7 +42,7 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray], float] = np.mean,
+def bootstrap_interval(values: Sequence[float], *, statistic: Callable[[np.ndarray], float] = np.mean,
                        n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
     """``statistic`` of ``values`` with a percentile interval from resampling the values.
 
@@ -63,7 +63,7 @@ def bootstrap_interval(values: Sequence[float], statistic: Callable[[np.ndarray]
     return Interval(estimate, low, high, len(values))
 
 
-def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], paired: bool = False,
+def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], *, paired: bool = False,
                              n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
     """mean(numerator) / mean(denominator) with a bootstrap interval (``n``: the smaller sample).
 
@@ -119,7 +119,7 @@ def _slope_samples(sizes: Sequence[float], errors: Sequence[float], segments: Se
 
 
 def loglog_slopes(sizes: Sequence[float], errors: Sequence[float], segments: Sequence[tuple[int, int]],
-                  n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> list[Interval]:
+                  *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> list[Interval]:
     """Least-squares slopes of log(error) against log(size) over index ranges of the distinct sizes.
 
     ``sizes`` and ``errors`` have one entry per model (several training seeds per size); a bootstrap
@@ -136,7 +136,7 @@ def loglog_slopes(sizes: Sequence[float], errors: Sequence[float], segments: Seq
 
 
 def loglog_slope_change(sizes: Sequence[float], errors: Sequence[float], lower: tuple[int, int],
-                        upper: tuple[int, int], n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
+                        upper: tuple[int, int], *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
                         seed: int = 0) -> Interval:
     """Slope over ``upper`` minus slope over ``lower`` (same resampling as :func:`loglog_slopes`).
 

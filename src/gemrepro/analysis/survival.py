@@ -89,7 +89,7 @@ def kaplan_meier(times_ps, failed, label: str = "") -> pd.DataFrame:
 
 
 def survival_curves(trajectories: pd.DataFrame, by: Sequence[str], horizon_ps: float,
-                    time: str = "time_to_failure_ps", event: str = "failed") -> pd.DataFrame:
+                    *, time: str = "time_to_failure_ps", event: str = "failed") -> pd.DataFrame:
     """One Kaplan–Meier curve per group of ``by``, ending at the run length ``horizon_ps``.
 
     Each curve gets a last point at ``horizon_ps`` so survivors draw a line to the end of the run.
@@ -110,7 +110,7 @@ def survival_curves(trajectories: pd.DataFrame, by: Sequence[str], horizon_ps: f
     return pd.concat(frames, ignore_index=True)
 
 
-def bootstrap_ratio(a, b, statistic: Callable[[np.ndarray], float] = np.median, n_boot: int = 2000, seed: int = 0,
+def bootstrap_ratio(a, b, *, statistic: Callable[[np.ndarray], float] = np.median, n_boot: int = 2000, seed: int = 0,
                     confidence: float = 0.95) -> RatioEstimate:
     """``statistic(a) / statistic(b)`` with a percentile bootstrap over trajectories of each sample.
 

@@ -157,7 +157,7 @@ class HeldOutWarning:
 
 
 def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float],
-                       calibrate: pd.Series, by: Sequence[str] = ("train_size", "system"),
+                       calibrate: pd.Series, *, by: Sequence[str] = ("train_size", "system"),
                        signal: str = "force_disagreement", min_lead_ps: float = 0.0) -> HeldOutWarning:
     """Choose the threshold on the trajectories flagged in ``calibrate`` and measure it on the others.
 
