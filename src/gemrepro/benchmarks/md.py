@@ -155,6 +155,7 @@ def benchmark_md(
 def batch_scaling(
     model: nn.Module,
     systems: Sequence[Atoms],
+    *,
     sizes: Sequence[int] | None = None,
     device: str | torch.device = "auto",
     repeats: int = 3,

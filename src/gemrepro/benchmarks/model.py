@@ -52,6 +52,7 @@ def _time_evaluations(model: GemNet, batch: Batch, repeats: int) -> float:
 
 def benchmark_model(
     model: GemNet,
+    *,
     batch_size: int = 32,
     atoms_per_molecule: int = 17,
     sizes: Sequence[int] = (8, 16, 32, 64, 128, 256),
@@ -92,6 +93,7 @@ def benchmark_model(
 
 def compare_variants(
     batch_size: int = 32,
+    *,
     atoms_per_molecule: int = 17,
     preset: str = "tiny",
     repeats: int = 3,
