@@ -188,6 +188,7 @@ def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molec
 
 def build_dataset(
     scale: str = "tiny",
+    *,
     reference: str = "gfn2-xtb",
     seed: int = 0,
     molecules: list | None = None,

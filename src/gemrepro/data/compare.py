@@ -54,7 +54,7 @@ class CostComparison:
     artifact: Artifact
 
 
-def reference_cost_comparison(frames: list[Atoms], n: int = 2, seed: int = 0, root=None,
+def reference_cost_comparison(frames: list[Atoms], *, n: int = 2, seed: int = 0, root=None,
                               method: str = "pbe0") -> CostComparison:
     """Recompute ``n`` configurations (the smallest molecules, seeded) with ``method``."""
     rng = np.random.default_rng(seed)

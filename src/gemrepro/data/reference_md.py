@@ -83,7 +83,7 @@ def relaxed_start(smiles: str, method, seed: int = 0) -> Atoms:
     return relax(embed_conformers(smiles, 1, seed=molecule_seed(seed, smiles) % 2**31)[0], method)
 
 
-def run_reference_md(start: Atoms, method, recipe: MDRecipe, seed: int = 0,
+def run_reference_md(start: Atoms, method, recipe: MDRecipe, *, seed: int = 0,
                      free_atoms: dict[int, float] | None = None) -> ReferenceTrajectory:
     """Langevin MD of ``start`` on the reference method's forces; every frame keeps its labels.
 
@@ -127,7 +127,7 @@ def run_reference_md(start: Atoms, method, recipe: MDRecipe, seed: int = 0,
 
 
 def reference_md_frames(smiles: str, recipe: MDRecipe, reference: str = "gfn2-xtb", seed: int = 0,
-                        name: str = "", root=None) -> Artifact:
+                        *, name: str = "", root=None) -> Artifact:
     """The cached reference-MD frames of one molecule: ``frames.xyz`` (extended XYZ) and ``start.xyz``.
 
     The manifest records how many frames were made and, when the reference failed, where.

@@ -124,6 +124,7 @@ def displace(
     modes: NormalModes,
     n_structures: int,
     rng: np.random.Generator,
+    *,
     temperature: float = 1500.0,
     max_amplitude: float = 0.3,
     min_force_constant: float = 0.5,

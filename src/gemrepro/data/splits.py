@@ -32,6 +32,7 @@ def make_splits(
     train_sizes: tuple[int, ...],
     test_size: int,
     seed: int = 0,
+    *,
     validation_fraction: float = 0.25,
 ) -> Splits:
     """Random nested splits; raises when the dataset is too small for the largest size."""

@@ -135,6 +135,7 @@ def epoch_batches(
 def make_loader(
     dataset: Dataset,
     batch_size: int,
+    *,
     shuffle: bool = False,
     seed: int = 0,
     epoch: int = 0,
