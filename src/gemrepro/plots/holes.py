@@ -20,7 +20,7 @@ from gemrepro.plots.style import size_palette
 from gemrepro.plots.survival import survival_plot
 
 
-def error_timeline(timeline: pd.DataFrame, tolerance: float = 0.5, failure_ps: float | None = None,
+def error_timeline(timeline: pd.DataFrame, *, tolerance: float = 0.5, failure_ps: float | None = None,
                    title: str = "", paper_error_ev: float | None = None) -> plt.Figure:
     """|AE error| and the bond-criterion signal of one trajectory against time (Fig. 2e).
 

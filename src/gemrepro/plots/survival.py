@@ -9,7 +9,7 @@ import seaborn as sns
 HUE_LABELS = {"train_size": "training configurations", "temperature": "T (K)", "model": "model"}
 
 
-def survival_plot(curves: pd.DataFrame, hue: str, ax: plt.Axes | None = None, title: str = "",
+def survival_plot(curves: pd.DataFrame, *, hue: str, ax: plt.Axes | None = None, title: str = "",
                   palette: dict | None = None, offset: float = 0.015) -> plt.Figure:
     """Fraction of trajectories still stable vs time, one step curve and shaded 95 % band per ``hue``.
 
