@@ -69,7 +69,7 @@ def _check_parameters(scale, seed, reference, data_dir, device):
     return spec
 
 
-def setup(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", data_dir: str | None = None,
+def setup(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", data_dir: str | None = None,
           device: str = "auto") -> ChapterSettings:
     """Validate papermill parameters (a one-line ``ChapterParameterError`` each), seed everything, style plots."""
     _one_line_parameter_errors()

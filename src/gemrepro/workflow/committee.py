@@ -162,7 +162,7 @@ class CommitteeStudy:
     sweep: object  # the temperature sweep (gemrepro.workflow.sweep.Sweep) the committees were evaluated on
 
 
-def committee_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+def committee_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
                     design: CommitteeDesign | None = None, root=None, progress: bool = False,
                     device: str = "cpu") -> CommitteeStudy:
     """Train (or load) the committees and evaluate them on the sweep's and the seeds study's runs.

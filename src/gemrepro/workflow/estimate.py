@@ -141,7 +141,7 @@ def _time_labels(reference: str, molecules, n_labels: int) -> dict:
 
 
 def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", root=None,
-                  n_train_steps: int = 2, n_md_steps: int = 3, n_labels: int = 4) -> Artifact:
+                  *, n_train_steps: int = 2, n_md_steps: int = 3, n_labels: int = 4) -> Artifact:
     """Measure (once per machine and device) the per-step costs of ``scale``; an artifact whose
     manifest holds ``measurements``."""
     spec = get_scale(scale)

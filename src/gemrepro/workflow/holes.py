@@ -221,7 +221,7 @@ class SeedsStudy:
     test_errors: pd.DataFrame  # the learning-curve table (test-set MAEs per training size)
 
 
-def seeds_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+def seeds_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
                 design: SeedsDesign | None = None, protocol: Protocol | None = None, root=None,
                 progress: bool = False, device: str = "cpu") -> SeedsStudy:
     """The scale's models (trained or loaded) run on every system of ``design`` (default: the scale's).
@@ -365,7 +365,7 @@ def _until_stop(trajectory: dict) -> dict:
     return {k: (v[:last] if k in _PER_FRAME else v) for k, v in trajectory.items()}
 
 
-def hole_timeline(md: Artifact, row: pd.Series, reference: str = "gfn2-xtb", root=None,
+def hole_timeline(md: Artifact, row: pd.Series, reference: str = "gfn2-xtb", *, root=None,
                   scheduler: str | None = None, n_workers: int | None = None) -> Hole:
     """Every stored frame of the trajectory ``row`` (a seeds-table row), up to where its run stopped,
     relabelled with ``reference``.
@@ -427,7 +427,7 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
     return out
 
 
-def cross_trajectory(sweep, molecule: str, temperature: float, sizes: Sequence[int] | None = None,
+def cross_trajectory(sweep, molecule: str, temperature: float, *, sizes: Sequence[int] | None = None,
                      device: str = "cpu") -> pd.DataFrame:
     """Each of ``sizes`` (default: sparsest and largest) on each one's sweep trajectory of ``molecule``
     at ``temperature``: rows ``model``, ``trajectory_of``, ``frames``, ``forces_mae`` (eV/Å, mean

@@ -161,7 +161,7 @@ def member_seed(seed: int, member: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1, np.uint32)[0] >> 1)
 
 
-def train_config(scale: str, train_size: int, seed: int = 0, device: str = "cpu", member: int = 0):
+def train_config(scale: str, train_size: int, seed: int = 0, *, device: str = "cpu", member: int = 0):
     """The ``TrainConfig`` for one model of the learning curve (``member``: see :func:`member_seed`)."""
     r = recipe(scale)
     steps = r.max_steps[_size_index(scale, train_size)]
@@ -194,7 +194,7 @@ def _dataset_artifact(scale: str, reference: str, seed: int, root) -> Artifact:
 
 
 def load_scale_data(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None,
-                    artifact: Artifact | None = None) -> ScaleData:
+                    *, artifact: Artifact | None = None) -> ScaleData:
     """The scale's dataset (built if missing) as graphs, with nested train/val splits and one test set."""
     spec = get_scale(scale)
     artifact = artifact or _dataset_artifact(scale, reference, seed, root)
@@ -444,6 +444,7 @@ def seed_spread(curve: pd.DataFrame, columns: tuple[str, ...] = ("energy_mae", "
 def learning_curves(
     scale: str = "tiny",
     variants: tuple[str, ...] | None = None,
+    *,
     seed: int = 0,
     reference: str = "gfn2-xtb",
     root=None,
@@ -482,6 +483,7 @@ class SanityCheck:
 
 def sanity_check_real_data(
     path: str | Path,
+    *,
     energy_unit: str = "kcal/mol",
     n_train: int = 70,
     n_validation: int = 10,
@@ -566,6 +568,7 @@ def training_step_cost(
     presets: tuple[str, ...] = ("small", "paper"),
     variant: str = "T",
     batch_size: int = 32,
+    *,
     graphs: list | None = None,
     repeats: int = 1,
     device: str = "cpu",

@@ -136,7 +136,7 @@ def _measure(kind: str, params: dict, run, device: str | torch.device, root) -> 
 
 
 # ----------------------------------------------------------------------------- the four measurements
-def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tiny", variant: str = "T",
+def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tiny", *, variant: str = "T",
                        seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Batched MD against the ASE Langevin loop, same systems and steps: ``result`` of ``benchmark_md``."""
     def run() -> dict:
@@ -148,7 +148,7 @@ def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tin
     return _measure("md-speedup", params, run, device, root)
 
 
-def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
+def measure_md_profile(n_systems: int = 60, *, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
                        device: str | torch.device = "auto", root=None) -> Artifact:
     """Where one batched energy-and-forces call spends its time: ``result`` of ``profile_potential``."""
     def run() -> dict:
@@ -159,7 +159,7 @@ def measure_md_profile(n_systems: int = 60, calls: int = 5, preset: str = "tiny"
     return _measure("md-profile", params, run, device, root)
 
 
-def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "tiny", variant: str = "T",
+def measure_batch_scaling(n_systems: int = 60, *, repeats: int = 3, preset: str = "tiny", variant: str = "T",
                           seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Force-call time against batch size, and the speed-up bound it implies: ``result`` of ``batch_scaling``."""
     def run() -> dict:
@@ -171,7 +171,7 @@ def measure_batch_scaling(n_systems: int = 60, repeats: int = 3, preset: str = "
     return _measure("batch-scaling", params, run, device, root)
 
 
-def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", variant: str = "T",
+def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", *, variant: str = "T",
                        repeats: int = 3, seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
     """Energy+force cost of one molecule-like cluster per size: ``result["rows"]`` of ``benchmark_model``."""
     if not sizes or any(int(n) < 1 for n in sizes):
@@ -208,7 +208,7 @@ def measure_labelling(n_configurations: int = 240, workers: tuple[int, ...] = (1
     return _measure("labelling", params, run, "cpu", root)
 
 
-def measure_training(preset: str = "tiny", variant: str = "T", batch_size: int = 8, n_steps: int = 6,
+def measure_training(preset: str = "tiny", *, variant: str = "T", batch_size: int = 8, n_steps: int = 6,
                      atoms_per_molecule: int = 17, seed: int = 0, device: str | torch.device = "auto",
                      root=None) -> Artifact:
     """Training updates (forward, force double-backward, AMSGrad, EMA) per second, in samples per second.
@@ -280,7 +280,7 @@ class PerformanceResults:
         return self.md, self.model, self.labelling, self.training
 
 
-def performance_suite(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb",
+def performance_suite(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb",
                       device: str | torch.device = "auto", root=None) -> PerformanceResults:
     """All four measurements of ``scale`` on this machine (each cached on its own)."""
     plan = plan_for(scale)

@@ -432,7 +432,7 @@ def _test_errors(artifact: Artifact) -> dict:
     return artifact.manifest["metrics"]["test"]
 
 
-def pretraining_study(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
+def pretraining_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
                       target_file=None, learning_curve_models: bool = True, root=None, progress: bool = False,
                       device: str = "cpu") -> PretrainingStudy:
     """The whole experiment of the second paper at one scale; every piece cached.

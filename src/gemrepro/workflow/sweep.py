@@ -310,7 +310,7 @@ def _chunks(items: list, n_chunks: int) -> list[list]:
     return [items[i::n_chunks] for i in range(n_chunks)]
 
 
-def relabel(md: Artifact, frames: pd.DataFrame, method: str = "gfn2-xtb", options: dict | None = None,
+def relabel(md: Artifact, frames: pd.DataFrame, method: str = "gfn2-xtb", *, options: dict | None = None,
             root=None, scheduler: str | None = None, n_workers: int | None = None) -> Artifact:
     """``frames`` of the run ``md`` relabelled with ``method``, in parallel on Dask; cached.
 
@@ -490,6 +490,7 @@ def temperature_sweep(
     scale: str = "tiny",
     seed: int = 0,
     reference: str = "gfn2-xtb",
+    *,
     variant: str | None = None,
     n_molecules: int | None = None,
     protocol: Protocol | None = None,
