@@ -111,7 +111,7 @@ def proxy_by_error_plot(result, ax: plt.Axes | None = None) -> plt.Figure:
     with the alarm threshold and the large-error line: where the curve flattens, the alarm goes blind."""
     bins = result.bins
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.6), constrained_layout=True)
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     else:
         fig = ax.figure
     ax.plot(bins["median_error"], bins["median_signal"], "o-", color="#2c3e50", label="median per error bin")
@@ -122,5 +122,5 @@ def proxy_by_error_plot(result, ax: plt.Axes | None = None) -> plt.Figure:
     ax.axvline(result.large_error, color=STABLE, linestyle=":", label="large error")
     ax.set(xscale="log", yscale="log", xlabel="true force MAE of the frame (eV/Å)",
            ylabel="max per-atom force disagreement (eV/Å)")
-    ax.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(frameon=False, fontsize="small", loc="lower right")
     return fig
