@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from ase.build import molecule
@@ -165,3 +166,29 @@ def test_cli_reports_the_fields_scores_for_a_model(tmp_path, capsys):
     assert main([*common, "--nve-ps", "0", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--nve-ps: expected a positive NVE time in ps" in err
+
+
+def test_an_audit_on_refilled_slots_finds_the_same_failures_and_frames(tmp_path, capsys):
+    """A random-weight GemNet fails early at different steps; two refilled slots give the one-batch audit's results."""
+    from gemrepro.md import GemNetPotential
+    from gemrepro.model import GemNetT, save_model
+
+    torch.manual_seed(0)
+    model = GemNetT.from_preset("tiny").double()
+    molecules = {"water": molecule("H2O"), "methane": molecule("CH4"), "methanol": molecule("CH3OH")}
+    protocol = Protocol(0.1, (600.0, 2400.0), n_sampled_frames=2)
+    batch = run_audit(GemNetPotential(model, device="cpu"), molecules, protocol, tmp_path / "batch")
+    slots = run_audit(GemNetPotential(model, device="cpu"), molecules, protocol, tmp_path / "slots", slots=2)
+    assert batch.trajectories["failed"].sum() >= 3  # the comparison covers failures
+    columns = ["molecule", "temperature", "failed", "time_to_failure_ps", "rule", "atoms", "origin"]
+    pd.testing.assert_frame_equal(slots.trajectories[columns], batch.trajectories[columns])
+    keys = ["system", "frame", "step"]
+    pd.testing.assert_frame_equal(slots.frames[keys], batch.frames[keys])
+    np.testing.assert_allclose(slots.frames["forces_mae"], batch.frames["forces_mae"], rtol=1e-6)
+    assert (tmp_path / "slots" / "trajectories" / "trajectory_00005.h5").is_file()
+    with pytest.raises(ValueError, match="slots: refilled slots are for batched model potentials"):
+        run_audit(CalculatorPotential(gfn2_xtb), molecules, protocol, tmp_path / "calc", slots=2)
+    save_model(model, tmp_path / "random.pt")
+    assert main(["stress", "--calculator", "stress_calculators:gfn2_xtb", "--molecules", "O", "--slots", "2",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--slots: refilled batch slots need --model" in capsys.readouterr().err

@@ -42,6 +42,11 @@ def _run(args: argparse.Namespace) -> int:
                          f"got {args.min_stable_ps}")
     if args.timeout_s < 0:
         raise ValueError(f"--timeout-s: expected a time limit per call in s (0: no worker), got {args.timeout_s}")
+    if args.slots is not None:
+        if args.slots < 1:
+            raise ValueError(f"--slots: expected a positive number of batch slots, got {args.slots}")
+        if args.model is None:
+            raise ValueError("--slots: refilled batch slots need --model (a calculator runs one system at a time)")
     field = None
     if not args.no_field_scores:
         nve_ps = _positive(time_ps if args.nve_ps is None else args.nve_ps, "--nve-ps", "NVE time in ps")
@@ -77,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         label, device = args.calculator, "cpu"
     try:
         result = run_audit(potential, molecules, protocol, out, n_seeds=args.seeds, seed=args.seed,
-                           reference=reference, device=device, progress=not args.quiet, field=field)
+                           reference=reference, device=device, progress=not args.quiet, field=field,
+                           slots=args.slots)
     finally:
         if hasattr(potential, "close"):
             potential.close()
@@ -131,6 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stress.add_argument("--no-field-scores", action="store_true",
                         help="skip the field's scores (MDsim, MLIPAudit, LAMBench NVE drift, MLIP Arena heating)")
     stress.add_argument("--seed", type=int, default=0, help="seed of conformers and Langevin noise (default 0)")
+    stress.add_argument("--slots", type=int, default=None, metavar="K",
+                        help="for --model: run the trajectories on K batch slots, each refilled from the queue as "
+                             "its trajectory fails (default: all trajectories in one batch)")
     stress.add_argument("--out", default="stress", help="output folder (report.html, summary.json, trajectory.h5)")
     stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")
     stress.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -42,7 +42,7 @@ from gemrepro.md.failures import STOP_RULES, FailureDetector, mark_failed
 from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
 from gemrepro.md.runner import AFTER_FAILURE_MODES, DEFAULT_FRICTION_PER_FS, system_seeds
 from gemrepro.md.state import MDState, Potential, build_state, concatenate_states, new_generator, select_systems
-from gemrepro.md.trajectory import TrajectoryWriter
+from gemrepro.md.trajectory import TrajectoryWriter, read_system
 from gemrepro.model import resolve_device
 
 CHECKPOINT_NAME = "campaign.ckpt"
@@ -53,6 +53,26 @@ CHECKPOINT_VERSION = 1
 def trajectory_path(folder: str | Path, trajectory: int) -> Path:
     """Where trajectory ``trajectory`` of a campaign in ``folder`` is written."""
     return Path(folder) / f"trajectory_{trajectory:05d}.h5"
+
+
+def read_trajectory(source: str | Path, system: int) -> dict[str, np.ndarray]:
+    """System ``system`` of a batched trajectory file, or trajectory ``system`` of a campaign folder.
+
+    What :func:`gemrepro.md.trajectory.read_system` returns, so an analysis reads either kind of run.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return read_system(trajectory_path(source, system), 0)
+    return read_system(source, system)
+
+
+def failure_frame(source: str | Path, trajectory: int) -> dict:
+    """The geometry, forces, energy and kinetic temperature a campaign's trajectory failed in (its last frame)."""
+    data = read_system(trajectory_path(source, trajectory), 0)
+    if data["failure_step"] < 0 or int(data["step"][-1]) != data["failure_step"]:
+        raise ValueError(f"trajectory {trajectory}: not failed, or its last frame is not its failure step")
+    return {"step": int(data["step"][-1]), "positions": data["positions"][-1], "forces": data["forces"][-1],
+            "energy": float(data["energy"][-1]), "temperature": float(data["temperature_kin"][-1])}
 
 
 @dataclass(frozen=True)

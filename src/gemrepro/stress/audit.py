@@ -27,9 +27,9 @@ from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.origin import failure_origin
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.md import run_md
+from gemrepro.md.queue import CHECKPOINT_NAME, failure_frame, read_trajectory, run_queue
 from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.md.state import Potential, kinetic_temperature
-from gemrepro.md.trajectory import read_system
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
 from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
 
@@ -88,7 +88,7 @@ class AuditResult:
 
     def atoms_of(self, system: int, frame: int) -> Atoms:
         """The structure of ``system`` in stored ``frame``; frame -1 is the geometry it failed in."""
-        data = read_system(self.trajectory_path, int(system))
+        data = read_trajectory(self.trajectory_path, int(system))
         if int(frame) == -1:
             if int(system) not in self.failure_positions:
                 raise ValueError(f"frame: system {system} did not fail, so it has no failure geometry (frame -1)")
@@ -128,6 +128,7 @@ def run_audit(
     device: str = "cpu",
     progress: bool = False,
     field: FieldProtocol | None = None,
+    slots: int | None = None,
 ) -> AuditResult:
     """Hot batched MD of every (molecule, temperature, seed), failures, and relabelled frames.
 
@@ -137,30 +138,32 @@ def run_audit(
     ``reference=None`` skips the relabelling. The trajectory is written to ``workdir``. With a
     ``field`` protocol the field's stability scores are computed too (:mod:`gemrepro.stress.field`:
     MDsim and MLIPAudit on these trajectories, plus one NVE run and one heating ramp per molecule).
+    With ``slots`` the trajectories run on that many batch slots, refilled as trajectories fail
+    (:func:`gemrepro.md.queue.run_queue`; one file per trajectory in ``workdir/trajectories``):
+    the same trajectories, with no failed replica left idle in the batch. For batched model
+    potentials only: a calculator's error details are kept per batch position.
     """
     _validate(molecules, n_seeds)
     systems = [(name, float(t), k) for name in molecules for t in protocol.temperatures for k in range(int(n_seeds))]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "trajectory.h5"
-    checkpoint_path_for(path).unlink(missing_ok=True)  # an audit always starts fresh
     capture = FailureCapture()
-    summary = run_md(
-        potential,
-        [molecules[name] for name, _, _ in systems],
-        n_steps=protocol.n_steps,
-        path=path,
-        temperatures=[t for _, t, _ in systems],
-        seeds=[system_seed(seed, name, t, k) for name, t, k in systems],
-        dt_fs=protocol.dt_fs,
-        friction=protocol.friction_per_fs,
-        frame_interval=protocol.frame_interval,
-        checkpoint_interval=max(protocol.n_steps, 1),
-        criteria=criteria,
-        device=device,
-        progress=progress,
-        callback=capture,
-    )
+    settings = dict(n_steps=protocol.n_steps, temperatures=[t for _, t, _ in systems],
+                    seeds=[system_seed(seed, name, t, k) for name, t, k in systems], dt_fs=protocol.dt_fs,
+                    friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
+                    checkpoint_interval=max(protocol.n_steps, 1), criteria=criteria, device=device, progress=progress)
+    starts = [molecules[name] for name, _, _ in systems]
+    if slots is None:
+        path = workdir / "trajectory.h5"
+        checkpoint_path_for(path).unlink(missing_ok=True)  # an audit always starts fresh
+        summary = run_md(potential, starts, path=path, callback=capture, **settings)
+    else:
+        if hasattr(potential, "errors"):
+            raise ValueError("slots: refilled slots are for batched model potentials (--model), not calculators")
+        path = workdir / "trajectories"
+        (path / CHECKPOINT_NAME).unlink(missing_ok=True)  # an audit always starts fresh
+        summary = run_queue(potential, starts, folder=path, slots=slots, overwrite=True, **settings)
+        capture.frames = {s: failure_frame(path, s) for s, f in enumerate(summary.failures) if f is not None}
     horizon = protocol.n_steps * protocol.dt_fs / 1000.0
     errors = getattr(potential, "errors", {}) or {}
     rows = []
@@ -233,7 +236,7 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
         return pd.DataFrame(columns=columns)
     rows = []
     for trajectory in trajectories.itertuples():
-        data = read_system(path, trajectory.system)
+        data = read_trajectory(path, trajectory.system)
         n_alive = int(np.argmin(data["alive"])) if not data["alive"].all() else len(data["alive"])
         chosen = np.unique(np.concatenate([[0], sample_frames(np.ones(max(n_alive, 1), bool), n_frames)]))
         if trajectory.system in failures:  # the last frame before the failure: what failure_origin compares with

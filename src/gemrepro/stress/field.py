@@ -21,6 +21,7 @@ from ase import Atoms, units
 from gemrepro.analysis import scores
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.md import run_md
+from gemrepro.md.queue import read_trajectory
 from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.md.state import Potential
 from gemrepro.md.trajectory import read_system
@@ -120,7 +121,7 @@ def audit_scores(trajectories: pd.DataFrame, path: Path, failures: Mapping[int, 
     :class:`~gemrepro.stress.audit.FailureCapture`, with its kinetic temperature)."""
     rows = []
     for row in trajectories.itertuples():
-        data = read_system(path, int(row.system))
+        data = read_trajectory(path, int(row.system))
         failure = failures.get(int(row.system))
         frames = frozen_frames(data, failure, n_steps, interval)
         reference = data["reference_positions"]
