@@ -76,17 +76,19 @@ def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe("tiny").eval_every
 
 
-def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset):
+def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
     """The shipped 10 ps runs are what the code computes: the first 1,000 steps of the sparsest
     model's run, recomputed from scratch, give the same frames and the same early failures."""
-    root, _ = tiny_dataset
+    root, _ = tiny_dataset  # may hold a retrained model under the bundled key (the test above): not used here
     shipped = long_runs.long_runs("tiny", root=root)
     sparsest = min(shipped.runs)
     assert set(shipped.runs) == {100, 3200} and len(shipped.trajectories) == 2 * 20
     assert set(_bundle_metadata()["artifacts"]) >= {f"{long_runs.STAGE}/{run.key}" for run in shipped.runs.values()}
     starts = start_structures(n_md_molecules("tiny"), 0, root)
     design = dataclasses.replace(shipped.design, time_ps=0.5)
-    rerun = long_runs.long_run("tiny", shipped.models[sparsest], starts, design, root=root, shipped=False)
+    bundled = lc.train_scale_model("tiny", sparsest, root=tmp_path / "from-bundle", progress=False)
+    assert bundled.key == shipped.models[sparsest].key
+    rerun = long_runs.long_run("tiny", bundled, starts, design, root=root, shipped=False)
     long_table = long_runs.long_runs_table(shipped.runs[sparsest])
     short_table = long_runs.long_runs_table(rerun)
     early = long_table["failed"] & (long_table["failure_step"] <= design.n_steps)
