@@ -180,7 +180,8 @@ def _starts(n_molecules: int, seed: int, root: str) -> Artifact:
 def _md(scale: str, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
         device: str) -> Artifact:
     model = _train(scale, train_size, seed, reference, variant, root, device)
-    return run_sweep_md(model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device)
+    return run_sweep_md(model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device,
+                        scale=scale)
 
 
 def _relabel(scale: str, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,

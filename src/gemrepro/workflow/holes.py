@@ -44,7 +44,14 @@ from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import get_scale
 from gemrepro.md import potential_from_checkpoint, read_system, run_md
 from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-from gemrepro.workflow.sweep import Protocol, load_frames, protocol_for, relabel, start_images, start_structures
+from gemrepro.workflow.sweep import (
+    Protocol,
+    load_frames,
+    relabel,
+    short_run_protocol,
+    start_images,
+    start_structures,
+)
 
 __all__ = [
     "SEEDS_DESIGNS",
@@ -231,7 +238,7 @@ def seeds_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xt
     """
     spec = get_scale(scale)
     design = design or SEEDS_DESIGNS[spec.name]
-    protocol = protocol or protocol_for(scale)
+    protocol = protocol or short_run_protocol(scale)
     root = Path(root) if root else artifacts_dir()
     variant = resolve_variant(scale, variant)
     curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root,

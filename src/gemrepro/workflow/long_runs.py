@@ -41,7 +41,7 @@ from gemrepro.workflow.learning_curve import (
     resolve_variant,
     shipped_artifact,
 )
-from gemrepro.workflow.sweep import n_md_molecules, start_images, start_structures
+from gemrepro.workflow.sweep import MD_STAGE, n_md_molecules, start_images, start_structures, temperature_sweep
 
 __all__ = ["LONG_RUN_DESIGNS", "LongRunDesign", "LongRuns", "long_run", "long_runs", "long_runs_table", "ship"]
 
@@ -172,16 +172,18 @@ def long_runs(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", v
 def ship(scale: str, root=None, progress: bool = True) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.gz``.
 
-    Every learning-curve model of the scale (all variants, all training seeds) and the long runs
-    of its sparsest and densest models, under the keys the chapters ask for
-    (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
+    Every learning-curve model of the scale (all variants, all training seeds), the temperature
+    sweep's runs and the long runs of its sparsest and densest models, under the keys the chapters
+    ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
     checkout = repo_root()
     if checkout is None:
         raise ValueError("ship: no checkout found (models/<scale>.tar.gz lives in the repository)")
     root = Path(root) if root else artifacts_dir()
     curve = learning_curves(scale, root=root, progress=progress, members=None)
+    swept = temperature_sweep(scale, root=root, progress=progress)
     runs = long_runs(scale, root=root, progress=progress)
-    entries = [f"{MODEL_STAGE}/{key}" for key in curve["key"]] + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
+    entries = ([f"{MODEL_STAGE}/{key}" for key in curve["key"]] + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
+               + [f"{STAGE}/{run.key}" for run in runs.runs.values()])
     output = pack(entries, checkout / "models" / f"{scale}.tar.gz", scale, root)
     return output, len(entries)

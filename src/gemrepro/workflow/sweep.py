@@ -49,7 +49,7 @@ from gemrepro.data.sampling import embed_conformers, relax
 from gemrepro.md import potential_from_checkpoint, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
-from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
+from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
 
 __all__ = [
     "Protocol",
@@ -67,6 +67,8 @@ __all__ = [
     "run_sweep_md",
     "sample_frames",
     "sampled_frames",
+    "short_run_protocol",
+    "simulate_sweep",
     "start_images",
     "start_params",
     "start_structures",
@@ -112,7 +114,13 @@ class Protocol:
 
 
 def protocol_for(scale: str) -> Protocol:
-    """The sweep protocol of a scale."""
+    """The temperature sweep's protocol of a scale (its runs last ``Scale.sweep_length_ps``)."""
+    spec = get_scale(scale)
+    return Protocol(spec.sweep_length_ps, spec.temperatures, n_sampled_frames=spec.n_sampled_frames)
+
+
+def short_run_protocol(scale: str) -> Protocol:
+    """The sweep's protocol at the length of a scale's many short runs (``Scale.md_time_ps``: the seeds study)."""
     spec = get_scale(scale)
     return Protocol(spec.md_time_ps, spec.temperatures, n_sampled_frames=spec.n_sampled_frames)
 
@@ -154,8 +162,34 @@ def md_params(model_key: str, starts_key: str, protocol: Protocol, seed: int = 0
             "after_failure": AFTER_FAILURE, "stage_version": STAGE_VERSION}
 
 
+def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: int, path: Path, *,
+                   n_steps: int | None = None, progress: bool = False, device: str = "cpu"):
+    """The sweep's batched Langevin run of every (molecule, temperature) into ``path``; its summary.
+
+    ``n_steps`` (default the protocol's) runs only a prefix with the same frame interval and noise,
+    so the first frames of a shipped run can be recomputed and compared. One torch thread, so the
+    run is the same on every machine's CPU.
+    """
+    images = start_images(starts)
+    systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        potential = potential_from_checkpoint(model.file("model.pt"), device=device)
+        return run_md(
+            potential, [a for a, _ in systems], n_steps=protocol.n_steps if n_steps is None else int(n_steps),
+            path=path, temperatures=[t for _, t in systems], seeds=int(seed), dt_fs=protocol.dt_fs,
+            friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
+            checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
+            progress=progress, after_failure=AFTER_FAILURE,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
-                 progress: bool = False, device: str = "cpu") -> Artifact:
+                 progress: bool = False, device: str = "cpu", *, scale: str | None = None,
+                 shipped: bool = True) -> Artifact:
     """One batched MD run of every (molecule, temperature) with the model of ``model``.
 
     The artifact holds ``trajectory.h5`` (format of :mod:`gemrepro.md.trajectory`) and
@@ -163,22 +197,23 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
     rule) of each trajectory. A failed trajectory runs on to the end (:data:`AFTER_FAILURE`);
     only non-finite coordinates freeze it. Each system draws its noise from its own seed, so a
     trajectory does not depend on the others in the batch. ``device`` is not part of the key
-    (bit-for-bit reproducibility holds on the CPU with one thread).
+    (bit-for-bit reproducibility holds on the CPU with one thread). With ``scale``, a run the
+    scale's committed bundle holds is taken from there (``tiny``'s 10 ps runs take about an hour of
+    one core); ``shipped=False`` computes it anyway.
     """
     root = Path(root) if root else artifacts_dir()
     images = start_images(starts)
     systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
     params = md_params(model.key, starts.key, protocol, seed)
+    found = load_artifact(MD_STAGE, params, root)
+    if found is None and shipped and scale is not None:
+        found = shipped_artifact(scale, MD_STAGE, params, root)
+    if found is not None:
+        return found
 
     def build(folder: Path, workdir: Path) -> dict:
-        potential = potential_from_checkpoint(model.file("model.pt"), device=device)
-        summary = run_md(
-            potential, [a for a, _ in systems], n_steps=protocol.n_steps, path=workdir / "trajectory.h5",
-            temperatures=[t for _, t in systems], seeds=int(seed), dt_fs=protocol.dt_fs,
-            friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
-            checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
-            progress=progress, after_failure=AFTER_FAILURE,
-        )
+        summary = simulate_sweep(model, starts, protocol, seed, workdir / "trajectory.h5", progress=progress,
+                                 device=device)
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
         rows = []
         for s, ((atoms, t), failure) in enumerate(zip(systems, summary.failures)):
@@ -514,7 +549,8 @@ def temperature_sweep(
                            device=device)
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
     starts = start_structures(n_molecules, seed, root)
-    md = {n: run_sweep_md(model, starts, protocol, seed, root, progress, device) for n, model in models.items()}
+    md = {n: run_sweep_md(model, starts, protocol, seed, root, progress, device, scale=scale)
+          for n, model in models.items()}
     samples = {n: sampled_frames(run, protocol.n_sampled_frames) for n, run in md.items()}
     labels = relabel_runs({n: (run, samples[n]) for n, run in md.items()}, reference, root=root,
                           scheduler=scheduler, n_workers=n_workers)
