@@ -13,6 +13,7 @@ import dataclasses
 import json
 import tarfile
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,7 @@ from gemrepro.data.build import build_dataset
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
 from gemrepro.workflow import learning_curve as lc
-from gemrepro.workflow import long_runs
+from gemrepro.workflow import long_runs, sweep
 from gemrepro.workflow.sweep import n_md_molecules, start_structures
 
 torch.set_num_threads(1)
@@ -102,3 +103,32 @@ def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_b
         assert theirs["step"][:n].tolist() == ours["step"].tolist()
         np.testing.assert_array_equal(ours["positions"], theirs["positions"][:n])
         np.testing.assert_array_equal(ours["energy"], theirs["energy"][:n])
+
+
+def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
+    """The shipped 10 ps temperature-sweep runs are what the code computes: the first stored frames of
+    the sparsest model's run (every molecule at every temperature), recomputed from scratch with the
+    same frame interval and noise, are the same bit for bit, and so are the failures among them."""
+    root, _ = tiny_dataset
+    shipped_root = tmp_path / "from-bundle"
+    spec = get_scale("tiny")
+    protocol = sweep.protocol_for("tiny")
+    assert protocol.md_time_ps == spec.sweep_length_ps == 10.0
+    starts = start_structures(n_md_molecules("tiny"), 0, root)
+    models = {n: lc.train_scale_model("tiny", n, root=shipped_root, progress=False) for n in spec.train_sizes}
+    keys = {n: artifact_key(sweep.md_params(model.key, starts.key, protocol, 0)) for n, model in models.items()}
+    assert set(_bundle_metadata()["artifacts"]) >= {f"{sweep.MD_STAGE}/{key}" for key in keys.values()}
+    sparsest = min(models)
+    run = sweep.run_sweep_md(models[sparsest], starts, protocol, 0, shipped_root, scale="tiny")
+    assert run.key == keys[sparsest] and run.manifest["steps"] == protocol.n_steps
+    n_frames = 4  # 0.55 ps: 4 frame intervals of 277 steps
+    n_steps = n_frames * protocol.frame_interval
+    prefix = sweep.simulate_sweep(models[sparsest], starts, protocol, 0, tmp_path / "prefix.h5", n_steps=n_steps)
+    with h5py.File(run.file("trajectory.h5"), "r") as theirs, h5py.File(tmp_path / "prefix.h5", "r") as ours:
+        assert ours["frames/step"][()].tolist() == theirs["frames/step"][: n_frames + 1].tolist()
+        for name in ("positions", "forces", "energy", "alive"):
+            np.testing.assert_array_equal(ours[f"frames/{name}"][()], theirs[f"frames/{name}"][: n_frames + 1])
+    table = sweep.systems_table(run)
+    early = table["failed"] & (table["failure_step"] <= n_steps)
+    assert [f is not None for f in prefix.failures] == early.tolist()
+    assert [f.step for f in prefix.failures if f is not None] == table.loc[early, "failure_step"].tolist()

@@ -1,8 +1,9 @@
 """Long hot stability runs of the sparsest and the densest model: time for a hole to open.
 
-The temperature sweep at ``tiny`` runs 1 ps, and there both models fail about equally rarely.
-Stocker et al. saw a sparse model stay accurate for hundreds of picoseconds before it fell into a
-hole, so the first paper's thesis needs runs long enough for that. These are stability runs in
+The temperature sweep runs one trajectory per molecule and temperature. Stocker et al. saw a
+sparse model stay accurate for hundreds of picoseconds before it fell into a hole, and whether it
+falls within a run is a matter of chance, so the first paper's thesis is also tested on replicas:
+several Langevin seeds per molecule at the hottest temperature. These are stability runs in
 the MDsim sense (a failed replica is dropped, not continued): every MD molecule at one hot
 temperature, several Langevin seeds each, run on refilled slots (:func:`gemrepro.md.queue.run_queue`)
 to the design's length or the first failure.
@@ -78,7 +79,7 @@ class LongRunDesign:
 
 
 LONG_RUN_DESIGNS: dict[str, LongRunDesign] = {
-    # tiny: 10 ps at the sweep's hottest temperature, ten times its 1 ps; 4 seeds of each of the 5 molecules.
+    # tiny: 10 ps (the sweep's length) at the sweep's hottest temperature; 4 seeds of each of the 5 molecules.
     "tiny": LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0),
     "small": LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=100.0, frame_interval=1000,
                            checkpoint_interval=10000),
