@@ -65,5 +65,5 @@ def test_cli_bad_scale_is_one_line():
 def test_every_test_has_a_time_limit():
     """A hang fails its test (pytest-timeout) instead of stalling CI until its 90-minute limit."""
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-    assert 0 < int(ini["timeout"]) <= 1800
+    assert 0 < int(ini["timeout"]) <= 2700
     assert any(pin.startswith("pytest-timeout==") for pin in _pyproject_pins())
