@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gemrepro.workflow.book import BUILD_FLAGS, chapters
+from gemrepro.book.build import BUILD_FLAGS, chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "book" / "chapters"
@@ -50,7 +50,7 @@ def test_bad_papermill_parameter_is_one_line(tmp_path):
 
 def test_make_book_leaves_the_committed_notebooks_alone_unless_asked(tmp_path, monkeypatch):
     """`make book` executes into _build/; only --update-committed (make update-book) replaces the committed outputs."""
-    from gemrepro.workflow import book
+    from gemrepro.book import build as book
 
     root = tmp_path / "checkout"
     (root / "book" / "chapters").mkdir(parents=True)

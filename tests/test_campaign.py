@@ -15,7 +15,7 @@ import pytest
 
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.cache.cluster import dask_client, load_slurm_config, slurm_cluster
-from gemrepro.workflow.campaign import Campaign, Task, describe, run_campaign, summarize
+from gemrepro.studies.campaign import Campaign, Task, describe, run_campaign, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ from functools import partial
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_campaign as t
-from gemrepro.workflow.campaign import run_campaign
+from gemrepro.studies.campaign import run_campaign
 from gemrepro.cache.cluster import dask_client
 
 root, log = Path(sys.argv[1]), Path(sys.argv[2])
@@ -143,10 +143,10 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
     from ase.io import write
 
     import gemrepro.data.build as build
-    import gemrepro.workflow.sweep as sweep
+    import gemrepro.studies.sweep as sweep
     from gemrepro.catalog import md_molecules, molecule_from_smiles
     from gemrepro.data.sampling import embed_conformers
-    from gemrepro.workflow.campaign import dataset_params, md_params, start_params
+    from gemrepro.studies.campaign import dataset_params, md_params, start_params
 
     seen = {}
     few = [molecule_from_smiles(s) for s in ("CCO", "CCl", "C1CN1")]
@@ -180,7 +180,7 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
 
 
 def test_campaign_cli_dry_run_lists_done_and_pending(monkeypatch, tmp_path, capsys):
-    import gemrepro.workflow.campaign as campaign_module
+    import gemrepro.studies.campaign as campaign_module
     from gemrepro.cli import main
 
     log = tmp_path / "log.txt"

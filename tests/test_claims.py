@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gemrepro.workflow import claims
-from gemrepro.workflow.long_runs import LongRunDesign
+from gemrepro.book import claims
+from gemrepro.studies.long_runs import LongRunDesign
 
 SIZES = (100, 320, 1000, 3200)
 
@@ -147,7 +147,7 @@ def test_pretraining_equal_mae_has_one_tolerance():
 def test_every_claim_names_a_chapter_a_paper_value_and_a_rule():
     from pathlib import Path
 
-    from gemrepro.workflow.book import chapters
+    from gemrepro.book.build import chapters
 
     names = set(chapters(Path(__file__).resolve().parents[1]))
     assert len({c.id for c in claims.CLAIMS}) == len(claims.CLAIMS)

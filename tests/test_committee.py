@@ -191,7 +191,7 @@ def test_proxy_correlation_ignores_failed_references():
 
 # ----------------------------------------------------------------------------- committee members
 def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_in_their_seed():
-    from gemrepro.workflow.learning_curve import member_seed, model_params, train_config
+    from gemrepro.studies.learning_curve import member_seed, model_params, train_config
 
     base = model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=0)
     # no "member" field: member 0's key is the learning-curve model's (the shipped bundle's keys)
@@ -213,7 +213,7 @@ def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
     from gemrepro.md.committee import disagreement as measure
     from gemrepro.md.gemnet import potential_from_checkpoint
     from gemrepro.model import GemNetT, save_model
-    from gemrepro.workflow.committee import disagreement_table, frame_disagreement
+    from gemrepro.studies.committee import disagreement_table, frame_disagreement
 
     def model_artifact(k):
         def build(folder):

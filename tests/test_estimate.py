@@ -6,12 +6,12 @@ import math
 
 import pytest
 
-import gemrepro.workflow.estimate as estimate
+import gemrepro.studies.estimate as estimate
 from gemrepro.cache.artifacts import Artifact
 from gemrepro.config.scales import get_scale
-from gemrepro.workflow.estimate import Assumptions, estimate_resources, measure_costs
-from gemrepro.workflow.learning_curve import recipe
-from gemrepro.workflow.sweep import protocol_for
+from gemrepro.studies.estimate import Assumptions, estimate_resources, measure_costs
+from gemrepro.studies.learning_curve import recipe
+from gemrepro.studies.sweep import protocol_for
 
 MEASURED = {
     "hardware": "test CPU (2 cores)", "device": "cpu", "torch_threads": 1,

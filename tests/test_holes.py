@@ -10,8 +10,8 @@ from gemrepro.analysis.stability import detect_failure
 from gemrepro.analysis.timeline import bond_signal, error_jump, hole_onset, trajectory_timeline
 from gemrepro.md import read_system
 from gemrepro.md.potentials import ExplodingPotential, MorseBondPotential
-from gemrepro.workflow import holes
-from gemrepro.workflow.sweep import Protocol
+from gemrepro.studies import holes
+from gemrepro.studies.sweep import Protocol
 
 torch.set_num_threads(1)
 

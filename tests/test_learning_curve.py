@@ -12,7 +12,7 @@ import torch
 from gemrepro.cache.artifacts import get_or_create
 from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data.formats import write_qm7x
-from gemrepro.workflow import learning_curve as lc
+from gemrepro.studies import learning_curve as lc
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Out-of-sample chapter pieces: GFN2-xTB without D4, D4 pair energies, shift statistics, workflow glue."""
+"""Out-of-sample chapter pieces: GFN2-xTB without D4, D4 pair energies, shift statistics, study glue."""
 
 import json
 
@@ -12,7 +12,7 @@ from gemrepro.analysis.shift import dispersion_share, molecule_errors, r_squared
 from gemrepro.cache.artifacts import Artifact
 from gemrepro.reference import GFN2xTB, get_method
 from gemrepro.reference.dispersion import d4_energy, d4_pair_energies, dispersion_beyond, gfn2_d4_damping
-from gemrepro.workflow.out_of_sample import (
+from gemrepro.studies.out_of_sample import (
     force_component_errors,
     model_ranges,
     out_of_sample,
@@ -152,7 +152,7 @@ def test_dispersion_share_signs_and_ratios():
         dispersion_share(_frames().drop(columns="d4_beyond_cutoff"))
 
 
-# ----------------------------------------------------------------------------- workflow glue
+# ----------------------------------------------------------------------------- study glue
 def test_protocol_is_the_scales_at_1200_k():
     protocol = out_of_sample_protocol("tiny")
     assert protocol.temperatures == (1200.0,)

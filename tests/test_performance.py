@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from gemrepro.plots import performance as plots_performance  # noqa: E402
-from gemrepro.workflow import performance  # noqa: E402
+from gemrepro.studies import performance  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from gemrepro.analysis.rdf import distance_histogram, histogram_distance, pair_d
 from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames, run_reference_md
 from gemrepro.reference import free_atom_energies, get_method
 from gemrepro.reference.base import ReferenceResult
-from gemrepro.workflow import pretraining as pt
+from gemrepro.studies import pretraining as pt
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def test_reference_md_frames_are_cached_xtb_labels(tmp_path):
     assert again.path == artifact.path and again.manifest["created"] == artifact.manifest["created"]
 
 
-# ----------------------------------------------------------------------------- the workflow
+# ----------------------------------------------------------------------------- the study
 def test_plan_and_protocol_errors():
     with pytest.raises(ValueError, match="unknown scale"):
         pt.plan_for("huge")

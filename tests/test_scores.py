@@ -18,7 +18,7 @@ from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.stress.audit import run_audit
 from gemrepro.stress.calculators import CalculatorPotential
 from gemrepro.stress.field import FieldProtocol
-from gemrepro.workflow.sweep import Protocol
+from gemrepro.studies.sweep import Protocol
 
 torch.set_num_threads(1)
 

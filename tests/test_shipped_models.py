@@ -24,9 +24,9 @@ from gemrepro.config.scales import get_scale
 from gemrepro.data.build import build_dataset
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
-from gemrepro.workflow import learning_curve as lc
-from gemrepro.workflow import long_runs, sweep
-from gemrepro.workflow.sweep import n_md_molecules, start_structures
+from gemrepro.studies import learning_curve as lc
+from gemrepro.studies import long_runs, sweep
+from gemrepro.studies.sweep import n_md_molecules, start_structures
 
 torch.set_num_threads(1)
 

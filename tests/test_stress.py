@@ -18,7 +18,7 @@ from gemrepro.stress.audit import run_audit
 from gemrepro.stress.calculators import CalculatorPotential
 from gemrepro.stress.report import write_report
 from gemrepro.stress.worker import CalculatorWorker, resolve_factory
-from gemrepro.workflow.sweep import Protocol
+from gemrepro.studies.sweep import Protocol
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,7 @@ from gemrepro.analysis.errors import (
 )
 from gemrepro.md import run_md
 from gemrepro.md.potentials import ExplodingPotential, MorseBondPotential
-from gemrepro.workflow import sweep
+from gemrepro.studies import sweep
 
 torch.set_num_threads(1)
 
@@ -126,7 +126,7 @@ def test_the_sweep_runs_on_after_a_failure(tmp_path, monkeypatch):
         atoms.info["name"] = name
     write(starts / "start.xyz", images, format="extxyz")
     # the "model" tears every system apart: in the sweep, every trajectory still runs its full length
-    monkeypatch.setattr("gemrepro.workflow.sweep.potential_from_checkpoint", lambda path, device="cpu": ExplodingPotential(
+    monkeypatch.setattr("gemrepro.studies.sweep.potential_from_checkpoint", lambda path, device="cpu": ExplodingPotential(
         MorseBondPotential([a for a in images for _ in range(2)]), exploding=[0, 1, 2, 3], push=20.0))
     protocol = sweep.Protocol(md_time_ps=0.02, temperatures=(300.0, 600.0), n_sampled_frames=4)
     md = sweep.run_sweep_md(_FakeArtifact(tmp_path, "model-key"), _FakeArtifact(starts, "starts-key"), protocol,
@@ -177,9 +177,9 @@ def test_relabel_records_failures_and_is_cached(md_run, tmp_path, monkeypatch):
         return {name: out for name in jobs}
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
-    monkeypatch.setattr("gemrepro.workflow.sweep.dask_client", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr("gemrepro.studies.sweep.dask_client", lambda *args: contextlib.nullcontext())
     free = {1: -10.0, 6: -40.0, 8: -50.0}
-    monkeypatch.setattr("gemrepro.workflow.sweep.free_atom_energies", lambda method, elements, root=None: free)
+    monkeypatch.setattr("gemrepro.studies.sweep.free_atom_energies", lambda method, elements, root=None: free)
     first = sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path)
     again = sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path)
     assert calls == [len(frames)] and again.path == first.path  # the second call reads the cache
@@ -206,8 +206,8 @@ def test_relabelled_frames_of_a_continued_run_flag_the_post_failure_ones(continu
                         "error": "", "wall_time": 0.1} for job in run_jobs] for name, run_jobs in jobs.items()}
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
-    monkeypatch.setattr("gemrepro.workflow.sweep.dask_client", lambda *args: contextlib.nullcontext())
-    monkeypatch.setattr("gemrepro.workflow.sweep.free_atom_energies",
+    monkeypatch.setattr("gemrepro.studies.sweep.dask_client", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr("gemrepro.studies.sweep.free_atom_energies",
                         lambda method, elements, root=None: {1: -10.0, 6: -40.0, 8: -50.0})
     table = sweep.load_frames(sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path))
     merged = table.merge(frames, on=["system", "frame"], suffixes=("", "_sampled"))

@@ -109,7 +109,7 @@ def test_chapter_figures_are_numbered_and_carry_their_data_as_csv():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from gemrepro.workflow import chapter
+    from gemrepro.book import chapter
 
     chapter.setup(scale="tiny")
     table = pd.DataFrame({"train_size": [4, 40], "forces_mae": [0.9, 0.5]})

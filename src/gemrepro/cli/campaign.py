@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from gemrepro.cache.cluster import dask_client, load_slurm_config
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.cli import UserError
-    from gemrepro.workflow.campaign import describe, plan_campaign, run_campaign, summarize
+    from gemrepro.studies.campaign import describe, plan_campaign, run_campaign, summarize
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: expected a positive number of workers, got {args.workers}")

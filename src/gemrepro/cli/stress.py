@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from gemrepro.stress.calculators import CalculatorPotential
     from gemrepro.stress.field import SOURCES, FieldProtocol
     from gemrepro.stress.report import ORIGIN_RULE, origin_line, write_report
-    from gemrepro.workflow.sweep import Protocol
+    from gemrepro.studies.sweep import Protocol
 
     time_ps = _positive(args.time_ps, "--time-ps", "simulation time in ps")
     dt_fs = _positive(args.dt_fs, "--dt-fs", "time step in fs")

@@ -83,7 +83,7 @@ def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.workflow.learning_curve import train_scale_model
+    from gemrepro.studies.learning_curve import train_scale_model
 
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")

@@ -31,7 +31,7 @@ from gemrepro.md.queue import CHECKPOINT_NAME, failure_frame, read_trajectory, r
 from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.md.state import Potential, kinetic_temperature
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
-from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
+from gemrepro.studies.sweep import Protocol, label_frames, sample_frames
 
 __all__ = ["AuditResult", "Verdict", "run_audit", "system_seed"]
 

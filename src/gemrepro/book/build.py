@@ -7,8 +7,8 @@ execution (nbval) with the committed outputs, not the book with itself. Replacin
 outputs is a separate, named step (``make update-book``: ``--update-committed``, ``tiny`` only),
 taken when a change of results is meant.
 
-    python -m gemrepro.workflow.book --scale tiny --build-dir _build/tiny
-    python -m gemrepro.workflow.book --scale tiny --update-committed   # after a deliberate change
+    python -m gemrepro.book.build --scale tiny --build-dir _build/tiny
+    python -m gemrepro.book.build --scale tiny --update-committed   # after a deliberate change
 """
 
 from __future__ import annotations

@@ -34,15 +34,15 @@ from gemrepro.md.gemnet import potential_from_checkpoint
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS
-from gemrepro.workflow.learning_curve import STAGE as MODEL_STAGE
-from gemrepro.workflow.learning_curve import (
+from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
+from gemrepro.studies.learning_curve import (
     learning_curve,
     learning_curves,
     model_artifacts,
     resolve_variant,
     shipped_artifact,
 )
-from gemrepro.workflow.sweep import MD_STAGE, n_md_molecules, start_images, start_structures, temperature_sweep
+from gemrepro.studies.sweep import MD_STAGE, n_md_molecules, start_images, start_structures, temperature_sweep
 
 __all__ = ["LONG_RUN_DESIGNS", "LongRunDesign", "LongRuns", "long_run", "long_runs", "long_runs_table", "ship"]
 

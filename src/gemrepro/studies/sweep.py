@@ -49,7 +49,7 @@ from gemrepro.data.sampling import embed_conformers, relax
 from gemrepro.md import potential_from_checkpoint, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
-from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
 
 __all__ = [
     "Protocol",

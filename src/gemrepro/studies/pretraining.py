@@ -50,8 +50,8 @@ from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.md import potential_from_checkpoint, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.model import build_model, fit_scale_factors, load_trained_model, save_trained_model
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, model_config, recipe
 from gemrepro.train import TrainConfig, evaluate, train_model
-from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, model_config, recipe
 
 __all__ = [
     "MODELS",

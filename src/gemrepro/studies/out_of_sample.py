@@ -1,6 +1,6 @@
 """Out-of-sample molecules (Stocker et al., Fig. 3): the largest model on four larger molecules at 1200 K.
 
-The pieces are the sweep's (:mod:`gemrepro.workflow.sweep`), so the cache and file formats are
+The pieces are the sweep's (:mod:`gemrepro.studies.sweep`), so the cache and file formats are
 shared:
 
 ``oos-start``
@@ -8,7 +8,7 @@ shared:
     each, relaxed with GFN2-xTB (as the sweep's ``md-start``).
 ``md-sweep``
     one batched Langevin run of the four molecules at 1200 K with the scale's largest
-    learning-curve model (:func:`~gemrepro.workflow.sweep.run_sweep_md`, keyed by these start
+    learning-curve model (:func:`~gemrepro.studies.sweep.run_sweep_md`, keyed by these start
     structures, so it never collides with the temperature sweep).
 ``md-labels``
     the sampled frames relabelled twice: with the reference method, and with the same method
@@ -38,8 +38,8 @@ from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import embed_conformers, relax
 from gemrepro.reference import get_method
 from gemrepro.reference.dispersion import d4_pair_energies
-from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-from gemrepro.workflow.sweep import (
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
+from gemrepro.studies.sweep import (
     Protocol,
     load_frames,
     relabel_runs,
@@ -191,7 +191,7 @@ def out_of_sample(
 ) -> OutOfSample:
     """Run (or load) the out-of-sample experiment of a scale with its largest learning-curve model.
 
-    ``frames`` holds the relabelled-frame columns of :func:`~gemrepro.workflow.sweep.relabel`
+    ``frames`` holds the relabelled-frame columns of :func:`~gemrepro.studies.sweep.relabel`
     plus ``reference_atomization_energy_no_dispersion`` and ``dispersion_energy``
     (reference AE with minus without dispersion, eV), and the D4 pair-sum columns of
     :func:`frame_dispersion` at the model's cutoff and receptive field.

@@ -2,7 +2,7 @@
 
 Every labelled molecule, the dataset, every training run, every MD run and every relabelling
 batch of a scale is a :class:`Task` named by its inputs and identified by the artifact it
-produces — the same key :mod:`gemrepro.workflow` computes when a chapter asks for it, so work
+produces — the same key :mod:`gemrepro.studies` computes when a chapter asks for it, so work
 done by a campaign is what the chapters load, and the reverse. A task whose artifact exists is
 skipped. Artifacts are written atomically, so a campaign killed mid-way and started again
 finishes the remaining tasks without redoing or losing finished ones (an interrupted training or
@@ -31,9 +31,9 @@ from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import get_scale
 from gemrepro.data.build import build_dataset, dataset_params, label_molecules
 from gemrepro.reference import get_method
-from gemrepro.workflow.learning_curve import STAGE as MODEL_STAGE
-from gemrepro.workflow.learning_curve import model_params, train_scale_model
-from gemrepro.workflow.sweep import (
+from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
+from gemrepro.studies.learning_curve import model_params, train_scale_model
+from gemrepro.studies.sweep import (
     LABEL_STAGE,
     MD_STAGE,
     START_STAGE,
@@ -207,7 +207,7 @@ def _relabel(scale: str, train_size: int, seed: int, reference: str, variant: st
 def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None, device: str = "cpu") -> Campaign:
     """Every task of a scale: labels per molecule, the dataset, the models of every variant the
     book draws, the MD start structures, one MD run and one relabelling per default-variant model
-    (what :func:`~gemrepro.workflow.sweep.temperature_sweep` computes)."""
+    (what :func:`~gemrepro.studies.sweep.temperature_sweep` computes)."""
     spec = get_scale(scale)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")

@@ -41,8 +41,8 @@ from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.model import build_model, resolve_device
 from gemrepro.paper import CAMPAIGN
 from gemrepro.reference import get_method
-from gemrepro.workflow.learning_curve import model_config, recipe, training_step_cost
-from gemrepro.workflow.sweep import protocol_for
+from gemrepro.studies.learning_curve import model_config, recipe, training_step_cost
+from gemrepro.studies.sweep import protocol_for
 
 __all__ = ["Assumptions", "ResourceEstimate", "estimate_resources", "measure_costs", "paper_campaign"]
 

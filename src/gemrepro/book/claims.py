@@ -48,12 +48,12 @@ from gemrepro.analysis.statistics import (
 from gemrepro.analysis.survival import bootstrap_ratio
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.scales import SCALES, get_scale
-from gemrepro.workflow import holes
-from gemrepro.workflow.learning_curve import learning_curve
-from gemrepro.workflow.long_runs import long_runs
-from gemrepro.workflow.out_of_sample import out_of_sample
-from gemrepro.workflow.pretraining import pretraining_study
-from gemrepro.workflow.sweep import dft_convergence, temperature_sweep
+from gemrepro.studies import holes
+from gemrepro.studies.learning_curve import learning_curve
+from gemrepro.studies.long_runs import long_runs
+from gemrepro.studies.out_of_sample import out_of_sample
+from gemrepro.studies.pretraining import pretraining_study
+from gemrepro.studies.sweep import dft_convergence, temperature_sweep
 
 REPRODUCED, NOT_REPRODUCED, UNDERPOWERED, NOT_COMPARABLE = (
     "reproduced", "not reproduced", "underpowered", "not comparable")
@@ -325,7 +325,7 @@ def thesis(curve: pd.DataFrame, sweep) -> Outcome:
 
 
 def thesis_long(curve: pd.DataFrame, runs) -> Outcome:
-    """The thesis on the long stability runs (:mod:`gemrepro.workflow.long_runs`): the same rule as
+    """The thesis on the long stability runs (:mod:`gemrepro.studies.long_runs`): the same rule as
     :func:`thesis`, with the failures of the sparsest and densest model in runs long enough for a
     hole to open after a stable stretch."""
     t = runs.trajectories

@@ -8,7 +8,7 @@ at; ``tests/test_stage_versions.py`` fails when a stage's code changed but neith
 The developer then decides: the outputs change, so bump the stage's version (its cache keys
 change, nothing stale is served); or they do not (a refactor), so record the new digest::
 
-    python -m gemrepro.workflow.stages --record
+    python -m gemrepro.studies.stages --record
 """
 
 from __future__ import annotations
@@ -47,18 +47,18 @@ class StageCode:
 
 STAGE_CODE: tuple[StageCode, ...] = (
     StageCode("labels, dataset", "gemrepro.data.build:SAMPLER_VERSION", "gemrepro.data.build"),
-    StageCode("models", "gemrepro.workflow.learning_curve:STAGE_VERSION", "gemrepro.workflow.learning_curve"),
-    StageCode("md-start", "gemrepro.workflow.sweep:START_STAGE_VERSION", "gemrepro.workflow.sweep"),
-    StageCode("md-sweep, md-labels", "gemrepro.workflow.sweep:STAGE_VERSION", "gemrepro.workflow.sweep"),
-    StageCode("md-seeds", "gemrepro.workflow.holes:STAGE_VERSION", "gemrepro.workflow.holes"),
-    StageCode("md-long", "gemrepro.workflow.long_runs:STAGE_VERSION", "gemrepro.workflow.long_runs"),
-    StageCode("oos-start, oos", "gemrepro.workflow.out_of_sample:STAGE_VERSION", "gemrepro.workflow.out_of_sample"),
-    StageCode("pretrained, md17-models, stability-md", "gemrepro.workflow.pretraining:STAGE_VERSION",
-              "gemrepro.workflow.pretraining"),
-    StageCode("committee-disagreement, md-committee", "gemrepro.workflow.committee:STAGE_VERSION",
-              "gemrepro.workflow.committee"),
-    StageCode("performance", "gemrepro.workflow.performance:STAGE_VERSION", "gemrepro.workflow.performance"),
-    StageCode("cost-measurements", "gemrepro.workflow.estimate:STAGE_VERSION", "gemrepro.workflow.estimate"),
+    StageCode("models", "gemrepro.studies.learning_curve:STAGE_VERSION", "gemrepro.studies.learning_curve"),
+    StageCode("md-start", "gemrepro.studies.sweep:START_STAGE_VERSION", "gemrepro.studies.sweep"),
+    StageCode("md-sweep, md-labels", "gemrepro.studies.sweep:STAGE_VERSION", "gemrepro.studies.sweep"),
+    StageCode("md-seeds", "gemrepro.studies.holes:STAGE_VERSION", "gemrepro.studies.holes"),
+    StageCode("md-long", "gemrepro.studies.long_runs:STAGE_VERSION", "gemrepro.studies.long_runs"),
+    StageCode("oos-start, oos", "gemrepro.studies.out_of_sample:STAGE_VERSION", "gemrepro.studies.out_of_sample"),
+    StageCode("pretrained, md17-models, stability-md", "gemrepro.studies.pretraining:STAGE_VERSION",
+              "gemrepro.studies.pretraining"),
+    StageCode("committee-disagreement, md-committee", "gemrepro.studies.committee:STAGE_VERSION",
+              "gemrepro.studies.committee"),
+    StageCode("performance", "gemrepro.studies.performance:STAGE_VERSION", "gemrepro.studies.performance"),
+    StageCode("cost-measurements", "gemrepro.studies.estimate:STAGE_VERSION", "gemrepro.studies.estimate"),
     StageCode("reference-md", "gemrepro.data.reference_md:STAGE_VERSION", "gemrepro.data.reference_md"),
 )
 
@@ -155,13 +155,13 @@ def stale_stages(recorded: dict[str, dict]) -> list[str]:
     for stage, now in current_record().items():
         before = recorded.get(stage)
         if before is None:
-            problems.append(f"{stage}: not recorded (new stage); run python -m gemrepro.workflow.stages --record")
+            problems.append(f"{stage}: not recorded (new stage); run python -m gemrepro.studies.stages --record")
         elif now["version"] == before["version"] and now["digest"] != before["digest"]:
             problems.append(f"{stage}: its code changed at version {now['version']}; bump the version if its "
-                            "outputs change, else record the new digest (python -m gemrepro.workflow.stages --record)")
+                            "outputs change, else record the new digest (python -m gemrepro.studies.stages --record)")
         elif now != before:
             problems.append(f"{stage}: version {before['version']} -> {now['version']}; record it "
-                            "(python -m gemrepro.workflow.stages --record)")
+                            "(python -m gemrepro.studies.stages --record)")
     return problems
 
 

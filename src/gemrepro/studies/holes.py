@@ -43,8 +43,8 @@ from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import get_scale
 from gemrepro.md import potential_from_checkpoint, read_system, run_md
-from gemrepro.workflow.learning_curve import learning_curve, model_artifacts, resolve_variant
-from gemrepro.workflow.sweep import (
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
+from gemrepro.studies.sweep import (
     Protocol,
     load_frames,
     relabel,
@@ -377,7 +377,7 @@ def hole_timeline(md: Artifact, row: pd.Series, reference: str = "gfn2-xtb", *, 
     """Every stored frame of the trajectory ``row`` (a seeds-table row), up to where its run stopped,
     relabelled with ``reference``.
 
-    The relabelling is a cached ``md-labels`` artifact (:func:`gemrepro.workflow.sweep.relabel`).
+    The relabelling is a cached ``md-labels`` artifact (:func:`gemrepro.studies.sweep.relabel`).
     """
     system = int(row["system"])
     trajectory = _until_stop(read_system(md.file("trajectory.h5"), system))
@@ -441,7 +441,7 @@ def cross_trajectory(sweep, molecule: str, temperature: float, *, sizes: Sequenc
     over converged frames), ``own`` (the model's own trajectory), ``frames_after_failure`` (how many
     of those frames lie at or after the trajectory's failure).
 
-    ``sweep`` is a :class:`gemrepro.workflow.sweep.Sweep`; its relabelled frames supply the
+    ``sweep`` is a :class:`gemrepro.studies.sweep.Sweep`; its relabelled frames supply the
     geometries and reference forces, so no new reference calculation is needed. The sweep's
     trajectories run on after a failure, so a failed trajectory's frames span the whole run, its
     post-failure frames included, as the paper's 72 frames per nanosecond did.

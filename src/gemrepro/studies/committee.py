@@ -1,7 +1,7 @@
 """Committees of learning-curve models and their disagreement along the cached MD trajectories.
 
 A committee is ``n_members`` models of one training size that differ only in the seed of their
-initialisation and batch order (:func:`gemrepro.workflow.learning_curve.member_seed`); member 0
+initialisation and batch order (:func:`gemrepro.studies.learning_curve.member_seed`); member 0
 is the learning-curve model that drove the MD, so its trajectories are reused as they are.
 
 Stage ``committee-disagreement`` holds, per MD run and committee, ``disagreement.csv``: every
@@ -30,9 +30,9 @@ from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreem
 from gemrepro.md.gemnet import potential_from_checkpoint
 from gemrepro.md.runner import system_seeds
 from gemrepro.md.state import batch_inputs
-from gemrepro.workflow.holes import seeds_study
-from gemrepro.workflow.learning_curve import resolve_variant, train_scale_model
-from gemrepro.workflow.sweep import load_frames, start_images, temperature_sweep
+from gemrepro.studies.holes import seeds_study
+from gemrepro.studies.learning_curve import resolve_variant, train_scale_model
+from gemrepro.studies.sweep import load_frames, start_images, temperature_sweep
 
 __all__ = ["COMMITTEE_DESIGNS", "CommitteeDesign", "CommitteeStudy", "committee_models", "committee_study",
            "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]
@@ -159,7 +159,7 @@ class CommitteeStudy:
     trajectories: pd.DataFrame  # one row per trajectory: study, train_size, system, failed, time_to_failure_ps, ...
     frames: pd.DataFrame  # relabelled sweep frames with the disagreement at each (true error vs proxy)
     horizon_ps: float
-    sweep: object  # the temperature sweep (gemrepro.workflow.sweep.Sweep) the committees were evaluated on
+    sweep: object  # the temperature sweep (gemrepro.studies.sweep.Sweep) the committees were evaluated on
 
 
 def committee_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
@@ -207,7 +207,7 @@ def stop_on_uncertainty_run(models: Sequence[Artifact], study, train_size: int, 
     """Rerun ``systems`` of the temperature sweep's run of ``train_size`` with the committee driving
     the dynamics and stopping a system once its force disagreement exceeds ``threshold`` (eV/Å); cached.
 
-    ``study`` is the :class:`~gemrepro.workflow.sweep.Sweep`; each system starts from the same
+    ``study`` is the :class:`~gemrepro.studies.sweep.Sweep`; each system starts from the same
     structure, temperature and Langevin seed as in the sweep. The geometric rules stay on, so a
     system the committee does not stop in time fails by its usual rule. ``systems.csv``: system,
     molecule, temperature, stopped, stop_time_ps, stop_rule.
