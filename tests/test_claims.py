@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from gemrepro.book import claims
-from gemrepro.studies.long_runs import LongRunDesign
+from gemrepro.config.designs import LongRunDesign
 
 SIZES = (100, 320, 1000, 3200)
 

@@ -8,6 +8,7 @@ from ase.build import molecule
 
 from gemrepro.analysis.stability import detect_failure
 from gemrepro.analysis.timeline import bond_signal, error_jump, hole_onset, trajectory_timeline
+from gemrepro.config.designs import SeedsDesign
 from gemrepro.md import read_system
 from gemrepro.md.potentials import ExplodingPotential, MorseBondPotential
 from gemrepro.studies import holes
@@ -184,9 +185,9 @@ def test_survival_summary_and_its_correlation_with_test_error():
 
 def test_seeds_design_rejects_bad_input():
     with pytest.raises(ValueError, match="n_seeds"):
-        holes.SeedsDesign(n_molecules=2, n_seeds=0)
+        SeedsDesign(n_molecules=2, n_seeds=0)
     with pytest.raises(ValueError, match="temperatures"):
-        holes.SeedsDesign(n_molecules=2, n_seeds=1, temperatures=(-5.0,))
+        SeedsDesign(n_molecules=2, n_seeds=1, temperatures=(-5.0,))
 
 
 def test_find_hole_goes_on_to_the_next_temperature_then_the_next_model():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gemrepro.cache.artifacts import get_or_create
+from gemrepro.config.designs import Recipe
 from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data.formats import write_qm7x
 from gemrepro.studies import learning_curve as lc
@@ -60,11 +61,11 @@ def micro(monkeypatch, tmp_path):
     monkeypatch.setitem(SCALES, "micro", Scale(
         name="micro", n_molecules=3, n_conformers=1, n_displaced=7, train_sizes=(4, 8), test_size=6,
         n_md_molecules=1, model_preset="tiny",
-    ))
-    monkeypatch.setitem(lc.RECIPES, "micro", lc.Recipe(
-        max_steps=(8, 10), batch_size=4, lr=5e-3, warmup_steps=2, decay_steps=10, decay_rate=0.1,
-        patience=5, eval_every=2, checkpoint_every=2,
-        model_overrides=(("num_blocks", 1), ("emb_size_atom", 8), ("emb_size_edge", 8), ("cutoff", 3.0)),
+        recipe=Recipe(
+            max_steps=(8, 10), batch_size=4, lr=5e-3, warmup_steps=2, decay_steps=10, decay_rate=0.1,
+            patience=5, eval_every=2, checkpoint_every=2,
+            model_overrides=(("num_blocks", 1), ("emb_size_atom", 8), ("emb_size_edge", 8), ("cutoff", 3.0)),
+        ),
     ))
 
     def dataset(scale, reference, seed, root):
@@ -134,8 +135,9 @@ def test_bad_inputs_give_one_line_errors(micro):
 
 
 def test_every_recipe_has_one_step_cap_per_size_and_stops_on_a_plateau():
-    for name, recipe in lc.RECIPES.items():
-        assert len(recipe.max_steps) == len(SCALES[name].train_sizes)
+    for scale in SCALES.values():
+        recipe = scale.recipe
+        assert len(recipe.max_steps) == len(scale.train_sizes)
         assert list(recipe.max_steps) == sorted(recipe.max_steps)
         assert all(steps % recipe.eval_every == 0 for steps in recipe.max_steps)
     config = lc.train_config("tiny", 100)

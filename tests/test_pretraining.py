@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,8 @@ from ase import Atoms
 from ase.io import write
 
 from gemrepro.analysis.rdf import distance_histogram, histogram_distance, pair_distances
+from gemrepro.config.designs import Plan, StabilityProtocol
+from gemrepro.config.scales import SCALES
 from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames, run_reference_md
 from gemrepro.reference import free_atom_energies, get_method
 from gemrepro.reference.base import ReferenceResult
@@ -114,8 +118,8 @@ def test_plan_and_protocol_errors():
     with pytest.raises(ValueError, match="unknown scale"):
         pt.plan_for("huge")
     with pytest.raises(ValueError, match="n_seeds"):
-        pt.StabilityProtocol(time_ps=1.0, n_seeds=0)
-    assert pt.StabilityProtocol(time_ps=0.1, n_seeds=2).n_steps == 200
+        StabilityProtocol(time_ps=1.0, n_seeds=0)
+    assert StabilityProtocol(time_ps=0.1, n_seeds=2).n_steps == 200
     assert pt.plan_for("paper").molecule == "aspirin" and pt.plan_for("paper").n_train + \
         pt.plan_for("paper").n_validation == 10_000
 
@@ -137,9 +141,9 @@ def water_files(tmp_path_factory):
 
 @pytest.fixture()
 def small_plan(monkeypatch):
-    plan = pt.Plan("water", 20, 8, 12, 1, 1, 1, 1000.0, pretrain_steps=60, finetune_steps=20,
-                   stability=pt.StabilityProtocol(time_ps=0.01, n_seeds=3, frame_interval=5))
-    monkeypatch.setitem(pt.PLANS, "tiny", plan)
+    plan = Plan("water", 20, 8, 12, 1, 1, 1, 1000.0, pretrain_steps=60, finetune_steps=20,
+                stability=StabilityProtocol(time_ps=0.01, n_seeds=3, frame_interval=5))
+    monkeypatch.setitem(SCALES, "tiny", dataclasses.replace(SCALES["tiny"], pretraining=plan))
     return plan
 
 

@@ -75,6 +75,19 @@ def test_scales_keep_the_shape_of_the_experiment():
     assert get_scale("paper").test_size == 10100
 
 
+def test_every_scale_holds_a_design_for_every_study():
+    """One object per scale: the designs of gemrepro.config.designs are fields of the Scale."""
+    from gemrepro.config import designs
+    from gemrepro.md.integrators import DEFAULT_DT_FS
+
+    assert designs.DEFAULT_DT_FS == DEFAULT_DT_FS  # config cannot import md: the long runs' step, copied
+    for scale in SCALES.values():
+        assert isinstance(scale.recipe, designs.Recipe) and isinstance(scale.pretraining, designs.Plan)
+        assert isinstance(scale.seeds, designs.SeedsDesign) and isinstance(scale.long_runs, designs.LongRunDesign)
+        assert isinstance(scale.performance, designs.PerformancePlan)
+        assert set(scale.committee.train_sizes) <= set(scale.train_sizes)
+
+
 def test_unknown_scale_is_a_one_line_error():
     with pytest.raises(ValueError, match=r"unknown scale 'huge': expected one of tiny, small, paper"):
         get_scale("huge")

@@ -24,6 +24,7 @@ import torch
 
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.designs import CommitteeDesign
 from gemrepro.config.scales import get_scale
 from gemrepro.md import run_md
 from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
@@ -34,39 +35,12 @@ from gemrepro.studies.holes import seeds_study
 from gemrepro.studies.learning_curve import resolve_variant, train_scale_model
 from gemrepro.studies.sweep import load_frames, start_images, temperature_sweep
 
-__all__ = ["COMMITTEE_DESIGNS", "CommitteeDesign", "CommitteeStudy", "committee_models", "committee_study",
+__all__ = ["CommitteeStudy", "committee_models", "committee_study",
            "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]
 
 STAGE = "committee-disagreement"
 MD_STAGE = "md-committee"
 STAGE_VERSION = 1  # bump when what a disagreement artifact holds or how it is computed changes
-
-
-@dataclass(frozen=True)
-class CommitteeDesign:
-    """Which training sizes get a committee, how many members each has (member 0 included), and
-    every how many stored frames the committee is evaluated (``frame_stride``; the last is always)."""
-
-    train_sizes: tuple[int, ...]
-    n_members: int = 3
-    frame_stride: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.n_members, bool) or int(self.n_members) != self.n_members or self.n_members < 2:
-            raise ValueError(f"n_members: expected at least 2 members per committee, got {self.n_members!r}")
-        if not self.train_sizes:
-            raise ValueError("train_sizes: expected at least one training size")
-        if isinstance(self.frame_stride, bool) or int(self.frame_stride) != self.frame_stride or self.frame_stride < 1:
-            raise ValueError(f"frame_stride: expected a positive integer, got {self.frame_stride!r}")
-
-
-COMMITTEE_DESIGNS: dict[str, CommitteeDesign] = {
-    # tiny: every size, with the three training seeds of the learning-curve chapter as members, so the
-    # committees cost no extra training. Every second stored frame keeps the evaluation within budget.
-    "tiny": CommitteeDesign(train_sizes=(100, 320, 1000, 3200), n_members=3, frame_stride=2),
-    "small": CommitteeDesign(train_sizes=(32, 320, 3200, 32000), n_members=4),
-    "paper": CommitteeDesign(train_sizes=(3200, 32000, 320000, 3200000), n_members=4),
-}
 
 
 def committee_models(scale: str, train_size: int, n_members: int, seed: int = 0, reference: str = "gfn2-xtb",
@@ -171,7 +145,9 @@ def committee_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn
     models, runs and labels come from the same cached functions as their own chapters.
     """
     spec = get_scale(scale)
-    design = design or COMMITTEE_DESIGNS[spec.name]
+    design = design or spec.committee
+    if design is None:
+        raise ValueError(f"scale {spec.name!r} has no committee design (Scale.committee); pass design=")
     unknown = [n for n in design.train_sizes if n not in spec.train_sizes]
     if unknown:
         raise ValueError(f"design.train_sizes: {unknown} are not {scale} training sizes {list(spec.train_sizes)}")

@@ -41,6 +41,7 @@ from gemrepro.analysis.timeline import trajectory_timeline
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
+from gemrepro.config.designs import SeedsDesign
 from gemrepro.config.scales import get_scale
 from gemrepro.md import potential_from_checkpoint, read_system, run_md
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
@@ -54,9 +55,7 @@ from gemrepro.studies.sweep import (
 )
 
 __all__ = [
-    "SEEDS_DESIGNS",
     "Hole",
-    "SeedsDesign",
     "SeedsStudy",
     "cross_trajectory",
     "error_vs_survival",
@@ -87,35 +86,6 @@ its hole, and more steps would show nothing new). A run whose systems are all th
 
 ANALYSIS_CRITERIA = StabilityCriteria()
 """Rules applied to the stored frames afterwards (the sweep's defaults: bond, H loss, clash, force, NaN)."""
-
-
-@dataclass(frozen=True)
-class SeedsDesign:
-    """Which systems a seeds run holds: the first ``n_molecules`` MD molecules x temperatures x ``n_seeds``."""
-
-    n_molecules: int
-    n_seeds: int
-    temperatures: tuple[float, ...] | None = None  # None: the protocol's
-
-    def __post_init__(self) -> None:
-        for name in ("n_molecules", "n_seeds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if self.temperatures is not None:
-            if not self.temperatures or any(not (t > 0) for t in self.temperatures):
-                raise ValueError(f"temperatures: expected positive temperatures in K, got {self.temperatures!r}")
-            object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-
-
-SEEDS_DESIGNS: dict[str, SeedsDesign] = {
-    # tiny: the chapter's MD budget on 2 CPU cores is about a minute for all four models. The
-    # first two MD molecules hold every element; 300 K is left out, where within 0.25 ps only the
-    # sparsest model fails (the temperature-sweep chapter shows it).
-    "tiny": SeedsDesign(n_molecules=2, n_seeds=3, temperatures=(600.0, 1200.0)),
-    "small": SeedsDesign(n_molecules=20, n_seeds=5),
-    "paper": SeedsDesign(n_molecules=20, n_seeds=5),
-}
 
 
 def md_seed(seed: int, molecule: str, temperature: float, replica: int) -> int:
@@ -237,7 +207,9 @@ def seeds_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xt
     nothing is recomputed that the sweep already holds.
     """
     spec = get_scale(scale)
-    design = design or SEEDS_DESIGNS[spec.name]
+    design = design or spec.seeds
+    if design is None:
+        raise ValueError(f"scale {spec.name!r} has no seeds design (Scale.seeds); pass design=")
     protocol = protocol or short_run_protocol(scale)
     root = Path(root) if root else artifacts_dir()
     variant = resolve_variant(scale, variant)

@@ -30,7 +30,8 @@ from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.bundle import file_digest, unpack
 from gemrepro.cache.paths import artifacts_dir, shipped_models
-from gemrepro.config.scales import get_scale
+from gemrepro.config.designs import Recipe
+from gemrepro.config.scales import SCALES, get_scale
 from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.splits import Splits, make_splits
@@ -39,10 +40,8 @@ from gemrepro.model import build_model, fit_scale_factors, preset_config, resolv
 from gemrepro.train import EnergyForceLoss, TrainConfig, evaluate, load_checkpoint, train_model
 
 __all__ = [
-    "RECIPES",
     "ConvergenceStatus",
     "convergence_status",
-    "Recipe",
     "SanityCheck",
     "ScaleData",
     "learning_curve",
@@ -66,70 +65,13 @@ STAGE = "models"
 STAGE_VERSION = 2  # bump when what a model artifact holds or how it is trained changes
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one scale trains its models: the paper's recipe, with budgets in steps.
-
-    ``max_steps`` has one entry per training size of the scale (smallest first): a small
-    training set converges (or over-fits) in fewer updates. ``max_validation`` caps the
-    validation structures used for early stopping, because evaluating forces on a quarter of
-    the training set every ``eval_every`` steps would cost more than training at ``tiny``.
-    ``model_overrides`` change fields of the scale's GemNet preset. Every budget is a multiple
-    of ``eval_every``, so the last step is validated and can become the kept model.
-    """
-
-    max_steps: tuple[int, ...]
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 1000
-    decay_steps: int = 100_000
-    decay_rate: float = 0.01
-    ema_decay: float = 0.999
-    energy_weight: float = 0.001  # the paper's 0.1 % energy, 99.9 % forces
-    force_weight: float = 0.999
-    patience: int = 20
-    min_relative_delta: float = 0.0  # progress that resets the patience, as a fraction of the loss
-    eval_every: int = 1000
-    checkpoint_every: int = 1000
-    max_validation: int | None = None
-    dtype: str = "float32"
-    model_overrides: tuple[tuple[str, object], ...] = ()
-
-
-RECIPES: dict[str, Recipe] = {
-    # 2 CPU cores: twelve models (four sizes x three seeds), each trained until its validation loss
-    # has not improved by 2 % in 5 validations (every 100 steps); max_steps is a safety cap the
-    # chapter reports when it is hit. Batches of 8, a 4 Å cutoff (molecules of ~14 atoms: fewer
-    # triplets per atom, cheaper steps), a learning rate that falls tenfold every 4,000 steps.
-    # Energies get 5 % of the loss (the paper: 0.1 %, over millions of steps; over thousands the
-    # energy would stay untrained).
-    "tiny": Recipe(
-        max_steps=(8000, 8000, 8000, 8000), batch_size=8, lr=3e-3, warmup_steps=50, decay_steps=4000,
-        decay_rate=0.1, energy_weight=0.05, force_weight=0.95, patience=5, min_relative_delta=0.02,
-        eval_every=100, checkpoint_every=500, max_validation=100, model_overrides=(("cutoff", 4.0),),
-    ),
-    # One GPU: tens of thousands of steps per model.
-    "small": Recipe(
-        max_steps=(5_000, 10_000, 20_000, 40_000), batch_size=32, lr=1e-3, warmup_steps=1000,
-        decay_steps=40_000, decay_rate=0.05, patience=10, eval_every=1000, checkpoint_every=1000,
-        max_validation=2000,
-    ),
-    # The GemNet reference training configuration (TUM-DAML/gemnet_pytorch config.yaml):
-    # batch 32, lr 1e-3, warm-up 3,750, exponential decay to 1 % over 4.5M steps, at most
-    # 1.5M steps, validation every 7,500 steps, early stopping.
-    "paper": Recipe(
-        max_steps=(1_500_000,) * 4, batch_size=32, lr=1e-3, warmup_steps=3750, decay_steps=4_500_000,
-        decay_rate=0.01, patience=50, eval_every=7500, checkpoint_every=7500,
-    ),
-}
-
-
 def recipe(scale: str) -> Recipe:
     """The training recipe of a scale (one-line error for an unknown one)."""
-    get_scale(scale)
-    if scale not in RECIPES:
-        raise ValueError(f"scale {scale!r} has no training recipe: expected one of {', '.join(RECIPES)}")
-    return RECIPES[scale]
+    spec = get_scale(scale)
+    if spec.recipe is None:
+        planned = ", ".join(name for name, s in SCALES.items() if s.recipe is not None)
+        raise ValueError(f"scale {scale!r} has no training recipe: expected one of {planned}")
+    return spec.recipe
 
 
 def resolve_variant(scale: str, variant: str | None = None) -> str:

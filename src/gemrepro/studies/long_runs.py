@@ -29,9 +29,9 @@ from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.bundle import pack
 from gemrepro.cache.paths import artifacts_dir, repo_root
+from gemrepro.config.designs import DEFAULT_DT_FS, LongRunDesign
 from gemrepro.config.scales import get_scale
 from gemrepro.md.gemnet import potential_from_checkpoint
-from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
@@ -44,48 +44,13 @@ from gemrepro.studies.learning_curve import (
 )
 from gemrepro.studies.sweep import MD_STAGE, n_md_molecules, start_images, start_structures, temperature_sweep
 
-__all__ = ["LONG_RUN_DESIGNS", "LongRunDesign", "LongRuns", "long_run", "long_runs", "long_runs_table", "ship"]
+__all__ = ["LongRuns", "long_run", "long_runs", "long_runs_table", "ship"]
 
 STAGE = "md-long"
 STAGE_VERSION = 1  # bump when what a long run holds or how it is computed changes
 SEED_BASE = 11
 """Langevin seeds are :func:`gemrepro.md.runner.system_seeds` of ``SEED_BASE + seed``: a fixed base
 unlike the sweep's per-system seeds, so these are new replicas, not the sweep's trajectories again."""
-
-
-@dataclass(frozen=True)
-class LongRunDesign:
-    """Every MD molecule at ``temperature`` (K) x ``n_seeds``, each to ``time_ps`` or its first failure."""
-
-    temperature: float
-    n_seeds: int
-    time_ps: float
-    frame_interval: int = 200
-    checkpoint_interval: int = 1000
-
-    def __post_init__(self) -> None:
-        if not (np.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature: expected a positive temperature in K, got {self.temperature!r}")
-        if not (np.isfinite(self.time_ps) and self.time_ps > 0):
-            raise ValueError(f"time_ps: expected a positive length in ps, got {self.time_ps!r}")
-        for name in ("n_seeds", "frame_interval", "checkpoint_interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-
-    @property
-    def n_steps(self) -> int:
-        return int(round(self.time_ps * 1000.0 / DEFAULT_DT_FS))
-
-
-LONG_RUN_DESIGNS: dict[str, LongRunDesign] = {
-    # tiny: 10 ps (the sweep's length) at the sweep's hottest temperature; 4 seeds of each of the 5 molecules.
-    "tiny": LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0),
-    "small": LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=100.0, frame_interval=1000,
-                           checkpoint_interval=10000),
-    "paper": LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=1000.0, frame_interval=2000,
-                           checkpoint_interval=20000),
-}
 
 
 def _params(scale: str, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int) -> dict:
@@ -158,7 +123,9 @@ def long_runs(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", v
               root=None, progress: bool = False, device: str = "cpu") -> LongRuns:
     """The scale's long runs of its sparsest and densest learning-curve models (seed ``seed``)."""
     root = Path(root) if root else artifacts_dir()
-    design = LONG_RUN_DESIGNS[get_scale(scale).name]
+    design = get_scale(scale).long_runs
+    if design is None:
+        raise ValueError(f"scale {scale!r} has no long-run design (Scale.long_runs)")
     curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=resolve_variant(scale, variant),
                            root=root, progress=progress, device=device)
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))

@@ -35,11 +35,12 @@ from gemrepro.benchmarks.md import batch_scaling, benchmark_md, benchmark_system
 from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import MANIFEST, Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
+from gemrepro.config.designs import PerformancePlan
+from gemrepro.config.scales import SCALES
 from gemrepro.model import build_model, resolve_device
 from gemrepro.train import TrainConfig, train_model
 
 __all__ = [
-    "PerformancePlan",
     "PerformanceResults",
     "collect_measurements",
     "cost_linearity",
@@ -59,41 +60,12 @@ STAGE = "performance"
 STAGE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class PerformancePlan:
-    """How much each measurement runs at one scale (large enough to time, small enough to wait for)."""
-
-    md_systems: int
-    md_steps: int
-    model_preset: str
-    model_sizes: tuple[int, ...]
-    model_repeats: int
-    label_configurations: int
-    label_workers: tuple[int, ...]
-    train_preset: str
-    train_batch_size: int
-    train_steps: int
-
-
-PLANS = {
-    "tiny": PerformancePlan(md_systems=4, md_steps=20, model_preset="tiny", model_sizes=(8, 16, 32, 64, 128),
-                            model_repeats=3, label_configurations=240, label_workers=(1, 2),
-                            train_preset="tiny", train_batch_size=8, train_steps=6),
-    "small": PerformancePlan(md_systems=60, md_steps=200, model_preset="small", model_sizes=(8, 16, 32, 64, 128, 256, 512),
-                             model_repeats=5, label_configurations=2000, label_workers=(1, 2, 4, 8),
-                             train_preset="small", train_batch_size=32, train_steps=50),
-    "paper": PerformancePlan(md_systems=60, md_steps=1000, model_preset="paper",
-                             model_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), model_repeats=5,
-                             label_configurations=10_000, label_workers=(1, 2, 4, 8, 16, 32),
-                             train_preset="paper", train_batch_size=32, train_steps=100),
-}
-
-
 def plan_for(scale: str) -> PerformancePlan:
     """The measurement sizes of ``scale`` (tiny, small or paper)."""
-    if scale not in PLANS:
-        raise ValueError(f"scale: expected one of {', '.join(PLANS)}, got {scale!r}")
-    return PLANS[scale]
+    planned = {name: s.performance for name, s in SCALES.items() if s.performance is not None}
+    if scale not in planned:
+        raise ValueError(f"scale: expected one of {', '.join(planned)}, got {scale!r}")
+    return planned[scale]
 
 
 # ----------------------------------------------------------------------------- hardware

@@ -23,7 +23,6 @@ not Nosé–Hoover.
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,7 +41,8 @@ from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD17, MD_MOLECULES
 from gemrepro.catalog.molecules import molecule_from_smiles
-from gemrepro.config.scales import get_scale
+from gemrepro.config.designs import Plan, StabilityProtocol
+from gemrepro.config.scales import SCALES, get_scale
 from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
@@ -55,11 +55,8 @@ from gemrepro.train import TrainConfig, evaluate, train_model
 
 __all__ = [
     "MODELS",
-    "PLANS",
     "Corpus",
-    "Plan",
     "PretrainingStudy",
-    "StabilityProtocol",
     "Target",
     "distance_histograms",
     "finetuning_target",
@@ -79,72 +76,13 @@ STAGE_VERSION = 1  # bump when what these artifacts hold or how they are compute
 MODELS = ("scratch", "pretrained")
 
 
-@dataclass(frozen=True)
-class StabilityProtocol:
-    """MDsim's stability test: NVT at 500 K, 0.5 fs, ``n_seeds`` trajectories per model."""
-
-    time_ps: float
-    n_seeds: int
-    temperature: float = 500.0
-    dt_fs: float = 0.5
-    friction_per_fs: float = 0.01
-    frame_interval: int = 100  # MDsim stores a frame every 0.05 ps
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.time_ps) and self.time_ps > 0):
-            raise ValueError(f"time_ps: expected a positive duration in ps, got {self.time_ps!r}")
-        for name in ("n_seeds", "frame_interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if not (self.temperature > 0 and self.dt_fs > 0 and self.friction_per_fs > 0):
-            raise ValueError("temperature, dt_fs, friction_per_fs: expected positive numbers")
-
-    @property
-    def n_steps(self) -> int:
-        return int(round(self.time_ps * 1000.0 / self.dt_fs))
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The sizes of the pretraining experiment at one scale (the paper: aspirin, 10k frames, OC20)."""
-
-    molecule: str  # an MD17 molecule (gemrepro.catalog.MD17)
-    n_train: int
-    n_validation: int
-    n_test: int
-    target_frame_interval: int  # reference-MD steps between target frames (MD17: 1)
-    hot_molecules: int  # molecules of the MD list run hot for the corpus
-    hot_frames: int  # frames per hot molecule
-    hot_temperature: float
-    pretrain_steps: int
-    finetune_steps: int
-    stability: StabilityProtocol
-    target_temperature: float = 500.0
-
-    @property
-    def n_target_frames(self) -> int:
-        return self.n_train + self.n_validation + self.n_test
-
-
-PLANS: dict[str, Plan] = {
-    # 2 CPU cores, minutes: ethanol (9 atoms, the cheapest MD17 molecule), 300 frames, 0.1 ps of MD.
-    "tiny": Plan("ethanol", 150, 50, 100, 5, 6, 40, 1000.0, pretrain_steps=300, finetune_steps=200,
-                 stability=StabilityProtocol(time_ps=0.1, n_seeds=24, frame_interval=5)),
-    "small": Plan("aspirin", 1000, 250, 1000, 10, 20, 200, 1000.0, pretrain_steps=20_000, finetune_steps=10_000,
-                  stability=StabilityProtocol(time_ps=20.0, n_seeds=32)),
-    # The paper: aspirin, 10k fine-tuning frames; MDsim's 300 ps.
-    "paper": Plan("aspirin", 9500, 500, 1000, 10, 20, 1000, 1000.0, pretrain_steps=1_000_000,
-                  finetune_steps=500_000, stability=StabilityProtocol(time_ps=300.0, n_seeds=16)),
-}
-
-
 def plan_for(scale: str) -> Plan:
     """The pretraining plan of a scale (one-line error for an unknown one)."""
-    get_scale(scale)
-    if scale not in PLANS:
-        raise ValueError(f"scale {scale!r} has no pretraining plan: expected one of {', '.join(PLANS)}")
-    return PLANS[scale]
+    spec = get_scale(scale)
+    if spec.pretraining is None:
+        planned = ", ".join(name for name, s in SCALES.items() if s.pretraining is not None)
+        raise ValueError(f"scale {scale!r} has no pretraining plan: expected one of {planned}")
+    return spec.pretraining
 
 
 def _file_digest(path: Path) -> str:
