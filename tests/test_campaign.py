@@ -15,6 +15,7 @@ import pytest
 
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.cache.cluster import dask_client, load_slurm_config, slurm_cluster
+from gemrepro.config.scales import SCALES
 from gemrepro.studies.campaign import Campaign, Task, describe, run_campaign, summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,8 +158,8 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
         return Artifact(tmp_path, {})
 
     monkeypatch.setattr(build, "load_artifact", capture)
-    build.build_dataset(scale="tiny", seed=3, root=tmp_path)
-    assert seen["dataset"] == artifact_key(dataset_params("tiny", "gfn2-xtb", 3)[0])
+    build.build_dataset(scale=SCALES["tiny"], seed=3, root=tmp_path)
+    assert seen["dataset"] == artifact_key(dataset_params(SCALES["tiny"], "gfn2-xtb", 3)[0])
 
     monkeypatch.setattr(sweep, "get_or_create", capture)
     sweep.start_structures(4, seed=2, root=tmp_path)
@@ -174,7 +175,7 @@ def test_plan_keys_agree_with_the_functions_the_chapters_call(monkeypatch, tmp_p
     write(starts.file("start.xyz"), images, format="extxyz")
     model = Artifact(tmp_path / "model-key", {})
     monkeypatch.setattr(sweep, "load_artifact", capture)
-    protocol = sweep.protocol_for("tiny")
+    protocol = sweep.protocol_for(SCALES["tiny"])
     sweep.run_sweep_md(model, starts, protocol, seed=1, root=tmp_path)
     assert seen["md-sweep"] == artifact_key(md_params("model-key", "starts-key", protocol, seed=1))
 

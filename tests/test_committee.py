@@ -18,6 +18,7 @@ from gemrepro.analysis.warning import (
     warnings_at,
 )
 from gemrepro.cli import main as cli_main
+from gemrepro.config.scales import SCALES
 from gemrepro.md import read_system, run_md
 from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
 from gemrepro.md.potentials import MorseBondPotential
@@ -193,11 +194,11 @@ def test_proxy_correlation_ignores_failed_references():
 def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_in_their_seed():
     from gemrepro.studies.learning_curve import member_seed, model_params, train_config
 
-    base = model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=0)
+    base = model_params(SCALES["tiny"], 100, 0, "gfn2-xtb", "T", "dataset-key", member=0)
     # no "member" field: member 0's key is the learning-curve model's (the shipped bundle's keys)
     assert set(base) == {"scale", "seed", "reference", "dataset", "split", "model", "train", "stage_version"}
-    assert base["train"]["seed"] == 0 and train_config("tiny", 100, 0, member=0).seed == 0
-    first, second = (model_params("tiny", 100, 0, "gfn2-xtb", "T", "dataset-key", member=m) for m in (1, 2))
+    assert base["train"]["seed"] == 0 and train_config(SCALES["tiny"], 100, 0, member=0).seed == 0
+    first, second = (model_params(SCALES["tiny"], 100, 0, "gfn2-xtb", "T", "dataset-key", member=m) for m in (1, 2))
     assert first["member"] == 1 and first["dataset"] == base["dataset"] and first["split"] == base["split"]
     assert {k for k in first if first[k] != base.get(k)} == {"member", "train"}
     assert {k for k in first["train"] if first["train"][k] != base["train"][k]} == {"seed"}

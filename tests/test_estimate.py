@@ -8,7 +8,7 @@ import pytest
 
 import gemrepro.studies.estimate as estimate
 from gemrepro.cache.artifacts import Artifact
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import SCALES, get_scale
 from gemrepro.studies.estimate import Assumptions, estimate_resources, measure_costs
 from gemrepro.studies.learning_curve import recipe
 from gemrepro.studies.sweep import protocol_for
@@ -37,11 +37,11 @@ def _amount(result, item: str) -> float:
 
 def test_paper_estimate_scales_the_measured_costs_by_the_paper_sizes(monkeypatch, tmp_path):
     _fake_measurements(monkeypatch, tmp_path)
-    result = estimate_resources("paper", assumptions=Assumptions(gpu_speedup_over_cpu=10.0))
-    steps = sum(recipe("paper").max_steps)  # 4 x 1.5M
+    result = estimate_resources(SCALES["paper"], assumptions=Assumptions(gpu_speedup_over_cpu=10.0))
+    steps = sum(recipe(SCALES["paper"]).max_steps)  # 4 x 1.5M
     assert math.isclose(_amount(result, "training GemNet-Q"), steps * 1.5 / 3600 / 10)
     assert math.isclose(_amount(result, "training"), steps * (0.5 + 1.5) / 3600 / 10)
-    n_steps = protocol_for("paper").n_steps
+    n_steps = protocol_for(SCALES["paper"]).n_steps
     assert n_steps == 2_000_000  # 1 ns at 0.5 fs
     assert math.isclose(_amount(result, "MD"), 4 * n_steps * 0.2 / 3600 / 10)
     assert math.isclose(_amount(result, "simulated time"), 240.0)  # 4 models x 60 trajectories x 1 ns; paper 245 ns
@@ -58,8 +58,8 @@ def test_paper_estimate_scales_the_measured_costs_by_the_paper_sizes(monkeypatch
 
 def test_a_gpu_measurement_is_used_without_a_speed_up_assumption(monkeypatch, tmp_path):
     _fake_measurements(monkeypatch, tmp_path, device="cuda:0")
-    result = estimate_resources("small", assumptions=Assumptions(gpu_speedup_over_cpu=10.0))
-    assert math.isclose(_amount(result, "MD"), 4 * protocol_for("small").n_steps * 0.2 / 3600)
+    result = estimate_resources(SCALES["small"], assumptions=Assumptions(gpu_speedup_over_cpu=10.0))
+    assert math.isclose(_amount(result, "MD"), 4 * protocol_for(SCALES["small"]).n_steps * 0.2 / 3600)
     assert not result.table()["basis"].str.contains("assumed").any()
 
 
@@ -82,12 +82,12 @@ def test_bad_speed_up_is_a_one_line_error(factor):
 
 def test_measurements_are_real_and_cached(monkeypatch, tmp_path):
     """One real (small) measurement at tiny: positive costs, sizes of the batch, instant second call."""
-    molecules, systems, temperatures = estimate._md_batch("tiny")
+    molecules, systems, temperatures = estimate._md_batch(SCALES["tiny"])
     assert len(systems) == len(molecules) * 3 and temperatures[:3] == [300.0, 600.0, 1200.0]
     monkeypatch.setattr(estimate, "_md_batch", lambda scale: (molecules[:1], systems[:3], temperatures[:3]))
-    first = measure_costs("tiny", root=tmp_path, n_train_steps=1, n_md_steps=1, n_labels=1)
+    first = measure_costs(SCALES["tiny"], root=tmp_path, n_train_steps=1, n_md_steps=1, n_labels=1)
     m = first.manifest["measurements"]
-    assert m["training"]["T"]["batch_size"] == recipe("tiny").batch_size
+    assert m["training"]["T"]["batch_size"] == recipe(SCALES["tiny"]).batch_size
     assert m["training"]["T"]["seconds_per_step"] > 0 and m["md"]["seconds_per_step"] > 0
     assert m["md"]["n_systems"] == 3 and m["md"]["n_atoms"] == 3 * len(molecules[0])
     # one frame holds at least positions and forces in float64 for every atom
@@ -99,7 +99,7 @@ def test_measurements_are_real_and_cached(monkeypatch, tmp_path):
         raise AssertionError("a cached measurement was measured again")
 
     monkeypatch.setattr(estimate, "training_step_cost", no_measuring)
-    second = measure_costs("tiny", root=tmp_path, n_train_steps=1, n_md_steps=1, n_labels=1)
+    second = measure_costs(SCALES["tiny"], root=tmp_path, n_train_steps=1, n_md_steps=1, n_labels=1)
     assert second.path == first.path and second.manifest == first.manifest
     with pytest.raises(ValueError, match="n_md_steps: expected a positive integer"):
-        measure_costs("tiny", root=tmp_path, n_md_steps=0)
+        measure_costs(SCALES["tiny"], root=tmp_path, n_md_steps=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def micro(monkeypatch, tmp_path):
 
 
 def test_model_is_cached_and_has_finite_test_errors(micro, monkeypatch):
-    first = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    first = lc.train_scale_model(SCALES["micro"], 8, root=micro, progress=False)
     test = first.manifest["metrics"]["test"]
     assert test["n"] == 6 and first.manifest["steps"] == 10
     assert math.isfinite(test["energy_mae"]) and 0 < test["forces_mae"] < 10
@@ -87,12 +88,12 @@ def test_model_is_cached_and_has_finite_test_errors(micro, monkeypatch):
         raise AssertionError("a cached model was retrained")
 
     monkeypatch.setattr(lc, "train_model", no_training)
-    second = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    second = lc.train_scale_model(SCALES["micro"], 8, root=micro, progress=False)
     assert second.path == first.path and second.manifest == first.manifest
 
 
 def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_factory):
-    reference = lc.train_scale_model("micro", 8, root=tmp_path_factory.mktemp("uninterrupted"), progress=False)
+    reference = lc.train_scale_model(SCALES["micro"], 8, root=tmp_path_factory.mktemp("uninterrupted"), progress=False)
     real_train_model = lc.train_model
 
     class Killed(Exception):
@@ -107,19 +108,19 @@ def test_killed_training_resumes_to_the_same_model(micro, monkeypatch, tmp_path_
 
     monkeypatch.setattr(lc, "train_model", kill_at_step_5)
     with pytest.raises(Killed):
-        lc.train_scale_model("micro", 8, root=micro, progress=False)
+        lc.train_scale_model(SCALES["micro"], 8, root=micro, progress=False)
     assert not list((micro / lc.STAGE).glob("*/manifest.json"))  # no half artifact
     assert list((micro / f"{lc.STAGE}-work").glob("*/checkpoint.pt"))
     monkeypatch.setattr(lc, "train_model", real_train_model)
 
-    resumed = lc.train_scale_model("micro", 8, root=micro, progress=False)
+    resumed = lc.train_scale_model(SCALES["micro"], 8, root=micro, progress=False)
     assert resumed.manifest["resumed_from_step"] == 4  # the last checkpoint before the kill
     assert resumed.key == reference.key
     assert resumed.manifest["metrics"] == reference.manifest["metrics"]  # bit for bit on CPU
 
 
 def test_learning_curve_has_one_row_per_size(micro):
-    table = lc.learning_curve("micro", root=micro, progress=False)
+    table = lc.learning_curve(SCALES["micro"], root=micro, progress=False)
     assert table["train_size"].tolist() == [4, 8]
     assert table["steps"].tolist() == [8, 10]
     assert np.isfinite(table[["energy_mae", "forces_mae"]].to_numpy()).all()
@@ -129,9 +130,9 @@ def test_learning_curve_has_one_row_per_size(micro):
 
 def test_bad_inputs_give_one_line_errors(micro):
     with pytest.raises(ValueError, match=r"train_size 5: expected one of the micro sizes \[4, 8\]"):
-        lc.train_scale_model("micro", 5, root=micro)
-    with pytest.raises(ValueError, match="unknown scale"):
-        lc.train_config("huge", 4)
+        lc.train_scale_model(SCALES["micro"], 5, root=micro)
+    with pytest.raises(ValueError, match="scale 'micro' has no training recipe"):
+        lc.train_config(dataclasses.replace(SCALES["micro"], recipe=None), 4)
 
 
 def test_every_recipe_has_one_step_cap_per_size_and_stops_on_a_plateau():
@@ -140,13 +141,13 @@ def test_every_recipe_has_one_step_cap_per_size_and_stops_on_a_plateau():
         assert len(recipe.max_steps) == len(scale.train_sizes)
         assert list(recipe.max_steps) == sorted(recipe.max_steps)
         assert all(steps % recipe.eval_every == 0 for steps in recipe.max_steps)
-    config = lc.train_config("tiny", 100)
+    config = lc.train_config(SCALES["tiny"], 100)
     assert config.batch_size == 8 and config.max_wall_time_s is None
     assert config.min_relative_delta > 0 and config.patience >= 3  # a creeping loss cannot keep a run alive
 
 
 def test_curve_rows_of_several_seeds_and_their_spread_and_convergence(micro):
-    table = lc.learning_curve("micro", root=micro, progress=False, members=2)
+    table = lc.learning_curve(SCALES["micro"], root=micro, progress=False, members=2)
     assert sorted(zip(table["member"], table["train_size"])) == [(0, 4), (0, 8), (1, 4), (1, 8)]
     assert len(set(table["key"])) == 4  # four models, not the same one twice
     spread = lc.seed_spread(table)
@@ -160,7 +161,7 @@ def test_curve_rows_of_several_seeds_and_their_spread_and_convergence(micro):
     stopped = lc.convergence_status(table.assign(stop_reason="early_stopping"))
     assert stopped.all_converged and "none hit the step cap" in stopped.sentence
     with pytest.raises(ValueError, match="members"):
-        lc.learning_curve("micro", root=micro, progress=False, members=0)
+        lc.learning_curve(SCALES["micro"], root=micro, progress=False, members=0)
 
 
 def test_chapter_source_has_parameters_and_checked_cells():
@@ -191,21 +192,21 @@ def test_cli_trains_the_scale_model_then_loads_it(micro, capsys):
 
 
 def test_variant_resolves_to_the_scale_default_or_one_of_t_and_q():
-    assert [lc.resolve_variant(name) for name in ("tiny", "small", "paper")] == ["T", "T", "Q"]
-    assert lc.resolve_variant("tiny", "q") == "Q" and lc.resolve_variant("paper", " t ") == "T"
+    assert [lc.resolve_variant(SCALES[name]) for name in ("tiny", "small", "paper")] == ["T", "T", "Q"]
+    assert lc.resolve_variant(SCALES["tiny"], "q") == "Q" and lc.resolve_variant(SCALES["paper"], " t ") == "T"
     assert SCALES["tiny"].learning_curve_variants == ("T",)
     assert SCALES["small"].learning_curve_variants == SCALES["paper"].learning_curve_variants == ("T", "Q")
     with pytest.raises(ValueError, match=r"^variant: expected 'T' or 'Q' .*got 'X'$"):
-        lc.resolve_variant("tiny", "X")
+        lc.resolve_variant(SCALES["tiny"], "X")
     # the tiny models keep the keys they were cached under: None and "T" give one configuration
-    assert lc.model_config("tiny", None) == lc.model_config("tiny", "T")
-    assert lc.model_config("paper", None).variant == "Q"
+    assert lc.model_config(SCALES["tiny"], None) == lc.model_config(SCALES["tiny"], "T")
+    assert lc.model_config(SCALES["paper"], None).variant == "Q"
 
 
 def test_learning_curves_put_both_variants_side_by_side(micro):
     from gemrepro.model import GemNetQ, GemNetT, load_trained_model
 
-    table = lc.learning_curves("micro", variants=("T", "q"), root=micro, progress=False)
+    table = lc.learning_curves(SCALES["micro"], variants=("T", "q"), root=micro, progress=False)
     assert table["variant"].tolist() == ["T", "T", "Q", "Q"]
     assert table["train_size"].tolist() == [4, 8, 4, 8]
     assert table["steps"].tolist() == [8, 10, 8, 10]
@@ -214,9 +215,9 @@ def test_learning_curves_put_both_variants_side_by_side(micro):
     models = lc.model_artifacts(table, root=micro)
     loaded = [load_trained_model(m.file("model.pt")) for m in (models[0], models[2])]
     assert [type(m.model) for m in loaded] == [GemNetT, GemNetQ]
-    assert lc.learning_curves("micro", root=micro, progress=False)["variant"].tolist() == ["T", "T"]
+    assert lc.learning_curves(SCALES["micro"], root=micro, progress=False)["variant"].tolist() == ["T", "T"]
     with pytest.raises(ValueError, match="variant: expected 'T' or 'Q'"):
-        lc.learning_curves("micro", variants=("T", "X"), root=micro)
+        lc.learning_curves(SCALES["micro"], variants=("T", "X"), root=micro)
 
 
 def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_drawn():

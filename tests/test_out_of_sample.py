@@ -10,6 +10,7 @@ from ase.build import molecule
 
 from gemrepro.analysis.shift import dispersion_share, molecule_errors, r_squared
 from gemrepro.cache.artifacts import Artifact
+from gemrepro.config.scales import SCALES
 from gemrepro.reference import GFN2xTB, get_method
 from gemrepro.reference.dispersion import d4_energy, d4_pair_energies, dispersion_beyond, gfn2_d4_damping
 from gemrepro.studies.out_of_sample import (
@@ -154,11 +155,9 @@ def test_dispersion_share_signs_and_ratios():
 
 # ----------------------------------------------------------------------------- study glue
 def test_protocol_is_the_scales_at_1200_k():
-    protocol = out_of_sample_protocol("tiny")
+    protocol = out_of_sample_protocol(SCALES["tiny"])
     assert protocol.temperatures == (1200.0,)
     assert protocol.n_steps == 2000 and protocol.n_sampled_frames == 72
-    with pytest.raises(ValueError, match="unknown scale"):
-        out_of_sample_protocol("huge")
 
 
 def test_model_ranges_from_the_manifest():
@@ -184,7 +183,7 @@ def test_force_component_errors_follow_the_frames(tmp_path):
 
 def test_out_of_sample_rejects_an_unknown_reference():
     with pytest.raises(ValueError, match="reference: expected one of gfn2-xtb, pbe0"):
-        out_of_sample("tiny", reference="mp2")
+        out_of_sample(SCALES["tiny"], reference="mp2")
 
 
 def test_plots_return_figures_with_their_series():

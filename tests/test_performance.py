@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import matplotlib
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from gemrepro.config.scales import SCALES  # noqa: E402
 from gemrepro.plots import performance as plots_performance  # noqa: E402
 from gemrepro.studies import performance  # noqa: E402
 
@@ -45,8 +47,8 @@ def test_hardware_fingerprint_names_this_cpu_and_the_device():
     assert fingerprint["cpu"] in performance.hardware_label(fingerprint)
     gpu = dict(fingerprint, gpu="NVIDIA H100", device="cuda")
     assert performance.hardware_label(gpu).startswith("NVIDIA H100")
-    with pytest.raises(ValueError, match="scale"):
-        performance.plan_for("huge")
+    with pytest.raises(ValueError, match="scale 'tiny' has no performance plan"):
+        performance.plan_for(dataclasses.replace(SCALES["tiny"], performance=None))
 
 
 def test_measurements_are_cached_per_hardware_and_collected_side_by_side(tmp_path, monkeypatch):

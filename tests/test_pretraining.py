@@ -115,13 +115,13 @@ def test_reference_md_frames_are_cached_xtb_labels(tmp_path):
 
 # ----------------------------------------------------------------------------- the study
 def test_plan_and_protocol_errors():
-    with pytest.raises(ValueError, match="unknown scale"):
-        pt.plan_for("huge")
+    with pytest.raises(ValueError, match="scale 'tiny' has no pretraining plan"):
+        pt.plan_for(dataclasses.replace(SCALES["tiny"], pretraining=None))
     with pytest.raises(ValueError, match="n_seeds"):
         StabilityProtocol(time_ps=1.0, n_seeds=0)
     assert StabilityProtocol(time_ps=0.1, n_seeds=2).n_steps == 200
-    assert pt.plan_for("paper").molecule == "aspirin" and pt.plan_for("paper").n_train + \
-        pt.plan_for("paper").n_validation == 10_000
+    assert pt.plan_for(SCALES["paper"]).molecule == "aspirin" and pt.plan_for(SCALES["paper"]).n_train + \
+        pt.plan_for(SCALES["paper"]).n_validation == 10_000
 
 
 @pytest.fixture(scope="module")
@@ -148,26 +148,26 @@ def small_plan(monkeypatch):
 
 
 def test_target_file_is_split_into_disjoint_sets(water_files, small_plan, tmp_path):
-    target = pt.finetuning_target("tiny", seed=2, target_file=water_files / "target.xyz", root=tmp_path)
+    target = pt.finetuning_target(SCALES["tiny"], seed=2, target_file=water_files / "target.xyz", root=tmp_path)
     parts = [set(target.train), set(target.validation), set(target.test)]
     assert [len(p) for p in parts] == [20, 8, 12] and not (parts[0] & parts[1] or parts[0] & parts[2])
     assert target.formula == "H2O" and target.source.startswith("file:")
     with pytest.raises(ValueError, match="target_file"):
-        pt.finetuning_target("tiny", target_file=tmp_path / "missing.xyz", root=tmp_path)
+        pt.finetuning_target(SCALES["tiny"], target_file=tmp_path / "missing.xyz", root=tmp_path)
 
 
 def test_corpus_drops_the_target_formula(water_files, small_plan):
-    corpus = pt.pretraining_corpus("tiny", corpus_file=water_files / "corpus.xyz", exclude_formula="H2O")
+    corpus = pt.pretraining_corpus(SCALES["tiny"], corpus_file=water_files / "corpus.xyz", exclude_formula="H2O")
     assert corpus.n_excluded == 60 and len(corpus.frames) == 10
     assert {a.get_chemical_formula() for a in corpus.frames} == {"H3N"}
 
 
 def test_fine_tuning_starts_from_the_pretrained_model_and_md_runs(water_files, small_plan, tmp_path):
-    target = pt.finetuning_target("tiny", target_file=water_files / "target.xyz", root=tmp_path)
-    corpus = pt.pretraining_corpus("tiny", corpus_file=water_files / "corpus.xyz", exclude_formula="")
-    pretrained = pt.pretrain_model(corpus, "tiny", root=tmp_path)
-    scratch = pt.train_target_model(target, "tiny", init=None, root=tmp_path)
-    tuned = pt.train_target_model(target, "tiny", init=pretrained, root=tmp_path)
+    target = pt.finetuning_target(SCALES["tiny"], target_file=water_files / "target.xyz", root=tmp_path)
+    corpus = pt.pretraining_corpus(SCALES["tiny"], corpus_file=water_files / "corpus.xyz", exclude_formula="")
+    pretrained = pt.pretrain_model(corpus, SCALES["tiny"], root=tmp_path)
+    scratch = pt.train_target_model(target, SCALES["tiny"], init=None, root=tmp_path)
+    tuned = pt.train_target_model(target, SCALES["tiny"], init=pretrained, root=tmp_path)
     assert tuned.manifest["params"]["init"] == pretrained.key and scratch.manifest["params"]["init"] is None
     # 20 steps from hot water frames beat 20 steps from random weights on the same held-out frames
     tuned_mae, scratch_mae = (m.manifest["metrics"]["test"]["forces_mae"] for m in (tuned, scratch))

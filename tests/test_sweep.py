@@ -16,6 +16,7 @@ from gemrepro.analysis.errors import (
     stable_fraction,
     trajectory_errors,
 )
+from gemrepro.config.scales import SCALES
 from gemrepro.md import run_md
 from gemrepro.md.potentials import ExplodingPotential, MorseBondPotential
 from gemrepro.studies import sweep
@@ -290,7 +291,7 @@ def test_pbe0_subsample_takes_the_last_frames_of_the_smallest_molecule():
 
 
 def test_protocol_and_bad_input():
-    protocol = sweep.protocol_for("tiny")
+    protocol = sweep.protocol_for(SCALES["tiny"])
     assert protocol.n_steps * protocol.dt_fs / 1000 == pytest.approx(protocol.md_time_ps)
     assert protocol.n_steps // protocol.frame_interval >= protocol.n_sampled_frames
     with pytest.raises(ValueError, match="md_time_ps"):

@@ -110,7 +110,7 @@ def test_splits_are_disjoint_nested_and_seeded():
 
 def test_splits_refuse_a_dataset_that_is_too_small():
     with pytest.raises(ValueError, match="dataset has 100 configurations; the splits need 4500"):
-        scale_splits(100, "tiny")
+        scale_splits(100, SCALES["tiny"])
 
 
 def test_chapter_figures_are_numbered_and_carry_their_data_as_csv():

@@ -47,7 +47,7 @@ from gemrepro.analysis.statistics import (
 )
 from gemrepro.analysis.survival import bootstrap_ratio
 from gemrepro.cache.paths import artifacts_dir
-from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.config.scales import SCALES, Scale
 from gemrepro.studies import holes
 from gemrepro.studies.learning_curve import learning_curve
 from gemrepro.studies.long_runs import long_runs
@@ -120,7 +120,7 @@ class Claim:
 class Results:
     """Lazy access to a scale's chapter results (each loaded once, from the artifact cache)."""
 
-    def __init__(self, scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None, device: str = "cpu"):
+    def __init__(self, scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None, device: str = "cpu"):
         self.scale, self.seed, self.reference, self.root, self.device = scale, seed, reference, root, device
 
     @functools.cached_property
@@ -630,13 +630,12 @@ def evaluate(results: Results, claims: list[Claim] | None = None) -> pd.DataFram
 
 
 # ----------------------------------------------------------------------------- snapshots per scale
-def snapshot_path(scale: str, root=None):
-    """Where the latest evaluation of a scale is kept: ``<data>/results/<scale>.csv``."""
-    get_scale(scale)
-    return (Path(root) if root else artifacts_dir()).parent / "results" / f"{scale}.csv"
+def snapshot_path(scale: Scale, root=None):
+    """Where the latest evaluation of a scale is kept: ``<data>/results/<scale name>.csv``."""
+    return (Path(root) if root else artifacts_dir()).parent / "results" / f"{scale.name}.csv"
 
 
-def save_snapshot(table: pd.DataFrame, scale: str, root=None) -> None:
+def save_snapshot(table: pd.DataFrame, scale: Scale, root=None) -> None:
     """Keep ``table`` as the latest evaluation of ``scale`` (atomic: written aside, then renamed)."""
     path = snapshot_path(scale, root)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -646,14 +645,14 @@ def save_snapshot(table: pd.DataFrame, scale: str, root=None) -> None:
 
 
 def load_snapshots(root=None) -> dict[str, pd.DataFrame]:
-    """The latest evaluation of every scale that has one (current claims version only)."""
+    """The latest evaluation of every scale that has one (current claims version only), by scale name."""
     found = {}
-    for scale in SCALES:
+    for name, scale in SCALES.items():
         path = snapshot_path(scale, root)
         if path.is_file():
             table = pd.read_csv(path, keep_default_na=False)
             if (table.get("claims_version") == CLAIMS_VERSION).all():
-                found[scale] = table.drop(columns="claims_version")
+                found[name] = table.drop(columns="claims_version")
     return found
 
 

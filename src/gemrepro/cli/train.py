@@ -83,12 +83,13 @@ def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.config.scales import get_scale
     from gemrepro.studies.learning_curve import train_scale_model
 
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
     artifact = train_scale_model(
-        args.scale, args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
+        get_scale(args.scale), args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
         root=artifacts_dir(args.data_dir), progress=not args.quiet, device=args.device,
     )
     m = artifact.manifest

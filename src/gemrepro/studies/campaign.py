@@ -28,7 +28,7 @@ from tqdm.std import tqdm
 from gemrepro.cache.artifacts import Artifact, artifact_key, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.data.build import build_dataset, dataset_params, label_molecules
 from gemrepro.reference import get_method
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
@@ -165,11 +165,11 @@ def _label_molecule(task, root: str) -> Artifact:
     return label_molecules([task], n_workers=1, progress=False, root=root)[0]
 
 
-def _build_dataset(scale: str, reference: str, seed: int, root: str) -> Artifact:
+def _build_dataset(scale: Scale, reference: str, seed: int, root: str) -> Artifact:
     return build_dataset(scale=scale, reference=reference, seed=seed, n_workers=1, progress=False, root=root)
 
 
-def _train(scale: str, train_size: int, seed: int, reference: str, variant: str, root: str, device: str) -> Artifact:
+def _train(scale: Scale, train_size: int, seed: int, reference: str, variant: str, root: str, device: str) -> Artifact:
     return train_scale_model(scale, train_size, seed, reference, variant, root, progress=False, device=device)
 
 
@@ -177,14 +177,14 @@ def _starts(n_molecules: int, seed: int, root: str) -> Artifact:
     return start_structures(n_molecules, seed, root)
 
 
-def _md(scale: str, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
+def _md(scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
         device: str) -> Artifact:
     model = _train(scale, train_size, seed, reference, variant, root, device)
     return run_sweep_md(model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device,
                         scale=scale)
 
 
-def _relabel(scale: str, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
+def _relabel(scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
              device: str) -> Artifact:
     """Relabel one run's sampled frames. On a Dask worker the frames fan out over the same
     cluster; the task steps out of its worker slot meanwhile, so it cannot starve the labels."""
@@ -204,11 +204,10 @@ def _relabel(scale: str, train_size: int, seed: int, reference: str, variant: st
         rejoin()
 
 
-def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None, device: str = "cpu") -> Campaign:
+def plan_campaign(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None, device: str = "cpu") -> Campaign:
     """Every task of a scale: labels per molecule, the dataset, the models of every variant the
     book draws, the MD start structures, one MD run and one relabelling per default-variant model
     (what :func:`~gemrepro.studies.sweep.temperature_sweep` computes)."""
-    spec = get_scale(scale)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     root = str(Path(root) if root else artifacts_dir())
@@ -223,27 +222,27 @@ def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=N
         tasks.append(Task(name, "labels", {"molecule": molecule.smiles, "seed": seed, "reference": reference},
                           partial(_label_molecule, molecule, root),
                           partial(load_artifact, "labels", molecule.params(), root)))
-    tasks.append(Task("dataset", "dataset", {"scale": scale, "seed": seed, "reference": reference},
+    tasks.append(Task("dataset", "dataset", {"scale": scale.name, "seed": seed, "reference": reference},
                       partial(_build_dataset, scale, reference, seed, root),
                       partial(load_artifact, "dataset", data_params, root), tuple(label_names)))
 
-    variants = tuple(dict.fromkeys((*spec.learning_curve_variants, spec.default_variant)))
+    variants = tuple(dict.fromkeys((*scale.learning_curve_variants, scale.default_variant)))
     model_keys = {}
     for variant in variants:
-        for size in spec.train_sizes:
+        for size in scale.train_sizes:
             params = model_params(scale, size, seed, reference, variant, dataset_key)
             model_keys[variant, size] = artifact_key(params)
             tasks.append(Task(f"model/{variant}/{size}", MODEL_STAGE,
-                              {"scale": scale, "variant": variant, "train_size": size, "seed": seed},
+                              {"scale": scale.name, "variant": variant, "train_size": size, "seed": seed},
                               partial(_train, scale, size, seed, reference, variant, root, device),
                               partial(load_artifact, MODEL_STAGE, params, root), ("dataset",)))
 
-    n_molecules = max(spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
+    n_molecules = max(scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
     starts = start_params(n_molecules, seed)
     tasks.append(Task("md-start", START_STAGE, {"molecules": n_molecules, "seed": seed},
                       partial(_starts, n_molecules, seed, root), partial(load_artifact, START_STAGE, starts, root)))
-    variant = spec.default_variant
-    for size in spec.train_sizes:
+    variant = scale.default_variant
+    for size in scale.train_sizes:
         params = md_params(model_keys[variant, size], artifact_key(starts), protocol, seed)
         sweep_inputs = {"model": f"{variant}/{size}", "molecules": n_molecules,
                         "temperatures": list(protocol.temperatures), "md_time_ps": protocol.md_time_ps, "seed": seed}
@@ -255,7 +254,7 @@ def plan_campaign(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=N
                           partial(_relabel, *args),
                           partial(_find_labels, params, reference, protocol.n_sampled_frames, root),
                           (f"md/{variant}/{size}",)))
-    return Campaign(scale, tuple(tasks), Path(root))
+    return Campaign(scale.name, tuple(tasks), Path(root))
 
 
 def summarize(status: pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import torch
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.designs import CommitteeDesign
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.md import run_md
 from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
 from gemrepro.md.gemnet import potential_from_checkpoint
@@ -43,7 +43,7 @@ MD_STAGE = "md-committee"
 STAGE_VERSION = 1  # bump when what a disagreement artifact holds or how it is computed changes
 
 
-def committee_models(scale: str, train_size: int, n_members: int, seed: int = 0, reference: str = "gfn2-xtb",
+def committee_models(scale: Scale, train_size: int, n_members: int, seed: int = 0, reference: str = "gfn2-xtb",
                      variant: str | None = None, root=None, progress: bool = False, device: str = "cpu",
                      data=None) -> list[Artifact]:
     """The ``n_members`` model artifacts of one committee (trained when missing; member 0 reused)."""
@@ -136,7 +136,7 @@ class CommitteeStudy:
     sweep: object  # the temperature sweep (gemrepro.studies.sweep.Sweep) the committees were evaluated on
 
 
-def committee_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+def committee_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
                     design: CommitteeDesign | None = None, root=None, progress: bool = False,
                     device: str = "cpu") -> CommitteeStudy:
     """Train (or load) the committees and evaluate them on the sweep's and the seeds study's runs.
@@ -144,13 +144,12 @@ def committee_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn
     The two studies' trajectories are stacked with a ``study`` column ("sweep", "seeds"); their
     models, runs and labels come from the same cached functions as their own chapters.
     """
-    spec = get_scale(scale)
-    design = design or spec.committee
+    design = design or scale.committee
     if design is None:
-        raise ValueError(f"scale {spec.name!r} has no committee design (Scale.committee); pass design=")
-    unknown = [n for n in design.train_sizes if n not in spec.train_sizes]
+        raise ValueError(f"scale {scale.name!r} has no committee design (Scale.committee); pass design=")
+    unknown = [n for n in design.train_sizes if n not in scale.train_sizes]
     if unknown:
-        raise ValueError(f"design.train_sizes: {unknown} are not {scale} training sizes {list(spec.train_sizes)}")
+        raise ValueError(f"design.train_sizes: {unknown} are not {scale.name} training sizes {list(scale.train_sizes)}")
     root = Path(root) if root else artifacts_dir()
     variant = resolve_variant(scale, variant)
     sweep = temperature_sweep(scale=scale, seed=seed, reference=reference, variant=variant, root=root,

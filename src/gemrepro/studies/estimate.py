@@ -32,7 +32,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from gemrepro.cache.artifacts import Artifact, get_or_create, hardware
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.data.formats import write_qm7x
 from gemrepro.data.sampling import embed_conformers
 from gemrepro.data.torch_dataset import atoms_to_data
@@ -91,17 +91,16 @@ cost is linear in the number of atoms, see the performance chapter). Keeps the p
 GemNet-Q step within memory and seconds on a laptop."""
 PROBE_SYSTEMS = 3
 """MD systems in the timed batched run, scaled to the scale's batch by its number of atoms."""
-def _md_batch(scale: str):
+def _md_batch(scale: Scale):
     """The scale's MD systems: every MD molecule (RDKit + MMFF) at every temperature."""
-    spec = get_scale(scale)
-    n = max(spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
+    n = max(scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
     molecules = [embed_conformers(m.smiles, 1, seed=0)[0] for m in md_molecules(n)]
-    systems = [a for a in molecules for _ in spec.temperatures]
-    temperatures = [t for _ in molecules for t in spec.temperatures]
+    systems = [a for a in molecules for _ in scale.temperatures]
+    temperatures = [t for _ in molecules for t in scale.temperatures]
     return molecules, systems, temperatures
 
 
-def _time_md(scale: str, molecules_atoms, systems, temperatures, n_steps: int, device: str) -> dict:
+def _time_md(scale: Scale, molecules_atoms, systems, temperatures, n_steps: int, device: str) -> dict:
     """Seconds per step of the batched run, and the bytes one stored frame of it takes."""
     torch.manual_seed(0)
     potential = GemNetPotential(build_model(model_config(scale, None)), device=device)
@@ -140,18 +139,17 @@ def _time_labels(reference: str, molecules, n_labels: int) -> dict:
             "memory_bytes_per_configuration": float(np.mean(in_memory))}
 
 
-def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", root=None,
+def measure_costs(scale: Scale, reference: str = "gfn2-xtb", device: str = "cpu", root=None,
                   *, n_train_steps: int = 2, n_md_steps: int = 3, n_labels: int = 4) -> Artifact:
     """Measure (once per machine and device) the per-step costs of ``scale``; an artifact whose
     manifest holds ``measurements``."""
-    spec = get_scale(scale)
     for name, value in (("n_train_steps", n_train_steps), ("n_md_steps", n_md_steps), ("n_labels", n_labels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     device = str(resolve_device(device))
-    variants = tuple(dict.fromkeys((*spec.learning_curve_variants, spec.default_variant)))
+    variants = tuple(dict.fromkeys((*scale.learning_curve_variants, scale.default_variant)))
     batch_size = recipe(scale).batch_size
-    params = {"scale": scale, "preset": spec.model_preset, "variants": variants, "batch_size": batch_size,
+    params = {"scale": scale.name, "preset": scale.model_preset, "variants": variants, "batch_size": batch_size,
               "reference": reference, "device": device, "hardware": hardware(), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "steps": [n_train_steps, n_md_steps, n_labels],
               "probe": [PROBE_BATCH, PROBE_SYSTEMS], "stage_version": STAGE_VERSION}
@@ -160,7 +158,7 @@ def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", 
         training = {}
         for variant in variants:
             probe = min(batch_size, PROBE_BATCH)
-            row = training_step_cost((spec.model_preset,), variant, probe, repeats=n_train_steps,
+            row = training_step_cost((scale.model_preset,), variant, probe, repeats=n_train_steps,
                                      device=device).iloc[0]
             training[variant] = {"seconds_per_step": float(row["seconds_per_step"]) * batch_size / probe,
                                  "parameters": int(row["parameters"]), "batch_size": batch_size,
@@ -175,7 +173,7 @@ def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", 
         return {"measurements": {
             "hardware": hardware(), "device": device, "torch_threads": torch.get_num_threads(),
             "training": training,
-            "md": {"variant": spec.default_variant, **md},
+            "md": {"variant": scale.default_variant, **md},
             "reference": _time_labels(reference, molecules, n_labels),
         }}
 
@@ -183,10 +181,9 @@ def measure_costs(scale: str, reference: str = "gfn2-xtb", device: str = "cpu", 
 
 
 # ----------------------------------------------------------------------------- the estimate
-def estimate_resources(scale: str, root=None, device: str = "cpu", reference: str = "gfn2-xtb",
+def estimate_resources(scale: Scale, root=None, device: str = "cpu", reference: str = "gfn2-xtb",
                        assumptions: Assumptions | None = None) -> ResourceEstimate:
     """GPU-hours of training and MD, CPU-hours of reference labels, disk and memory of ``scale``."""
-    spec = get_scale(scale)
     assumptions = assumptions or Assumptions()
     artifact = measure_costs(scale, reference, device, root)
     m = artifact.manifest["measurements"]
@@ -210,7 +207,7 @@ def estimate_resources(scale: str, root=None, device: str = "cpu", reference: st
 
     protocol = protocol_for(scale)
     md = m["md"]
-    n_runs = len(spec.train_sizes)
+    n_runs = len(scale.train_sizes)
     md_hours = n_runs * protocol.n_steps * md["seconds_per_step"] * to_gpu_hours
     rows.append({"item": "MD", "amount": md_hours, "unit": "GPU-hours",
                  "basis": f"{n_runs} batched runs x {protocol.n_steps:,} steps x {md['seconds_per_step']:.3g} s/step "
@@ -221,7 +218,7 @@ def estimate_resources(scale: str, root=None, device: str = "cpu", reference: st
                  "basis": f"{n_runs} models x {md['n_systems']} trajectories x {protocol.md_time_ps:g} ps"})
 
     ref = m["reference"]
-    n_dataset = spec.n_configurations
+    n_dataset = scale.n_configurations
     n_relabel = n_runs * md["n_systems"] * protocol.n_sampled_frames
     label_hours = (n_dataset + n_relabel) * ref["seconds_per_label"] * assumptions.reference_cores_per_label / 3600.0
     rows.append({"item": "reference labels", "amount": label_hours, "unit": "CPU-hours",
@@ -240,7 +237,7 @@ def estimate_resources(scale: str, root=None, device: str = "cpu", reference: st
     rows.append({"item": "memory", "amount": n_dataset * ref["memory_bytes_per_configuration"] / 1e9, "unit": "GB",
                  "basis": f"training graphs in memory: {n_dataset:,} x {ref['memory_bytes_per_configuration']:.0f} B "
                           f"(float32, measured; the largest training set reads the whole dataset)"})
-    return ResourceEstimate(scale, m, tuple(rows), assumptions, artifact)
+    return ResourceEstimate(scale.name, m, tuple(rows), assumptions, artifact)
 
 
 def paper_campaign() -> pd.DataFrame:

@@ -42,7 +42,7 @@ from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.designs import SeedsDesign
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.md import potential_from_checkpoint, read_system, run_md
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
 from gemrepro.studies.sweep import (
@@ -198,7 +198,7 @@ class SeedsStudy:
     test_errors: pd.DataFrame  # the learning-curve table (test-set MAEs per training size)
 
 
-def seeds_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+def seeds_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
                 design: SeedsDesign | None = None, protocol: Protocol | None = None, root=None,
                 progress: bool = False, device: str = "cpu") -> SeedsStudy:
     """The scale's models (trained or loaded) run on every system of ``design`` (default: the scale's).
@@ -206,17 +206,16 @@ def seeds_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xt
     Start structures and models come from the same cached functions as the temperature sweep, so
     nothing is recomputed that the sweep already holds.
     """
-    spec = get_scale(scale)
-    design = design or spec.seeds
+    design = design or scale.seeds
     if design is None:
-        raise ValueError(f"scale {spec.name!r} has no seeds design (Scale.seeds); pass design=")
+        raise ValueError(f"scale {scale.name!r} has no seeds design (Scale.seeds); pass design=")
     protocol = protocol or short_run_protocol(scale)
     root = Path(root) if root else artifacts_dir()
     variant = resolve_variant(scale, variant)
     curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root,
                            progress=progress, device=device)
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
-    starts = start_structures(max(spec.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS), seed, root)
+    starts = start_structures(max(scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS), seed, root)
     md = {n: seed_runs(model, starts, protocol, design, seed, root, progress, device) for n, model in models.items()}
     trajectories = pd.concat([seeds_table(run).assign(train_size=n) for n, run in md.items()], ignore_index=True)
     return SeedsStudy(protocol, design, starts, models, md, trajectories, curve)

@@ -31,7 +31,7 @@ from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.bundle import file_digest, unpack
 from gemrepro.cache.paths import artifacts_dir, shipped_models
 from gemrepro.config.designs import Recipe
-from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.splits import Splits, make_splits
@@ -65,29 +65,28 @@ STAGE = "models"
 STAGE_VERSION = 2  # bump when what a model artifact holds or how it is trained changes
 
 
-def recipe(scale: str) -> Recipe:
-    """The training recipe of a scale (one-line error for an unknown one)."""
-    spec = get_scale(scale)
-    if spec.recipe is None:
+def recipe(scale: Scale) -> Recipe:
+    """The training recipe of a scale (``scale.recipe``; a one-line error for a scale without one)."""
+    if scale.recipe is None:
         planned = ", ".join(name for name, s in SCALES.items() if s.recipe is not None)
-        raise ValueError(f"scale {scale!r} has no training recipe: expected one of {planned}")
-    return spec.recipe
+        raise ValueError(f"scale {scale.name!r} has no training recipe: expected a Scale with one, as {planned}")
+    return scale.recipe
 
 
-def resolve_variant(scale: str, variant: str | None = None) -> str:
+def resolve_variant(scale: Scale, variant: str | None = None) -> str:
     """``variant`` as "T" or "Q" (case-insensitive); ``None`` means the scale's ``default_variant``."""
     if variant is None:
-        return get_scale(scale).default_variant
+        return scale.default_variant
     resolved = str(variant).strip().upper()
     if resolved not in ("T", "Q"):
         raise ValueError(f"variant: expected 'T' or 'Q' (or None for the scale's default), got {variant!r}")
     return resolved
 
 
-def _size_index(scale: str, train_size: int) -> int:
-    sizes = get_scale(scale).train_sizes
+def _size_index(scale: Scale, train_size: int) -> int:
+    sizes = scale.train_sizes
     if train_size not in sizes:
-        raise ValueError(f"train_size {train_size!r}: expected one of the {scale} sizes {list(sizes)}")
+        raise ValueError(f"train_size {train_size!r}: expected one of the {scale.name} sizes {list(sizes)}")
     return sizes.index(train_size)
 
 
@@ -103,7 +102,7 @@ def member_seed(seed: int, member: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(member)]).generate_state(1, np.uint32)[0] >> 1)
 
 
-def train_config(scale: str, train_size: int, seed: int = 0, *, device: str = "cpu", member: int = 0):
+def train_config(scale: Scale, train_size: int, seed: int = 0, *, device: str = "cpu", member: int = 0):
     """The ``TrainConfig`` for one model of the learning curve (``member``: see :func:`member_seed`)."""
     r = recipe(scale)
     steps = r.max_steps[_size_index(scale, train_size)]
@@ -116,10 +115,10 @@ def train_config(scale: str, train_size: int, seed: int = 0, *, device: str = "c
     )
 
 
-def model_config(scale: str, variant: str | None = "T"):
+def model_config(scale: Scale, variant: str | None = "T"):
     """The GemNet configuration of a scale: its preset plus the recipe's overrides (``None``: default variant)."""
     variant = resolve_variant(scale, variant)
-    return preset_config(get_scale(scale).model_preset, variant=variant, **dict(recipe(scale).model_overrides))
+    return preset_config(scale.model_preset, variant=variant, **dict(recipe(scale).model_overrides))
 
 
 @dataclass(frozen=True)
@@ -131,31 +130,29 @@ class ScaleData:
     splits: Splits
 
 
-def _dataset_artifact(scale: str, reference: str, seed: int, root) -> Artifact:
+def _dataset_artifact(scale: Scale, reference: str, seed: int, root) -> Artifact:
     return build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
 
 
-def load_scale_data(scale: str, seed: int = 0, reference: str = "gfn2-xtb", root=None,
+def load_scale_data(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None,
                     *, artifact: Artifact | None = None) -> ScaleData:
     """The scale's dataset (built if missing) as graphs, with nested train/val splits and one test set."""
-    spec = get_scale(scale)
     artifact = artifact or _dataset_artifact(scale, reference, seed, root)
     graphs = AtomsDataset.from_atoms(read(artifact.file("qm7x.hdf5")), energy_key="atomization_energy")
-    splits = make_splits(len(graphs), spec.train_sizes, spec.test_size, seed)
+    splits = make_splits(len(graphs), scale.train_sizes, scale.test_size, seed)
     return ScaleData(artifact, graphs, splits)
 
 
-def model_params(scale: str, train_size: int, seed: int, reference: str, variant: str, dataset_key: str,
+def model_params(scale: Scale, train_size: int, seed: int, reference: str, variant: str, dataset_key: str,
                  member: int = 0) -> dict:
-    """Cache parameters of one learning-curve model (what its artifact key hashes)."""
-    spec = get_scale(scale)
+    """Cache parameters of one learning-curve model (what its artifact key hashes; the scale by its name)."""
     config = train_config(scale, train_size, seed, device="cpu", member=member)
     params = {
-        "scale": scale,
+        "scale": scale.name,
         "seed": seed,
         "reference": reference,
         "dataset": dataset_key,
-        "split": {"train_size": train_size, "train_sizes": spec.train_sizes, "test_size": spec.test_size,
+        "split": {"train_size": train_size, "train_sizes": scale.train_sizes, "test_size": scale.test_size,
                   "validation_fraction": 0.25, "max_validation": recipe(scale).max_validation},
         "model": model_config(scale, variant).to_dict(),
         "train": config.to_dict(),
@@ -172,26 +169,26 @@ def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
     return file_digest(path)
 
 
-def _unpack_shipped(scale: str, root: Path) -> None:
+def _unpack_shipped(scale: Scale, root: Path) -> None:
     """Unpack the scale's committed model bundle into ``root`` (once per bundle content), if there is one."""
-    bundle = shipped_models(scale)
+    bundle = shipped_models(scale.name)
     if bundle is None:
         return
     stat = bundle.stat()
-    marker = root / ".shipped" / f"{scale}-{_bundle_digest(bundle, stat.st_size, stat.st_mtime_ns)[:16]}"
+    marker = root / ".shipped" / f"{scale.name}-{_bundle_digest(bundle, stat.st_size, stat.st_mtime_ns)[:16]}"
     if not marker.is_file():
         unpack(bundle, root)  # verifies checksums; keeps artifacts already present
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(str(bundle))
 
 
-def shipped_artifact(scale: str, stage: str, params: dict, root: Path) -> Artifact | None:
+def shipped_artifact(scale: Scale, stage: str, params: dict, root: Path) -> Artifact | None:
     """The ``stage`` artifact of ``params`` from the scale's committed bundle, if it holds it."""
     _unpack_shipped(scale, root)
     return load_artifact(stage, params, root)
 
 
-def _from_shipped(scale: str, params: dict, root: Path) -> Artifact | None:
+def _from_shipped(scale: Scale, params: dict, root: Path) -> Artifact | None:
     """The model of ``params`` from the scale's committed bundle, if it holds it."""
     return shipped_artifact(scale, STAGE, params, root)
 
@@ -202,7 +199,7 @@ def _validation_subset(indices: np.ndarray, cap: int | None) -> np.ndarray:
 
 
 def train_scale_model(
-    scale: str,
+    scale: Scale,
     train_size: int,
     seed: int = 0,
     reference: str = "gfn2-xtb",
@@ -301,7 +298,7 @@ def _curve_row(artifact: Artifact, size: int, variant: str, member: int) -> dict
 
 
 def learning_curve(
-    scale: str = "tiny",
+    scale: Scale,
     seed: int = 0,
     reference: str = "gfn2-xtb",
     variant: str | None = None,
@@ -318,9 +315,8 @@ def learning_curve(
     run MD with. The dataset is read once, and only when a model is missing from the cache.
     ``variant`` ("T" or "Q"; ``None``: the scale's default) is repeated in a ``variant`` column.
     """
-    spec = get_scale(scale)
     variant = resolve_variant(scale, variant)
-    n_members = spec.n_training_seeds if members is None else members
+    n_members = scale.n_training_seeds if members is None else members
     if isinstance(n_members, bool) or not isinstance(n_members, (int, np.integer)) or n_members < 1:
         raise ValueError(f"members: expected a positive number of training seeds or None, got {members!r}")
     root = Path(root) if root else artifacts_dir()
@@ -329,7 +325,7 @@ def learning_curve(
     data: ScaleData | None = None
     rows = []
     for member in range(int(n_members)):
-        for size in spec.train_sizes:
+        for size in scale.train_sizes:
             params = model_params(scale, size, seed, reference, variant, dataset.key, member)
             if load_artifact(STAGE, params, root) is None and data is None:
                 data = load_scale_data(scale, seed, reference, root, artifact=dataset)
@@ -384,7 +380,7 @@ def seed_spread(curve: pd.DataFrame, columns: tuple[str, ...] = ("energy_mae", "
 
 
 def learning_curves(
-    scale: str = "tiny",
+    scale: Scale,
     variants: tuple[str, ...] | None = None,
     *,
     seed: int = 0,
@@ -398,7 +394,7 @@ def learning_curves(
 
     Both variants see the same dataset, splits and test set, so their rows differ only in the model.
     """
-    chosen = get_scale(scale).learning_curve_variants if variants is None else variants
+    chosen = scale.learning_curve_variants if variants is None else variants
     if isinstance(chosen, str) or not chosen:
         raise ValueError(f"variants: expected a non-empty sequence of 'T'/'Q', got {variants!r}")
     resolved = list(dict.fromkeys(resolve_variant(scale, v) for v in chosen))
@@ -432,7 +428,7 @@ def sanity_check_real_data(
     n_test: int = 20,
     steps: int = 100,
     seed: int = 0,
-    scale: str = "tiny",
+    scale: Scale,
     root=None,
     progress: bool = False,
 ) -> SanityCheck:
@@ -462,7 +458,7 @@ def sanity_check_real_data(
         "energy_unit": energy_unit,
         "split": [n_train, n_validation, n_test],
         "seed": seed,
-        "scale": scale,
+        "scale": scale.name,
         "model": model_config(scale).to_dict(),
         "train": config.to_dict(),
         "stage_version": STAGE_VERSION,

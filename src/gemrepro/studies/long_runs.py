@@ -30,7 +30,7 @@ from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.bundle import pack
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.config.designs import DEFAULT_DT_FS, LongRunDesign
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.md.gemnet import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS
@@ -53,13 +53,13 @@ SEED_BASE = 11
 unlike the sweep's per-system seeds, so these are new replicas, not the sweep's trajectories again."""
 
 
-def _params(scale: str, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int) -> dict:
-    return {"scale": get_scale(scale).name, "model": model.key, "starts": starts.key, "design": asdict(design),
+def _params(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int) -> dict:
+    return {"scale": scale.name, "model": model.key, "starts": starts.key, "design": asdict(design),
             "seed": int(seed), "dt_fs": DEFAULT_DT_FS, "friction_per_fs": DEFAULT_FRICTION_PER_FS,
             "criteria": repr(StabilityCriteria()), "stage_version": STAGE_VERSION}
 
 
-def long_run(scale: str, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int = 0, root=None,
+def long_run(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int = 0, root=None,
              progress: bool = False, device: str = "cpu", shipped: bool = True) -> Artifact:
     """The long run of ``model`` on every start structure x ``design.n_seeds``; cached, shipped at ``tiny``.
 
@@ -119,13 +119,13 @@ class LongRuns:
     trajectories: pd.DataFrame  # one row per (train_size, system)
 
 
-def long_runs(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
+def long_runs(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
               root=None, progress: bool = False, device: str = "cpu") -> LongRuns:
     """The scale's long runs of its sparsest and densest learning-curve models (seed ``seed``)."""
     root = Path(root) if root else artifacts_dir()
-    design = get_scale(scale).long_runs
+    design = scale.long_runs
     if design is None:
-        raise ValueError(f"scale {scale!r} has no long-run design (Scale.long_runs)")
+        raise ValueError(f"scale {scale.name!r} has no long-run design (Scale.long_runs)")
     curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=resolve_variant(scale, variant),
                            root=root, progress=progress, device=device)
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
@@ -137,7 +137,7 @@ def long_runs(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", v
     return LongRuns(design, chosen, runs, trajectories)
 
 
-def ship(scale: str, root=None, progress: bool = True) -> tuple[Path, int]:
+def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.gz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
@@ -153,5 +153,5 @@ def ship(scale: str, root=None, progress: bool = True) -> tuple[Path, int]:
     runs = long_runs(scale, root=root, progress=progress)
     entries = ([f"{MODEL_STAGE}/{key}" for key in curve["key"]] + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
                + [f"{STAGE}/{run.key}" for run in runs.runs.values()])
-    output = pack(entries, checkout / "models" / f"{scale}.tar.gz", scale, root)
+    output = pack(entries, checkout / "models" / f"{scale.name}.tar.gz", scale.name, root)
     return output, len(entries)

@@ -33,7 +33,7 @@ from gemrepro import paper
 from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import out_of_sample as molecules_of_fig3
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import embed_conformers, relax
 from gemrepro.reference import get_method
@@ -71,11 +71,10 @@ RELAX = {"fmax": 0.1, "steps": 100}
 NO_DISPERSION: dict[str, dict] = {"gfn2-xtb": {"dispersion": False}, "pbe0": {"dispersion": None}}
 
 
-def out_of_sample_protocol(scale: str) -> Protocol:
+def out_of_sample_protocol(scale: Scale) -> Protocol:
     """The scale's MD protocol (length, time step, 72 frames) at the paper's single temperature, 1200 K."""
-    spec = get_scale(scale)
-    return Protocol(spec.md_time_ps, (float(paper.OUT_OF_SAMPLE["temperature"]),),
-                    n_sampled_frames=spec.n_sampled_frames)
+    return Protocol(scale.md_time_ps, (float(paper.OUT_OF_SAMPLE["temperature"]),),
+                    n_sampled_frames=scale.n_sampled_frames)
 
 
 def out_of_sample_starts(seed: int = 0, root=None) -> Artifact:
@@ -179,7 +178,7 @@ class OutOfSample:
 
 
 def out_of_sample(
-    scale: str = "tiny",
+    scale: Scale,
     seed: int = 0,
     reference: str = "gfn2-xtb",
     variant: str | None = None,

@@ -36,7 +36,7 @@ from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import MANIFEST, Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.designs import PerformancePlan
-from gemrepro.config.scales import SCALES
+from gemrepro.config.scales import SCALES, Scale
 from gemrepro.model import build_model, resolve_device
 from gemrepro.train import TrainConfig, train_model
 
@@ -60,12 +60,12 @@ STAGE = "performance"
 STAGE_VERSION = 1
 
 
-def plan_for(scale: str) -> PerformancePlan:
-    """The measurement sizes of ``scale`` (tiny, small or paper)."""
-    planned = {name: s.performance for name, s in SCALES.items() if s.performance is not None}
-    if scale not in planned:
-        raise ValueError(f"scale: expected one of {', '.join(planned)}, got {scale!r}")
-    return planned[scale]
+def plan_for(scale: Scale) -> PerformancePlan:
+    """The measurement sizes of ``scale`` (``scale.performance``; a one-line error for a scale without one)."""
+    if scale.performance is None:
+        planned = ", ".join(name for name, s in SCALES.items() if s.performance is not None)
+        raise ValueError(f"scale {scale.name!r} has no performance plan: expected a Scale with one, as {planned}")
+    return scale.performance
 
 
 # ----------------------------------------------------------------------------- hardware
@@ -252,7 +252,7 @@ class PerformanceResults:
         return self.md, self.model, self.labelling, self.training
 
 
-def performance_suite(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb",
+def performance_suite(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb",
                       device: str | torch.device = "auto", root=None) -> PerformanceResults:
     """All four measurements of ``scale`` on this machine (each cached on its own)."""
     plan = plan_for(scale)
@@ -302,6 +302,6 @@ def collect_measurements(root=None, like: PerformanceResults | None = None) -> p
     return pd.DataFrame(rows, columns=["measurement", "hardware", "device", "quantity", "value", "created", "key"])
 
 
-def plan_table(scale: str) -> pd.DataFrame:
+def plan_table(scale: Scale) -> pd.DataFrame:
     """The plan of ``scale`` as a two-column table (for the chapter)."""
     return pd.DataFrame([{"setting": k, "value": str(v)} for k, v in asdict(plan_for(scale)).items()])

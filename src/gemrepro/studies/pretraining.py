@@ -42,7 +42,7 @@ from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD17, MD_MOLECULES
 from gemrepro.catalog.molecules import molecule_from_smiles
 from gemrepro.config.designs import Plan, StabilityProtocol
-from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
@@ -76,13 +76,12 @@ STAGE_VERSION = 1  # bump when what these artifacts hold or how they are compute
 MODELS = ("scratch", "pretrained")
 
 
-def plan_for(scale: str) -> Plan:
-    """The pretraining plan of a scale (one-line error for an unknown one)."""
-    spec = get_scale(scale)
-    if spec.pretraining is None:
+def plan_for(scale: Scale) -> Plan:
+    """The pretraining plan of a scale (``scale.pretraining``; a one-line error for a scale without one)."""
+    if scale.pretraining is None:
         planned = ", ".join(name for name, s in SCALES.items() if s.pretraining is not None)
-        raise ValueError(f"scale {scale!r} has no pretraining plan: expected one of {planned}")
-    return spec.pretraining
+        raise ValueError(f"scale {scale.name!r} has no pretraining plan: expected a Scale with one, as {planned}")
+    return scale.pretraining
 
 
 def _file_digest(path: Path) -> str:
@@ -124,7 +123,7 @@ def _split(n: int, plan: Plan, seed: int, name: str) -> tuple[np.ndarray, np.nda
     return order[:a], order[a:b], order[b:plan.n_target_frames]
 
 
-def finetuning_target(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", target_file=None,
+def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", target_file=None,
                       root=None) -> Target:
     """The MD17-style frames to fine-tune on: reference-method MD of the plan's molecule (cached), or
     ``target_file`` (a real MD17/rMD17 ``.npz`` or any file :func:`gemrepro.data.read` loads).
@@ -148,7 +147,7 @@ def finetuning_target(scale: str = "tiny", seed: int = 0, reference: str = "gfn2
 
 
 # ----------------------------------------------------------------------------- the corpus
-def hot_samples(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "",
+def hot_samples(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "",
                 root=None) -> list[Artifact]:
     """High-temperature reference-MD frames of the first molecules of the MD list (one artifact each).
 
@@ -173,7 +172,7 @@ class Corpus:
     n_excluded: int
 
 
-def pretraining_corpus(scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
+def pretraining_corpus(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
                        exclude_formula: str = "", root=None) -> Corpus:
     """The scale's QM7-X-style dataset plus hot samples of many molecules, or ``corpus_file``.
 
@@ -197,7 +196,7 @@ def pretraining_corpus(scale: str = "tiny", seed: int = 0, reference: str = "gfn
 
 
 # ----------------------------------------------------------------------------- training
-def _train_config(scale: str, steps: int, seed: int):
+def _train_config(scale: Scale, steps: int, seed: int):
     """The learning-curve recipe of the scale with ``steps`` updates: both target models share it."""
     r = recipe(scale)
     return TrainConfig(
@@ -208,18 +207,18 @@ def _train_config(scale: str, steps: int, seed: int):
     )
 
 
-def _model_config(scale: str):
+def _model_config(scale: Scale):
     return model_config(scale, "T")  # the second paper's GemNet-T at every scale
 
 
-def _fresh_model(scale: str, train_set, config) -> torch.nn.Module:
+def _fresh_model(scale: Scale, train_set, config) -> torch.nn.Module:
     torch.manual_seed(config.seed)
     model = build_model(_model_config(scale)).to(config.torch_dtype)
     fit_scale_factors(model, Batch.from_data_list(train_set.to(config.torch_dtype).graphs[: config.batch_size]))
     return model
 
 
-def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_set, test_set, config, root: Path,
+def _train(stage: str, params: dict, scale: Scale, model_factory, train_set, val_set, test_set, config, root: Path,
            progress: bool, device: str) -> Artifact:
     """Train (resumably, in a work folder) and store ``model.pt``, ``history.csv`` and the errors."""
     config = replace(config, device=device)
@@ -239,7 +238,7 @@ def _train(stage: str, params: dict, scale: str, model_factory, train_set, val_s
     return get_or_create(stage, params, build, root, resumable=True)
 
 
-def pretrain_model(corpus: Corpus, scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb", root=None,
+def pretrain_model(corpus: Corpus, scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None,
                    progress: bool = False, device: str = "cpu") -> Artifact:
     """GemNet-T trained on the corpus (a random 4:1 train/validation split; validation capped as in the
     learning curves). Stands in for the OC20-pretrained GemNet-T of the paper."""
@@ -248,7 +247,7 @@ def pretrain_model(corpus: Corpus, scale: str = "tiny", seed: int = 0, reference
     n_val = max(1, len(corpus.frames) // 5)
     if recipe(scale).max_validation is not None:
         n_val = min(n_val, recipe(scale).max_validation)
-    params = {"scale": scale, "seed": int(seed), "reference": reference, "corpus": corpus.sources,
+    params = {"scale": scale.name, "seed": int(seed), "reference": reference, "corpus": corpus.sources,
               "n_excluded": corpus.n_excluded, "n_validation": n_val, "model": _model_config(scale).to_dict(),
               "train": config.to_dict(), "stage_version": STAGE_VERSION}
     found = load_artifact(PRETRAIN_STAGE, params, root)
@@ -261,7 +260,7 @@ def pretrain_model(corpus: Corpus, scale: str = "tiny", seed: int = 0, reference
                   None, config, root, progress, device)
 
 
-def train_target_model(target: Target, scale: str = "tiny", seed: int = 0, reference: str = "gfn2-xtb",
+def train_target_model(target: Target, scale: Scale, seed: int = 0, reference: str = "gfn2-xtb",
                        init: Artifact | None = None, root=None, progress: bool = False,
                        device: str = "cpu") -> Artifact:
     """A model of the target molecule: from scratch (``init=None``) or fine-tuned from ``init``.
@@ -272,7 +271,7 @@ def train_target_model(target: Target, scale: str = "tiny", seed: int = 0, refer
     """
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.finetune_steps, seed)
-    params = {"scale": scale, "seed": int(seed), "reference": reference, "target": target.source,
+    params = {"scale": scale.name, "seed": int(seed), "reference": reference, "target": target.source,
               "split": [len(target.train), len(target.validation), len(target.test)],
               "init": init.key if init is not None else None, "model": _model_config(scale).to_dict(),
               "train": config.to_dict(), "stage_version": STAGE_VERSION}
@@ -370,7 +369,7 @@ def _test_errors(artifact: Artifact) -> dict:
     return artifact.manifest["metrics"]["test"]
 
 
-def pretraining_study(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
+def pretraining_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
                       target_file=None, learning_curve_models: bool = True, root=None, progress: bool = False,
                       device: str = "cpu") -> PretrainingStudy:
     """The whole experiment of the second paper at one scale; every piece cached.

@@ -43,7 +43,7 @@ from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.cluster import dask_client
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import embed_conformers, relax
 from gemrepro.md import potential_from_checkpoint, run_md
@@ -113,16 +113,14 @@ class Protocol:
         return max(1, self.n_steps // self.n_sampled_frames)
 
 
-def protocol_for(scale: str) -> Protocol:
+def protocol_for(scale: Scale) -> Protocol:
     """The temperature sweep's protocol of a scale (its runs last ``Scale.sweep_length_ps``)."""
-    spec = get_scale(scale)
-    return Protocol(spec.sweep_length_ps, spec.temperatures, n_sampled_frames=spec.n_sampled_frames)
+    return Protocol(scale.sweep_length_ps, scale.temperatures, n_sampled_frames=scale.n_sampled_frames)
 
 
-def short_run_protocol(scale: str) -> Protocol:
+def short_run_protocol(scale: Scale) -> Protocol:
     """The sweep's protocol at the length of a scale's many short runs (``Scale.md_time_ps``: the seeds study)."""
-    spec = get_scale(scale)
-    return Protocol(spec.md_time_ps, spec.temperatures, n_sampled_frames=spec.n_sampled_frames)
+    return Protocol(scale.md_time_ps, scale.temperatures, n_sampled_frames=scale.n_sampled_frames)
 
 
 # ----------------------------------------------------------------------------- start structures
@@ -188,7 +186,7 @@ def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: 
 
 
 def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
-                 progress: bool = False, device: str = "cpu", *, scale: str | None = None,
+                 progress: bool = False, device: str = "cpu", *, scale: Scale | None = None,
                  shipped: bool = True) -> Artifact:
     """One batched MD run of every (molecule, temperature) with the model of ``model``.
 
@@ -471,16 +469,15 @@ def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results
             "free_atom_energies": {str(z): e for z, e in free_atoms.items()}}
 
 
-def dft_convergence(result: "Sweep", scale: str, method: str = "pbe0", per_cell: int | None = None,
+def dft_convergence(result: "Sweep", scale: Scale, method: str = "pbe0", per_cell: int | None = None,
                     temperatures: Sequence[float] | None = None, root=None, scheduler: str | None = None) -> pd.DataFrame:
     """The expensive method on the scale's subsample of every run of ``result`` (Fig. 2d); frames with train_size.
 
     ``per_cell`` and ``temperatures`` default to the scale's ``dft_frames_per_cell`` and
     ``dft_temperatures`` (see :func:`pbe0_subsample`); the calculations are cached like any relabelling.
     """
-    spec = get_scale(scale)
-    per_cell = spec.dft_frames_per_cell if per_cell is None else per_cell
-    temperatures = spec.dft_temperatures if temperatures is None else temperatures
+    per_cell = scale.dft_frames_per_cell if per_cell is None else per_cell
+    temperatures = scale.dft_temperatures if temperatures is None else temperatures
     subsamples = {}
     for n, md in result.md.items():
         sampled = sampled_frames(md, result.protocol.n_sampled_frames)
@@ -516,13 +513,13 @@ class Sweep:
         return [*self.md.values(), *self.labels.values()]
 
 
-def n_md_molecules(scale: str, n_molecules: int | None = None) -> int:
+def n_md_molecules(scale: Scale, n_molecules: int | None = None) -> int:
     """How many MD molecules the sweep runs: ``n_molecules`` or the scale's, at least enough to cover every element."""
-    return max(n_molecules or get_scale(scale).n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
+    return max(n_molecules or scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
 
 
 def temperature_sweep(
-    scale: str = "tiny",
+    scale: Scale,
     seed: int = 0,
     reference: str = "gfn2-xtb",
     *,
