@@ -18,7 +18,7 @@ from gemrepro.cache.cluster import dask_client, load_slurm_config, slurm_cluster
 from gemrepro.config.scales import SCALES
 from gemrepro.studies.campaign import Campaign, Task, describe, run_campaign, summarize
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- a tiny plan
@@ -113,7 +113,7 @@ def _finished(root: Path) -> set[str]:
 
 def test_a_killed_campaign_restarts_without_redoing_or_losing_work(tmp_path):
     script = tmp_path / "campaign.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(REPO / "tests"))))
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).resolve().parent))))
     root = tmp_path / "artifacts"
     process = subprocess.Popen([sys.executable, str(script), str(root), str(tmp_path / "first.log")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)

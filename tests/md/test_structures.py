@@ -21,7 +21,7 @@ from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_trained_model
 torch.set_num_threads(1)
 
 REFERENCES = {1: -13.6, 6: -1029.8, 8: -2041.3}  # a model trained on H, C and O
-SHARED_QM7X = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "qm7x_reduced_100.xyz"
+SHARED_QM7X = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "qm7x_reduced_100.xyz"
 
 
 def trained_file(path: Path, variant: str = "T") -> Path:

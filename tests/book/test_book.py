@@ -13,7 +13,7 @@ import pytest
 
 from gemrepro.book.build import BUILD_FLAGS, chapters
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = ROOT / "book" / "chapters"
 
 

@@ -359,7 +359,7 @@ def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
 
 
 
-SHARED_ETHANOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
+SHARED_ETHANOL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
 
 
 @pytest.mark.skipif(not SHARED_ETHANOL.is_file(), reason="../shared/data is not beside this checkout")

@@ -150,7 +150,7 @@ def test_every_claim_names_a_chapter_a_paper_value_and_a_rule():
 
     from gemrepro.book.build import chapters
 
-    names = set(chapters(Path(__file__).resolve().parents[1]))
+    names = set(chapters(Path(__file__).resolve().parents[2]))
     assert len({c.id for c in claims.CLAIMS}) == len(claims.CLAIMS)
     for c in claims.CLAIMS:
         assert c.chapter in names and c.paper_value and c.source and c.rule

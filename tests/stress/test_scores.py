@@ -22,7 +22,7 @@ from gemrepro.studies.sweep import Protocol
 
 torch.set_num_threads(1)
 
-REFERENCE = Path(__file__).with_name("field_scores_reference.json")  # the packages' own numbers; see its "about"
+REFERENCE = Path(__file__).resolve().parents[1] / "field_scores_reference.json"  # the packages' own numbers; see its "about"
 
 
 def repeated(atoms, n_frames: int) -> np.ndarray:

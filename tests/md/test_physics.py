@@ -36,7 +36,7 @@ from gemrepro.train import load_checkpoint
 
 torch.set_num_threads(1)
 
-SHARED_ETHANOL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
+SHARED_ETHANOL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
 needs_ethanol = pytest.mark.skipif(not SHARED_ETHANOL.is_file(), reason="../shared/data is not beside this checkout")
 KCAL_PER_MOL = units.kcal / units.mol  # eV
 
