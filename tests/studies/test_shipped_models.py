@@ -20,7 +20,7 @@ import torch
 
 from gemrepro.cache.artifacts import artifact_key
 from gemrepro.cache.paths import shipped_models
-from gemrepro.config.scales import SCALES, get_scale
+from gemrepro.config.scales import get_scale
 from gemrepro.data.build import build_dataset
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
@@ -34,7 +34,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-cache")
-    return root, build_dataset(scale=SCALES["tiny"], progress=False, root=root)
+    return root, build_dataset(scale=get_scale("tiny"), progress=False, root=root)
 
 
 def _bundle_metadata() -> dict:
@@ -48,7 +48,7 @@ def test_bundle_holds_every_tiny_model_under_the_current_key(tiny_dataset):
     _, dataset = tiny_dataset
     spec = get_scale("tiny")
     shipped = set(_bundle_metadata()["artifacts"])
-    wanted = {f"{lc.STAGE}/{artifact_key(lc.model_params('tiny', n, 0, 'gfn2-xtb', 'T', dataset.key, m))}"
+    wanted = {f"{lc.STAGE}/{artifact_key(lc.model_params(spec, n, 0, 'gfn2-xtb', 'T', dataset.key, m))}"
               for m in range(spec.n_training_seeds) for n in spec.train_sizes}
     assert len(wanted) == len(spec.train_sizes) * spec.n_training_seeds
     assert wanted <= shipped, f"{len(wanted - shipped)} tiny models are not in the bundle under the current keys"
@@ -57,9 +57,9 @@ def test_bundle_holds_every_tiny_model_under_the_current_key(tiny_dataset):
 def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     root, dataset = tiny_dataset
     size = get_scale("tiny").train_sizes[0]
-    bundled = lc.train_scale_model(SCALES["tiny"], size, root=tmp_path / "from-bundle", progress=False)
+    bundled = lc.train_scale_model(get_scale("tiny"), size, root=tmp_path / "from-bundle", progress=False)
     assert (tmp_path / "from-bundle" / lc.STAGE / bundled.key / "model.pt").is_file()
-    retrained = lc.train_scale_model(SCALES["tiny"], size, root=root, progress=False, shipped=False)
+    retrained = lc.train_scale_model(get_scale("tiny"), size, root=root, progress=False, shipped=False)
     assert retrained.key == bundled.key
     ours, theirs = retrained.manifest, bundled.manifest
     assert ours["stop_reason"] == theirs["stop_reason"] == "early_stopping"
@@ -74,22 +74,22 @@ def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     # or units (eV-scale errors), another stop reason, or a stop far from the bundled one.
     assert ours["metrics"]["test"]["forces_mae"] == pytest.approx(theirs["metrics"]["test"]["forces_mae"], rel=0.1)
     assert ours["metrics"]["test"]["energy_mae"] == pytest.approx(theirs["metrics"]["test"]["energy_mae"], rel=0.25)
-    assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe(SCALES["tiny"]).eval_every
+    assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe(get_scale("tiny")).eval_every
 
 
 def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
     """The shipped 10 ps runs are what the code computes: the first 1,000 steps of the sparsest
     model's run, recomputed from scratch, give the same frames and the same early failures."""
     root, _ = tiny_dataset  # may hold a retrained model under the bundled key (the test above): not used here
-    shipped = long_runs.long_runs(SCALES["tiny"], root=root)
+    shipped = long_runs.long_runs(get_scale("tiny"), root=root)
     sparsest = min(shipped.runs)
     assert set(shipped.runs) == {100, 3200} and len(shipped.trajectories) == 2 * 20
     assert set(_bundle_metadata()["artifacts"]) >= {f"{long_runs.STAGE}/{run.key}" for run in shipped.runs.values()}
-    starts = start_structures(n_md_molecules(SCALES["tiny"]), 0, root)
+    starts = start_structures(n_md_molecules(get_scale("tiny")), 0, root)
     design = dataclasses.replace(shipped.design, time_ps=0.5)
-    bundled = lc.train_scale_model(SCALES["tiny"], sparsest, root=tmp_path / "from-bundle", progress=False)
+    bundled = lc.train_scale_model(get_scale("tiny"), sparsest, root=tmp_path / "from-bundle", progress=False)
     assert bundled.key == shipped.models[sparsest].key
-    rerun = long_runs.long_run(SCALES["tiny"], bundled, starts, design, root=root, shipped=False)
+    rerun = long_runs.long_run(get_scale("tiny"), bundled, starts, design, root=root, shipped=False)
     long_table = long_runs.long_runs_table(shipped.runs[sparsest])
     short_table = long_runs.long_runs_table(rerun)
     early = long_table["failed"] & (long_table["failure_step"] <= design.n_steps)
@@ -112,14 +112,14 @@ def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns_
     root, _ = tiny_dataset
     shipped_root = tmp_path / "from-bundle"
     spec = get_scale("tiny")
-    protocol = sweep.protocol_for(SCALES["tiny"])
+    protocol = sweep.protocol_for(get_scale("tiny"))
     assert protocol.md_time_ps == spec.sweep_length_ps == 10.0
-    starts = start_structures(n_md_molecules(SCALES["tiny"]), 0, root)
-    models = {n: lc.train_scale_model(SCALES["tiny"], n, root=shipped_root, progress=False) for n in spec.train_sizes}
+    starts = start_structures(n_md_molecules(get_scale("tiny")), 0, root)
+    models = {n: lc.train_scale_model(get_scale("tiny"), n, root=shipped_root, progress=False) for n in spec.train_sizes}
     keys = {n: artifact_key(sweep.md_params(model.key, starts.key, protocol, 0)) for n, model in models.items()}
     assert set(_bundle_metadata()["artifacts"]) >= {f"{sweep.MD_STAGE}/{key}" for key in keys.values()}
     sparsest = min(models)
-    run = sweep.run_sweep_md(models[sparsest], starts, protocol, 0, shipped_root, scale=SCALES["tiny"])
+    run = sweep.run_sweep_md(models[sparsest], starts, protocol, 0, shipped_root, scale=get_scale("tiny"))
     assert run.key == keys[sparsest] and run.manifest["steps"] == protocol.n_steps
     n_frames = 4  # 0.55 ps: 4 frame intervals of 277 steps
     n_steps = n_frames * protocol.frame_interval
