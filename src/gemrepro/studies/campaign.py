@@ -73,7 +73,7 @@ class Task:
 class Campaign:
     """An ordered list of tasks whose dependencies come before them."""
 
-    scale: str
+    scale: str  # the scale's name (a record; the tasks hold the Scale)
     tasks: tuple[Task, ...]
     root: Path = field(default_factory=artifacts_dir)
 

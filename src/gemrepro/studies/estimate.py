@@ -68,7 +68,7 @@ class Assumptions:
 class ResourceEstimate:
     """Expected cost of a scale: ``table()`` for people, ``measurements`` for the record."""
 
-    scale: str
+    scale: str  # the scale's name
     measurements: dict
     rows: tuple[dict, ...]
     assumptions: Assumptions = field(default_factory=Assumptions)
