@@ -140,7 +140,9 @@ def code_digest(name: str) -> str:
     digest = hashlib.sha256()
     for module in code_closure(name):
         digest.update(module.encode())
-        digest.update(_module_source(module)[0].encode())
+        source = _module_source(module)
+        assert source is not None  # code_closure keeps only the modules that have a source
+        digest.update(source[0].encode())
     return digest.hexdigest()[:16]
 
 
