@@ -12,6 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,7 @@ def sample_and_label(task: MoleculeTask) -> dict:
 
 def _save_molecule(folder: Path, outcome: dict) -> dict:
     rows = outcome["rows"]
-    payload = {"error": np.array(outcome["error"]), "wall_time": np.array(outcome["wall_time"])}
+    payload: dict[str, Any] = {"error": np.array(outcome["error"]), "wall_time": np.array(outcome["wall_time"])}
     if rows:
         payload.update(
             numbers=rows[0]["numbers"],

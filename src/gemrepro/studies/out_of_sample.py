@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -65,7 +66,7 @@ STAGE_VERSION = 1  # bump when what these artifacts hold or how they are compute
 #: GFN2-xTB relaxation of the start structures (max force eV/Å, BFGS steps). Looser than the
 #: sweep's: a 57-atom tripeptide costs ~0.3 s per xTB call, the RDKit conformer is already near
 #: a minimum, and 1200 K Langevin dynamics forgets the last 0.1 eV/Å within femtoseconds.
-RELAX = {"fmax": 0.1, "steps": 100}
+RELAX: dict[str, Any] = {"fmax": 0.1, "steps": 100}
 
 #: Options that switch off each reference method's dispersion term.
 NO_DISPERSION: dict[str, dict] = {"gfn2-xtb": {"dispersion": False}, "pbe0": {"dispersion": None}}

@@ -26,6 +26,7 @@ import hashlib
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
@@ -142,7 +143,7 @@ def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", 
     artifact = reference_md_frames(MD17[plan.molecule], recipe, reference, seed, name=plan.molecule, root=root)
     frames = read_frames(artifact)
     train, validation, test = _split(len(frames), plan, seed, f"reference MD of {plan.molecule}")
-    start = ase_read(artifact.file("start.xyz"), format="extxyz")
+    start = cast(Atoms, ase_read(artifact.file("start.xyz"), format="extxyz"))  # no index: the last image
     return Target(plan.molecule, frames, train, validation, test, start, artifact.key, artifact)
 
 
@@ -245,8 +246,9 @@ def pretrain_model(corpus: Corpus, scale: Scale, seed: int = 0, reference: str =
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.pretrain_steps, seed)
     n_val = max(1, len(corpus.frames) // 5)
-    if recipe(scale).max_validation is not None:
-        n_val = min(n_val, recipe(scale).max_validation)
+    max_validation = recipe(scale).max_validation
+    if max_validation is not None:
+        n_val = min(n_val, max_validation)
     params = {"scale": scale.name, "seed": int(seed), "reference": reference, "corpus": corpus.sources,
               "n_excluded": corpus.n_excluded, "n_validation": n_val, "model": _model_config(scale).to_dict(),
               "train": config.to_dict(), "stage_version": STAGE_VERSION}

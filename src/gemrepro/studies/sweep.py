@@ -30,6 +30,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
@@ -150,7 +151,7 @@ def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
 
 def start_images(artifact: Artifact) -> list[Atoms]:
     """The relaxed start structures of a :func:`start_structures` artifact (names in ``info``)."""
-    return read(artifact.file("start.xyz"), index=":", format="extxyz")
+    return cast(list[Atoms], read(artifact.file("start.xyz"), index=":", format="extxyz"))  # index=":": a list
 
 
 # ----------------------------------------------------------------------------- MD
