@@ -42,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     print("assumption: training runs the recipe's maximum steps; validation passes are not counted")
     print("\npaper (Stocker et al.):")
     print(paper_campaign().to_string(index=False, justify="left"))
+    assert estimate.artifact is not None  # estimate_resources always measures (or reads) its artifact
     print(f"measurements: {estimate.artifact.provenance()}")
     return 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
@@ -126,7 +127,7 @@ def run_audit(
     seed: int = 0,
     reference: str | None = "gfn2-xtb",
     criteria: StabilityCriteria | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progress: bool = False,
     field: FieldProtocol | None = None,
     slots: int | None = None,

@@ -129,7 +129,7 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
     done = dict(zip(status["task"], status["done"]))
     pending = [t for t in campaign.tasks if not done[t.name]]
     token = uuid.uuid4().hex[:8]
-    futures = {}
+    futures: dict[str, Any] = {}
     for task in pending:
         upstream = [futures[d] for d in task.depends_on if d in futures]
         futures[task.name] = client.submit(_execute, task.run, *upstream, key=f"{task.name}-{token}", pure=False)

@@ -394,12 +394,12 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
     n_frames, n_atoms = positions.shape[:2]
     _, predicted = potential(torch.as_tensor(positions.reshape(-1, 3)), torch.as_tensor(numbers).repeat(n_frames),
                              torch.arange(n_frames).repeat_interleave(n_atoms))
-    predicted = predicted.numpy().reshape(n_frames, n_atoms, 3)
+    predicted_forces = predicted.numpy().reshape(n_frames, n_atoms, 3)
     out = table.loc[rows, ["frame", "time_ps", "converged"]].reset_index(drop=True)
     flag = next((c for c in ("after_failure", "failure_frame") if c in table.columns), None)
     out["after_failure"] = table.loc[rows, flag].astype(bool).to_numpy() if flag else False
     out["forces_mae"] = [
-        force_mae(predicted[i], reference_forces[offsets[r]:offsets[r + 1]]) if out.loc[i, "converged"] else np.nan
+        force_mae(predicted_forces[i], reference_forces[offsets[r]:offsets[r + 1]]) if out.loc[i, "converged"] else np.nan
         for i, r in enumerate(rows)
     ]
     return out
