@@ -20,6 +20,7 @@ from gemrepro.integrations import GemNetCalculator
 from gemrepro.model import (
     GemNetT,
     build_graph,
+    build_model,
     fit_scale_factors,
     load_model,
     save_model,
@@ -263,12 +264,15 @@ def test_float32_default_and_training_graph():
     assert net.atom_embedding.embeddings.weight.grad.abs().sum() > 0
 
 
-def test_paper_preset_parameter_count():
-    net = GemNetT.from_preset("paper")
+@pytest.mark.parametrize(("variant", "expected", "scale_factors"), [("T", 1_892_311, 17), ("Q", 2_158_499, 29)])
+def test_paper_preset_parameter_count(variant, expected, scale_factors):
+    net = build_model(variant, "paper")
     count = sum(p.numel() for p in net.parameters())
-    print(f"GemNet-T paper preset: {count:,} parameters (reference implementation: 1,892,311)")
-    assert 1_500_000 <= count <= 2_500_000
-    assert count == 1_892_311  # reference GemNet-T default config, measured
+    print(f"GemNet-{variant} paper preset: {count:,} parameters (reference implementation: {expected:,})")
+    assert count == expected  # the reference GemNet-T/-Q default config, measured
+    # The quadruplet part is what separates Q from T: the same shared layers, 266,188 more parameters,
+    # 29 vs 17 scale factors.
+    assert sum(isinstance(m, ScaleFactor) for m in net.modules()) == scale_factors
 
 
 @pytest.mark.parametrize(
