@@ -23,18 +23,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m gemrepro.workflow.book --scale $(SCALE) --build-dir $(BUILD)
+	$(PY) -m gemrepro.book.build --scale $(SCALE) --build-dir $(BUILD)
 	@echo "book: $(BUILD)/_build/html/index.html"
 
 update-book: $(STAMP)
-	$(PY) -m gemrepro.workflow.book --scale tiny --build-dir _build/tiny --update-committed
+	$(PY) -m gemrepro.book.build --scale tiny --build-dir _build/tiny --update-committed
 	@echo "committed chapters replaced by the tiny execution: review with git diff book/chapters"
 
 test: $(STAMP)
 	$(PY) -m pytest tests book/chapters --nbval-lax --durations=15
 
 publish: $(STAMP)
-	$(PY) -m gemrepro.workflow.book --html-only --build-dir _build/publish
+	$(PY) -m gemrepro.book.build --html-only --build-dir _build/publish
 	$(VENV)/bin/ghp-import --no-jekyll --force --push --remote $(REMOTE) --branch gh-pages \
 		--message "book from $$(git rev-parse --short HEAD)" _build/publish/_build/html
 

@@ -4,7 +4,7 @@ functions included), so the data flow reads bottom-up and no floor depends on th
 import ast
 from pathlib import Path
 
-from gemrepro.workflow import stages
+from gemrepro.studies import stages
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "gemrepro"
 
@@ -16,8 +16,8 @@ FLOORS = {
     "data": 3, "md": 3,
     "train": 4, "integrations": 4,
     "benchmarks": 5, "plots": 5,
-    "workflow": 6,
-    "stress": 7,
+    "studies": 6,
+    "stress": 7, "book": 7,
     "cli": 8, "__main__": 9,
 }
 
@@ -56,9 +56,9 @@ def test_no_package_imports_one_on_its_own_or_a_higher_floor():
 
 
 def test_the_rule_sees_an_upward_import(tmp_path):
-    """The checker itself: a model module importing the workflow is reported."""
+    """The checker itself: a model module importing a study is reported."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from gemrepro.workflow.sweep import Protocol\n    return Protocol\n")
+    bad.write_text("def f():\n    from gemrepro.studies.sweep import Protocol\n    return Protocol\n")
     (imported,) = imports_of(bad, "gemrepro.model.bad")
     assert FLOORS[top_level(imported)] > FLOORS[top_level("gemrepro.model.bad")]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gemrepro.workflow import stages
+from gemrepro.studies import stages
 
 RECORD = Path(__file__).with_name("stage_code.json")
 

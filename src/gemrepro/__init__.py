@@ -2,7 +2,8 @@
 
 A small library behind a reproducible companion book. Stages follow the data flow of
 ``DESIGN.md``: catalog -> data (sampling, labels, formats, splits) -> model -> train -> md
--> analysis, with ``workflow`` caching each stage's output as a content-addressed artifact.
+-> analysis, with ``studies`` caching each stage's output as a content-addressed artifact
+and ``book`` turning them into chapters.
 """
 
 import os

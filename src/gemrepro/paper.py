@@ -6,6 +6,8 @@ QM7-X paper, with its source; chapters label these as "paper".
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 # QM7-X as described in Stocker et al. (2022), Sec. "Methods", and the QM7-X paper.
@@ -52,7 +54,7 @@ def learning_curve_points() -> pd.DataFrame:
 
 # Fig. 2b-d of Stocker et al.: 1 ns NVT of 20 molecules at 300 / 600 / 1200 K, 72 frames per
 # trajectory relabelled with PBE0+MBD. Errors in eV (AE) and eV/Å (forces).
-TEMPERATURE_SWEEP = {
+TEMPERATURE_SWEEP: dict[str, Any] = {
     "3.2k AE MAE at 300 K (lower bound)": 10.0,  # "> 10 eV already at 300 K"
     "3.2M AE MAE at 1200 K": 0.0284,
     "shape": "exhaustive models (320k, 3.2M) rise only slightly with T; sparse ones (3.2k, 32k) dramatically",
@@ -94,7 +96,7 @@ HOLES = {
 CROSS_TRAJECTORY = {"own trajectory": 6.8, "exhaustive model's trajectory": 0.16}
 
 # Fig. 3 of Stocker et al.: the 3.2M model on four larger molecules, 1 ns at 1200 K.
-OUT_OF_SAMPLE = {
+OUT_OF_SAMPLE: dict[str, Any] = {
     "molecules": ("paracetamol", "4H-furo[2,3-c]pyrrol-6-amine", "histidine", "Ser-Trp-Leu"),
     "heavy atoms": (9, 29),
     "temperature": 1200.0,
@@ -109,7 +111,7 @@ OUT_OF_SAMPLE = {
 
 # Maheshwari et al. (arXiv:2506.14850): GemNet-T on MD17 (10k) from scratch vs pretrained on
 # OC20 and fine-tuned; stability measured with the protocol of MDSIM below (not their own values).
-PRETRAINING = {
+PRETRAINING: dict[str, Any] = {
     "force MAE, both models (eV/Å)": 0.005,
     "stable-time ratio, pretrained / scratch (up to)": 3.0,
     "fine-tuning frames": 10_000,

@@ -31,7 +31,7 @@ here from its own definition so ``gemrepro stress`` can print them next to its s
 
 ``tests/field_scores_reference.json`` holds numbers the packages' own code produced (mlipaudit
 0.1.8, mlip-arena 0.2.0, LAMBench's ``nve_simulation_single``) on trajectories stored beside them;
-``tests/test_scores.py`` checks these functions against them.
+``tests/stress/test_scores.py`` checks these functions against them.
 """
 
 from __future__ import annotations

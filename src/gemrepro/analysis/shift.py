@@ -9,7 +9,7 @@ Sign convention: the shift is model minus reference AE. A model that misses a bi
 (negative) dispersion energy ``D`` predicts an AE too high by ``-D``, so ``-D`` is the shift
 that dispersion can explain, and ``-D / shift`` the share it explains.
 
-Input tables have one row per relabelled frame (:func:`gemrepro.workflow.out_of_sample.out_of_sample`).
+Input tables have one row per relabelled frame (:func:`gemrepro.studies.out_of_sample.out_of_sample`).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from ase.data import covalent_radii
@@ -264,13 +264,13 @@ def detect_failure(
     if "force" in criteria.rules:
         norms = np.linalg.norm(need("force", forces, "forces", positions.shape), axis=-1)
         norms = np.where(np.isfinite(norms), norms, -np.inf)
-        failed["force"] = (norms > criteria.max_force).any(axis=-1)
+        failed["force"] = cast(np.ndarray, (norms > criteria.max_force).any(axis=-1))
         atoms_of["force"] = lambda t: (int(np.argmax(norms[t])),)
     if "bond" in criteria.rules:
         bonds, ref = reference_bonds(numbers, reference, criteria.covalent_factor)
         deviation = bond_deviation(positions, bonds, ref)
         deviation = np.where(np.isfinite(deviation), deviation, -np.inf)
-        failed["bond"] = (deviation > criteria.bond_tolerance).any(axis=-1)
+        failed["bond"] = cast(np.ndarray, (deviation > criteria.bond_tolerance).any(axis=-1))
         atoms_of["bond"] = lambda t: tuple(int(a) for a in bonds[np.argmax(deviation[t])])
     if "clash" in criteria.rules:
         ratio, closest = closest_pair(numbers, positions)
@@ -279,7 +279,7 @@ def detect_failure(
     if "hydrogen_loss" in criteria.rules:
         hydrogens, nearest = hydrogen_heavy_distance(numbers, positions)
         nearest = np.where(np.isfinite(nearest), nearest, -np.inf)
-        failed["hydrogen_loss"] = (nearest > criteria.hydrogen_cutoff).any(axis=-1)
+        failed["hydrogen_loss"] = cast(np.ndarray, (nearest > criteria.hydrogen_cutoff).any(axis=-1))
         atoms_of["hydrogen_loss"] = lambda t: (int(hydrogens[np.argmax(nearest[t])]),)
     if "temperature" in criteria.rules:
         temps = need("temperature", temperatures, "temperatures", (n_frames,))

@@ -42,25 +42,25 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_interval(values: Sequence[float], *, statistic: Callable[[np.ndarray], float] = np.mean,
+def bootstrap_interval(values: Sequence[float] | np.ndarray, *, statistic: Callable[[np.ndarray], float] = np.mean,
                        n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
     """``statistic`` of ``values`` with a percentile interval from resampling the values.
 
     Non-finite values are dropped first (a frame whose reference calculation failed has no error).
     One value gives a zero-width interval: n says so.
     """
-    values = np.asarray(values, dtype=float).ravel()
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+    all_values = np.asarray(values, dtype=float).ravel()
+    finite = all_values[np.isfinite(all_values)]
+    if len(finite) == 0:
         raise ValueError("values: expected at least one finite value")
-    estimate = float(statistic(values))
-    if len(values) == 1:
+    estimate = float(statistic(finite))
+    if len(finite) == 1:
         return Interval(estimate, estimate, estimate, 1)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(values), size=(n_boot, len(values)))
-    samples = np.array([statistic(values[d]) for d in draws], dtype=float)
+    draws = rng.integers(0, len(finite), size=(n_boot, len(finite)))
+    samples = np.array([statistic(finite[d]) for d in draws], dtype=float)
     low, high = _percentiles(samples, confidence)
-    return Interval(estimate, low, high, len(values))
+    return Interval(estimate, low, high, len(finite))
 
 
 def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], *, paired: bool = False,
@@ -92,7 +92,7 @@ def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[f
     return Interval(estimate, low, high, int(min(len(a), len(b))))
 
 
-def _slope_samples(sizes: Sequence[float], errors: Sequence[float], segments: Sequence[tuple[int, int]],
+def _slope_samples(sizes: Sequence[float] | np.ndarray, errors: Sequence[float] | np.ndarray, segments: Sequence[tuple[int, int]],
                    n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Slope estimates (K,), bootstrap samples (n_boot, K) and the fewest seeds of a size."""
     sizes = np.asarray(sizes, dtype=float)

@@ -89,7 +89,7 @@ def warnings_at(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshol
     return pd.DataFrame(rows)
 
 
-def threshold_tradeoff(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float],
+def threshold_tradeoff(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float] | np.ndarray,
                        by: Sequence[str] = ("train_size", "system"), signal: str = "force_disagreement",
                        min_lead_ps: float = 0.0) -> pd.DataFrame:
     """One row per threshold: detection rate on failed trajectories, false-alarm rate on stable ones.
@@ -156,7 +156,7 @@ class HeldOutWarning:
         return float((self.held_out["outcome"] == "false alarm").sum() / self.n_stable) if self.n_stable else float("nan")
 
 
-def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float],
+def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float] | np.ndarray,
                        calibrate: pd.Series, *, by: Sequence[str] = ("train_size", "system"),
                        signal: str = "force_disagreement", min_lead_ps: float = 0.0) -> HeldOutWarning:
     """Choose the threshold on the trajectories flagged in ``calibrate`` and measure it on the others.

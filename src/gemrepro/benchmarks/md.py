@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.md.state import batch_inputs
-from gemrepro.model import EnergyShift, resolve_device
+from gemrepro.model import EnergyShift, GemNet, resolve_device
 
 
 def benchmark_systems(n_systems: int, seed: int = 0) -> list[Atoms]:
@@ -277,7 +278,7 @@ def profile_potential(
     if not (isinstance(calls, (int, np.integer)) and calls >= 1):
         raise ValueError(f"calls: expected a positive integer, got {calls!r}")
     device = resolve_device(device)
-    network = _bare_network(model)
+    network = cast(GemNet, _bare_network(model))  # a GemNetT or GemNetQ
     potential = GemNetPotential(network, device=device)
     inputs = batch_inputs([a.positions for a in systems], [a.numbers for a in systems], device=device)
     positions, _, system_index = inputs

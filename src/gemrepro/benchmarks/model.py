@@ -71,7 +71,7 @@ def benchmark_model(
     model.eval()
     cases = [("batch", [molecule_like_cluster(atoms_per_molecule, generator) for _ in range(batch_size)])]
     cases += [("size", [molecule_like_cluster(n, generator)]) for n in sizes]
-    rows = []
+    rows: list[dict[str, float | int | str]] = []
     try:
         for case, structures in cases:
             batch = Batch.from_data_list(structures)

@@ -46,9 +46,10 @@ def _pack(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.workflow.long_runs import ship
+    from gemrepro.config.scales import get_scale
+    from gemrepro.studies.long_runs import ship
 
-    out, n = ship(args.scale, artifacts_dir(args.data_dir))
+    out, n = ship(get_scale(args.scale), artifacts_dir(args.data_dir))
     print(f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
           f"{out.stat().st_size / 1e6:.1f} MB")
     return 0

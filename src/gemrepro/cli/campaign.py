@@ -33,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from gemrepro.cache.cluster import dask_client, load_slurm_config
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.cli import UserError
-    from gemrepro.workflow.campaign import describe, plan_campaign, run_campaign, summarize
+    from gemrepro.config.scales import get_scale
+    from gemrepro.studies.campaign import describe, plan_campaign, run_campaign, summarize
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: expected a positive number of workers, got {args.workers}")
     slurm = load_slurm_config(args.slurm) if args.slurm else None  # a bad config fails before any planning
-    campaign = plan_campaign(args.scale, args.seed, args.reference, artifacts_dir(args.data_dir), args.device)
+    campaign = plan_campaign(get_scale(args.scale), args.seed, args.reference, artifacts_dir(args.data_dir), args.device)
     status = campaign.status()
     print(f"campaign {args.scale} (seed {args.seed}, {args.reference}) in {campaign.root}")
     print(summarize(status).to_string(index=False))

@@ -30,10 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.config.scales import get_scale
     from gemrepro.data.build import build_dataset
 
     artifact = build_dataset(
-        scale=args.scale,
+        scale=get_scale(args.scale),
         reference=args.reference,
         seed=args.seed,
         scheduler=args.scheduler,

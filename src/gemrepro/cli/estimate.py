@@ -25,10 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.workflow.estimate import Assumptions, estimate_resources, paper_campaign
+    from gemrepro.config.scales import get_scale
+    from gemrepro.studies.estimate import Assumptions, estimate_resources, paper_campaign
 
     assumptions = Assumptions() if args.gpu_speedup is None else Assumptions(gpu_speedup_over_cpu=args.gpu_speedup)
-    estimate = estimate_resources(args.scale, artifacts_dir(args.data_dir), args.device, args.reference, assumptions)
+    estimate = estimate_resources(get_scale(args.scale), artifacts_dir(args.data_dir), args.device, args.reference, assumptions)
     m = estimate.measurements
     table = estimate.table()
     table["amount"] = [f"{a:,.3g}" if a < 1000 else f"{a:,.0f}" for a in table["amount"]]
@@ -41,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     print("assumption: training runs the recipe's maximum steps; validation passes are not counted")
     print("\npaper (Stocker et al.):")
     print(paper_campaign().to_string(index=False, justify="left"))
+    assert estimate.artifact is not None  # estimate_resources always measures (or reads) its artifact
     print(f"measurements: {estimate.artifact.provenance()}")
     return 0

@@ -16,6 +16,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -106,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         stop=stop,
         after_failure=args.after_failure,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, (system, failure) in enumerate(zip(systems, summary.failures, strict=True)):
         rows.append({
             "system": k, "molecule": system.molecule, "temperature_K": system.temperature_K, "seed": system.seed_number,
@@ -275,7 +276,7 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_torchsim(model, label, systems, args)
     if args.against == "no-refill":
         return _bench_refill(model, label, systems, args)
-    result = benchmark_md(model, systems, args.steps, device=args.device, repeats=args.repeats)
+    result: dict[str, Any] = benchmark_md(model, systems, args.steps, device=args.device, repeats=args.repeats)
     if args.systems > 1:
         result["scaling"] = batch_scaling(model, systems, device=args.device, repeats=args.repeats)
     if args.json:
@@ -304,7 +305,7 @@ def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) 
     except ImportError as exc:
         raise ValueError(f"--against torchsim: TorchSim is not installed ({exc.name}); "
                          "pip install 'gemrepro[torchsim]' (torch-sim-atomistic==0.3.0)") from None
-    result = benchmark_torchsim(model, systems, args.steps, device=args.device, repeats=args.repeats)
+    result: dict[str, Any] = benchmark_torchsim(model, systems, args.steps, device=args.device, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -322,7 +323,7 @@ def _bench_refill(model, label: str, systems: list, args: argparse.Namespace) ->
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.benchmarks.refill import benchmark_refill
 
-    result = benchmark_refill(model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device,
+    result: dict[str, Any] = benchmark_refill(model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device,
                               repeats=args.repeats)
     if args.json:
         print(json.dumps(result))

@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gemrepro.analysis.geometry import element_list
 from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
+
+if TYPE_CHECKING:
+    import torch
+
+    from gemrepro.md.gemnet import GemNetPotential
 
 
 def _positive(value: float, flag: str, what: str) -> float:
@@ -29,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     from gemrepro.stress.calculators import CalculatorPotential
     from gemrepro.stress.field import SOURCES, FieldProtocol
     from gemrepro.stress.report import ORIGIN_RULE, origin_line, write_report
-    from gemrepro.workflow.sweep import Protocol
+    from gemrepro.studies.sweep import Protocol
 
     time_ps = _positive(args.time_ps, "--time-ps", "simulation time in ps")
     dt_fs = _positive(args.dt_fs, "--dt-fs", "time step in fs")
@@ -64,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
 
         get_method(reference)  # a one-line error before any MD
     out = Path(args.out)
+    potential: GemNetPotential | CalculatorPotential
+    device: str | torch.device
     if args.model is not None:
         from gemrepro.md.gemnet import potential_from_checkpoint
 

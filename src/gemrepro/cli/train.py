@@ -83,12 +83,13 @@ def run_scale(args: argparse.Namespace) -> int:
     """Train (or load) the scale's learning-curve model for ``--train-size``; print its test errors."""
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
-    from gemrepro.workflow.learning_curve import train_scale_model
+    from gemrepro.config.scales import get_scale
+    from gemrepro.studies.learning_curve import train_scale_model
 
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
     artifact = train_scale_model(
-        args.scale, args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
+        get_scale(args.scale), args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
         root=artifacts_dir(args.data_dir), progress=not args.quiet, device=args.device,
     )
     m = artifact.manifest
@@ -127,7 +128,7 @@ def run_data(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
-    from gemrepro.model import GemNetT, fit_scale_factors, load_trained_model
+    from gemrepro.model import EnergyShift, GemNet, GemNetT, fit_scale_factors, load_trained_model
     from gemrepro.train import TrainConfig, train_model
     from gemrepro.train.distributed import current_world
 
@@ -147,7 +148,7 @@ def run_data(args: argparse.Namespace) -> int:
     )
     torch.manual_seed(args.seed)
     if args.init:
-        model = load_trained_model(args.init).train()  # keeps its element references
+        model: GemNet | EnergyShift = load_trained_model(args.init).train()  # keeps its element references
     else:
         model = GemNetT.from_preset(args.preset).to(config.torch_dtype)
         first = train_set.to(config.torch_dtype).graphs[: config.batch_size]

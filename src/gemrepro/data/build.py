@@ -12,6 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from tqdm.std import tqdm
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.cluster import dask_client
 from gemrepro.catalog import dataset_molecules
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 from gemrepro.data.formats import write_qm7x
 from gemrepro.data.sampling import displace, embed_conformers, hessian, normal_modes, relax
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
@@ -102,7 +103,7 @@ def sample_and_label(task: MoleculeTask) -> dict:
 
 def _save_molecule(folder: Path, outcome: dict) -> dict:
     rows = outcome["rows"]
-    payload = {"error": np.array(outcome["error"]), "wall_time": np.array(outcome["wall_time"])}
+    payload: dict[str, Any] = {"error": np.array(outcome["error"]), "wall_time": np.array(outcome["wall_time"])}
     if rows:
         payload.update(
             numbers=rows[0]["numbers"],
@@ -165,19 +166,18 @@ def _formula_ids(smiles_list: list[str]) -> dict[str, tuple[int, int]]:
     return ids
 
 
-def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molecules: list | None = None,
+def dataset_params(scale: Scale, reference: str = "gfn2-xtb", seed: int = 0, molecules: list | None = None,
                    reference_options: dict | None = None) -> tuple[dict, list[MoleculeTask]]:
     """Cache parameters of :func:`build_dataset` and its per-molecule tasks, computed without
-    labelling anything (a campaign's dry run asks what exists)."""
-    spec = get_scale(scale)  # one-line errors for a bad scale or method before any work
-    method = get_method(reference, **(reference_options or {}))
+    labelling anything (a campaign's dry run asks what exists). The scale enters by its name."""
+    method = get_method(reference, **(reference_options or {}))  # a one-line error before any work
     if molecules is None:
-        molecules = dataset_molecules(spec.n_molecules, spec.n_md_molecules, seed=seed)
+        molecules = dataset_molecules(scale.n_molecules, scale.n_md_molecules, seed=seed)
     smiles = [m.smiles if hasattr(m, "smiles") else str(m) for m in molecules]
     options = tuple(sorted(method.options().items()))
-    tasks = [MoleculeTask(s, spec.n_conformers, spec.n_displaced, seed, reference, options) for s in smiles]
+    tasks = [MoleculeTask(s, scale.n_conformers, scale.n_displaced, seed, reference, options) for s in smiles]
     params = {
-        "scale": scale,
+        "scale": scale.name,
         "reference": reference,
         "reference_options": dict(options),
         "seed": seed,
@@ -187,7 +187,7 @@ def dataset_params(scale: str, reference: str = "gfn2-xtb", seed: int = 0, molec
 
 
 def build_dataset(
-    scale: str = "tiny",
+    scale: Scale,
     *,
     reference: str = "gfn2-xtb",
     seed: int = 0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from ase import Atoms, units
@@ -156,4 +157,4 @@ def read_frames(artifact: Artifact) -> list[Atoms]:
     """The labelled frames of a :func:`reference_md_frames` artifact."""
     if not artifact.file(FRAMES_FILE).is_file() or artifact.manifest.get("n_frames", 0) == 0:
         return []
-    return read(artifact.file(FRAMES_FILE), index=":", format="extxyz")
+    return cast(list[Atoms], read(artifact.file(FRAMES_FILE), index=":", format="extxyz"))  # index=":": a list

@@ -43,15 +43,17 @@ class MethodCalculator(Calculator):
 def embed_conformers(smiles: str, n_conformers: int, seed: int) -> list[Atoms]:
     """``n_conformers`` distinct RDKit ETKDG conformers, MMFF-relaxed, lowest energy first."""
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    params = AllChem.ETKDGv3()
+    # The ignores below: rdkit-stubs' AllChem lacks the names AllChem re-exports from rdDistGeom and
+    # rdForceFieldHelpers with `import *`, so mypy does not see them.
+    params = AllChem.ETKDGv3()  # type: ignore[attr-defined]
     params.randomSeed = int(seed)
     params.pruneRmsThresh = 0.1
-    conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=max(3 * n_conformers, n_conformers + 2), params=params))
+    conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=max(3 * n_conformers, n_conformers + 2), params=params))  # type: ignore[attr-defined]
     if not conf_ids:
         raise ValueError(f"RDKit could not embed a 3D structure for SMILES {smiles!r}")
     energies = {cid: 0.0 for cid in conf_ids}
-    if AllChem.MMFFHasAllMoleculeParams(mol):
-        for cid, (_, energy) in zip(conf_ids, AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)):
+    if AllChem.MMFFHasAllMoleculeParams(mol):  # type: ignore[attr-defined]
+        for cid, (_, energy) in zip(conf_ids, AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)):  # type: ignore[attr-defined]
             energies[cid] = energy
     ranked = sorted(conf_ids, key=lambda cid: (energies[cid], cid))[:n_conformers]
     numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]

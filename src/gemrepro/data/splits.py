@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,6 @@ def make_splits(
     )
 
 
-def scale_splits(n_configurations: int, scale: str, seed: int = 0) -> Splits:
-    """The splits of a named scale (``tiny``: 4/40/400/4000, ``paper``: 3.2k ... 3.2M)."""
-    spec = get_scale(scale)
-    return make_splits(n_configurations, spec.train_sizes, spec.test_size, seed)
+def scale_splits(n_configurations: int, scale: Scale, seed: int = 0) -> Splits:
+    """The splits of a scale (``tiny``: 100/320/1000/3200, ``paper``: 3.2k ... 3.2M)."""
+    return make_splits(n_configurations, scale.train_sizes, scale.test_size, seed)

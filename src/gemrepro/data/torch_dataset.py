@@ -13,6 +13,7 @@ per-element constants that a network with small output weights would learn slowl
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -74,6 +75,13 @@ def atoms_to_data(
     )
 
 
+class GraphSet(Protocol):
+    """What training and evaluation ask of a data set: its size and a graph by index (a list, an AtomsDataset)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Data: ...
+
+
 class AtomsDataset(Dataset):
     """A list of graphs in memory; index it like a list, subset it with a list of indices."""
 
@@ -133,7 +141,7 @@ def epoch_batches(
 
 
 def make_loader(
-    dataset: Dataset,
+    dataset: GraphSet,
     batch_size: int,
     *,
     shuffle: bool = False,
@@ -149,7 +157,7 @@ def make_loader(
     return DataLoader(dataset, batch_sampler=batches)
 
 
-def _element_counts(dataset: Sequence[Data]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _element_counts(dataset: GraphSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(elements present, count matrix molecules × elements, energies)."""
     if len(dataset) == 0:
         raise ValueError("dataset: expected at least one structure to fit element references")
@@ -164,7 +172,7 @@ def _element_counts(dataset: Sequence[Data]) -> tuple[np.ndarray, np.ndarray, np
     return elements, counts, energies
 
 
-def fit_element_references(dataset: Sequence[Data]) -> dict[int, float]:
+def fit_element_references(dataset: GraphSet) -> dict[int, float]:
     """Per-element energies ``e_Z`` (eV) minimising ``Σ_m (E_m − Σ_Z n_mZ e_Z)²``.
 
     When compositions are collinear (e.g. a single molecule), ``lstsq`` returns the

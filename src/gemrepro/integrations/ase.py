@@ -39,7 +39,7 @@ class GemNetCalculator(Calculator):
                  allow_unknown_elements: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(model_or_checkpoint, (GemNet, EnergyShift)):
-            model = model_or_checkpoint.to(resolve_device(device))
+            model: nn.Module = model_or_checkpoint.to(resolve_device(device))
         elif isinstance(model_or_checkpoint, (str, os.PathLike)):
             model = load_model(model_or_checkpoint, device=device)
         else:

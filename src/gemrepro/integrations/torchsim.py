@@ -12,6 +12,8 @@ TorchSim works in metal units (Å, eV, amu), which are gemrepro's.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ class TorchSimGemNet(ModelInterface):
 
     def forward(self, state: SimState | dict, **kwargs) -> dict[str, torch.Tensor]:
         """Energies (eV, one per system) and forces (eV/Å, one row per atom) of ``state``."""
-        get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
+        get: Callable[[str], Any] = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
         pbc = get("pbc")
         if pbc is not None and bool(torch.as_tensor(pbc).any()):
             raise ValueError("state: TorchSimGemNet supports only non-periodic molecules (pbc all False)")

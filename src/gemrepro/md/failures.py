@@ -134,12 +134,13 @@ class FailureDetector:
             return state
         atoms = torch.full((n, 2), -1, dtype=torch.long, device=system_index.device)
         start = self.offsets[:-1]
-        for code, (flags, values, segment, worst) in checks.items():
-            if values is None:
+        for code, (flags, element_values, segment, maximum) in checks.items():
+            if element_values is None:
                 continue
-            first = _segment_argmax(values, segment, worst)
-            found = (rule == code) & (first < len(values))
-            first = first.clamp_max(len(values) - 1)
+            assert segment is not None and maximum is not None  # a check has all three or none (temperature)
+            first = _segment_argmax(element_values, segment, maximum)
+            found = (rule == code) & (first < len(element_values))
+            first = first.clamp_max(len(element_values) - 1)
             if code == RULES.index("bond") + 1:
                 pair = self.bonds[first] - start[:, None]
             elif code == RULES.index("clash") + 1:

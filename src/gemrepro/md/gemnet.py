@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -161,7 +162,7 @@ class GemNetPotential:
         data = AtomsBatch(z=topology.z, pos=positions.detach().to(device=self.device, dtype=self.dtype),
                           batch=topology.batch)
         result = self.network(data)
-        out = dict(device=positions.device, dtype=positions.dtype)
+        out: dict[str, Any] = dict(device=positions.device, dtype=positions.dtype)
         energy, forces = result["energy"].detach().to(**out), result["forces"].detach().to(**out)
         if topology.reference_energy is not None:
             energy = energy + topology.reference_energy.to(**out)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -112,7 +113,7 @@ class _Slot:
 
 
 def _values(value: float | Sequence[float], n: int, name: str) -> list[float]:
-    values = [float(value)] * n if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    values = [float(cast(float, value))] * n if np.isscalar(value) else [float(v) for v in cast(Sequence[float], value)]
     if len(values) != n or not all(np.isfinite(v) and v >= 0 for v in values):
         raise ValueError(f"{name}: expected one finite non-negative value or {n} (one per trajectory), got {value!r}")
     return values
@@ -254,6 +255,7 @@ class _Campaign:
         parts, slots = [], []
         for s, slot in enumerate(self.slots):
             if not slot.ended:
+                assert self.state is not None  # a slot that has not ended runs in the batch
                 parts.append(select_systems(self.state, [s]))
                 slots.append(slot)
         while len(slots) < self.n_slots and self.next_trajectory < len(self.systems):

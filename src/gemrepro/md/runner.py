@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def checkpoint_path_for(path: str | Path) -> Path:
 
 
 def _per_system(value: float | Sequence[float], n: int, name: str) -> list[float]:
-    values = [float(value)] * n if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    values = [float(cast(float, value))] * n if np.isscalar(value) else [float(v) for v in cast(Sequence[float], value)]
     if len(values) != n:
         raise ValueError(f"{name}: expected one value or {n} (one per system), got {len(values)}")
     if not all(np.isfinite(v) and v >= 0 for v in values):

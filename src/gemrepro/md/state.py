@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,11 +81,11 @@ def batch_inputs(
     positions: Sequence, numbers: Sequence, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (positions (N, 3), numbers (N,), system_index (N,)) a potential takes, from per-system arrays."""
-    positions = torch.as_tensor(np.concatenate([np.asarray(p).reshape(-1, 3) for p in positions]), dtype=dtype,
-                                device=device)
+    all_positions = torch.as_tensor(np.concatenate([np.asarray(p).reshape(-1, 3) for p in positions]), dtype=dtype,
+                                    device=device)
     counts = torch.as_tensor([len(z) for z in numbers], device=device)
-    numbers = torch.as_tensor(np.concatenate([np.asarray(z).reshape(-1) for z in numbers]), device=device)
-    return positions, numbers, torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+    all_numbers = torch.as_tensor(np.concatenate([np.asarray(z).reshape(-1) for z in numbers]), device=device)
+    return all_positions, all_numbers, torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
 
 
 def kinetic_energy(state: MDState) -> torch.Tensor:
@@ -137,7 +138,7 @@ def build_state(
     ``remove_com_dof`` says whether the dynamics conserves the (zero) centre-of-mass momentum,
     as velocity Verlet does; then a system has ``3N - 3`` degrees of freedom instead of ``3N``.
     """
-    tensor = dict(dtype=dtype, device=device)
+    tensor: dict[str, Any] = dict(dtype=dtype, device=device)
     generators = [new_generator(seed, device) for seed in seeds]
     pos = [torch.as_tensor(p, **tensor).reshape(-1, 3) for p in positions]
     mass = [torch.as_tensor(m, **tensor).reshape(-1) for m in masses]

@@ -162,6 +162,7 @@ def _bessel_orders(x: torch.Tensor, slopes: bool) -> tuple[torch.Tensor, torch.T
         return values, None
     lower_power = series.orders * series.x.pow((series.orders - 1.0).clamp(min=0.0))  # l x^(l-1); 0 for l = 0
     series_slopes = (lower_power * total - power * series.x * total_slope) / series.double_factorials
+    assert recurrence_slopes is not None  # _upward_recurrence returns slopes whenever slopes is true, as total_slope
     return values, series.insert(recurrence_slopes, series_slopes)
 
 
@@ -282,6 +283,9 @@ class SphericalBasis(torch.nn.Module):
     of the edge that receives the message, and the angular part Y_l0(angle) only on the
     triplet, so the two are returned separately and combined by the bilinear layer.
     """
+
+    roots: torch.Tensor  # buffers (registered in __init__)
+    norms: torch.Tensor
 
     def __init__(
         self, num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int = 5

@@ -48,6 +48,7 @@ class GemNet(torch.nn.Module):
     """
 
     variant = ""  # "T" or "Q" in the subclasses
+    atom_reference: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(self, config: GemNetConfig | None = None) -> None:
         super().__init__()
@@ -142,10 +143,12 @@ class GemNet(torch.nn.Module):
         m = self.edge_embedding(h, rbf, graph.edge_src, graph.edge_dst)
         return bases, h, m, self.output_blocks[0](m, bases["rbf_out"], graph)
 
-    def atomic_energies(
-        self, z: torch.Tensor, positions: torch.Tensor, graph: MolecularGraph | QuadrupletGraph
-    ) -> torch.Tensor:
-        """Per-atom energies (eV), summed over the output blocks, without the reference shift."""
+    def atomic_energies(self, z: torch.Tensor, positions: torch.Tensor, graph: Any) -> torch.Tensor:
+        """Per-atom energies (eV), summed over the output blocks, without the reference shift.
+
+        ``graph`` is what this variant's :meth:`build_graph` returns (a ``MolecularGraph`` for T, a
+        ``QuadrupletGraph`` for Q), so each subclass narrows it.
+        """
         raise NotImplementedError
 
     def forward(self, data: Any, compute_forces: bool = True) -> dict[str, torch.Tensor]:

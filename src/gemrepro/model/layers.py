@@ -53,7 +53,7 @@ class Dense(torch.nn.Module):
         self.activation = ScaledSiLU() if activation else torch.nn.Identity()
 
     @property
-    def weight(self) -> torch.nn.Parameter:
+    def weight(self) -> torch.Tensor:  # a Parameter; torch's stubs type Linear.weight as Tensor
         return self.linear.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

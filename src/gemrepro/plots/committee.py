@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -80,7 +82,7 @@ def lead_time_plot(warnings: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Fi
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.2), constrained_layout=True)
     else:
-        fig = ax.figure
+        fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     warned = warnings[warnings["outcome"] == "warned"]
     order = sorted(warnings["train_size"].unique())
     sns.stripplot(data=warned, x="train_size", y="lead_time_ps", order=order, color=FAILED, ax=ax, size=6, jitter=0.15)
@@ -95,7 +97,7 @@ def proxy_plot(frames: pd.DataFrame, signal: str = "force_disagreement", error: 
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 4), constrained_layout=True)
     else:
-        fig = ax.figure
+        fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     usable = frames.replace([np.inf, -np.inf], np.nan).dropna(subset=[signal, error])
     usable = usable[(usable[signal] > 0) & (usable[error] > 0)]
     sns.scatterplot(data=usable, x=signal, y=error, hue="train_size", palette="viridis_r", ax=ax, s=18,
@@ -113,7 +115,7 @@ def proxy_by_error_plot(result, ax: plt.Axes | None = None) -> plt.Figure:
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     else:
-        fig = ax.figure
+        fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     ax.plot(bins["median_error"], bins["median_signal"], "o-", color="#2c3e50", label="median per error bin")
     for row in bins.itertuples():
         ax.annotate(f"n={row.n_frames}", (row.median_error, row.median_signal), textcoords="offset points",

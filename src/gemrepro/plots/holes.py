@@ -1,6 +1,6 @@
 """Figures of the holes chapter (Stocker et al., Fig. 2e, and survival beyond the paper).
 
-Each function takes tables from :mod:`gemrepro.workflow.holes` / :mod:`gemrepro.analysis` and
+Each function takes tables from :mod:`gemrepro.studies.holes` / :mod:`gemrepro.analysis` and
 returns a Figure. Paper values are drawn in black and labelled "paper", never in our colours.
 """
 

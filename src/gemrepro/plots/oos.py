@@ -1,7 +1,7 @@
 """Figures of the out-of-sample chapter (Stocker et al., Fig. 3) and of the dispersion test.
 
 Each function takes tables from :mod:`gemrepro.analysis.shift` or the frames of
-:func:`gemrepro.workflow.out_of_sample.out_of_sample` and returns a Figure. Paper values are
+:func:`gemrepro.studies.out_of_sample.out_of_sample` and returns a Figure. Paper values are
 drawn in black and labelled "paper".
 """
 

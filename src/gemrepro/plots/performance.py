@@ -1,6 +1,6 @@
 """Figures of the performance appendix: one function per measurement, each naming its hardware.
 
-Every function takes the ``result`` stored in a ``gemrepro.workflow.performance`` artifact and the
+Every function takes the ``result`` stored in a ``gemrepro.studies.performance`` artifact and the
 hardware line (``hardware_label``) and returns the figure; timings belong to a machine, so the
 machine is written into the figure itself, not only into the provenance line under it.
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -23,7 +25,7 @@ def survival_plot(curves: pd.DataFrame, *, hue: str, ax: plt.Axes | None = None,
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
     else:
-        fig = ax.figure
+        fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     groups = list(curves.groupby(hue, sort=True))
     colors = palette or dict(zip([k for k, _ in groups], sns.color_palette("viridis_r", len(groups))))
     for k, (key, curve) in enumerate(groups):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, cast
 
 from gemrepro.reference.method import ReferenceMethod
 from gemrepro.reference.pbe0 import PBE0
@@ -18,7 +19,7 @@ def get_method(name: str, **options) -> ReferenceMethod:
     if key not in _CLASSES:
         raise ValueError(f"unknown reference method {name!r}: expected one of {', '.join(METHODS)}")
     cls = _CLASSES[key]
-    known = [f.name for f in dataclasses.fields(cls)]
+    known = [f.name for f in dataclasses.fields(cast(Any, cls))]  # every method is a dataclass
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown option(s) {', '.join(unknown)} for {key}: expected {', '.join(known)}")

@@ -17,9 +17,11 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from ase import Atoms
 
 from gemrepro.analysis.errors import force_mae
@@ -27,11 +29,11 @@ from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.origin import failure_origin
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.md import run_md
-from gemrepro.md.queue import CHECKPOINT_NAME, failure_frame, read_trajectory, run_queue
-from gemrepro.md.runner import checkpoint_path_for
+from gemrepro.md.queue import CHECKPOINT_NAME, QueueSummary, failure_frame, read_trajectory, run_queue
+from gemrepro.md.runner import MDSummary, checkpoint_path_for
 from gemrepro.md.state import Potential, kinetic_temperature
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
-from gemrepro.workflow.sweep import Protocol, label_frames, sample_frames
+from gemrepro.studies.sweep import Protocol, label_frames, sample_frames
 
 __all__ = ["AuditResult", "Verdict", "run_audit", "system_seed"]
 
@@ -125,7 +127,7 @@ def run_audit(
     seed: int = 0,
     reference: str | None = "gfn2-xtb",
     criteria: StabilityCriteria | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progress: bool = False,
     field: FieldProtocol | None = None,
     slots: int | None = None,
@@ -148,7 +150,7 @@ def run_audit(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     capture = FailureCapture()
-    settings = dict(n_steps=protocol.n_steps, temperatures=[t for _, t, _ in systems],
+    settings: dict[str, Any] = dict(n_steps=protocol.n_steps, temperatures=[t for _, t, _ in systems],
                     seeds=[system_seed(seed, name, t, k) for name, t, k in systems], dt_fs=protocol.dt_fs,
                     friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
                     checkpoint_interval=max(protocol.n_steps, 1), criteria=criteria, device=device, progress=progress)
@@ -156,7 +158,7 @@ def run_audit(
     if slots is None:
         path = workdir / "trajectory.h5"
         checkpoint_path_for(path).unlink(missing_ok=True)  # an audit always starts fresh
-        summary = run_md(potential, starts, path=path, callback=capture, **settings)
+        summary: MDSummary | QueueSummary = run_md(potential, starts, path=path, callback=capture, **settings)
     else:
         if hasattr(potential, "errors"):
             raise ValueError("slots: refilled slots are for batched model potentials (--model), not calculators")

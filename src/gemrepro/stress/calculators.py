@@ -11,6 +11,7 @@ and the reason is kept in :attr:`CalculatorPotential.errors`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class CalculatorPotential:
                     self.errors[s] = one_line(exc)
                 self._first.setdefault(s, (x[start:stop].copy(), float(energy[s]), forces[start:stop].copy()))
             start = stop
-        out = dict(dtype=positions.dtype, device=positions.device)
+        out: dict[str, Any] = dict(dtype=positions.dtype, device=positions.device)
         return torch.as_tensor(energy, **out), torch.as_tensor(forces, **out)
 
     def reset(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from ase import Atoms, units
 
 from gemrepro.analysis import scores
@@ -158,7 +159,7 @@ def _seed(seed: int, tag: str, name: str) -> int:
 
 
 def nve_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Path, *, nve_ps: float,
-               seed: int = 0, device: str = "cpu", progress: bool = False) -> pd.DataFrame:
+               seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> pd.DataFrame:
     """LAMBench's NVE run per molecule: velocity Verlet, 1 fs, from 300 K, energy logged every
     ``n_steps // 100`` steps; a run stops counting when its numbers turn non-finite."""
     n_steps = max(1, int(round(nve_ps * 1000.0 / NVE_DT_FS)))
@@ -201,7 +202,7 @@ class _FrozenStep:
 
 def heating_ramp_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Path, *, ramp_ps: float,
                         dt_fs: float, friction_per_fs: float, seed: int = 0, criteria: StabilityCriteria | None = None,
-                        device: str = "cpu", progress: bool = False) -> pd.DataFrame:
+                        device: str | torch.device = "cpu", progress: bool = False) -> pd.DataFrame:
     """MLIP Arena's heating ramp per molecule (Langevin here, Nosé–Hoover there): the fraction of steps
     completed before the numbers turn non-finite; failed systems go on (``after_failure="continue"``),
     so the audit's own rules also say at which ramp temperature they first fire."""

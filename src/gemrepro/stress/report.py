@@ -107,6 +107,7 @@ def worst_frames_figure(result: AuditResult, n: int = 4) -> plt.Figure | None:
 def _field_section(result: AuditResult) -> list[str]:
     """The field's four scores, one line each with its source, and their tables."""
     field = result.field
+    assert field is not None  # called only for an audit with field scores
     items = "".join(f"<li>{html.escape(line)}<br><small>{html.escape(SOURCES[key])}</small></li>"
                     for key, line in field.lines().items())
     table = {"float_format": lambda v: f"{v:.4g}", "index": False}

@@ -23,6 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -172,16 +173,18 @@ def all_reduce_gradients(module: nn.Module) -> None:
     for p in parameters:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+    # every p.grad is a tensor from here on (set just above): the casts tell mypy so
     by_dtype: dict[torch.dtype, list[nn.Parameter]] = {}
     for p in parameters:
-        by_dtype.setdefault(p.grad.dtype, []).append(p)
+        by_dtype.setdefault(cast(torch.Tensor, p.grad).dtype, []).append(p)
     for group in by_dtype.values():
-        flat = torch.cat([p.grad.reshape(-1) for p in group])
+        flat = torch.cat([cast(torch.Tensor, p.grad).reshape(-1) for p in group])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         offset = 0
         for p in group:
-            n = p.grad.numel()
-            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            grad = cast(torch.Tensor, p.grad)
+            n = grad.numel()
+            grad.copy_(flat[offset : offset + n].view_as(grad))
             offset += n
 
 

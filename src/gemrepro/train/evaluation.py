@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 
+from gemrepro.data.torch_dataset import GraphSet
 from gemrepro.train.losses import EnergyForceLoss
 
 __all__ = ["collate", "error_sums", "evaluate", "metrics_from_sums", "model_device", "model_dtype", "prepare_batch"]
@@ -27,7 +28,7 @@ def prepare_batch(batch: Batch, device: torch.device, dtype: torch.dtype) -> Bat
     return batch
 
 
-def collate(dataset: Sequence[Data], indices: Sequence[int]) -> Batch:
+def collate(dataset: GraphSet, indices: Sequence[int]) -> Batch:
     return Batch.from_data_list([dataset[i] for i in indices])
 
 
@@ -46,7 +47,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 def evaluate(
     model: nn.Module,
-    dataset: Sequence[Data],
+    dataset: GraphSet,
     batch_size: int = 32,
     loss: EnergyForceLoss | None = None,
 ) -> dict[str, float]:
@@ -61,7 +62,7 @@ def evaluate(
     return metrics_from_sums(error_sums(model, dataset, range(len(dataset)), batch_size), loss or EnergyForceLoss())
 
 
-def error_sums(model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], batch_size: int) -> list[float]:
+def error_sums(model: nn.Module, dataset: GraphSet, indices: Sequence[int], batch_size: int) -> list[float]:
     """Summed errors over ``indices``: |ΔE|, |ΔF| components, ΔF², per-atom ‖ΔF‖, molecules, atoms."""
     device, dtype = model_device(model), model_dtype(model)
     indices = list(indices)

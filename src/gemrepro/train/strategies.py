@@ -15,8 +15,8 @@ from typing import Protocol
 
 import torch
 from torch import nn
-from torch_geometric.data import Data
 
+from gemrepro.data.torch_dataset import GraphSet
 from gemrepro.train import distributed
 from gemrepro.train.distributed import World
 from gemrepro.train.evaluation import collate, error_sums, evaluate, metrics_from_sums, model_device, prepare_batch
@@ -35,13 +35,14 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 class Strategy(Protocol):
     """What the training loop asks of the processes it runs in."""
 
-    world: World
+    @property
+    def world(self) -> World: ...  # read-only: the strategies are frozen dataclasses
 
     def device(self, requested: str) -> torch.device: ...
     def share_weights(self, model: nn.Module) -> None: ...
-    def backward(self, model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], loss_fn: EnergyForceLoss,
+    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
                  dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]: ...
-    def evaluate(self, model: nn.Module, dataset: Sequence[Data], batch_size: int,
+    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
                  loss_fn: EnergyForceLoss) -> dict[str, float]: ...
     def agree_on_stop(self, reason: str | None, wall_time_limited: bool, device: torch.device) -> str | None: ...
     def finish(self) -> None: ...
@@ -59,7 +60,7 @@ class SingleProcess:
     def share_weights(self, model: nn.Module) -> None:
         """Nothing to share: the weights are this process's own."""
 
-    def backward(self, model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], loss_fn: EnergyForceLoss,
+    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
                  dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]:
         """The batch's loss and terms, its gradient left in ``.grad`` (refused before backward if not finite)."""
         batch = prepare_batch(collate(dataset, indices), model_device(model), dtype)
@@ -68,7 +69,7 @@ class SingleProcess:
         loss.backward()
         return loss, terms
 
-    def evaluate(self, model: nn.Module, dataset: Sequence[Data], batch_size: int,
+    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
                  loss_fn: EnergyForceLoss) -> dict[str, float]:
         return evaluate(model, dataset, batch_size, loss_fn)
 
@@ -87,7 +88,7 @@ class DataParallel(SingleProcess):
         """Every rank starts from rank 0's weights, whatever each seeded."""
         distributed.broadcast_module(model)
 
-    def backward(self, model: nn.Module, dataset: Sequence[Data], indices: Sequence[int], loss_fn: EnergyForceLoss,
+    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
                  dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]:
         """Back-propagate this rank's shard; leave the global batch's gradient in ``.grad``.
 
@@ -108,7 +109,7 @@ class DataParallel(SingleProcess):
         _check_finite(loss, step)
         return loss, {"force_term": totals[1], "energy_term": totals[2]}
 
-    def evaluate(self, model: nn.Module, dataset: Sequence[Data], batch_size: int,
+    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
                  loss_fn: EnergyForceLoss) -> dict[str, float]:
         sums = error_sums(model, dataset, distributed.shard(range(len(dataset)), self.world), batch_size)
         reduced = distributed.all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=model_device(model)))

@@ -33,15 +33,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
 from torch import nn
-from torch_geometric.data import Data
 from tqdm.std import tqdm
 
-from gemrepro.data.torch_dataset import epoch_batches, fit_element_references
+from gemrepro.data.torch_dataset import GraphSet, epoch_batches, fit_element_references
 from gemrepro.model.checkpoint import save_trained_model
 from gemrepro.model.energy_shift import EnergyShift
 from gemrepro.train import distributed
@@ -195,7 +194,7 @@ def _stop_reason(config: TrainConfig, step: int, epoch: int, started: float) -> 
     return None
 
 
-def _wrap(model: nn.Module, train_set: Sequence[Data], config: TrainConfig, fresh: bool) -> EnergyShift:
+def _wrap(model: nn.Module, train_set: GraphSet, config: TrainConfig, fresh: bool) -> EnergyShift:
     """``model`` with per-element reference energies; a fresh run fits them to the training set."""
     if isinstance(model, EnergyShift):
         return model
@@ -216,8 +215,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train_set: Sequence[Data],
-        val_set: Sequence[Data],
+        train_set: GraphSet,
+        val_set: GraphSet,
         config: TrainConfig,
         workdir: str | Path,
         *,
@@ -362,7 +361,7 @@ class Trainer:
 
     def _progress_bar(self) -> tqdm:
         n_batches = math.ceil(len(self.train_set) / self.config.batch_size)
-        total = self.config.max_steps
+        total: float | None = self.config.max_steps
         if self.config.max_epochs is not None:
             total = min(total or math.inf, self.config.max_epochs * n_batches)
         return tqdm(
@@ -378,7 +377,8 @@ class Trainer:
         model, state = self.model, self.state
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
-            best_metrics = {**state.best_metrics, "step": state.best_step}
+            # best_state, best_step and best_metrics are set together (TrainState)
+            best_metrics = {**cast(dict[str, float], state.best_metrics), "step": cast(int, state.best_step)}
         else:  # stopped before the first validation: keep the current EMA weights
             self.optimization.ema.copy_to(model)
             best_metrics = self.strategy.evaluate(model, self.val_set, self.eval_batch_size, self.loss_fn)
@@ -401,8 +401,8 @@ class Trainer:
 
 def train_model(
     model: nn.Module,
-    train_set: Sequence[Data],
-    val_set: Sequence[Data],
+    train_set: GraphSet,
+    val_set: GraphSet,
     config: TrainConfig,
     workdir: str | Path,
     *,

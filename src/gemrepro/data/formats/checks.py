@@ -73,7 +73,7 @@ def labelled_atoms(
     """An Atoms whose calculator holds the reference energy and forces (eV, eV/Å) it was read with."""
     atoms = Atoms(numbers=numbers, positions=positions)
     atoms.info.update(info)
-    results = {}
+    results: dict[str, float | np.ndarray] = {}
     if energy is not None:
         results["energy"] = energy
     if forces is not None:

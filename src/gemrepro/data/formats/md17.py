@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
-def npz_flavour(keys: set[str] | list[str], path: Path | str) -> str:
+def npz_flavour(keys: Iterable[str], path: Path | str) -> str:
     """``"md17"`` or ``"rmd17"`` from the keys of an npz; ValueError when it is neither."""
     keys = set(keys)
     for flavour, (numbers, positions, _, _) in KEYS.items():

@@ -174,6 +174,7 @@ def _read_geometry(group: h5py.Group, where: str, path: Path, file_method: str |
         forces = check_vectors(group["totFOR"][()], len(numbers), "totFOR (forces)", path, at)
     name = where.rsplit("/", 1)[1]
     match = GEOMETRY_NAME.match(name)
+    assert match is not None  # _read_molecules checked every name against GEOMETRY_NAME first
     info = {
         "source": str(path),
         "id": name,

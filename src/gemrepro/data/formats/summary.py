@@ -32,7 +32,7 @@ def summarize_frames(frames: list[Atoms], *, format: str, path: str) -> dict:
         n_molecules = len(set(mol_ids))
     else:
         n_molecules = len(formulas)
-    element_counts = Counter()
+    element_counts: Counter[int] = Counter()
     for atoms in frames:
         element_counts.update(atoms.numbers.tolist())
     elements = {chemical_symbols[z]: int(count) for z, count in sorted(element_counts.items())}

@@ -1,0 +1,170 @@
+"""Regenerate the book: execute every chapter with papermill at a scale, then build the HTML.
+
+Chapter text sources live in ``notebooks/<name>.md`` (jupytext MyST); the book holds the
+executed ``book/chapters/<name>.ipynb``. Every scale is executed and built in ``_build/<scale>``
+and leaves the committed notebooks alone, so ``make book && make test`` compares a fresh
+execution (nbval) with the committed outputs, not the book with itself. Replacing the committed
+outputs is a separate, named step (``make update-book``: ``--update-committed``, ``tiny`` only),
+taken when a change of results is meant.
+
+    python -m gemrepro.book.build --scale tiny --build-dir _build/tiny
+    python -m gemrepro.book.build --scale tiny --update-committed   # after a deliberate change
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from gemrepro.cache.artifacts import ACCESS_LOG_ENV
+from gemrepro.cache.paths import repo_root
+from gemrepro.config.scales import get_scale
+
+DEFAULT_SCALE = "tiny"
+BUILD_FLAGS = ("-W", "-n", "--keep-going")
+"""Warnings are errors and every cross-reference inside the book must resolve."""
+
+SUMMARY_CHAPTERS = ("results",)
+"""Pages that gather the other chapters' results: executed last (they would otherwise compute it all)."""
+
+COLAB_GPU = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
+"""Notebook metadata that makes the Colab launch button open a GPU runtime."""
+
+
+def chapters(root: Path) -> list[str]:
+    """Chapter names in table-of-contents order (files under ``book/chapters/``)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    names: list[str] = []
+
+    def walk(entries: list[dict]) -> None:
+        for entry in entries:
+            file = entry.get("file", "")
+            if file.startswith("book/chapters/"):
+                names.append(Path(file).name)
+            for key in ("sections", "chapters"):
+                walk(entry.get(key, []))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters", []))
+
+    walk(toc.get("chapters", []) + [p for part in toc.get("parts", []) for p in part.get("chapters", [])])
+    return names
+
+
+def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> float:
+    """Execute ``notebooks/<name>.md`` with papermill into ``output``; returns wall time (s)."""
+    # Imported here: jupytext and papermill belong to the book extra (gemrepro[book]).
+    import jupytext
+    import papermill
+
+    source = root / "notebooks" / f"{name}.md"
+    if not source.is_file():
+        raise FileNotFoundError(f"chapter source {source} is missing")
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata.update(COLAB_GPU)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            notebook,
+            str(output),
+            parameters=parameters,
+            cwd=str(root / "book" / "chapters"),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as exc:
+        raise RuntimeError(f"chapter {name} failed: {exc.ename}: {exc.evalue}") from None
+    return time.perf_counter() - start
+
+
+def build_html(source: Path, output: Path) -> Path:
+    """Build the HTML of the book in ``source`` (executed notebooks) into ``output``; warnings are errors."""
+    subprocess.run(
+        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(output),
+         *BUILD_FLAGS],
+        check=True,
+    )
+    return output / "_build" / "html"
+
+
+def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None,
+               update_committed: bool = False) -> Path:
+    """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder.
+
+    ``update_committed`` also copies the executed notebooks over the committed ones (only at the
+    committed book's scale, ``tiny``).
+    """
+    get_scale(scale)  # one-line error for an unknown scale before any work
+    if update_committed and scale != DEFAULT_SCALE:
+        raise ValueError(f"--update-committed: the committed book is the {DEFAULT_SCALE} scale, got --scale {scale}")
+    root = repo_root()
+    if root is None:
+        raise FileNotFoundError("run inside a gemrepro checkout (no _config.yml / pyproject.toml found)")
+    build_dir = (root / (build_dir or Path("_build") / scale)).resolve()
+    stage = build_dir / "src"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
+        shutil.copy2(root / name, stage / name)
+    shutil.copytree(root / "book", stage / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+
+    log = build_dir / "artifacts.txt"  # what the chapters used: `gemrepro artifacts pack` ships it
+    if not only:
+        log.unlink(missing_ok=True)
+    os.environ[ACCESS_LOG_ENV] = str(log)
+    names = chapters(root)
+    for name in [n for n in names if n not in SUMMARY_CHAPTERS] + [n for n in names if n in SUMMARY_CHAPTERS]:
+        committed = root / "book" / "chapters" / f"{name}.ipynb"
+        staged = stage / "book" / "chapters" / f"{name}.ipynb"
+        if only and name not in only:
+            if committed.is_file():
+                shutil.copy2(committed, staged)
+            continue
+        print(f"[book] executing {name} at scale={scale} ...", flush=True)
+        seconds = execute_chapter(root, name, staged, {"scale": scale})
+        print(f"[book] {name}: {seconds:.0f} s", flush=True)
+        if update_committed:
+            shutil.copy2(staged, committed)
+
+    build_html(stage, build_dir)
+    html = build_dir / "_build" / "html"
+    print(f"[book] HTML: {html / 'index.html'}")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default=DEFAULT_SCALE)
+    parser.add_argument("--build-dir", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", help="execute only these chapters (others keep their outputs)")
+    parser.add_argument("--update-committed", action="store_true",
+                        help=f"replace the committed notebooks with the executed ones ({DEFAULT_SCALE} only)")
+    parser.add_argument("--html-only", action="store_true",
+                        help="build the committed notebooks as they are (no execution), e.g. to publish")
+    args = parser.parse_args(argv)
+    try:
+        if args.html_only:
+            root = repo_root()
+            if root is None:
+                raise FileNotFoundError("run inside a gemrepro checkout (no _config.yml / pyproject.toml found)")
+            html = build_html(root, (root / (args.build_dir or Path("_build") / "committed")).resolve())
+            print(f"[book] HTML: {html / 'index.html'}")
+        else:
+            build_book(args.scale, args.build_dir, args.only, args.update_committed)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"book: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

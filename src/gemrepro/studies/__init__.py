@@ -1,0 +1,4 @@
+"""The chapters' computations: each study builds its cache parameters from a resolved
+:class:`~gemrepro.config.scales.Scale` and gets (or computes) its artifacts through
+:func:`gemrepro.cache.artifacts.get_or_create`; :mod:`gemrepro.studies.stages` holds each
+cached stage's code digest. Nothing here knows there is a book (:mod:`gemrepro.book`)."""

@@ -1,0 +1,173 @@
+"""Results at a glance: each claim's rule on tables, verdicts that can go either way, snapshots per scale."""
+
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gemrepro.book import claims
+from gemrepro.config.designs import LongRunDesign
+from gemrepro.config.scales import SCALES
+
+SIZES = (100, 320, 1000, 3200)
+
+
+def _curve(forces_by_size, seeds=3, stop="early_stopping", noise=0.02):
+    rng = np.random.default_rng(0)
+    rows = []
+    for size, forces in zip(SIZES, forces_by_size):
+        for member in range(seeds):
+            rows.append({"train_size": size, "member": member, "energy_mae": 1.0, "stop_reason": stop,
+                         "forces_mae": forces * float(np.exp(rng.normal(0, noise)))})
+    return pd.DataFrame(rows)
+
+
+def _sweep(failed, forces=None, temperatures=(300.0, 600.0, 1200.0), molecules=("a", "b", "c", "d", "e"),
+           horizon=1.0, failure_ps=0.1):
+    """A stand-in temperature sweep: ``failed[(size, T)]`` molecules fail; ``forces[(size, T)]`` their force MAE."""
+    trajectories, frames = [], []
+    for size in SIZES:
+        for t in temperatures:
+            for k, molecule in enumerate(molecules):
+                system = len(trajectories)
+                fails = k < failed.get((size, t), 0)
+                trajectories.append({"train_size": size, "system": system, "molecule": molecule, "temperature": t,
+                                     "failed": fails, "time_to_failure_ps": failure_ps if fails else np.nan})
+                base = (forces or {}).get((size, t), 0.1) * (1 + 0.05 * k)
+                for frame, time_ps in enumerate(np.linspace(0.05, horizon, 8)):
+                    after = fails and time_ps >= failure_ps
+                    frames.append({"train_size": size, "system": system, "molecule": molecule, "temperature": t,
+                                   "frame": frame, "time_ps": time_ps, "converged": True, "after_failure": after,
+                                   "energy_error": (30.0 if after else 0.2) * (1 + 0.1 * k), "forces_mae": base})
+    return types.SimpleNamespace(
+        models={n: None for n in SIZES}, trajectories=pd.DataFrame(trajectories), frames=pd.DataFrame(frames),
+        protocol=types.SimpleNamespace(temperatures=temperatures, md_time_ps=horizon))
+
+
+def test_fig1_shape_tests_the_slope_and_the_levelling_off_and_can_fail():
+    levels = claims.fig1_shape(_curve([0.30, 0.18, 0.10, 0.095]))
+    assert levels.verdict == claims.REPRODUCED and "slope" in levels.value and "n = 3" in levels.value
+    rising = claims.fig1_shape(_curve([0.10, 0.15, 0.22, 0.30]))
+    assert rising.verdict == claims.NOT_REPRODUCED
+    steeper_at_top = claims.fig1_shape(_curve([0.30, 0.25, 0.20, 0.05]))
+    assert steeper_at_top.verdict == claims.NOT_REPRODUCED
+    capped = claims.fig1_shape(_curve([0.30, 0.18, 0.10, 0.095], stop="max_steps"))
+    assert capped.verdict == claims.UNDERPOWERED and "step cap" in capped.value
+    assert claims.fig1_shape(_curve([0.30, 0.18, 0.10, 0.095], seeds=2)).verdict == claims.UNDERPOWERED
+
+
+def test_sparse_to_dense_ratio_resamples_seeds():
+    ratio = claims.sparse_to_dense_ratio(_curve([0.30, 0.18, 0.10, 0.10]))
+    assert ratio.estimate == pytest.approx(3.0, rel=0.05) and ratio.low < ratio.estimate < ratio.high and ratio.n == 3
+
+
+def test_thesis_needs_a_good_test_error_and_more_failures_of_the_sparse_model():
+    curve = _curve([0.30, 0.18, 0.10, 0.10])  # sparsest 3x the densest: looks good
+    fails = _sweep({(100, 600.0): 4, (100, 1200.0): 5})
+    assert claims.thesis(curve, fails).verdict == claims.REPRODUCED
+    assert claims.thesis(curve, _sweep({(100, 1200.0): 1, (3200, 1200.0): 1})).verdict == claims.NOT_REPRODUCED
+    assert claims.thesis(curve, _sweep({(100, 1200.0): 2})).verdict == claims.UNDERPOWERED
+    bad_test_error = _curve([1.0, 0.5, 0.2, 0.1])
+    assert claims.thesis(bad_test_error, fails).verdict == claims.NOT_COMPARABLE
+
+
+def test_the_long_run_thesis_counts_failures_of_the_long_runs():
+    curve = _curve([0.3, 0.2, 0.14, 0.1])
+    design = LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0)
+
+    def runs(failed_sparse, failed_dense, n=20):
+        t = pd.DataFrame({"train_size": [100] * n + [3200] * n,
+                          "failed": [k < failed_sparse for k in range(n)] + [k < failed_dense for k in range(n)]})
+        return types.SimpleNamespace(trajectories=t, design=design)
+
+    outcome = claims.thesis_long(curve, runs(19, 2))
+    assert outcome.verdict == claims.REPRODUCED and "within 10 ps at 1200 K: 19 of 20 (100) vs 2 of 20 (3,200)" in \
+        outcome.value
+    assert claims.thesis_long(curve, runs(3, 3)).verdict == claims.NOT_REPRODUCED
+    assert claims.thesis_long(curve, runs(4, 2)).verdict == claims.UNDERPOWERED
+
+
+def test_errors_must_rise_with_temperature_for_the_sparse_model():
+    rising = {(100, 300.0): 0.2, (100, 1200.0): 0.8, (3200, 300.0): 0.1, (3200, 1200.0): 0.12}
+    assert claims.fig2bc_shape(_sweep({}, rising)).verdict == claims.REPRODUCED
+    flat = {(100, 300.0): 0.2, (100, 1200.0): 0.19, (3200, 300.0): 0.1, (3200, 1200.0): 0.12}
+    assert claims.fig2bc_shape(_sweep({}, flat)).verdict == claims.NOT_REPRODUCED
+    two = _sweep({}, rising, molecules=("a", "b"))
+    assert claims.fig2bc_shape(two).verdict == claims.UNDERPOWERED
+
+
+def test_sparse_ae_error_is_judged_by_its_interval_against_the_papers_bound():
+    # every trajectory of the sparsest model fails at once: post-failure frames carry 30 eV errors
+    big = claims.fig2b_sparse(_sweep({(100, 300.0): 5}, failure_ps=0.0))
+    assert big.verdict == claims.REPRODUCED and "n = 5" in big.value
+    small = claims.fig2b_sparse(_sweep({}))
+    assert small.verdict == claims.NOT_REPRODUCED
+
+
+def test_a_hole_is_a_jump_of_the_error_after_a_stable_stretch_over_every_late_failure():
+    late = _sweep({(100, 600.0): 3, (100, 1200.0): 2}, failure_ps=0.5)
+    outcome = claims.fig2e_hole(late)
+    assert outcome.verdict == claims.REPRODUCED and "n = 5" in outcome.value
+    early = _sweep({(100, 600.0): 3, (100, 1200.0): 2}, failure_ps=0.1)  # fail before 25 % of the run
+    assert claims.fig2e_hole(early).verdict == claims.UNDERPOWERED
+    no_jump = _sweep({(100, 600.0): 3, (100, 1200.0): 2}, failure_ps=0.5)
+    no_jump.frames["energy_error"] = 0.2
+    assert claims.fig2e_hole(no_jump).verdict == claims.NOT_REPRODUCED
+
+
+def test_cross_trajectory_needs_a_ratio_not_a_sign():
+    table = pd.DataFrame({"molecule": list("abcde"), "temperature": 1200.0, "own": [1.0, 1.2, 0.9, 1.1, 1.0],
+                          "exhaustive": [0.1, 0.12, 0.1, 0.09, 0.11]})
+    assert claims.cross_trajectory(table, 100).verdict == claims.REPRODUCED
+    slightly = table.assign(own=table["exhaustive"] * 1.1)  # larger, but not by the factor
+    assert claims.cross_trajectory(slightly, 100).verdict == claims.NOT_REPRODUCED
+
+
+def test_reference_convergence_needs_enough_dft_frames_per_cell():
+    few = pd.DataFrame({"train_size": [1000, 3200], "temperature": [1200.0, 1200.0], "converged": [True, True]})
+    assert claims.fig2d_exhaustive(few, list(SIZES)).verdict == claims.UNDERPOWERED
+    many = pd.DataFrame({"train_size": np.repeat([1000, 3200], 30), "temperature": 1200.0, "converged": True})
+    assert claims.fig2d_exhaustive(many, list(SIZES)).verdict == claims.REPRODUCED
+    many.loc[3, "converged"] = False
+    assert claims.fig2d_exhaustive(many, list(SIZES)).verdict == claims.NOT_REPRODUCED
+    half = pd.DataFrame({"train_size": 100, "temperature": 1200.0, "converged": [True, False] * 15})
+    assert claims.fig2d_sparse(half, 100, 1200.0).verdict == claims.REPRODUCED
+
+
+def test_pretraining_equal_mae_has_one_tolerance():
+    close = pd.DataFrame({"model": ["scratch", "pretrained"], "forces_mae": [0.010, 0.011]})
+    assert claims.pretraining_mae(close).verdict == claims.REPRODUCED
+    apart = pd.DataFrame({"model": ["scratch", "pretrained"], "forces_mae": [0.010, 0.010 * 1.3]})
+    assert claims.pretraining_mae(apart).verdict == claims.NOT_REPRODUCED
+    nothing_failed = pd.DataFrame({"model": ["scratch"] * 3 + ["pretrained"] * 3, "stable_time_ps": 1.0,
+                                   "failed": False})
+    assert claims.pretraining_stability(nothing_failed, 1.0).verdict == claims.UNDERPOWERED
+
+
+def test_every_claim_names_a_chapter_a_paper_value_and_a_rule():
+    from pathlib import Path
+
+    from gemrepro.book.build import chapters
+
+    names = set(chapters(Path(__file__).resolve().parents[2]))
+    assert len({c.id for c in claims.CLAIMS}) == len(claims.CLAIMS)
+    for c in claims.CLAIMS:
+        assert c.chapter in names and c.paper_value and c.source and c.rule
+    with pytest.raises(ValueError, match="claim 'nope'"):
+        claims.claim("nope")
+
+
+def test_snapshots_round_trip_and_the_glance_table_marks_verdicts(tmp_path):
+    root = tmp_path / "artifacts"
+    table = pd.DataFrame([{"id": "a", "source": "s", "claim": "c", "paper": "1", "rule": "r", "ours": "2",
+                           "verdict": claims.NOT_COMPARABLE, "chapter": "data"}])
+    claims.save_snapshot(table, SCALES["tiny"], root)
+    claims.save_snapshot(table.assign(verdict=claims.UNDERPOWERED), SCALES["small"], root)
+    loaded = claims.load_snapshots(root)
+    assert list(loaded) == ["tiny", "small"]
+    glance = claims.at_a_glance(loaded)
+    assert glance.loc[0, "ours (tiny)"].endswith("not comparable")
+    assert glance.loc[0, "ours (small)"].endswith("underpowered") and glance.loc[0, "rule"] == "r"
+    with pytest.raises(ValueError, match="verdict"):
+        claims.Outcome("1", "maybe")

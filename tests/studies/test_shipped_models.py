@@ -1,0 +1,134 @@
+"""The committed ``tiny`` model bundle is what the code trains: same keys, and a retrained model matches.
+
+Training all twelve ``tiny`` learning-curve models to convergence takes longer on two CPU cores
+than the book may, so they are committed (``models/tiny.tar.gz``). These tests keep that honest:
+every model the ``tiny`` chapters ask for is in the bundle under the key the current code computes
+(a change to data, model or recipe changes the key and fails here until the bundle is rebuilt),
+and the sparsest seed-0 model, retrained from scratch, reproduces the bundled one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tarfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from gemrepro.cache.artifacts import artifact_key
+from gemrepro.cache.paths import shipped_models
+from gemrepro.config.scales import get_scale
+from gemrepro.data.build import build_dataset
+from gemrepro.md import read_system
+from gemrepro.md.queue import trajectory_path
+from gemrepro.studies import learning_curve as lc
+from gemrepro.studies import long_runs, sweep
+from gemrepro.studies.sweep import n_md_molecules, start_structures
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-cache")
+    return root, build_dataset(scale=get_scale("tiny"), progress=False, root=root)
+
+
+def _bundle_metadata() -> dict:
+    bundle = shipped_models("tiny")
+    assert bundle is not None, "models/tiny.tar.gz is missing: run `gemrepro artifacts ship-models --scale tiny`"
+    with tarfile.open(bundle, "r:gz") as tar:
+        return json.loads(tar.extractfile("bundle.json").read())
+
+
+def test_bundle_holds_every_tiny_model_under_the_current_key(tiny_dataset):
+    _, dataset = tiny_dataset
+    spec = get_scale("tiny")
+    shipped = set(_bundle_metadata()["artifacts"])
+    wanted = {f"{lc.STAGE}/{artifact_key(lc.model_params(spec, n, 0, 'gfn2-xtb', 'T', dataset.key, m))}"
+              for m in range(spec.n_training_seeds) for n in spec.train_sizes}
+    assert len(wanted) == len(spec.train_sizes) * spec.n_training_seeds
+    assert wanted <= shipped, f"{len(wanted - shipped)} tiny models are not in the bundle under the current keys"
+
+
+def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
+    root, dataset = tiny_dataset
+    size = get_scale("tiny").train_sizes[0]
+    bundled = lc.train_scale_model(get_scale("tiny"), size, root=tmp_path / "from-bundle", progress=False)
+    assert (tmp_path / "from-bundle" / lc.STAGE / bundled.key / "model.pt").is_file()
+    retrained = lc.train_scale_model(get_scale("tiny"), size, root=root, progress=False, shipped=False)
+    assert retrained.key == bundled.key
+    ours, theirs = retrained.manifest, bundled.manifest
+    assert ours["stop_reason"] == theirs["stop_reason"] == "early_stopping"
+    # The retrain cannot match bit for bit: the fixture labels the dataset afresh, and GFN2-xTB labels
+    # differ in their last bits between machines or library builds (same parameters, same key): the
+    # least-squares element references already differ by ~7e-12 eV from the bundled model's before step 1
+    # (the training code of 7494af6, where the bundled model was trained, and of today give
+    # bit-identical runs on one machine and one dataset); training amplifies that. Forces carry 95 % of
+    # the loss and must agree within 10 %; the energy (5 % of the loss, 75 training molecules' worth of
+    # constraint) moves more: a retrain on freshly built data gives 0.395 eV against the bundle's 0.355
+    # (+11 %), best step 1100 against 1600. 25 % still fails on what the test is for: wrong references
+    # or units (eV-scale errors), another stop reason, or a stop far from the bundled one.
+    assert ours["metrics"]["test"]["forces_mae"] == pytest.approx(theirs["metrics"]["test"]["forces_mae"], rel=0.1)
+    assert ours["metrics"]["test"]["energy_mae"] == pytest.approx(theirs["metrics"]["test"]["energy_mae"], rel=0.25)
+    assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe(get_scale("tiny")).eval_every
+
+
+def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
+    """The shipped 10 ps runs are what the code computes: the first 1,000 steps of the sparsest
+    model's run, recomputed from scratch, give the same frames and the same early failures."""
+    root, _ = tiny_dataset  # may hold a retrained model under the bundled key (the test above): not used here
+    shipped = long_runs.long_runs(get_scale("tiny"), root=root)
+    sparsest = min(shipped.runs)
+    assert set(shipped.runs) == {100, 3200} and len(shipped.trajectories) == 2 * 20
+    assert set(_bundle_metadata()["artifacts"]) >= {f"{long_runs.STAGE}/{run.key}" for run in shipped.runs.values()}
+    starts = start_structures(n_md_molecules(get_scale("tiny")), 0, root)
+    design = dataclasses.replace(shipped.design, time_ps=0.5)
+    bundled = lc.train_scale_model(get_scale("tiny"), sparsest, root=tmp_path / "from-bundle", progress=False)
+    assert bundled.key == shipped.models[sparsest].key
+    rerun = long_runs.long_run(get_scale("tiny"), bundled, starts, design, root=root, shipped=False)
+    long_table = long_runs.long_runs_table(shipped.runs[sparsest])
+    short_table = long_runs.long_runs_table(rerun)
+    early = long_table["failed"] & (long_table["failure_step"] <= design.n_steps)
+    assert early.sum() >= 2  # the prefix holds failures, so their steps are compared too
+    assert short_table["failed"].tolist() == early.tolist()
+    assert short_table.loc[early, "failure_step"].tolist() == long_table.loc[early, "failure_step"].tolist()
+    for k in range(len(short_table)):
+        ours = read_system(trajectory_path(rerun.file("runs"), k), 0)
+        theirs = read_system(trajectory_path(shipped.runs[sparsest].file("runs"), k), 0)
+        n = len(ours["step"])
+        assert theirs["step"][:n].tolist() == ours["step"].tolist()
+        np.testing.assert_array_equal(ours["positions"], theirs["positions"][:n])
+        np.testing.assert_array_equal(ours["energy"], theirs["energy"][:n])
+
+
+def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
+    """The shipped 10 ps temperature-sweep runs are what the code computes: the first stored frames of
+    the sparsest model's run (every molecule at every temperature), recomputed from scratch with the
+    same frame interval and noise, are the same bit for bit, and so are the failures among them."""
+    root, _ = tiny_dataset
+    shipped_root = tmp_path / "from-bundle"
+    spec = get_scale("tiny")
+    protocol = sweep.protocol_for(get_scale("tiny"))
+    assert protocol.md_time_ps == spec.sweep_length_ps == 10.0
+    starts = start_structures(n_md_molecules(get_scale("tiny")), 0, root)
+    models = {n: lc.train_scale_model(get_scale("tiny"), n, root=shipped_root, progress=False) for n in spec.train_sizes}
+    keys = {n: artifact_key(sweep.md_params(model.key, starts.key, protocol, 0)) for n, model in models.items()}
+    assert set(_bundle_metadata()["artifacts"]) >= {f"{sweep.MD_STAGE}/{key}" for key in keys.values()}
+    sparsest = min(models)
+    run = sweep.run_sweep_md(models[sparsest], starts, protocol, 0, shipped_root, scale=get_scale("tiny"))
+    assert run.key == keys[sparsest] and run.manifest["steps"] == protocol.n_steps
+    n_frames = 4  # 0.55 ps: 4 frame intervals of 277 steps
+    n_steps = n_frames * protocol.frame_interval
+    prefix = sweep.simulate_sweep(models[sparsest], starts, protocol, 0, tmp_path / "prefix.h5", n_steps=n_steps)
+    with h5py.File(run.file("trajectory.h5"), "r") as theirs, h5py.File(tmp_path / "prefix.h5", "r") as ours:
+        assert ours["frames/step"][()].tolist() == theirs["frames/step"][: n_frames + 1].tolist()
+        for name in ("positions", "forces", "energy", "alive"):
+            np.testing.assert_array_equal(ours[f"frames/{name}"][()], theirs[f"frames/{name}"][: n_frames + 1])
+    table = sweep.systems_table(run)
+    early = table["failed"] & (table["failure_step"] <= n_steps)
+    assert [f is not None for f in prefix.failures] == early.tolist()
+    assert [f.step for f in prefix.failures if f is not None] == table.loc[early, "failure_step"].tolist()
