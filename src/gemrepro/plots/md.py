@@ -38,7 +38,9 @@ def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper
                             xytext=(6, 4), fontsize="small")
         ax.set(yscale="log", xlabel="temperature (K)", ylabel=f"MAE ({unit})", title=f"{title} MAE on MD frames")
         ax.set_xticks(sorted(trajectories["temperature"].unique()))
-    axes[0].legend(title="training configurations", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()  # beside the panels, off the curves and paper points
+    fig.legend(handles, labels, title="training\nconfigurations", fontsize="small", loc="outside right upper",
+               frameon=False)
     return fig
 
 
