@@ -86,13 +86,15 @@ SCALES: dict[str, Scale] = {
         n_md_molecules=5,
         md_time_ps=1.0,  # 2,000 steps: the many short runs (seeds, out-of-sample) in the tiny book's MD budget
         # 20,000 steps: long enough for a hole to open after a stable stretch (the sparsest model's
-        # median failure at 1200 K is a few ps); ~1 h of one core, so the runs ship with the models.
+        # median failure at 1200 K is a few ps); 34 min of one core for the four models, so the runs
+        # ship with the models.
         sweep_time_ps=10.0,
         model_preset="tiny",
         notes="CI and laptops: 2 CPU cores, minutes",
         n_training_seeds=3,
-        # 30 PBE0/def2-SVP frames per model at the hottest T (~5 s each on a core): the Fig. 2d
-        # statistic with power, in ~6 minutes on 2 cores; the cooler cells would triple it.
+        # 30 PBE0/def2-SVP frames per model at the hottest T (5 s to over a minute each on a core;
+        # torn post-failure geometries take the longest): the Fig. 2d statistic with power, in about
+        # 22 minutes on 2 cores; the cooler cells would triple it.
         dft_frames_per_cell=30,
         dft_temperatures=(1200.0,),
         # 2 CPU cores: twelve models (four sizes x three seeds), each trained until its validation loss
