@@ -30,6 +30,19 @@ from gemrepro.studies.sweep import n_md_molecules, start_structures
 
 torch.set_num_threads(1)
 
+#: How closely a rerun matches a shipped run. The network runs in float32, and float32 sums are
+#: rounded differently on different CPU types (vector widths, fused multiply-adds): on one machine a
+#: rerun is bit for bit; across machines frames differ by ~1e-7 Å after a few hundred steps, and
+#: the difference grows chaotically in a molecule that is breaking (1e-3 Å after 600 steps, 1 Å
+#: after 1,000 in a glycine that fails soon after). So frames are compared over the first
+#: ``COMPARED_STEPS`` steps (worst seen across machines: 7e-5 Å), the stored steps, alive flags and
+#: failure steps over the whole prefix, exactly. A change to the integrator, the noise, the seeds or
+#: the model moves positions by 1e-2 Å or more within 200 steps.
+COMPARED_STEPS = 400
+POSITIONS_ATOL = 1e-3  # Å
+ENERGY_ATOL = 1e-3  # eV
+FORCES_ATOL = 1e-2  # eV/Å
+
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
@@ -77,9 +90,10 @@ def test_a_retrained_tiny_model_matches_the_bundled_one(tiny_dataset, tmp_path):
     assert abs(ours["best_step"] - theirs["best_step"]) <= 5 * lc.recipe(get_scale("tiny")).eval_every
 
 
-def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
+def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns(tiny_dataset, tmp_path):
     """The shipped 10 ps runs are what the code computes: the first 1,000 steps of the sparsest
-    model's run, recomputed from scratch, give the same frames and the same early failures."""
+    model's run, recomputed from scratch, give the same frames (to within rounding, see COMPARED_STEPS)
+    and the same early failures."""
     root, _ = tiny_dataset  # may hold a retrained model under the bundled key (the test above): not used here
     shipped = long_runs.long_runs(get_scale("tiny"), root=root)
     sparsest = min(shipped.runs)
@@ -96,19 +110,26 @@ def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns_b
     assert early.sum() >= 2  # the prefix holds failures, so their steps are compared too
     assert short_table["failed"].tolist() == early.tolist()
     assert short_table.loc[early, "failure_step"].tolist() == long_table.loc[early, "failure_step"].tolist()
+    worst = 0.0
     for k in range(len(short_table)):
         ours = read_system(trajectory_path(rerun.file("runs"), k), 0)
         theirs = read_system(trajectory_path(shipped.runs[sparsest].file("runs"), k), 0)
         n = len(ours["step"])
         assert theirs["step"][:n].tolist() == ours["step"].tolist()
-        np.testing.assert_array_equal(ours["positions"], theirs["positions"][:n])
-        np.testing.assert_array_equal(ours["energy"], theirs["energy"][:n])
+        early_frames = ours["step"] <= COMPARED_STEPS
+        assert early_frames.sum() >= 2
+        ours_early, theirs_early = ours["positions"][early_frames], theirs["positions"][:n][early_frames]
+        np.testing.assert_allclose(ours_early, theirs_early, rtol=0, atol=POSITIONS_ATOL)
+        np.testing.assert_allclose(ours["energy"][early_frames], theirs["energy"][:n][early_frames], rtol=0,
+                                   atol=ENERGY_ATOL)
+        worst = max(worst, float(np.abs(ours_early - theirs_early).max()))
+    print(f"largest position difference of the rerun: {worst:.2g} Å")
 
 
-def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns_bit_for_bit(tiny_dataset, tmp_path):
+def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns(tiny_dataset, tmp_path):
     """The shipped 10 ps temperature-sweep runs are what the code computes: the first stored frames of
     the sparsest model's run (every molecule at every temperature), recomputed from scratch with the
-    same frame interval and noise, are the same bit for bit, and so are the failures among them."""
+    same frame interval and noise, are the same to within rounding, and so are the failures among them."""
     root, _ = tiny_dataset
     shipped_root = tmp_path / "from-bundle"
     spec = get_scale("tiny")
@@ -126,8 +147,14 @@ def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns_
     prefix = sweep.simulate_sweep(models[sparsest], starts, protocol, 0, tmp_path / "prefix.h5", n_steps=n_steps)
     with h5py.File(run.file("trajectory.h5"), "r") as theirs, h5py.File(tmp_path / "prefix.h5", "r") as ours:
         assert ours["frames/step"][()].tolist() == theirs["frames/step"][: n_frames + 1].tolist()
-        for name in ("positions", "forces", "energy", "alive"):
-            np.testing.assert_array_equal(ours[f"frames/{name}"][()], theirs[f"frames/{name}"][: n_frames + 1])
+        np.testing.assert_array_equal(ours["frames/alive"][()], theirs["frames/alive"][: n_frames + 1])
+        early = int((ours["frames/step"][()] <= COMPARED_STEPS).sum())
+        assert early >= 2
+        for name, atol in (("positions", POSITIONS_ATOL), ("forces", FORCES_ATOL), ("energy", ENERGY_ATOL)):
+            np.testing.assert_allclose(ours[f"frames/{name}"][:early], theirs[f"frames/{name}"][:early],
+                                       rtol=0, atol=atol)
+        worst = np.abs(ours["frames/positions"][:early] - theirs["frames/positions"][:early]).max()
+        print(f"largest position difference of the rerun: {worst:.2g} Å")
     table = sweep.systems_table(run)
     early = table["failed"] & (table["failure_step"] <= n_steps)
     assert [f is not None for f in prefix.failures] == early.tolist()
