@@ -7,7 +7,7 @@ so a GemNet, a committee or an analytic test potential all plug in the same way.
 
 from gemrepro.md.gemnet import GemNetPotential, potential_from_checkpoint
 from gemrepro.md.integrators import langevin_baoab_step, velocity_verlet_step
-from gemrepro.md.runner import MDSummary, run_md
+from gemrepro.md.runner import MDSummary, one_torch_thread, run_md
 from gemrepro.md.state import MDState, kinetic_temperature
 from gemrepro.md.trajectory import export_extxyz, failed_frames, read_system
 
@@ -19,6 +19,7 @@ __all__ = [
     "failed_frames",
     "kinetic_temperature",
     "langevin_baoab_step",
+    "one_torch_thread",
     "potential_from_checkpoint",
     "read_system",
     "run_md",

@@ -32,7 +32,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -54,6 +55,17 @@ CHECKPOINT_VERSION = 1
 AFTER_FAILURE_MODES: tuple[str, ...] = ("freeze", "continue")
 """What :func:`run_md` does with a system once it has failed (see the module docstring)."""
 DEFAULT_FRICTION_PER_FS = 0.01  # 10 / ps: thermalises a small molecule within a few hundred fs
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch thread: CPU float sums then have one order, so a run repeats bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from gemrepro.md.runner import system_seeds
 from gemrepro.md.state import batch_inputs
 from gemrepro.studies.holes import seeds_study
 from gemrepro.studies.learning_curve import resolve_variant, train_scale_model
-from gemrepro.studies.sweep import load_frames, start_images, temperature_sweep
+from gemrepro.studies.sweep import load_frames, sweep_systems, temperature_sweep
 
 __all__ = ["CommitteeStudy", "committee_models", "committee_study",
            "disagreement_table", "frame_disagreement", "stop_on_uncertainty_run"]
@@ -192,8 +192,7 @@ def stop_on_uncertainty_run(models: Sequence[Artifact], study, train_size: int, 
     if not (np.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold: expected a positive force disagreement in eV/Å, got {threshold!r}")
     protocol, run = study.protocol, study.md[train_size]
-    images = start_images(study.starts)
-    all_systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
+    all_systems = sweep_systems(study.starts, protocol)
     systems = [int(s) for s in systems]
     if not systems or any(not 0 <= s < len(all_systems) for s in systems):
         raise ValueError(f"systems: expected indices of the sweep's {len(all_systems)} systems, got {systems}")

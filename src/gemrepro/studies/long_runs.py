@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
@@ -33,7 +32,7 @@ from gemrepro.config.designs import DEFAULT_DT_FS, LongRunDesign
 from gemrepro.config.scales import Scale
 from gemrepro.md.gemnet import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
-from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS
+from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, one_torch_thread
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
 from gemrepro.studies.learning_curve import (
     learning_curve,
@@ -77,16 +76,12 @@ def long_run(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDes
     systems = [atoms.copy() for atoms in images for _ in range(design.n_seeds)]
 
     def build(folder: Path, workdir: Path) -> dict:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             potential = potential_from_checkpoint(model.file("model.pt"), device=device)
             summary = run_queue(potential, systems, n_steps=design.n_steps, folder=workdir / "runs",
                                 slots=len(systems), temperatures=design.temperature, seeds=SEED_BASE + int(seed),
                                 frame_interval=design.frame_interval, checkpoint_interval=design.checkpoint_interval,
                                 device=device, progress=progress)
-        finally:
-            torch.set_num_threads(threads)
         rows = []
         for k, (atoms, steps, failure) in enumerate(zip(systems, summary.steps, summary.failures, strict=True)):
             rows.append({"system": k, "molecule": atoms.info["name"], "replica": k % design.n_seeds,

@@ -47,7 +47,7 @@ from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
 from gemrepro.config.scales import Scale
 from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import embed_conformers, relax
-from gemrepro.md import potential_from_checkpoint, run_md
+from gemrepro.md import one_torch_thread, potential_from_checkpoint, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
@@ -70,6 +70,7 @@ __all__ = [
     "sampled_frames",
     "short_run_protocol",
     "simulate_sweep",
+    "sweep_systems",
     "start_images",
     "start_params",
     "start_structures",
@@ -161,6 +162,11 @@ def md_params(model_key: str, starts_key: str, protocol: Protocol, seed: int = 0
             "after_failure": AFTER_FAILURE, "stage_version": STAGE_VERSION}
 
 
+def sweep_systems(starts: Artifact, protocol: Protocol) -> list[tuple[Atoms, float]]:
+    """The sweep's systems in their batch order: every start structure at every temperature (K)."""
+    return [(atoms, t) for atoms in start_images(starts) for t in protocol.temperatures]
+
+
 def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: int, path: Path, *,
                    n_steps: int | None = None, progress: bool = False, device: str = "cpu"):
     """The sweep's batched Langevin run of every (molecule, temperature) into ``path``; its summary.
@@ -169,11 +175,8 @@ def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: 
     so the first frames of a shipped run can be recomputed and compared. One torch thread, so the
     run is the same on every machine's CPU.
     """
-    images = start_images(starts)
-    systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    systems = sweep_systems(starts, protocol)
+    with one_torch_thread():
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         return run_md(
             potential, [a for a, _ in systems], n_steps=protocol.n_steps if n_steps is None else int(n_steps),
@@ -182,8 +185,6 @@ def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: 
             checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
             progress=progress, after_failure=AFTER_FAILURE,
         )
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
@@ -201,8 +202,6 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
     one core); ``shipped=False`` computes it anyway.
     """
     root = Path(root) if root else artifacts_dir()
-    images = start_images(starts)
-    systems = [(atoms, t) for atoms in images for t in protocol.temperatures]
     params = md_params(model.key, starts.key, protocol, seed)
     found = load_artifact(MD_STAGE, params, root)
     if found is None and shipped and scale is not None:
@@ -211,6 +210,7 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
         return found
 
     def build(folder: Path, workdir: Path) -> dict:
+        systems = sweep_systems(starts, protocol)
         summary = simulate_sweep(model, starts, protocol, seed, workdir / "trajectory.h5", progress=progress,
                                  device=device)
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
