@@ -41,6 +41,17 @@ def test_pack_then_unpack_into_an_empty_cache_restores_identical_artifacts(tmp_p
     assert not list(target.glob(".unpack-*"))
 
 
+@pytest.mark.parametrize(("suffix", "magic"), [(".tar.gz", b"\x1f\x8b"), (".tar.xz", b"\xfd7zXZ\x00")])
+def test_the_name_picks_the_compression_and_unpack_reads_either(tmp_path, suffix, magic):
+    source = tmp_path / "source"
+    a = _make(source, "models", {"size": 4}, "weights " * 1000)
+    out = bundle.pack([f"models/{a.key}"], tmp_path / f"b{suffix}", "tiny", source)
+    assert out.read_bytes()[: len(magic)] == magic
+    report = bundle.unpack(out, tmp_path / "target")
+    assert report.added == [f"models/{a.key}"]
+    assert (tmp_path / "target" / "models" / a.key / "payload.txt").read_text() == "weights " * 1000
+
+
 def test_unpack_refuses_a_tampered_bundle_and_changes_nothing(tmp_path):
     source = tmp_path / "source"
     a = _make(source, "models", {"size": 4}, "weights")

@@ -26,7 +26,8 @@ def files(tmp_path):
     torch.manual_seed(0)
     save_model(GemNetT.from_preset("tiny"), tmp_path / "t.pt")
     payload = torch.load(tmp_path / "t.pt", weights_only=True)
-    payload["config"] = GemNetQ.from_preset("tiny").config.to_dict()  # a Q config over T weights
+    payload["model_class"] = "gemrepro.model.gemnet:GemNetQ"  # a Q network and config over T weights
+    payload["model_config"] = GemNetQ.from_preset("tiny").config.to_dict()
     torch.save(payload, tmp_path / "wrong_variant.pt")
     (tmp_path / "garbage.pt").write_text("not a model\n")
     (tmp_path / "a_file").write_text("x\n")

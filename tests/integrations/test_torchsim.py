@@ -23,7 +23,7 @@ from gemrepro.md import GemNetPotential, run_md
 from gemrepro.md.state import kinetic_energy
 from gemrepro.model import EnergyShift, build_model, load_model
 
-SHIPPED_TINY = Path(__file__).resolve().parents[2] / "models" / "tiny.tar.gz"
+SHIPPED_TINY = Path(__file__).resolve().parents[2] / "models" / "tiny.tar.xz"
 
 
 def trained_like(variant: str) -> EnergyShift:

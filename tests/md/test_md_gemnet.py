@@ -21,7 +21,7 @@ from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system,
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
 from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state
-from gemrepro.model import EnergyShift, GemNetT, save_model, save_trained_model
+from gemrepro.model import EnergyShift, GemNetT, save_model
 
 torch.set_num_threads(1)
 
@@ -118,7 +118,7 @@ def test_batched_langevin_with_gemnet_stores_the_model_energies_and_forces(tmp_p
 def test_potential_from_checkpoint_reads_trained_and_bare_model_files(tmp_path):
     model = tiny_gemnet()
     save_model(model, tmp_path / "bare.pt")
-    save_trained_model(tmp_path / "trained.pt", EnergyShift(model, REFERENCES))
+    save_model(EnergyShift(model, REFERENCES), tmp_path / "trained.pt")
     systems = [molecule("H2O"), molecule("CH4")]
     inputs = batch_inputs(systems)
     energy, forces = GemNetPotential(model, device="cpu")(*inputs)
@@ -144,7 +144,7 @@ def run_cli(capsys, *argv):
 
 def test_md_cli_runs_resumes_and_exports(tmp_path, capsys):
     torch.manual_seed(0)
-    save_trained_model(tmp_path / "model.pt", EnergyShift(GemNetT.from_preset("tiny"), REFERENCES))
+    save_model(EnergyShift(GemNetT.from_preset("tiny"), REFERENCES), tmp_path / "model.pt")
     common = ["md", "--model", tmp_path / "model.pt", "--molecules", "ethanol", "O", "--temperatures", "300", "900",
               "--dt-fs", "0.5", "--frame-interval", "4", "--checkpoint-interval", "4", "--device", "cpu",
               "--quiet", "--json"]
@@ -343,7 +343,7 @@ def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():
 
 def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     torch.manual_seed(0)
-    save_trained_model(tmp_path / "model.pt", EnergyShift(GemNetT.from_preset("tiny"), REFERENCES))
+    save_model(EnergyShift(GemNetT.from_preset("tiny"), REFERENCES), tmp_path / "model.pt")
     dataset = tmp_path / "qm7x.hdf5"
     dataset.write_bytes(b"someone's dataset")
     common = ["md", "--model", tmp_path / "model.pt", "--molecules", "O", "--time-ps", "0.002", "--device", "cpu",

@@ -31,7 +31,7 @@ from gemrepro.cli import main as cli_main
 from gemrepro.md import potential_from_checkpoint, read_system, run_md
 from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.md.runner import checkpoint_path_for
-from gemrepro.model import load_trained_model
+from gemrepro.model import load_model
 from gemrepro.train import load_checkpoint
 
 torch.set_num_threads(1)
@@ -385,7 +385,7 @@ def final_training_state(workdir: Path) -> dict:
     saved = load_checkpoint(workdir / "checkpoint.pt")
     state = dict(saved["state"])
     state.pop("total_wall_time_s")  # wall time is the one thing allowed to differ
-    best = load_trained_model(workdir / "best_model.pt")
+    best = load_model(workdir / "best_model.pt", device="cpu")
     return {"model": saved["model"], "ema": saved["ema"], "optimizer": saved["optimizer"],
             "rng": saved["torch_rng_state"], "state": state, "best": best.state_dict(),
             "references": best.reference_energies(), "history_csv": (workdir / "history.csv").read_text()}

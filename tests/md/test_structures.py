@@ -16,7 +16,7 @@ from gemrepro.cli.structures import load_structures, parse_select
 from gemrepro.md import GemNetPotential, run_md
 from gemrepro.md.committee import CommitteePotential
 from gemrepro.md.state import batch_inputs
-from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_trained_model
+from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_model
 
 torch.set_num_threads(1)
 
@@ -27,7 +27,7 @@ SHARED_QM7X = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "
 def trained_file(path: Path, variant: str = "T") -> Path:
     torch.manual_seed(0)
     network = (GemNetT if variant == "T" else GemNetQ).from_preset("tiny")
-    save_trained_model(path, EnergyShift(network, REFERENCES))
+    save_model(EnergyShift(network, REFERENCES), path)
     return path
 
 
@@ -129,8 +129,8 @@ def test_md_cli_runs_every_frame_of_a_many_molecule_file(tmp_path, capsys):
 def test_md_cli_reads_a_real_qm7x_file_with_select(tmp_path, capsys):
     model = tmp_path / "model.pt"
     torch.manual_seed(0)
-    save_trained_model(model, EnergyShift(GemNetT.from_preset("tiny"), {1: -13.6, 6: -1029.8, 7: -1485.0, 8: -2041.3,
-                                                                        16: -10830.0, 17: -12577.0}))
+    save_model(EnergyShift(GemNetT.from_preset("tiny"), {1: -13.6, 6: -1029.8, 7: -1485.0, 8: -2041.3,
+                                                         16: -10830.0, 17: -12577.0}), model)
     code, out, err = run_cli(capsys, "md", "--model", model, "--molecules", SHARED_QM7X, "--select", "0:100:25",
                              "--time-ps", "0.001", "--device", "cpu", "--quiet", "--json", "--out", tmp_path / "md.h5")
     assert code == 0, err

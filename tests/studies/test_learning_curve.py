@@ -204,7 +204,7 @@ def test_variant_resolves_to_the_scale_default_or_one_of_t_and_q():
 
 
 def test_learning_curves_put_both_variants_side_by_side(micro):
-    from gemrepro.model import GemNetQ, GemNetT, load_trained_model
+    from gemrepro.model import GemNetQ, GemNetT, load_model
 
     table = lc.learning_curves(SCALES["micro"], variants=("T", "q"), root=micro, progress=False)
     assert table["variant"].tolist() == ["T", "T", "Q", "Q"]
@@ -213,7 +213,7 @@ def test_learning_curves_put_both_variants_side_by_side(micro):
     assert np.isfinite(table[["energy_mae", "forces_mae"]].to_numpy()).all()
     assert table["key"].nunique() == 4  # the variant is part of every model's key
     models = lc.model_artifacts(table, root=micro)
-    loaded = [load_trained_model(m.file("model.pt")) for m in (models[0], models[2])]
+    loaded = [load_model(m.file("model.pt"), device="cpu") for m in (models[0], models[2])]
     assert [type(m.model) for m in loaded] == [GemNetT, GemNetQ]
     assert lc.learning_curves(SCALES["micro"], root=micro, progress=False)["variant"].tolist() == ["T", "T"]
     with pytest.raises(ValueError, match="variant: expected 'T' or 'Q'"):

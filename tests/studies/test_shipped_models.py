@@ -1,7 +1,7 @@
 """The committed ``tiny`` model bundle is what the code trains: same keys, and a retrained model matches.
 
 Training all twelve ``tiny`` learning-curve models to convergence takes longer on two CPU cores
-than the book may, so they are committed (``models/tiny.tar.gz``). These tests keep that honest:
+than the book may, so they are committed (``models/tiny.tar.xz``). These tests keep that honest:
 every model the ``tiny`` chapters ask for is in the bundle under the key the current code computes
 (a change to data, model or recipe changes the key and fails here until the bundle is rebuilt),
 and the sparsest seed-0 model, retrained from scratch, reproduces the bundled one.
@@ -52,8 +52,8 @@ def tiny_dataset(tmp_path_factory):
 
 def _bundle_metadata() -> dict:
     bundle = shipped_models("tiny")
-    assert bundle is not None, "models/tiny.tar.gz is missing: run `gemrepro artifacts ship-models --scale tiny`"
-    with tarfile.open(bundle, "r:gz") as tar:
+    assert bundle is not None, "models/tiny.tar.xz is missing: run `gemrepro artifacts ship-models --scale tiny`"
+    with tarfile.open(bundle, "r:xz") as tar:
         return json.loads(tar.extractfile("bundle.json").read())
 
 

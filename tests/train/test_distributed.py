@@ -19,7 +19,7 @@ from test_train import fast_config, make_model, synthetic_molecules
 from torch_geometric.data import Batch
 
 from gemrepro.data.torch_dataset import AtomsDataset, atoms_to_data
-from gemrepro.model import load_trained_model
+from gemrepro.model import load_model
 from gemrepro.train import EnergyForceLoss, train_model
 from gemrepro.train.distributed import (
     World,
@@ -123,7 +123,7 @@ def test_two_gloo_ranks_follow_the_single_process_run_and_resume_on_one(tmp_path
     assert len(ddp) == len(single.history) == 4
     pd.testing.assert_frame_equal(ddp[COMPARED], single.history[COMPARED], rtol=1e-9, atol=1e-12)
     assert single.history["train_loss"].iloc[-1] < single.history["train_loss"].iloc[0]  # it did learn
-    ddp_model, single_model = load_trained_model(tmp_path / "ddp" / "best_model.pt"), single.model
+    ddp_model, single_model = load_model(tmp_path / "ddp" / "best_model.pt", device="cpu"), single.model
     for (name, a), b in zip(ddp_model.state_dict().items(), single_model.state_dict().values()):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-8, atol=1e-10, msg=name)
 
@@ -152,4 +152,4 @@ def test_gemrepro_train_under_torchrun_trains_on_two_ranks(tmp_path):
     assert summary["steps"] == 4 and summary["world_size"] == 2
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["step"].tolist() == [2, 4]
-    assert load_trained_model(summary["best_model"]) is not None
+    assert load_model(summary["best_model"], device="cpu") is not None

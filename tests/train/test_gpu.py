@@ -22,7 +22,7 @@ from gemrepro.integrations import GemNetCalculator
 from gemrepro.md import run_md
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.potentials import MorseBondPotential
-from gemrepro.model import EnergyShift, build_model, load_trained_model, resolve_device
+from gemrepro.model import EnergyShift, build_model, load_model, resolve_device
 from gemrepro.reference import get_method
 from gemrepro.train import train_model
 from gemrepro.train.distributed import World, backend_for, device_for_rank
@@ -75,7 +75,7 @@ def test_training_accepts_auto_and_matches_an_explicit_cpu_run(tmp_path, monkeyp
     cpu = train_model(make_model(), train_set, val_set, fast_config(device="cpu", max_steps=4), tmp_path / "c",
                       progress=False)
     assert auto.history["val_loss"].tolist() == cpu.history["val_loss"].tolist()
-    loaded = load_trained_model(auto.best_model_path)
+    loaded = load_model(auto.best_model_path, device="cpu")
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
 
 
@@ -133,7 +133,7 @@ def test_training_on_cuda_follows_cpu_and_saves_host_tensors(tmp_path):
     gpu = train_model(make_model(), train_set, val_set, fast_config(max_steps=6, device="cuda"), tmp_path / "gpu",
                       progress=False)
     np.testing.assert_allclose(gpu.history["val_loss"], cpu.history["val_loss"], rtol=1e-6)
-    loaded = load_trained_model(gpu.best_model_path)
+    loaded = load_model(gpu.best_model_path, device="cpu")
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
     resumed = train_model(make_model(), train_set, val_set, fast_config(max_steps=8, device="cuda"),
                           tmp_path / "gpu", progress=False)  # resume a CUDA checkpoint on CUDA

@@ -24,7 +24,7 @@ from gemrepro.data.torch_dataset import (
     fit_element_references,
     make_loader,
 )
-from gemrepro.model import EnergyShift, GemNetT, load_trained_model
+from gemrepro.model import EnergyShift, GemNetT, load_model
 from gemrepro.train import (
     EnergyForceLoss,
     ExponentialMovingAverage,
@@ -248,7 +248,7 @@ def test_training_lowers_validation_force_error(datasets, tmp_path):
     assert result.stop_reason == "max_steps" and result.steps == 90
     assert result.steps_per_second > 0 and result.samples_per_second > result.steps_per_second
     # the saved best model predicts exactly what the returned one does
-    loaded = load_trained_model(result.best_model_path, model=make_model(seed=9))
+    loaded = load_model(result.best_model_path, device="cpu", model=make_model(seed=9))
     batch = Batch.from_data_list(list(val.graphs[:3]))
     assert torch.equal(loaded(batch)["energy"], result.model(batch)["energy"])
     assert loaded.reference_energies() == result.model.reference_energies()
@@ -343,7 +343,7 @@ def test_gemnet_tiny_trains_a_few_steps(datasets, tmp_path):
     result = train_model(model, train.subset(range(8)), val.subset(range(4)), config, tmp_path, progress=False)
     assert result.steps == 4 and len(result.history) == 2
     assert math.isfinite(result.best_metrics["forces_mae"])
-    loaded = load_trained_model(result.best_model_path)
+    loaded = load_model(result.best_model_path, device="cpu")
     batch = Batch.from_data_list([g for g in val.to(torch.float32).graphs[:2]])
     assert torch.allclose(loaded(batch)["forces"], result.model(batch)["forces"])
 
@@ -360,10 +360,10 @@ def test_cli_trains_resumes_and_fine_tunes(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 4
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"])
-    base = load_trained_model(tmp_path / "run" / "best_model.pt")
+    base = load_model(tmp_path / "run" / "best_model.pt", device="cpu")
     assert main([*common, "--max-steps", "2", "--init", str(tmp_path / "run" / "best_model.pt"),
                  "--out", str(tmp_path / "tuned")]) == 0
-    tuned = load_trained_model(tmp_path / "tuned" / "best_model.pt")
+    tuned = load_model(tmp_path / "tuned" / "best_model.pt", device="cpu")
     assert tuned.reference_energies() == base.reference_energies()  # fine-tuning keeps references
     assert main([*common, "--train-size", "20", "--out", str(tmp_path / "bad")]) == 2
     assert "--train-size 20" in capsys.readouterr().err

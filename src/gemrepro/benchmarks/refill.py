@@ -25,11 +25,11 @@ import torch
 from ase import Atoms
 from torch import nn
 
-from gemrepro.benchmarks.md import _bare_network, checked_run
+from gemrepro.benchmarks.md import checked_run
 from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.queue import QueueSummary, run_queue
-from gemrepro.model import EnergyShift, resolve_device
+from gemrepro.model import resolve_device
 
 
 def campaign_temperatures(n_trajectories: int, mild_K: float, hot_K: float) -> list[float]:
@@ -62,7 +62,7 @@ def benchmark_refill(
     if not (0 < mild_K and 0 < hot_K and np.isfinite(mild_K) and np.isfinite(hot_K)):
         raise ValueError(f"temperatures: expected positive mild and hot temperatures in K, got {mild_K}, {hot_K}")
     device = resolve_device(device)
-    potential = GemNetPotential(model if isinstance(model, EnergyShift) else _bare_network(model), device=device)
+    potential = GemNetPotential(model, device=device)
     temperatures = campaign_temperatures(len(systems), mild_K, hot_K)
     seconds: dict[bool, list[float]] = {True: [], False: []}
     runs: dict[bool, QueueSummary] = {}

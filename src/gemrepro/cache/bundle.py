@@ -2,8 +2,9 @@
 
 ``make book SCALE=small`` on a GPU machine records every artifact its chapters load or build
 (``_build/<scale>/artifacts.txt``, see :data:`gemrepro.cache.artifacts.ACCESS_LOG_ENV`).
-:func:`pack` writes those artifact folders into one versioned ``.tar.gz`` with a checksummed
-``bundle.json``; :func:`unpack` verifies every checksum and then moves each artifact into the
+:func:`pack` writes those artifact folders into one versioned tar file (gzip, or xz for a name ending
+in ``.xz``: slower to write, smaller, what the committed ``models/<scale>.tar.xz`` uses) with
+a checksummed ``bundle.json``; :func:`unpack` verifies every checksum and then moves each artifact into the
 cache atomically, keeping artifacts that are already there. Re-executing the chapters then only
 reads the cache: a reader builds the ``small`` book on a laptop.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
 import tarfile
@@ -75,6 +77,14 @@ def read_access_log(path: Path) -> list[str]:
     return list(seen)
 
 
+def _open_for_writing(path: Path, output: Path) -> tarfile.TarFile:
+    """``path`` as a new tar file compressed as ``output``'s suffix asks: xz (preset 9) for
+    ``.xz``, else gzip."""
+    if output.name.endswith(".xz"):
+        return tarfile.open(path, "w:xz", preset=9)
+    return tarfile.open(path, "w:gz")
+
+
 def pack(entries: list[str], output: Path, scale: str, root: Path | None = None) -> Path:
     """Write the artifact folders ``entries`` (``stage/key``) of ``root`` into the bundle ``output``."""
     get_scale(scale)
@@ -100,7 +110,7 @@ def pack(entries: list[str], output: Path, scale: str, root: Path | None = None)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
-    with tarfile.open(partial, "w:gz") as tar:
+    with _open_for_writing(partial, output) as tar:
         info = tarfile.TarInfo(BUNDLE_MANIFEST)
         payload = json.dumps(metadata, indent=1).encode()
         info.size = len(payload)
@@ -129,9 +139,9 @@ def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
         raise FileNotFoundError(f"{bundle}: no such bundle")
     root = Path(root) if root else artifacts_dir()
     try:
-        tar = tarfile.open(bundle, "r:gz")
-    except (tarfile.TarError, OSError) as exc:
-        raise ValueError(f"{bundle}: not a readable .tar.gz bundle ({exc})") from None
+        tar = tarfile.open(bundle, "r:*")
+    except (tarfile.TarError, OSError, lzma.LZMAError):  # tarfile's message lists every method it tried
+        raise ValueError(f"{bundle}: not a readable .tar.gz or .tar.xz bundle (no tar archive inside)") from None
     with tar, tempfile.TemporaryDirectory(prefix=".unpack-", dir=_ensure(root)) as scratch:
         metadata = _metadata(tar, bundle)
         expected = {f"artifacts/{name}": digest for name, digest in metadata["files"].items()}
@@ -141,7 +151,7 @@ def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
             raise ValueError(f"{bundle}: unexpected member {unknown[0]!r} (not listed in {BUNDLE_MANIFEST})")
         try:
             tar.extractall(scratch, members=members, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as exc:
             raise ValueError(f"{bundle}: corrupt bundle ({exc})") from None
         for name, digest in expected.items():
             path = Path(scratch) / name

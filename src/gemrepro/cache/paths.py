@@ -52,7 +52,7 @@ def shared_data_dir() -> Path | None:
 
 
 def shipped_models(scale: str) -> Path | None:
-    """The committed bundle of a scale's trained learning-curve models (``<repo>/models/<scale>.tar.gz``), if any.
+    """The committed bundle of a scale's trained learning-curve models (``<repo>/models/<scale>.tar.xz``), if any.
 
     Training every ``tiny`` model to convergence takes longer on 2 CPU cores than the book may;
     the bundle holds exactly the artifacts the training stage would write, under the same keys.
@@ -60,5 +60,5 @@ def shipped_models(scale: str) -> Path | None:
     root = repo_root()
     if root is None:
         return None
-    path = root / "models" / f"{scale}.tar.gz"
+    path = root / "models" / f"{scale}.tar.xz"
     return path if path.is_file() else None

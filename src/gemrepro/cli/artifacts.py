@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     ship = sub.add_parser("ship-models", help="train (if missing) and bundle every learning-curve model of a scale, "
                                               "its temperature sweep's MD runs and the long runs of its sparsest and densest, into "
-                                              "models/<scale>.tar.gz, which the chapters use before computing")
+                                              "models/<scale>.tar.xz, which the chapters use before computing")
     ship.add_argument("--scale", default="tiny", help="tiny, small or paper (default: tiny)")
     ship.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     ship.set_defaults(func=_ship)

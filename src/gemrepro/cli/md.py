@@ -265,7 +265,7 @@ def _bench(args: argparse.Namespace) -> int:
     variant = parse_variant(args.variant)
     torch.set_num_threads(args.threads)
     if args.model is not None:
-        model = load_model(args.model, device=args.device)
+        model: torch.nn.Module = load_model(args.model, device=args.device)
         label = args.model
     else:
         torch.manual_seed(0)

@@ -128,7 +128,7 @@ def run_data(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.data.formats import read
     from gemrepro.data.torch_dataset import AtomsDataset
-    from gemrepro.model import EnergyShift, GemNet, GemNetT, fit_scale_factors, load_trained_model
+    from gemrepro.model import EnergyShift, GemNet, GemNetT, fit_scale_factors, load_model
     from gemrepro.train import TrainConfig, train_model
     from gemrepro.train.distributed import current_world
 
@@ -148,7 +148,7 @@ def run_data(args: argparse.Namespace) -> int:
     )
     torch.manual_seed(args.seed)
     if args.init:
-        model: GemNet | EnergyShift = load_trained_model(args.init).train()  # keeps its element references
+        model: GemNet | EnergyShift = load_model(args.init, device="cpu").train()  # keeps its element references
     else:
         model = GemNetT.from_preset(args.preset).to(config.torch_dtype)
         first = train_set.to(config.torch_dtype).graphs[: config.batch_size]

@@ -4,7 +4,7 @@ holds, one per study (``scale.recipe``, ``scale.pretraining``, ``scale.seeds``, 
 
 Their fields, order and defaults are part of the cache keys (``dataclasses.asdict(design)`` is
 hashed into the artifacts' parameters): renaming, reordering or adding a field changes every key,
-which invalidates the shipped models (``models/<scale>.tar.gz``). Floor 0: the standard library and
+which invalidates the shipped models (``models/<scale>.tar.xz``). Floor 0: the standard library and
 numpy only.
 """
 

@@ -19,15 +19,14 @@ from torch_geometric.data import Data
 
 from gemrepro.analysis.geometry import check_geometry
 from gemrepro.md.gemnet import known_elements, model_dtype, refuse_unseen_elements
-from gemrepro.model import EnergyShift, GemNet, load_model, resolve_device
+from gemrepro.model import EnergyShift, GemNet, as_energy_shift, load_model, resolve_device
 
 
 class GemNetCalculator(Calculator):
     """Energy (eV) and forces (eV/Å) of a gemrepro model for ASE (MD, optimisation, vibrations).
 
     ``model_or_checkpoint`` is a ``GemNetT``/``GemNetQ``, an ``EnergyShift`` around one (a trained
-    model), or the path of either kind of model file (``save_model``'s or the trainer's
-    ``model.pt``/``best_model.pt``). Structures with overlapping atoms or non-finite coordinates,
+    model), or the path of a model file (``save_model``'s, e.g. the trainer's ``best_model.pt``). Structures with overlapping atoms or non-finite coordinates,
     and (for a trained model) elements it never saw, raise a one-line ``ValueError`` instead of
     returning NaN or an untrained guess; ``allow_unknown_elements`` lifts the latter.
     Periodic boundary conditions are not supported (the model is for molecules).
@@ -39,16 +38,15 @@ class GemNetCalculator(Calculator):
                  allow_unknown_elements: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(model_or_checkpoint, (GemNet, EnergyShift)):
-            model: nn.Module = model_or_checkpoint.to(resolve_device(device))
+            model = as_energy_shift(model_or_checkpoint).to(resolve_device(device))
         elif isinstance(model_or_checkpoint, (str, os.PathLike)):
             model = load_model(model_or_checkpoint, device=device)
         else:
             raise ValueError("model_or_checkpoint: expected a GemNetT, GemNetQ, a trained (EnergyShift) model or "
                              f"a model file path, got {type(model_or_checkpoint).__name__}")
         self.model = model.eval()
-        self.network = model.model if isinstance(model, EnergyShift) else model
-        self.references = (model.element_energies.detach().double().cpu()
-                           if isinstance(model, EnergyShift) else None)
+        self.network = model.model
+        self.references = model.element_energies.detach().double().cpu()
         self.elements = known_elements(model)
         self.allow_unknown_elements = bool(allow_unknown_elements)
         self.dtype = model_dtype(self.network)
@@ -65,9 +63,7 @@ class GemNetCalculator(Calculator):
         data = Data(z=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
                     pos=torch.as_tensor(positions, dtype=self.dtype, device=self.device))
         result = self.network(data)
-        energy = float(result["energy"][0])
-        if self.references is not None:
-            energy += float(self.references[torch.as_tensor(numbers, dtype=torch.long)].sum())
+        energy = float(result["energy"][0]) + float(self.references[torch.as_tensor(numbers, dtype=torch.long)].sum())
         self.results = {
             "energy": energy,
             "free_energy": energy,

@@ -34,7 +34,7 @@ TORCHSIM_VERSION = "0.3.0"
 class TorchSimGemNet(ModelInterface):
     """A trained gemrepro model (GemNet-T or -Q, with or without references) as a TorchSim model.
 
-    ``model`` is a model, a model file (either kind :func:`gemrepro.model.load_model` reads) or
+    ``model`` is a model, a model file (what :func:`gemrepro.model.load_model` reads) or
     an existing :class:`GemNetPotential`. ``dtype`` is the dtype of TorchSim's state (positions,
     momenta); the network keeps its own, as in gemrepro's engine, where float64 positions drive a
     float32 GemNet. Molecules only: periodic states are refused.

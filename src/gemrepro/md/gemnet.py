@@ -23,7 +23,7 @@ from torch import nn
 
 from gemrepro.analysis.geometry import element_list
 from gemrepro.md.state import per_system_sum
-from gemrepro.model import EnergyShift, load_model, resolve_device
+from gemrepro.model import EnergyShift, as_energy_shift, load_model, resolve_device
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _Topology:
     z: torch.Tensor  # on the model's device
     batch: torch.Tensor
     n_systems: int
-    reference_energy: torch.Tensor | None  # (S,) float64 sum of element references, on the caller's device
+    reference_energy: torch.Tensor  # (S,) float64 sum of element references, on the caller's device
 
 
 class GemNetPotential:
@@ -99,18 +99,15 @@ class GemNetPotential:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected a torch.nn.Module (GemNet or EnergyShift), got {type(model).__name__}")
         self.device = resolve_device(device)
-        model = model.to(self.device)
+        model = as_energy_shift(model).to(self.device)
         if dtype is not None:
             if not dtype.is_floating_point:
                 raise ValueError(f"dtype: expected a floating torch dtype, got {dtype}")
             model = model.to(dtype)
         self.model = model.eval()
-        # The network proper; the element references of an EnergyShift are added by ``__call__``.
-        if isinstance(model, EnergyShift):
-            self.network: nn.Module = model.model
-            self.element_energies: torch.Tensor | None = model.element_energies.detach().double()
-        else:
-            self.network, self.element_energies = model, None
+        # The network proper; the element references are added by ``__call__``, in float64.
+        self.network: nn.Module = model.model
+        self.element_energies = model.element_energies.detach().double()
         self.dtype = model_dtype(self.network)
         self.elements = known_elements(model)
         self.allow_unknown_elements = bool(allow_unknown_elements)
@@ -144,10 +141,8 @@ class GemNetPotential:
         z = numbers.to(device=self.device, dtype=torch.long)
         batch = system_index.to(device=self.device, dtype=torch.long)
         n_systems = int(system_index[-1]) + 1 if len(system_index) else 0
-        reference = None
-        if self.element_energies is not None:
-            per_atom = self.element_energies.to(numbers.device)[numbers.long()]
-            reference = per_system_sum(per_atom, system_index, n_systems)
+        per_atom = self.element_energies.to(numbers.device)[numbers.long()]
+        reference = per_system_sum(per_atom, system_index, n_systems)
         self._topology = _Topology(numbers, system_index, z, batch, n_systems, reference)
         return self._topology
 
@@ -164,15 +159,13 @@ class GemNetPotential:
         result = self.network(data)
         out: dict[str, Any] = dict(device=positions.device, dtype=positions.dtype)
         energy, forces = result["energy"].detach().to(**out), result["forces"].detach().to(**out)
-        if topology.reference_energy is not None:
-            energy = energy + topology.reference_energy.to(**out)
-        return energy, forces
+        return energy + topology.reference_energy.to(**out), forces
 
 
 def potential_from_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
     allow_unknown_elements: bool = False,
 ) -> GemNetPotential:
-    """The batched MD potential of a trained-model or bare model file (see :func:`gemrepro.model.load_model`)."""
+    """The batched MD potential of a model file (see :func:`gemrepro.model.load_model`)."""
     return GemNetPotential(load_model(path, device), device=device, dtype=dtype,
                            allow_unknown_elements=allow_unknown_elements)

@@ -1,14 +1,8 @@
 """GemNet-T and GemNet-Q potentials in plain PyTorch: models, presets, checkpoints (the ASE calculator is in
 :mod:`gemrepro.integrations`)."""
 
-from gemrepro.model.checkpoint import (
-    load_model,
-    load_trained_model,
-    read_trained_model_metadata,
-    save_model,
-    save_trained_model,
-)
-from gemrepro.model.energy_shift import EnergyShift
+from gemrepro.model.checkpoint import MODEL_FORMAT, load_model, read_model_metadata, save_model
+from gemrepro.model.energy_shift import EnergyShift, as_energy_shift
 from gemrepro.model.gemnet import (
     GemNet,
     GemNetQ,
@@ -29,8 +23,8 @@ from gemrepro.model.presets import (
 )
 
 __all__ = [
-    "EnergyShift", "GemNet", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
-    "PRESETS_Q", "QuadrupletGraph", "REFERENCE_PARAMETER_COUNTS", "VARIANTS", "build_graph",
-    "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "load_trained_model", "preset_config",
-    "read_trained_model_metadata", "resolve_device", "save_model", "save_trained_model", "scale_factors",
+    "MODEL_FORMAT", "EnergyShift", "GemNet", "GemNetConfig", "GemNetQ", "GemNetT", "MolecularGraph", "PRESETS",
+    "PRESETS_Q", "QuadrupletGraph", "REFERENCE_PARAMETER_COUNTS", "VARIANTS", "as_energy_shift", "build_graph",
+    "build_model", "build_quadruplets", "fit_scale_factors", "load_model", "preset_config",
+    "read_model_metadata", "resolve_device", "save_model", "scale_factors",
 ]

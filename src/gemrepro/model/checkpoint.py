@@ -1,15 +1,16 @@
-"""Model files, and the one loader that reads them all.
+"""Model files: one format, one writer, one loader.
 
-Two kinds of file exist, both written atomically (temp file in the same folder, then
-``os.replace``, so a killed write never leaves a truncated file that a later run trusts):
+Every model the project writes — a trained model, a fine-tuned one, a random-init network for a
+benchmark — is the same file (:data:`MODEL_FORMAT`): an :class:`~gemrepro.model.EnergyShift`
+around the network (per-element reference energies, empty for an untrained network), the class and
+configuration to rebuild it, its weights and free-form metadata (training config, metrics).
+:func:`save_model` writes it atomically (temp file in the same folder, fsync, ``os.replace``, so a
+killed write never leaves a truncated file that a later run trusts); :func:`load_model` reads it.
 
-* a bare GemNet (:func:`save_model`): config (T or Q) plus weights, e.g. a random-init benchmark;
-* a *trained model* (:func:`save_trained_model`, what training and the learning-curve cache
-  write): an :class:`~gemrepro.model.EnergyShift` around the network, i.e. the EMA weights of
-  the best validation step, the per-element reference energies, the class and configuration
-  to rebuild it, and free-form metadata (training config, metrics).
-
-:func:`load_model` reads either and gives back what was saved, ready for inference.
+Files of the two earlier formats (a bare GemNet, ``gemrepro.gemnet-t``; a trained model,
+``gemrepro-trained-model/1``, as shipped in ``models/tiny.tar.xz``) are read through
+:func:`upgrade_payload`: their per-element energies moved from the network's former
+``atom_reference`` buffer into the ``EnergyShift``, the one place they live now.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from gemrepro.model.energy_shift import EnergyShift
-from gemrepro.model.gemnet import GemNet, build_model, resolve_device
-from gemrepro.model.presets import GemNetConfig
+from gemrepro.model.energy_shift import MAX_ATOMIC_NUMBER, EnergyShift, as_energy_shift
+from gemrepro.model.gemnet import resolve_device
 
-TRAINED_MODEL_FORMAT = "gemrepro-trained-model/1"
+MODEL_FORMAT = "gemrepro-model/2"
 
-# The format name predates GemNet-Q; the config's ``variant`` (absent in version 1 files, which
-# are all GemNet-T) says which class to rebuild.
-CHECKPOINT_FORMAT = "gemrepro.gemnet-t"
-CHECKPOINT_VERSION = 2
+# The earlier formats, read by ``upgrade_payload``.
+LEGACY_TRAINED_FORMAT = "gemrepro-trained-model/1"
+LEGACY_NETWORK_FORMAT = "gemrepro.gemnet-t"  # a bare GemNet (T or Q, by its config's ``variant``)
+_LEGACY_REFERENCE_KEY = "atom_reference"  # the network's per-element buffer, folded into the EnergyShift
 
 
 def save_payload(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
@@ -52,26 +52,6 @@ def save_payload(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def save_model(model: GemNet, path: str | os.PathLike) -> Path:
-    """Write a bare GemNet's config + weights to ``path`` atomically."""
-    return save_payload(path, {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": model.config.to_dict(),
-        "dtype": str(model.dtype).removeprefix("torch."),
-        "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
-    })
-
-
-def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> nn.Module:
-    """The model in a file of either kind, in eval mode on ``device``: a trained model comes back as
-    its ``EnergyShift`` (references included), a bare file as its ``GemNetT``/``GemNetQ``."""
-    payload = read_checkpoint(path)
-    if isinstance(payload, dict) and payload.get("format") == TRAINED_MODEL_FORMAT:
-        return trained_model_from_payload(payload, path).to(resolve_device(device)).eval()
-    return model_from_payload(payload, path, device)
-
-
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
     """The raw contents of a torch file, with one-line errors for missing or unreadable files."""
     path = Path(path)
@@ -81,17 +61,6 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # noqa: BLE001 - torch's message advises unsafe loading; the user needs what the file is not
         raise ValueError(f"{str(path)!r} is not a gemrepro model file (torch cannot read it as saved weights)") from None
-
-
-def model_from_payload(payload: object, path: str | os.PathLike, device: str | torch.device = "auto") -> GemNet:
-    """Rebuild the model of a ``save_model`` payload already read by :func:`read_checkpoint`."""
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a GemNet checkpoint written by save_model")
-    config = GemNetConfig.from_dict(payload["config"])
-    model = build_model(config)
-    model = model.to(getattr(torch, payload.get("dtype", "float32")))
-    load_weights(model, payload["state_dict"], path, f"GemNet-{config.variant}")
-    return model.to(resolve_device(device)).eval()
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike, what: str) -> None:
@@ -105,7 +74,6 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLi
                          f"(a file of another variant or preset? {detail[:120]})") from None
 
 
-# ----------------------------------------------------------------------------- trained models
 def _class_path(obj: object) -> str:
     cls = type(obj)
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -118,19 +86,73 @@ def _config_dict(model: nn.Module) -> dict | None:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
-def save_trained_model(path: str | os.PathLike, model: EnergyShift, metadata: dict[str, Any] | None = None) -> Path:
-    """Save an ``EnergyShift``-wrapped model so :func:`load_model` can rebuild it."""
-    if not isinstance(model, EnergyShift):
-        raise ValueError(f"model: expected an EnergyShift-wrapped model, got {type(model).__name__}")
+def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a network, or an ``EnergyShift`` around one) to ``path`` atomically.
+
+    A bare network is saved as an ``EnergyShift`` without references, so every file loads the same.
+    """
+    wrapped = as_energy_shift(model)
+    network = wrapped.model
     return save_payload(path, {
-        "format": TRAINED_MODEL_FORMAT,
-        "model_class": _class_path(model.model),
-        "model_config": _config_dict(model.model),
-        "config_class": _class_path(model.model.config) if hasattr(model.model, "config") else None,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "element_energies": {int(k): float(v) for k, v in model.reference_energies().items()},
+        "format": MODEL_FORMAT,
+        "model_class": _class_path(network),
+        "model_config": _config_dict(network),
+        "config_class": _class_path(network.config) if hasattr(network, "config") else None,
+        "state_dict": {key: value.detach().cpu() for key, value in wrapped.state_dict().items()},
+        "element_energies": wrapped.reference_energies(),
         "metadata": metadata or {},
     })
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An ``EnergyShift`` state dict without the network's former ``atom_reference`` buffer.
+
+    Its values (zero unless a test set them) move into ``element_energies``, where they add the same
+    per-element energy; a training checkpoint of an earlier version resumes through this too.
+    """
+    state = dict(state)
+    legacy = state.pop(f"model.{_LEGACY_REFERENCE_KEY}", None)
+    if legacy is not None and bool(legacy.any()):
+        references = state["element_energies"].clone()
+        references[: len(legacy)] += legacy.to(references.dtype)
+        state["element_energies"] = references
+    return state
+
+
+def _nonzero_references(table: torch.Tensor) -> dict[int, float]:
+    return {int(z): float(table[z]) for z in torch.nonzero(table).flatten()}
+
+
+def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
+    """A payload of :data:`MODEL_FORMAT`, from a file of this format or of one of the two earlier ones."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"{str(path)!r} is not a gemrepro model file (holds a {type(payload).__name__})")
+    kind = payload.get("format")
+    if kind == MODEL_FORMAT:
+        return payload
+    if kind == LEGACY_TRAINED_FORMAT:
+        state = upgrade_state_dict(payload["state_dict"])
+        references = _nonzero_references(state["element_energies"])
+        return {**payload, "format": MODEL_FORMAT, "state_dict": state, "element_energies": references}
+    if kind == LEGACY_NETWORK_FORMAT:
+        config = dict(payload["config"])
+        variant = config.get("variant", "T")  # version-1 files predate GemNet-Q
+        dtype = getattr(torch, payload.get("dtype", "float32"))
+        state = {f"model.{key}": value.to(dtype) if value.is_floating_point() else value
+                 for key, value in payload["state_dict"].items()}
+        state["element_energies"] = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.float64)
+        state = upgrade_state_dict(state)
+        references = _nonzero_references(state["element_energies"])
+        return {
+            "format": MODEL_FORMAT,
+            "model_class": f"gemrepro.model.gemnet:GemNet{variant}",
+            "model_config": config,
+            "config_class": "gemrepro.model.presets:GemNetConfig",
+            "state_dict": state,
+            "element_energies": references,
+            "metadata": {},
+        }
+    raise ValueError(f"{str(path)!r} is not a gemrepro model file (format {kind!r}, expected {MODEL_FORMAT!r})")
 
 
 def _import(class_path: str) -> Any:
@@ -153,34 +175,27 @@ def _build_network(class_path: str, config: dict | None, config_class: str | Non
     return cls(values)
 
 
-def trained_model_from_payload(payload: dict, path: str | os.PathLike, model: nn.Module | None = None) -> EnergyShift:
-    """The ``EnergyShift`` of a trained-model payload; ``model`` (same architecture) receives the weights."""
-    if payload.get("format") != TRAINED_MODEL_FORMAT:
-        raise ValueError(f"trained model {path}: expected format {TRAINED_MODEL_FORMAT!r}, got {payload.get('format')!r}")
+def load_model(path: str | os.PathLike, device: str | torch.device = "auto", *,
+               model: nn.Module | None = None) -> EnergyShift:
+    """The model in ``path`` as an ``EnergyShift`` (references included), in eval mode on ``device``.
+
+    ``model`` (same architecture) receives the weights instead of a network rebuilt from the file.
+    Fine-tuning calls ``.train()`` on the result.
+    """
+    payload = upgrade_payload(read_checkpoint(path), path)
     if model is None:
         model = _build_network(payload["model_class"], payload["model_config"], payload.get("config_class"))
-    wrapped = model if isinstance(model, EnergyShift) else EnergyShift(model)
+    wrapped = as_energy_shift(model)
     state = payload["state_dict"]
     dtype = next((v.dtype for k, v in state.items() if k.startswith("model.") and v.is_floating_point()), None)
     if dtype is not None:
         wrapped.to(dtype)
-    load_weights(wrapped, state, path, f"trained {payload['model_class'].rpartition(':')[2]}")
+    variant = getattr(wrapped.config, "variant", None)
+    load_weights(wrapped, state, path, f"GemNet-{variant}" if variant else payload["model_class"].rpartition(":")[2])
     wrapped.metadata = payload["metadata"]
-    return wrapped.eval()
+    return wrapped.to(resolve_device(device)).eval()
 
 
-def load_trained_model(path: str | os.PathLike, model: nn.Module | None = None,
-                       map_location: str | torch.device = "cpu") -> EnergyShift:
-    """A trained model file only (fine-tuning needs the references), optionally into ``model``'s architecture."""
-    payload = read_checkpoint(path, map_location)
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path}: not a gemrepro trained model file (holds a {type(payload).__name__})")
-    return trained_model_from_payload(payload, path, model)
-
-
-def read_trained_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata stored with a trained model (training config, metrics), without rebuilding it."""
-    payload = read_checkpoint(path)
-    if not isinstance(payload, dict) or payload.get("format") != TRAINED_MODEL_FORMAT:
-        raise ValueError(f"trained model {path}: expected format {TRAINED_MODEL_FORMAT!r}")
-    return payload["metadata"]
+def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata stored with a model (training config, metrics), without rebuilding it."""
+    return upgrade_payload(read_checkpoint(path), path)["metadata"]

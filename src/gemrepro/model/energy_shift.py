@@ -7,7 +7,8 @@ the network only the residual. ``EnergyShift`` wraps any model with the forward 
 ``Σ_i e_{Z_i}`` to each molecule's energy. The shift does not depend on positions, so forces
 are untouched. The references live in the buffer ``element_energies`` (indexed by atomic
 number), hence in ``state_dict()``: they are saved with every checkpoint and trained model,
-and applied whenever the wrapped model is used for inference (MD, evaluation).
+and applied whenever the wrapped model is used for inference (MD, evaluation). It is the one
+per-element energy mechanism of the project: networks themselves hold none.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-__all__ = ["EnergyShift", "MAX_ATOMIC_NUMBER"]
+__all__ = ["EnergyShift", "MAX_ATOMIC_NUMBER", "as_energy_shift"]
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -68,3 +69,8 @@ class EnergyShift(nn.Module):
         )
         out["energy"] = energy + shift.to(energy.dtype)
         return out
+
+
+def as_energy_shift(model: nn.Module) -> EnergyShift:
+    """``model`` itself when it is an ``EnergyShift``, else an ``EnergyShift`` around it without references."""
+    return model if isinstance(model, EnergyShift) else EnergyShift(model)

@@ -43,12 +43,11 @@ class GemNet(torch.nn.Module):
     ``forward(data)`` -> {"energy": (n_graphs,), "forces": (n_atoms, 3)}. ``data`` is a
     torch_geometric ``Data``/``Batch`` (or any object) with ``z`` (long atomic numbers), ``pos``
     (Å) and optionally ``batch`` (molecule index of each atom, sorted). The molecular energy is
-    the sum over atoms and blocks of the per-block atomic energies plus a per-element reference
-    energy ``atom_reference[z]`` (a buffer, zero unless set).
+    the sum over atoms and blocks of the per-block atomic energies; per-element reference energies
+    are added outside the network, by :class:`~gemrepro.model.EnergyShift`.
     """
 
     variant = ""  # "T" or "Q" in the subclasses
-    atom_reference: torch.Tensor  # a buffer (registered in __init__)
 
     def __init__(self, config: GemNetConfig | None = None) -> None:
         super().__init__()
@@ -74,7 +73,6 @@ class GemNet(torch.nn.Module):
             OutputBlock(c.emb_size_atom, c.emb_size_edge, c.emb_size_rbf, c.num_atom)
             for _ in range(c.num_blocks + 1)
         )
-        self.register_buffer("atom_reference", torch.zeros(c.num_elements + 1))
         # Topology of the last call, reused while no pair crosses the cutoff (MD steps).
         self.graph_cache = GraphCache(c.cutoff)
 
@@ -88,26 +86,11 @@ class GemNet(torch.nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.atom_reference.dtype
+        return self.atom_embedding.embeddings.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.atom_reference.device
-
-    def set_atom_reference(self, energies: dict[int, float] | torch.Tensor) -> None:
-        """Per-element energy shift (eV) added for every atom, e.g. fitted by least squares."""
-        table = torch.zeros_like(self.atom_reference)
-        if isinstance(energies, dict):
-            for z, value in energies.items():
-                if not 1 <= int(z) <= self.config.num_elements:
-                    raise ValueError(f"atom reference element Z={z} outside 1..{self.config.num_elements}")
-                table[int(z)] = float(value)
-        else:
-            values = torch.as_tensor(energies, dtype=table.dtype)
-            if values.shape != table.shape:
-                raise ValueError(f"atom reference must have shape {tuple(table.shape)}, got {tuple(values.shape)}")
-            table.copy_(values)
-        self.atom_reference.copy_(table)
+        return self.atom_embedding.embeddings.weight.device
 
     def _check_inputs(self, data: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         z, pos = getattr(data, "z", None), getattr(data, "pos", None)
@@ -160,7 +143,7 @@ class GemNet(torch.nn.Module):
         with torch.enable_grad() if compute_forces else torch.no_grad():
             if compute_forces and not positions.requires_grad:
                 positions = positions.detach().requires_grad_(True)
-            atomic = self.atomic_energies(z, positions, graph) + self.atom_reference[z]
+            atomic = self.atomic_energies(z, positions, graph)
             energy = scatter(atomic, graph.batch, dim=0, dim_size=graph.num_graphs, reduce="sum")
             result = {"energy": energy}
             if compute_forces:

@@ -36,7 +36,7 @@ from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.splits import Splits, make_splits
 from gemrepro.data.torch_dataset import AtomsDataset
-from gemrepro.model import build_model, fit_scale_factors, preset_config, resolve_device, save_trained_model
+from gemrepro.model import build_model, fit_scale_factors, preset_config, resolve_device, save_model
 from gemrepro.train import EnergyForceLoss, TrainConfig, evaluate, load_checkpoint, train_model
 
 __all__ = [
@@ -218,7 +218,7 @@ def train_scale_model(
     function under the same keys; ``shipped=False`` trains from scratch (the test that the bundle
     is what the code produces).
 
-    The artifact holds ``model.pt`` (``load_trained_model``), ``history.csv`` and, in its
+    The artifact holds ``model.pt`` (``load_model``), ``history.csv`` and, in its
     manifest, ``metrics`` (``validation`` and ``test`` errors, eV and eV/Å), steps and the
     training wall time summed over resumed runs. ``data`` passes an already loaded
     ``ScaleData`` so the four sizes read the dataset once. ``variant`` is "T" or "Q"; ``None``
@@ -255,8 +255,8 @@ def train_scale_model(
         result = train_model(model, train_set, val_set, config, workdir, progress=progress)
         test = evaluate(result.model, test_set, config.eval_batch_size or 32)
         wall = float(load_checkpoint(workdir / "checkpoint.pt")["state"]["total_wall_time_s"])
-        save_trained_model(folder / "model.pt", result.model,
-                           metadata={"train_config": config.to_dict(), "best_metrics": result.best_metrics})
+        save_model(result.model, folder / "model.pt",
+                   metadata={"train_config": config.to_dict(), "best_metrics": result.best_metrics})
         result.history.to_csv(folder / "history.csv", index=False)
         keep = ("energy_mae", "forces_mae", "forces_rmse", "n")
         return {
@@ -478,7 +478,7 @@ def sanity_check_real_data(
         mean_energy = float(np.mean([float(g.energy) for g in train.graphs]))
         baseline_energy = float(np.mean([abs(float(g.energy) - mean_energy) for g in test.graphs]))
         baseline_forces = float(torch.cat([g.forces.reshape(-1) for g in test.graphs]).abs().mean())
-        save_trained_model(folder / "model.pt", result.model, metadata={"train_config": config.to_dict()})
+        save_model(result.model, folder / "model.pt", metadata={"train_config": config.to_dict()})
         shutil.rmtree(folder / "work")
         return {
             "molecule": frames[0].get_chemical_formula(),

@@ -12,7 +12,7 @@ Stage ``md-long`` (one artifact per model) holds a trajectory file per system, `
 and ``systems.csv`` (system, molecule, replica, temperature, failed, failure_step,
 time_to_failure_ps, failure_rule, steps). At ``tiny`` the two runs take about 40 minutes of one
 core, more than the book may, so they are shipped with the scale's models
-(``models/tiny.tar.gz``) and a test reruns the first picosecond of one and matches it bit for bit.
+(``models/tiny.tar.xz``) and a test reruns the first picosecond of one and matches it bit for bit.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def long_runs(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", variant:
 
 
 def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
-    """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.gz``.
+    """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.xz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
     sweep's runs and the long runs of its sparsest and densest models, under the keys the chapters
@@ -141,12 +141,12 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     """
     checkout = repo_root()
     if checkout is None:
-        raise ValueError("ship: no checkout found (models/<scale>.tar.gz lives in the repository)")
+        raise ValueError("ship: no checkout found (models/<scale>.tar.xz lives in the repository)")
     root = Path(root) if root else artifacts_dir()
     curve = learning_curves(scale, root=root, progress=progress, members=None)
     swept = temperature_sweep(scale, root=root, progress=progress)
     runs = long_runs(scale, root=root, progress=progress)
     entries = ([f"{MODEL_STAGE}/{key}" for key in curve["key"]] + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
                + [f"{STAGE}/{run.key}" for run in runs.runs.values()])
-    output = pack(entries, checkout / "models" / f"{scale.name}.tar.gz", scale.name, root)
+    output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
     return output, len(entries)

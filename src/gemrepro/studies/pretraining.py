@@ -50,7 +50,7 @@ from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frame
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.md import potential_from_checkpoint, run_md
 from gemrepro.md.trajectory import failed_frames
-from gemrepro.model import build_model, fit_scale_factors, load_trained_model, save_trained_model
+from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, model_config, recipe
 from gemrepro.train import TrainConfig, evaluate, train_model
 
@@ -231,7 +231,7 @@ def _train(stage: str, params: dict, scale: Scale, model_factory, train_set, val
         if test_set is not None:
             test = evaluate(result.model, test_set, config.eval_batch_size or 32)
             metrics["test"] = {k: test[k] for k in keep}
-        save_trained_model(folder / "model.pt", result.model, metadata={"train_config": config.to_dict()})
+        save_model(result.model, folder / "model.pt", metadata={"train_config": config.to_dict()})
         result.history.to_csv(folder / "history.csv", index=False)
         return {"metrics": metrics, "steps": result.steps, "best_step": result.best_metrics["step"],
                 "stop_reason": result.stop_reason, "training_wall_time_s": round(result.wall_time_s, 2)}
@@ -286,7 +286,7 @@ def train_target_model(target: Target, scale: Scale, seed: int = 0, reference: s
     def factory():
         if init is None:
             return _fresh_model(scale, train_set, config)
-        model = load_trained_model(init.file("model.pt")).train()
+        model = load_model(init.file("model.pt"), device="cpu").train()
         model.set_element_energies(fit_element_references(train_set))
         return model
 

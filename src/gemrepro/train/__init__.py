@@ -2,7 +2,7 @@
 
 Public entry points: ``TrainConfig``, ``train_model`` (a ``Trainer`` run, its state a
 ``TrainState``), ``evaluate``. The trained model a run
-writes is a model file of :mod:`gemrepro.model` (``save_trained_model``, read by ``load_model``).
+writes is a model file of :mod:`gemrepro.model` (``save_model``, read by ``load_model``).
 """
 
 from gemrepro.train.checkpoint import load_checkpoint, save_checkpoint

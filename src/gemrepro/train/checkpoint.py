@@ -3,7 +3,7 @@
 A checkpoint is written to a temporary file in the same folder and moved into place with
 ``os.replace``, which is atomic on POSIX: a run killed mid-write leaves the previous
 checkpoint intact, never a truncated one that a resumed run would trust. The trained model a
-run produces is a model file (:func:`gemrepro.model.save_trained_model`).
+run produces is a model file (:func:`gemrepro.model.save_model`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from gemrepro.model.checkpoint import upgrade_state_dict
 from gemrepro.model.energy_shift import EnergyShift
 from gemrepro.train.checkpoint import save_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
@@ -82,6 +83,8 @@ class TrainState:
         """The state a checkpoint's ``state`` describes (fields it lacks keep their defaults)."""
         known = {f.name for f in fields(cls)}
         state = cls(**{k: v for k, v in values.items() if k in known and k != "running"})
+        if state.best_state is not None:
+            state.best_state = upgrade_state_dict(state.best_state)
         state.running = RunningLoss(**values.get("running", {}))
         return state
 
@@ -153,6 +156,6 @@ class Optimization:
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Weights, EMA and optimizer moments; the schedule is a function of the step, rebuilt from the config."""
-        self.model.load_state_dict(saved["model"])
+        self.model.load_state_dict(upgrade_state_dict(saved["model"]))
         self.ema.load_state_dict(saved["ema"])
         self.optimizer.load_state_dict(saved["optimizer"])

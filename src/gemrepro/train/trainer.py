@@ -41,8 +41,8 @@ from torch import nn
 from tqdm.std import tqdm
 
 from gemrepro.data.torch_dataset import GraphSet, epoch_batches, fit_element_references
-from gemrepro.model.checkpoint import save_trained_model
-from gemrepro.model.energy_shift import EnergyShift
+from gemrepro.model.checkpoint import save_model
+from gemrepro.model.energy_shift import EnergyShift, as_energy_shift
 from gemrepro.train import distributed
 from gemrepro.train.checkpoint import load_checkpoint
 from gemrepro.train.ema import ExponentialMovingAverage
@@ -195,11 +195,10 @@ def _stop_reason(config: TrainConfig, step: int, epoch: int, started: float) -> 
 
 
 def _wrap(model: nn.Module, train_set: GraphSet, config: TrainConfig, fresh: bool) -> EnergyShift:
-    """``model`` with per-element reference energies; a fresh run fits them to the training set."""
-    if isinstance(model, EnergyShift):
-        return model
-    wrapped = EnergyShift(model)
-    if config.fit_element_references and fresh:
+    """``model`` with per-element reference energies; a fresh run fits them to the training set
+    unless the model brings its own (a fine-tuned model keeps its pretraining's)."""
+    wrapped = as_energy_shift(model)
+    if config.fit_element_references and fresh and not wrapped.reference_energies():
         wrapped.set_element_energies(fit_element_references(train_set))
     return wrapped
 
@@ -391,8 +390,8 @@ class Trainer:
         best_path = self.workdir / BEST_MODEL_NAME
         config = self.config.to_dict()
         if self.strategy.world.is_main:
-            save_trained_model(best_path, self.model,
-                               metadata={"train_config": config, "best_metrics": best_metrics, "steps": self.state.step})
+            save_model(self.model, best_path,
+                       metadata={"train_config": config, "best_metrics": best_metrics, "steps": self.state.step})
             history.to_csv(self.workdir / "history.csv", index=False)
             (self.workdir / "train_config.json").write_text(json.dumps(config, indent=2))
         self.strategy.finish()
@@ -413,7 +412,7 @@ def train_model(
 
     ``callback(step, info)`` runs after every update (``info``: loss terms and lr); an
     exception it raises ends the run without a checkpoint, like a killed job. The best EMA
-    weights are saved to ``workdir/best_model.pt`` (see ``load_trained_model``).
+    weights are saved to ``workdir/best_model.pt`` (see ``gemrepro.model.load_model``).
 
     Inside an initialised process group (``torchrun``; see ``gemrepro.train.distributed``) the
     global batch of ``config.batch_size`` is split over the ranks, which must all call this with
