@@ -18,8 +18,9 @@ from gemrepro.benchmarks.md import benchmark_systems
 from gemrepro.benchmarks.torchsim import benchmark_torchsim, torchsim_friction
 from gemrepro.cli import main as cli_main
 from gemrepro.integrations import GemNetCalculator
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.integrations.torchsim import TorchSimGemNet, molecules_to_state
-from gemrepro.md import GemNetPotential, run_md
+from gemrepro.md import run_md
 from gemrepro.md.state import kinetic_energy
 from gemrepro.model import EnergyShift, build_model, load_model
 

@@ -28,7 +28,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from gemrepro.cli import main as cli_main
-from gemrepro.md import potential_from_checkpoint, read_system, run_md
+from gemrepro.integrations.potential import potential_from_checkpoint
+from gemrepro.md import read_system, run_md
 from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.md.runner import checkpoint_path_for
 from gemrepro.model import load_model

@@ -13,7 +13,8 @@ from ase.io import write
 from gemrepro.analysis.geometry import check_geometry, geometry_problem
 from gemrepro.cli import main as cli_main
 from gemrepro.cli.structures import load_structures, parse_select
-from gemrepro.md import GemNetPotential, run_md
+from gemrepro.integrations.potential import GemNetPotential
+from gemrepro.md import run_md
 from gemrepro.md.committee import CommitteePotential
 from gemrepro.md.state import batch_inputs
 from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_model

@@ -170,7 +170,7 @@ def test_cli_reports_the_fields_scores_for_a_model(tmp_path, capsys):
 
 def test_an_audit_on_refilled_slots_finds_the_same_failures_and_frames(tmp_path, capsys):
     """A random-weight GemNet fails early at different steps; two refilled slots give the one-batch audit's results."""
-    from gemrepro.md import GemNetPotential
+    from gemrepro.integrations.potential import GemNetPotential
     from gemrepro.model import GemNetT, save_model
 
     torch.manual_seed(0)

@@ -211,8 +211,8 @@ def test_member_zero_keeps_the_learning_curve_cache_key_and_members_differ_only_
 # ----------------------------------------------------------------------------- batch evaluation after a run
 def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
     from gemrepro.cache.artifacts import get_or_create
+    from gemrepro.integrations.potential import potential_from_checkpoint
     from gemrepro.md.committee import disagreement as measure
-    from gemrepro.md.gemnet import potential_from_checkpoint
     from gemrepro.model import GemNetT, save_model
     from gemrepro.studies.committee import disagreement_table, frame_disagreement
 

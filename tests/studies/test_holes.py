@@ -216,7 +216,7 @@ class _Folder:
 
 
 def test_forces_on_frames_reproduces_the_forces_the_model_ran_on(tmp_path):
-    from gemrepro.md import potential_from_checkpoint
+    from gemrepro.integrations.potential import potential_from_checkpoint
     from gemrepro.model import GemNetT, save_model
 
     models = []

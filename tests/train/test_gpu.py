@@ -19,8 +19,8 @@ from ase.build import molecule
 from test_train import fast_config, make_model, synthetic_molecules
 
 from gemrepro.integrations import GemNetCalculator
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md import run_md
-from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.model import EnergyShift, build_model, load_model, resolve_device
 from gemrepro.reference import get_method

@@ -30,7 +30,7 @@ from torch import nn
 from gemrepro.catalog import MD_MOLECULES
 from gemrepro.data.sampling import embed_conformers
 from gemrepro.integrations import GemNetCalculator
-from gemrepro.md.gemnet import GemNetPotential
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.md.state import batch_inputs

@@ -26,7 +26,7 @@ from ase import Atoms
 from torch import nn
 
 from gemrepro.benchmarks.md import checked_run
-from gemrepro.md.gemnet import GemNetPotential
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.queue import QueueSummary, run_queue
 from gemrepro.model import resolve_device

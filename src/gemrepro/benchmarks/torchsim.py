@@ -26,8 +26,8 @@ from torch import nn
 from torch_sim.units import MetalUnits
 
 from gemrepro.benchmarks.md import _bare_network, checked_run
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.integrations.torchsim import TorchSimGemNet, molecules_to_state
-from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
 from gemrepro.model import resolve_device

@@ -137,8 +137,8 @@ def _run(args: argparse.Namespace) -> int:
 def _potential_and_stop(args: argparse.Namespace):
     """The run's potential (one model, or the committee of ``--model`` and ``--committee``) and its stop rule."""
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
+    from gemrepro.integrations.potential import potential_from_checkpoint
     from gemrepro.md.committee import CommitteePotential, UncertaintyStop
-    from gemrepro.md.gemnet import potential_from_checkpoint
 
     threshold = args.stop_on_uncertainty
     if threshold is not None and not (np.isfinite(threshold) and threshold > 0):

@@ -20,7 +20,7 @@ from gemrepro.cli.structures import add_structure_options, check_elements, load_
 if TYPE_CHECKING:
     import torch
 
-    from gemrepro.md.gemnet import GemNetPotential
+    from gemrepro.integrations.potential import GemNetPotential
 
 
 def _positive(value: float, flag: str, what: str) -> float:
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     potential: GemNetPotential | CalculatorPotential
     device: str | torch.device
     if args.model is not None:
-        from gemrepro.md.gemnet import potential_from_checkpoint
+        from gemrepro.integrations.potential import potential_from_checkpoint
 
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"--model: checkpoint {args.model!r} does not exist")

@@ -18,7 +18,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from gemrepro.analysis.geometry import check_geometry
-from gemrepro.md.gemnet import known_elements, model_dtype, refuse_unseen_elements
+from gemrepro.integrations.potential import known_elements, model_dtype, refuse_unseen_elements
 from gemrepro.model import EnergyShift, GemNet, as_energy_shift, load_model, resolve_device
 
 

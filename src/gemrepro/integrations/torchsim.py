@@ -24,7 +24,7 @@ from torch_sim.models.interface import ModelInterface
 from torch_sim.state import SimState
 
 from gemrepro.analysis.geometry import check_geometry
-from gemrepro.md.gemnet import GemNetPotential
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.model import load_model
 
 #: The version the adapter is tested against; TorchSim's interface changed between 0.2 and 0.4.

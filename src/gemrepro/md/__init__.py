@@ -2,17 +2,16 @@
 
 The engine takes any batched energy-and-forces callable
 ``potential(positions, numbers, system_index) -> (energy (S,), forces (N, 3))`` in eV and eV/Å,
-so a GemNet, a committee or an analytic test potential all plug in the same way.
+so a GemNet, a committee or an analytic test potential all plug in the same way. The engine knows
+no model: :mod:`gemrepro.integrations.potential` turns a GemNet into such a callable.
 """
 
-from gemrepro.md.gemnet import GemNetPotential, potential_from_checkpoint
 from gemrepro.md.integrators import langevin_baoab_step, velocity_verlet_step
 from gemrepro.md.runner import MDSummary, one_torch_thread, run_md
 from gemrepro.md.state import MDState, kinetic_temperature
 from gemrepro.md.trajectory import export_extxyz, failed_frames, read_system
 
 __all__ = [
-    "GemNetPotential",
     "MDState",
     "MDSummary",
     "export_extxyz",
@@ -20,7 +19,6 @@ __all__ = [
     "kinetic_temperature",
     "langevin_baoab_step",
     "one_torch_thread",
-    "potential_from_checkpoint",
     "read_system",
     "run_md",
     "velocity_verlet_step",

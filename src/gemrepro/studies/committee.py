@@ -26,9 +26,9 @@ from gemrepro.cache.artifacts import Artifact, get_or_create
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.designs import CommitteeDesign
 from gemrepro.config.scales import Scale
+from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
 from gemrepro.md.committee import CommitteePotential, UncertaintyStop, disagreement
-from gemrepro.md.gemnet import potential_from_checkpoint
 from gemrepro.md.runner import system_seeds
 from gemrepro.md.state import batch_inputs
 from gemrepro.studies.holes import seeds_study

@@ -36,8 +36,8 @@ from gemrepro.config.scales import Scale
 from gemrepro.data.formats import write_qm7x
 from gemrepro.data.sampling import embed_conformers
 from gemrepro.data.torch_dataset import atoms_to_data
+from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md import run_md
-from gemrepro.md.gemnet import GemNetPotential
 from gemrepro.model import build_model, resolve_device
 from gemrepro.paper import CAMPAIGN
 from gemrepro.reference import get_method

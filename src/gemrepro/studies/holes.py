@@ -43,7 +43,8 @@ from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.designs import SeedsDesign
 from gemrepro.config.scales import Scale
-from gemrepro.md import potential_from_checkpoint, read_system, run_md
+from gemrepro.integrations.potential import potential_from_checkpoint
+from gemrepro.md import read_system, run_md
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
 from gemrepro.studies.sweep import (
     Protocol,

@@ -30,7 +30,7 @@ from gemrepro.cache.bundle import pack
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.config.designs import DEFAULT_DT_FS, LongRunDesign
 from gemrepro.config.scales import Scale
-from gemrepro.md.gemnet import potential_from_checkpoint
+from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, one_torch_thread
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE

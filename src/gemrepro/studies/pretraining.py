@@ -48,7 +48,8 @@ from gemrepro.data import read
 from gemrepro.data.build import build_dataset
 from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
-from gemrepro.md import potential_from_checkpoint, run_md
+from gemrepro.integrations.potential import potential_from_checkpoint
+from gemrepro.md import run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, model_config, recipe

@@ -47,7 +47,8 @@ from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
 from gemrepro.config.scales import Scale
 from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import embed_conformers, relax
-from gemrepro.md import one_torch_thread, potential_from_checkpoint, run_md
+from gemrepro.integrations.potential import potential_from_checkpoint
+from gemrepro.md import one_torch_thread, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact

@@ -17,7 +17,8 @@ from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.cli import main as cli_main
 from gemrepro.data import read as read_dataset
 from gemrepro.integrations import GemNetCalculator
-from gemrepro.md import GemNetPotential, potential_from_checkpoint, read_system, run_md
+from gemrepro.integrations.potential import GemNetPotential, potential_from_checkpoint
+from gemrepro.md import read_system, run_md
 from gemrepro.md.integrators import evaluate, velocity_verlet_step
 from gemrepro.md.state import batch_inputs as state_batch_inputs
 from gemrepro.md.state import build_state

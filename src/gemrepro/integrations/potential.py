@@ -1,7 +1,7 @@
 """GemNet as the batched MD engine's potential.
 
-:class:`GemNetPotential` turns a GemNet model (bare, or wrapped in
-:class:`~gemrepro.train.EnergyShift` with per-element reference energies) into the callable
+:class:`GemNetPotential` turns a GemNet model (a network, or an :class:`~gemrepro.model.EnergyShift`
+around one with per-element reference energies, as :func:`gemrepro.model.load_model` returns) into the callable
 ``potential(positions, numbers, system_index) -> (energy (S,), forces (N, 3))`` that
 :func:`gemrepro.md.run_md` advances. All systems go through the network as one graph batch per
 step; forces come from autograd inside the model. The MD state may live in another dtype or on
