@@ -10,15 +10,25 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "gemrepro"
 
 #: Floor of each top-level package or module of gemrepro (ARCHITECTURE.md draws the same table).
 FLOORS = {
-    "__init__": 0, "paper": 0, "config": 0,
+    "__init__": 0,
+    "paper": 0,
+    "config": 0,
     "cache": 1,
-    "catalog": 2, "model": 2, "analysis": 2, "reference": 2,
-    "data": 3, "md": 3,
-    "train": 4, "integrations": 4,
-    "benchmarks": 5, "plots": 5,
+    "catalog": 2,
+    "model": 2,
+    "analysis": 2,
+    "reference": 2,
+    "data": 3,
+    "md": 3,
+    "train": 4,
+    "integrations": 4,
+    "benchmarks": 5,
+    "plots": 5,
     "studies": 6,
-    "stress": 7, "book": 7,
-    "cli": 8, "__main__": 9,
+    "stress": 7,
+    "book": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 
 

@@ -22,7 +22,9 @@ def _pyproject_pins() -> set[str]:
 
 
 def test_the_library_does_not_need_the_book_or_test_tools():
-    runtime = {pin.split("==")[0] for pin in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    runtime = {
+        pin.split("==")[0] for pin in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
     assert not runtime & {"jupyter-book", "papermill", "jupytext", "nbval", "pytest", "ruff", "torch-sim-atomistic"}
 
 
@@ -55,8 +57,9 @@ def test_cli_help_lists_the_stages():
 
 
 def test_cli_bad_scale_is_one_line():
-    out = subprocess.run([sys.executable, "-m", "gemrepro", "data", "build", "--scale", "huge"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gemrepro", "data", "build", "--scale", "huge"], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0
     assert "unknown scale 'huge'" in out.stderr

@@ -48,7 +48,9 @@ LEARNING_CURVE_SIZES = {"3.2k": 3_200, "3.2M": 3_200_000}
 
 def learning_curve_points() -> pd.DataFrame:
     """The GemNet points of Fig. 1 as a table: ``train_size``, ``energy_mae`` (eV), ``forces_mae`` (eV/Å)."""
-    rows = [{"label": label, "train_size": size, **LEARNING_CURVE[label]} for label, size in LEARNING_CURVE_SIZES.items()]
+    rows = [
+        {"label": label, "train_size": size, **LEARNING_CURVE[label]} for label, size in LEARNING_CURVE_SIZES.items()
+    ]
     return pd.DataFrame(rows).sort_values("train_size", ignore_index=True)
 
 
@@ -68,15 +70,21 @@ DFT_CONVERGENCE = {
 
 def temperature_sweep_points() -> pd.DataFrame:
     """Fig. 2b's stated numbers: ``quantity``, ``temperature`` (K), ``value`` (eV), ``label``, ``bound``."""
-    return pd.DataFrame([
-        {"quantity": "energy_mae", "temperature": 300.0, "value": 10.0, "label": "3.2k (> 10 eV)", "bound": ">"},
-        {"quantity": "energy_mae", "temperature": 1200.0, "value": 0.0284, "label": "3.2M", "bound": ""},
-    ])
+    return pd.DataFrame(
+        [
+            {"quantity": "energy_mae", "temperature": 300.0, "value": 10.0, "label": "3.2k (> 10 eV)", "bound": ">"},
+            {"quantity": "energy_mae", "temperature": 1200.0, "value": 0.0284, "label": "3.2M", "bound": ""},
+        ]
+    )
 
 
 def dft_convergence_points() -> pd.DataFrame:
     """Fig. 2d's stated numbers: ``model`` label, ``temperature`` (K), ``converged_percent``."""
-    rows = [{"model": m, "temperature": t, "converged_percent": 100.0} for m in ("320k", "3.2M") for t in (300.0, 600.0, 1200.0)]
+    rows = [
+        {"model": m, "temperature": t, "converged_percent": 100.0}
+        for m in ("320k", "3.2M")
+        for t in (300.0, 600.0, 1200.0)
+    ]
     rows.append({"model": "3.2k", "temperature": 1200.0, "converged_percent": 50.0})
     return pd.DataFrame(rows)
 

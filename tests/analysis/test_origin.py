@@ -10,8 +10,9 @@ from gemrepro.analysis.origin import HOLE_THRESHOLD_KT, failure_origin
 
 def test_a_torn_geometry_the_reference_prices_high_is_a_hole():
     # the model lets a C-H bond stretch for 0.1 eV; the reference charges 3 eV for it
-    origin = failure_origin(model_before=-100.0, model_after=-99.9, reference_before=-200.0, reference_after=-197.0,
-                            temperature_K=600.0)
+    origin = failure_origin(
+        model_before=-100.0, model_after=-99.9, reference_before=-200.0, reference_after=-197.0, temperature_K=600.0
+    )
     assert origin.verdict == "hole"
     assert origin.excess_eV == pytest.approx(2.9)
     assert origin.threshold_eV == pytest.approx(HOLE_THRESHOLD_KT * units.kB * 600.0)
@@ -19,8 +20,9 @@ def test_a_torn_geometry_the_reference_prices_high_is_a_hole():
 
 def test_a_break_both_surfaces_price_alike_is_chemistry():
     # an offset between model and reference cancels: only the rise into the failed geometry counts
-    origin = failure_origin(model_before=-100.0, model_after=-98.5, reference_before=-250.0, reference_after=-248.3,
-                            temperature_K=1200.0)
+    origin = failure_origin(
+        model_before=-100.0, model_after=-98.5, reference_before=-250.0, reference_after=-248.3, temperature_K=1200.0
+    )
     assert origin.verdict == "chemistry" and origin.excess_eV == pytest.approx(0.2)
 
 
@@ -32,8 +34,9 @@ def test_the_threshold_scales_with_temperature():
 
 
 def test_a_failed_reference_calculation_leaves_it_undetermined():
-    origin = failure_origin(model_before=0.0, model_after=0.2, reference_before=0.0, reference_after=math.nan,
-                            temperature_K=600.0)
+    origin = failure_origin(
+        model_before=0.0, model_after=0.2, reference_before=0.0, reference_after=math.nan, temperature_K=600.0
+    )
     assert origin.verdict == "undetermined" and "did not converge" in origin.reason
 
 

@@ -172,16 +172,24 @@ def test_batched_detector_finds_the_same_clash_as_the_trajectory_analysis():
     trajectories = [np.stack([a.positions] * 4) for a in systems]
     trajectories[1] = np.stack([water, water, clashing, clashing])
     for criteria in (CLASH, StabilityCriteria()):
-        state = build_state([a.positions for a in systems], [a.numbers for a in systems],
-                            [a.get_masses() for a in systems], [300.0] * 3, [0.01] * 3, [1, 2, 3],
-                            remove_com_dof=False)
+        state = build_state(
+            [a.positions for a in systems],
+            [a.numbers for a in systems],
+            [a.get_masses() for a in systems],
+            [300.0] * 3,
+            [0.01] * 3,
+            [1, 2, 3],
+            remove_com_dof=False,
+        )
         detector = FailureDetector(state, criteria)
         for t, step in enumerate(steps):
             positions = torch.as_tensor(np.concatenate([traj[t] for traj in trajectories]))
             state = detector(state.replace(positions=positions, step=step))
         online = failure_records(state, dt_fs=0.5)
-        offline = [detect_failure(traj, a.numbers, steps=steps, forces=np.zeros_like(traj), criteria=criteria)
-                   for traj, a in zip(trajectories, systems)]
+        offline = [
+            detect_failure(traj, a.numbers, steps=steps, forces=np.zeros_like(traj), criteria=criteria)
+            for traj, a in zip(trajectories, systems)
+        ]
         assert online == offline
         assert online[0] is None and online[2] is None
         assert (online[1].rule, online[1].step, online[1].atoms) == ("clash", 20, (1, 2))
@@ -192,8 +200,15 @@ def test_batched_detector_reports_a_clash_before_the_bond_it_breaks():
     numbers, positions = ethanol()
     carbon, hydrogen = terminal_hydrogen_bond(numbers, positions)
     oxygen = int(np.flatnonzero(numbers == 8)[0])
-    state = build_state([positions, positions], [numbers, numbers], [np.ones(len(numbers))] * 2, [300.0] * 2,
-                        [0.01] * 2, [1, 2], remove_com_dof=False)
+    state = build_state(
+        [positions, positions],
+        [numbers, numbers],
+        [np.ones(len(numbers))] * 2,
+        [300.0] * 2,
+        [0.01] * 2,
+        [1, 2],
+        remove_com_dof=False,
+    )
     detector = FailureDetector(state, StabilityCriteria())
     moved = torch.as_tensor(np.concatenate([positions, moved_next_to(positions, hydrogen, oxygen)]))
     records = failure_records(detector(state.replace(positions=moved, step=7)), dt_fs=0.5)

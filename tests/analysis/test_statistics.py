@@ -54,8 +54,11 @@ def test_loglog_slopes_recover_a_power_law_and_its_levelling_off():
     floored = np.where(sizes == 3200, power[sizes == 1000].mean() * 0.95, power)
     change = loglog_slope_change(sizes, floored, (0, 2), (2, 3))
     assert change.low > 0.2
-    assert loglog_slope_change(sizes, power, (0, 2), (2, 3)).low < 0 < loglog_slope_change(
-        sizes, power, (0, 2), (2, 3)).high
+    assert (
+        loglog_slope_change(sizes, power, (0, 2), (2, 3)).low
+        < 0
+        < loglog_slope_change(sizes, power, (0, 2), (2, 3)).high
+    )
     with pytest.raises(ValueError, match="positive"):
         loglog_slopes(sizes, -power, [(0, 1)])
     with pytest.raises(ValueError, match="segment"):

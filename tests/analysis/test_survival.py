@@ -28,11 +28,13 @@ def test_stable_times_use_the_horizon_for_survivors():
 
 
 def test_survival_curves_per_group_end_at_the_horizon():
-    table = pd.DataFrame({
-        "model": ["a", "a", "b", "b"],
-        "failed": [True, True, False, True],
-        "time_to_failure_ps": [0.1, 0.2, np.nan, 0.3],
-    })
+    table = pd.DataFrame(
+        {
+            "model": ["a", "a", "b", "b"],
+            "failed": [True, True, False, True],
+            "time_to_failure_ps": [0.1, 0.2, np.nan, 0.3],
+        }
+    )
     curves = survival.survival_curves(table, ["model"], horizon_ps=1.0)
     last = curves.groupby("model").tail(1).set_index("model")
     assert last.loc["a", "survival"] == pytest.approx(0.0)
@@ -59,21 +61,24 @@ def test_rank_correlation_sign_and_bad_input():
 
 def test_survival_plot_draws_one_curve_per_group():
     import matplotlib
+
     matplotlib.use("Agg")
     from gemrepro.plots.survival import survival_plot
 
-    table = pd.DataFrame({"model": ["a", "a", "b"], "failed": [True, False, True], "time_to_failure_ps": [0.1, np.nan, 0.2]})
+    table = pd.DataFrame(
+        {"model": ["a", "a", "b"], "failed": [True, False, True], "time_to_failure_ps": [0.1, np.nan, 0.2]}
+    )
     fig = survival_plot(survival.survival_curves(table, ["model"], 0.5), hue="model")
     assert len(fig.axes[0].get_legend().get_texts()) == 2
 
 
 def test_coinciding_survival_curves_are_offset_so_none_hides_another():
     import matplotlib
+
     matplotlib.use("Agg")
     from gemrepro.plots.survival import survival_plot
 
-    stable = pd.DataFrame({"train_size": [100, 100, 3200, 3200], "failed": False,
-                           "time_to_failure_ps": np.nan})
+    stable = pd.DataFrame({"train_size": [100, 100, 3200, 3200], "failed": False, "time_to_failure_ps": np.nan})
     fig = survival_plot(survival.survival_curves(stable, ["train_size"], 1.0), hue="train_size", offset=0.02)
     levels = [line.get_ydata()[0] for line in fig.axes[0].get_lines()]
     assert levels == pytest.approx([1.0, 0.98]) and "lower" in fig.axes[0].get_ylabel()

@@ -42,10 +42,17 @@ def test_bad_papermill_parameter_is_one_line(tmp_path):
 
     notebook = jupytext.read(ROOT / "notebooks" / "data.md")
     with pytest.raises(PapermillExecutionError) as failure:
-        papermill.execute_notebook(notebook, str(tmp_path / "out.ipynb"), parameters={"scale": "huge"},
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+        papermill.execute_notebook(
+            notebook,
+            str(tmp_path / "out.ipynb"),
+            parameters={"scale": "huge"},
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+        )
     assert failure.value.traceback == [
-        "ChapterParameterError: chapter parameter: unknown scale 'huge': expected one of tiny, small, paper"]
+        "ChapterParameterError: chapter parameter: unknown scale 'huge': expected one of tiny, small, paper"
+    ]
 
 
 def test_make_book_leaves_the_committed_notebooks_alone_unless_asked(tmp_path, monkeypatch):
@@ -81,10 +88,12 @@ def built_book(tmp_path_factory) -> Path:
     """Build the committed book (no execution) into a temporary folder; a warning fails the build."""
     out = tmp_path_factory.mktemp("book")
     jb = Path(sys.executable).with_name("jupyter-book")
-    done = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), *BUILD_FLAGS],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [str(jb), "build", str(ROOT), "--path-output", str(out), *BUILD_FLAGS], capture_output=True, text=True
+    )
     assert done.returncode == 0, "book build failed or warned:\n" + "\n".join(
-        line for line in done.stdout.splitlines() + done.stderr.splitlines() if "WARNING" in line or "ERROR" in line)
+        line for line in done.stdout.splitlines() + done.stderr.splitlines() if "WARNING" in line or "ERROR" in line
+    )
     return out / "_build" / "html"
 
 
@@ -105,9 +114,18 @@ def _browser_or_skip() -> str:
     return browser
 
 
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--allow-file-access-from-files", "--virtual-time-budget=5000"]
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-file-access-from-files",
+    "--virtual-time-budget=5000",
+]
 
 
 def _probe(browser: str, page: Path, tmp_path: Path) -> tuple[int, int, int, int]:
@@ -121,8 +139,12 @@ def _probe(browser: str, page: Path, tmp_path: Path) -> tuple[int, int, int, int
         "const tb=d.body.innerText.includes('Traceback (most recent call last)')?1:0;"
         "document.title='PROBE '+ok+'/'+imgs.length+'/'+errors+'/'+tb;};</script></body></html>"
     )
-    dom = subprocess.run([browser, *_FLAGS, f"--user-data-dir={tmp_path / ('profile-' + page.stem)}", "--dump-dom",
-                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [browser, *_FLAGS, f"--user-data-dir={tmp_path / ('profile-' + page.stem)}", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     title = dom.stdout.split("<title>")[1].split("</title>")[0] if "<title>" in dom.stdout else ""
     assert title.startswith("PROBE "), f"chromium did not report on {page.name}: {dom.stderr[-500:]}"
     loaded, total, errors, traceback = map(int, title.removeprefix("PROBE ").split("/"))
@@ -131,7 +153,9 @@ def _probe(browser: str, page: Path, tmp_path: Path) -> tuple[int, int, int, int
 
 def test_every_chapter_page_loads_its_images_without_errors_in_headless_chromium(built_book, tmp_path):
     browser = _browser_or_skip()
-    pages = [built_book / "book" / "intro.html"] + [built_book / "book" / "chapters" / f"{n}.html" for n in chapters(ROOT)]
+    pages = [built_book / "book" / "intro.html"] + [
+        built_book / "book" / "chapters" / f"{n}.html" for n in chapters(ROOT)
+    ]
     for page in pages:
         assert page.is_file(), f"{page.name} was not built"
         loaded, total, errors, traceback = _probe(browser, page, tmp_path)
@@ -140,16 +164,28 @@ def test_every_chapter_page_loads_its_images_without_errors_in_headless_chromium
         if page.parent.name == "chapters":
             assert total >= 1, f"{page.name} shows no figure"
     screenshot = tmp_path / "data.png"
-    subprocess.run([browser, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}", "--window-size=1200,2400",
-                    f"--screenshot={screenshot}", pages[1].as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            *_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile-shot'}",
+            "--window-size=1200,2400",
+            f"--screenshot={screenshot}",
+            pages[1].as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert screenshot.is_file() and screenshot.stat().st_size > 20_000
 
 
 def test_browser_probe_sees_broken_images_and_error_cells(tmp_path):
     browser = _browser_or_skip()
     page = tmp_path / "broken.html"
-    page.write_text("<html><body><img src='missing.png'><div class='output traceback'>"
-                    "Traceback (most recent call last): boom</div></body></html>")
+    page.write_text(
+        "<html><body><img src='missing.png'><div class='output traceback'>"
+        "Traceback (most recent call last): boom</div></body></html>"
+    )
     assert _probe(browser, page, tmp_path) == (0, 1, 1, 1)
 
 
@@ -164,12 +200,38 @@ def test_publish_pushes_the_built_site_to_a_gh_pages_branch(built_book, tmp_path
     subprocess.run([*git, "-C", str(work), "commit", "-q", "--allow-empty", "-m", "init"], check=True)
     subprocess.run(["git", "-C", str(work), "remote", "add", "pages", str(remote)], check=True)
     ghp = Path(sys.executable).with_name("ghp-import")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.org",
-           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.org"}
-    subprocess.run([str(ghp), "--no-jekyll", "--force", "--push", "--remote", "pages", "--branch", "gh-pages",
-                    "--message", "book", str(built_book)], cwd=work, check=True, env=env, capture_output=True)
-    files = subprocess.run(["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "ci",
+        "GIT_AUTHOR_EMAIL": "ci@example.org",
+        "GIT_COMMITTER_NAME": "ci",
+        "GIT_COMMITTER_EMAIL": "ci@example.org",
+    }
+    subprocess.run(
+        [
+            str(ghp),
+            "--no-jekyll",
+            "--force",
+            "--push",
+            "--remote",
+            "pages",
+            "--branch",
+            "gh-pages",
+            "--message",
+            "book",
+            str(built_book),
+        ],
+        cwd=work,
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    files = subprocess.run(
+        ["git", "-C", str(remote), "ls-tree", "-r", "--name-only", "gh-pages"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert "index.html" in files and ".nojekyll" in files
     assert "book/chapters/data.html" in files
 

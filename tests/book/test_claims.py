@@ -18,13 +18,26 @@ def _curve(forces_by_size, seeds=3, stop="early_stopping", noise=0.02):
     rows = []
     for size, forces in zip(SIZES, forces_by_size):
         for member in range(seeds):
-            rows.append({"train_size": size, "member": member, "energy_mae": 1.0, "stop_reason": stop,
-                         "forces_mae": forces * float(np.exp(rng.normal(0, noise)))})
+            rows.append(
+                {
+                    "train_size": size,
+                    "member": member,
+                    "energy_mae": 1.0,
+                    "stop_reason": stop,
+                    "forces_mae": forces * float(np.exp(rng.normal(0, noise))),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def _sweep(failed, forces=None, temperatures=(300.0, 600.0, 1200.0), molecules=("a", "b", "c", "d", "e"),
-           horizon=1.0, failure_ps=0.1):
+def _sweep(
+    failed,
+    forces=None,
+    temperatures=(300.0, 600.0, 1200.0),
+    molecules=("a", "b", "c", "d", "e"),
+    horizon=1.0,
+    failure_ps=0.1,
+):
     """A stand-in temperature sweep: ``failed[(size, T)]`` molecules fail; ``forces[(size, T)]`` their force MAE."""
     trajectories, frames = [], []
     for size in SIZES:
@@ -32,17 +45,39 @@ def _sweep(failed, forces=None, temperatures=(300.0, 600.0, 1200.0), molecules=(
             for k, molecule in enumerate(molecules):
                 system = len(trajectories)
                 fails = k < failed.get((size, t), 0)
-                trajectories.append({"train_size": size, "system": system, "molecule": molecule, "temperature": t,
-                                     "failed": fails, "time_to_failure_ps": failure_ps if fails else np.nan})
+                trajectories.append(
+                    {
+                        "train_size": size,
+                        "system": system,
+                        "molecule": molecule,
+                        "temperature": t,
+                        "failed": fails,
+                        "time_to_failure_ps": failure_ps if fails else np.nan,
+                    }
+                )
                 base = (forces or {}).get((size, t), 0.1) * (1 + 0.05 * k)
                 for frame, time_ps in enumerate(np.linspace(0.05, horizon, 8)):
                     after = fails and time_ps >= failure_ps
-                    frames.append({"train_size": size, "system": system, "molecule": molecule, "temperature": t,
-                                   "frame": frame, "time_ps": time_ps, "converged": True, "after_failure": after,
-                                   "energy_error": (30.0 if after else 0.2) * (1 + 0.1 * k), "forces_mae": base})
+                    frames.append(
+                        {
+                            "train_size": size,
+                            "system": system,
+                            "molecule": molecule,
+                            "temperature": t,
+                            "frame": frame,
+                            "time_ps": time_ps,
+                            "converged": True,
+                            "after_failure": after,
+                            "energy_error": (30.0 if after else 0.2) * (1 + 0.1 * k),
+                            "forces_mae": base,
+                        }
+                    )
     return types.SimpleNamespace(
-        models={n: None for n in SIZES}, trajectories=pd.DataFrame(trajectories), frames=pd.DataFrame(frames),
-        protocol=types.SimpleNamespace(temperatures=temperatures, md_time_ps=horizon))
+        models={n: None for n in SIZES},
+        trajectories=pd.DataFrame(trajectories),
+        frames=pd.DataFrame(frames),
+        protocol=types.SimpleNamespace(temperatures=temperatures, md_time_ps=horizon),
+    )
 
 
 def test_fig1_shape_tests_the_slope_and_the_levelling_off_and_can_fail():
@@ -77,13 +112,19 @@ def test_the_long_run_thesis_counts_failures_of_the_long_runs():
     design = LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0)
 
     def runs(failed_sparse, failed_dense, n=20):
-        t = pd.DataFrame({"train_size": [100] * n + [3200] * n,
-                          "failed": [k < failed_sparse for k in range(n)] + [k < failed_dense for k in range(n)]})
+        t = pd.DataFrame(
+            {
+                "train_size": [100] * n + [3200] * n,
+                "failed": [k < failed_sparse for k in range(n)] + [k < failed_dense for k in range(n)],
+            }
+        )
         return types.SimpleNamespace(trajectories=t, design=design)
 
     outcome = claims.thesis_long(curve, runs(19, 2))
-    assert outcome.verdict == claims.REPRODUCED and "within 10 ps at 1200 K: 19 of 20 (100) vs 2 of 20 (3,200)" in \
-        outcome.value
+    assert (
+        outcome.verdict == claims.REPRODUCED
+        and "within 10 ps at 1200 K: 19 of 20 (100) vs 2 of 20 (3,200)" in outcome.value
+    )
     assert claims.thesis_long(curve, runs(3, 3)).verdict == claims.NOT_REPRODUCED
     assert claims.thesis_long(curve, runs(4, 2)).verdict == claims.UNDERPOWERED
 
@@ -117,8 +158,14 @@ def test_a_hole_is_a_jump_of_the_error_after_a_stable_stretch_over_every_late_fa
 
 
 def test_cross_trajectory_needs_a_ratio_not_a_sign():
-    table = pd.DataFrame({"molecule": list("abcde"), "temperature": 1200.0, "own": [1.0, 1.2, 0.9, 1.1, 1.0],
-                          "exhaustive": [0.1, 0.12, 0.1, 0.09, 0.11]})
+    table = pd.DataFrame(
+        {
+            "molecule": list("abcde"),
+            "temperature": 1200.0,
+            "own": [1.0, 1.2, 0.9, 1.1, 1.0],
+            "exhaustive": [0.1, 0.12, 0.1, 0.09, 0.11],
+        }
+    )
     assert claims.cross_trajectory(table, 100).verdict == claims.REPRODUCED
     slightly = table.assign(own=table["exhaustive"] * 1.1)  # larger, but not by the factor
     assert claims.cross_trajectory(slightly, 100).verdict == claims.NOT_REPRODUCED
@@ -140,8 +187,9 @@ def test_pretraining_equal_mae_has_one_tolerance():
     assert claims.pretraining_mae(close).verdict == claims.REPRODUCED
     apart = pd.DataFrame({"model": ["scratch", "pretrained"], "forces_mae": [0.010, 0.010 * 1.3]})
     assert claims.pretraining_mae(apart).verdict == claims.NOT_REPRODUCED
-    nothing_failed = pd.DataFrame({"model": ["scratch"] * 3 + ["pretrained"] * 3, "stable_time_ps": 1.0,
-                                   "failed": False})
+    nothing_failed = pd.DataFrame(
+        {"model": ["scratch"] * 3 + ["pretrained"] * 3, "stable_time_ps": 1.0, "failed": False}
+    )
     assert claims.pretraining_stability(nothing_failed, 1.0).verdict == claims.UNDERPOWERED
 
 
@@ -160,8 +208,20 @@ def test_every_claim_names_a_chapter_a_paper_value_and_a_rule():
 
 def test_snapshots_round_trip_and_the_glance_table_marks_verdicts(tmp_path):
     root = tmp_path / "artifacts"
-    table = pd.DataFrame([{"id": "a", "source": "s", "claim": "c", "paper": "1", "rule": "r", "ours": "2",
-                           "verdict": claims.NOT_COMPARABLE, "chapter": "data"}])
+    table = pd.DataFrame(
+        [
+            {
+                "id": "a",
+                "source": "s",
+                "claim": "c",
+                "paper": "1",
+                "rule": "r",
+                "ours": "2",
+                "verdict": claims.NOT_COMPARABLE,
+                "chapter": "data",
+            }
+        ]
+    )
     claims.save_snapshot(table, SCALES["tiny"], root)
     claims.save_snapshot(table.assign(verdict=claims.UNDERPOWERED), SCALES["small"], root)
     loaded = claims.load_snapshots(root)

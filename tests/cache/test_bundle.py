@@ -16,6 +16,7 @@ def _make(root, stage, params, payload):
     def build(folder):
         (folder / "payload.txt").write_text(payload)
         return {"n": len(payload)}
+
     return get_or_create(stage, params, build, root)
 
 
@@ -86,8 +87,10 @@ def test_pack_cli_reads_the_log_and_names_the_bundle_by_version(tmp_path, monkey
     log = tmp_path / "log.txt"
     log.write_text(f"models/{a.key}\n")
     out = tmp_path / "bundle.tar.gz"
-    assert main(["artifacts", "pack", "--scale", "tiny", "--log", str(log), "--out", str(out),
-                 "--data-dir", str(data)]) == 0
+    assert (
+        main(["artifacts", "pack", "--scale", "tiny", "--log", str(log), "--out", str(out), "--data-dir", str(data)])
+        == 0
+    )
     with tarfile.open(out, "r:gz") as tar:
         meta = json.loads(tar.extractfile("bundle.json").read())
     assert meta["artifacts"] == [f"models/{a.key}"] and meta["scale"] == "tiny"

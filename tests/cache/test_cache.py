@@ -118,6 +118,7 @@ def test_chapter_figures_are_numbered_and_carry_their_data_as_csv():
     import re
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd

@@ -62,16 +62,41 @@ def test_enumerator_reproduces_the_shipped_catalog_up_to_five_heavy_atoms():
 
 def test_enumerator_rules_on_small_molecules():
     small = set(enumerator.enumerate_molecules(max_heavy=4))
-    for kept in ["C", "N", "CC(=O)O", "C1CC1", "CN=C", "CC#N", "ClC(Cl)Cl", "CSC", "C=CC=O",
-                 "NC(N)=O", "C1CO1", "COC=O", "C1CSC1"]:
+    for kept in [
+        "C",
+        "N",
+        "CC(=O)O",
+        "C1CC1",
+        "CN=C",
+        "CC#N",
+        "ClC(Cl)Cl",
+        "CSC",
+        "C=CC=O",
+        "NC(N)=O",
+        "C1CO1",
+        "COC=O",
+        "C1CSC1",
+    ]:
         assert Chem.MolToSmiles(Chem.MolFromSmiles(kept)) in small, kept
     for dropped in [
-        "O", "S",  # fewer than 4 atoms
-        "OO", "NN", "CON", "ClN",  # heteroatom-heteroatom bonds
-        "C=C=C", "C=C=O",  # cumulated double bonds
-        "C1=CC1", "C=C1CC1", "C1=CCC1",  # sp2 in 3-ring, endocyclic double bond in 4-ring
-        "C=N", "OC=C", "C#CO", "N#CN",  # NH imine, enol, ynol, cyanamide
-        "C=S", "OCO", "OCCl",  # thiocarbonyl, hemiacetal-type, alpha-chloro alcohol
+        "O",
+        "S",  # fewer than 4 atoms
+        "OO",
+        "NN",
+        "CON",
+        "ClN",  # heteroatom-heteroatom bonds
+        "C=C=C",
+        "C=C=O",  # cumulated double bonds
+        "C1=CC1",
+        "C=C1CC1",
+        "C1=CCC1",  # sp2 in 3-ring, endocyclic double bond in 4-ring
+        "C=N",
+        "OC=C",
+        "C#CO",
+        "N#CN",  # NH imine, enol, ynol, cyanamide
+        "C=S",
+        "OCO",
+        "OCCl",  # thiocarbonyl, hemiacetal-type, alpha-chloro alcohol
         "Cl",  # HCl: Cl only on carbon
     ]:
         canonical = Chem.MolToSmiles(Chem.MolFromSmiles(dropped))

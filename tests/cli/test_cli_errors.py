@@ -37,14 +37,40 @@ def files(tmp_path):
 
 
 def test_a_checkpoint_of_the_wrong_variant_is_one_line(files, capsys):
-    err = one_line_error(capsys, "md", "--model", files / "wrong_variant.pt", "--molecules", "O", "--time-ps", "0.001",
-                         "--device", "cpu", "--quiet", "--out", files / "md.h5")
+    err = one_line_error(
+        capsys,
+        "md",
+        "--model",
+        files / "wrong_variant.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        files / "md.h5",
+    )
     assert "wrong_variant.pt': its weights do not fit the GemNet-Q its config describes" in err
 
 
 def test_a_garbage_model_file_is_named_without_torchs_advice(files, capsys):
-    err = one_line_error(capsys, "md", "--model", files / "garbage.pt", "--molecules", "O", "--time-ps", "0.001",
-                         "--device", "cpu", "--quiet", "--out", files / "md.h5")
+    err = one_line_error(
+        capsys,
+        "md",
+        "--model",
+        files / "garbage.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        files / "md.h5",
+    )
     assert "garbage.pt' is not a gemrepro model file" in err
 
 
@@ -56,8 +82,21 @@ def test_train_init_of_a_garbage_file_is_one_line(files, capsys, tmp_path):
         atoms.calc = SinglePointCalculator(atoms, energy=-2000.0 - k, forces=0 * atoms.positions)
         frames.append(atoms)
     write(tmp_path / "water.extxyz", frames)
-    err = one_line_error(capsys, "train", "--data", tmp_path / "water.extxyz", "--energy-key", "energy",
-                         "--init", files / "garbage.pt", "--max-steps", "1", "--quiet", "--out", files / "run")
+    err = one_line_error(
+        capsys,
+        "train",
+        "--data",
+        tmp_path / "water.extxyz",
+        "--energy-key",
+        "energy",
+        "--init",
+        files / "garbage.pt",
+        "--max-steps",
+        "1",
+        "--quiet",
+        "--out",
+        files / "run",
+    )
     assert "garbage.pt' is not a gemrepro model file" in err
 
 
@@ -78,8 +117,20 @@ def test_gemrepro_data_that_is_a_file(files, capsys, monkeypatch):
 @pytest.mark.parametrize("command", ["md", "stress"])
 def test_an_output_path_that_cannot_be_written_is_one_line(files, capsys, command):
     out = files / "a_file" / ("md.h5" if command == "md" else "audit")  # a path below a file: no folder can exist
-    argv = [command, "--model", files / "t.pt", "--molecules", "O", "--time-ps", "0.001", "--device", "cpu",
-            "--quiet", "--out", out]
+    argv = [
+        command,
+        "--model",
+        files / "t.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        out,
+    ]
     if command == "stress":
         argv += ["--reference", "none", "--temperatures", "300", "--seeds", "1"]
     err = one_line_error(capsys, *argv)

@@ -48,7 +48,14 @@ def _geometry_values(mol_id: int, isomer: int, conformer: int, label: str):
 
 
 QM7X_GEOMETRIES = {
-    1: ["Geom-m1-i1-c1-opt", "Geom-m1-i1-c1-d1", "Geom-m1-i1-c1-d2", "Geom-m1-i1-c10-opt", "Geom-m1-i1-c2-opt", "Geom-m1-i1-c2-d1"],
+    1: [
+        "Geom-m1-i1-c1-opt",
+        "Geom-m1-i1-c1-d1",
+        "Geom-m1-i1-c1-d2",
+        "Geom-m1-i1-c10-opt",
+        "Geom-m1-i1-c2-opt",
+        "Geom-m1-i1-c2-d1",
+    ],
     2: ["Geom-m2-i1-c1-d10", "Geom-m2-i1-c1-opt", "Geom-m2-i1-c1-d2", "Geom-m2-i1-c1-d1"],
 }
 
@@ -116,8 +123,16 @@ def test_qm7x_real_layout_reads_every_geometry_in_order(tmp_path):
     frames = read(path)
     ids = [atoms.info["id"] for atoms in frames]
     assert ids == [
-        "Geom-m1-i1-c1-opt", "Geom-m1-i1-c1-d1", "Geom-m1-i1-c1-d2", "Geom-m1-i1-c2-opt", "Geom-m1-i1-c2-d1",
-        "Geom-m1-i1-c10-opt", "Geom-m2-i1-c1-opt", "Geom-m2-i1-c1-d1", "Geom-m2-i1-c1-d2", "Geom-m2-i1-c1-d10",
+        "Geom-m1-i1-c1-opt",
+        "Geom-m1-i1-c1-d1",
+        "Geom-m1-i1-c1-d2",
+        "Geom-m1-i1-c2-opt",
+        "Geom-m1-i1-c2-d1",
+        "Geom-m1-i1-c10-opt",
+        "Geom-m2-i1-c1-opt",
+        "Geom-m2-i1-c1-d1",
+        "Geom-m2-i1-c1-d2",
+        "Geom-m2-i1-c1-d10",
     ]
     for atoms in frames:
         mol_id, isomer, conformer, label = _parse(atoms.info["id"])
@@ -171,8 +186,17 @@ def test_write_qm7x_round_trip(tmp_path):
         for name in names:
             _, isomer, conformer, label = _parse(name)
             numbers, positions, energy, atomization, forces = _geometry_values(mol_id, isomer, conformer, label)
-            fields = dict(mol_id=mol_id, isomer=isomer, conformer=conformer, label=label, numbers=numbers,
-                          positions=positions, energy=energy, atomization_energy=atomization, forces=forces)
+            fields = dict(
+                mol_id=mol_id,
+                isomer=isomer,
+                conformer=conformer,
+                label=label,
+                numbers=numbers,
+                positions=positions,
+                energy=energy,
+                atomization_energy=atomization,
+                forces=forces,
+            )
             records.append(QM7XRecord(**fields) if mol_id == 1 else fields)
     path = write_qm7x(tmp_path / "generated.hdf5", records, reference_method="gfn2-xtb")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.hdf5"]  # no temp file left behind
@@ -194,8 +218,17 @@ def test_write_qm7x_round_trip(tmp_path):
 
 def test_write_qm7x_pbe0_mbd_goes_to_the_paper_key_and_bad_record_leaves_nothing(tmp_path):
     numbers, positions, energy, atomization, forces = _geometry_values(2, 1, 1, "opt")
-    good = dict(mol_id=2, isomer=1, conformer=1, label="opt", numbers=numbers, positions=positions,
-                energy=energy, atomization_energy=atomization, forces=forces)
+    good = dict(
+        mol_id=2,
+        isomer=1,
+        conformer=1,
+        label="opt",
+        numbers=numbers,
+        positions=positions,
+        energy=energy,
+        atomization_energy=atomization,
+        forces=forces,
+    )
     path = write_qm7x(tmp_path / "paper.hdf5", [good], reference_method="PBE0+MBD")
     with h5py.File(path, "r") as handle:
         assert "ePBE0+MBD" in handle["2/Geom-m2-i1-c1-opt"]

@@ -50,7 +50,9 @@ def test_batched_potential_matches_the_ase_calculator_system_by_system():
         atoms = atoms.copy()
         atoms.calc = calculator
         assert energy[s].item() == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-12)
-        np.testing.assert_allclose(forces[start:start + len(atoms)].numpy(), atoms.get_forces(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            forces[start : start + len(atoms)].numpy(), atoms.get_forces(), rtol=1e-10, atol=1e-12
+        )
         start += len(atoms)
     assert forces.abs().max() > 1e-3  # a random model: forces are not trivially zero
 
@@ -73,8 +75,15 @@ def test_velocity_verlet_with_gemnet_follows_ase_step_for_step():
     systems = [molecule("CH3CH2OH"), molecule("H2O")]
     model = tiny_gemnet()
     potential = GemNetPotential(model, device="cpu")
-    state = build_state([a.positions for a in systems], [a.numbers for a in systems], [a.get_masses() for a in systems],
-                        [300.0, 300.0], [0.0, 0.0], [1, 2], remove_com_dof=True)
+    state = build_state(
+        [a.positions for a in systems],
+        [a.numbers for a in systems],
+        [a.get_masses() for a in systems],
+        [300.0, 300.0],
+        [0.0, 0.0],
+        [1, 2],
+        remove_com_dof=True,
+    )
     energy, forces = evaluate(state, potential, state.positions)
     state = state.replace(energy=energy, forces=forces)
     start_momenta = state.momenta.clone()
@@ -87,12 +96,12 @@ def test_velocity_verlet_with_gemnet_follows_ase_step_for_step():
         n = len(atoms)
         atoms = atoms.copy()
         atoms.calc = calculator
-        atoms.set_momenta(start_momenta[start:start + n].numpy())
+        atoms.set_momenta(start_momenta[start : start + n].numpy())
         VelocityVerlet(atoms, timestep=0.25 * units.fs).run(12)
         moved = np.abs(atoms.positions - systems[s].positions).max()
         assert moved > 1e-3
-        np.testing.assert_allclose(state.positions[start:start + n].numpy(), atoms.positions, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(state.momenta[start:start + n].numpy(), atoms.get_momenta(), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(state.positions[start : start + n].numpy(), atoms.positions, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(state.momenta[start : start + n].numpy(), atoms.get_momenta(), rtol=0, atol=1e-9)
         assert state.energy[s].item() == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
         start += n
 
@@ -100,8 +109,16 @@ def test_velocity_verlet_with_gemnet_follows_ase_step_for_step():
 def test_batched_langevin_with_gemnet_stores_the_model_energies_and_forces(tmp_path):
     systems = [molecule("CH3CH2OH"), molecule("H2O"), molecule("CH4")]
     potential = GemNetPotential(tiny_gemnet(), device="cpu")
-    summary = run_md(potential, systems, n_steps=10, path=tmp_path / "md.h5", temperatures=[300.0, 600.0, 1200.0],
-                     seeds=[1, 2, 3], frame_interval=5, progress=False)
+    summary = run_md(
+        potential,
+        systems,
+        n_steps=10,
+        path=tmp_path / "md.h5",
+        temperatures=[300.0, 600.0, 1200.0],
+        seeds=[1, 2, 3],
+        frame_interval=5,
+        progress=False,
+    )
     assert summary.n_frames == 3 and summary.step == 10
     for s in range(3):
         frames = read_system(summary.path, s)
@@ -146,14 +163,36 @@ def run_cli(capsys, *argv):
 def test_md_cli_runs_resumes_and_exports(tmp_path, capsys):
     torch.manual_seed(0)
     save_model(EnergyShift(GemNetT.from_preset("tiny"), REFERENCES), tmp_path / "model.pt")
-    common = ["md", "--model", tmp_path / "model.pt", "--molecules", "ethanol", "O", "--temperatures", "300", "900",
-              "--dt-fs", "0.5", "--frame-interval", "4", "--checkpoint-interval", "4", "--device", "cpu",
-              "--quiet", "--json"]
+    common = [
+        "md",
+        "--model",
+        tmp_path / "model.pt",
+        "--molecules",
+        "ethanol",
+        "O",
+        "--temperatures",
+        "300",
+        "900",
+        "--dt-fs",
+        "0.5",
+        "--frame-interval",
+        "4",
+        "--checkpoint-interval",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+    ]
     code, out, _ = run_cli(capsys, *common, "--time-ps", "0.006", "--out", tmp_path / "md.h5")
     first = json.loads(out)
     assert code == 0 and first["step"] == 12 and first["resumed_from_step"] is None
     assert [(r["molecule"], r["temperature_K"]) for r in first["systems"]] == [
-        ("ethanol", 300.0), ("ethanol", 900.0), ("O", 300.0), ("O", 900.0)]
+        ("ethanol", 300.0),
+        ("ethanol", 900.0),
+        ("O", 300.0),
+        ("O", 900.0),
+    ]
     # the same command with a longer time continues the file; no frame is written twice
     code, out, _ = run_cli(capsys, *common, "--time-ps", "0.01", "--out", tmp_path / "md.h5")
     resumed = json.loads(out)
@@ -204,8 +243,9 @@ def test_md_cli_bad_input_gives_a_one_line_error(tmp_path, capsys, change, messa
 
 
 def test_benchmark_reports_positive_rates_of_both_paths():
-    result = benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], n_steps=2, device="cpu",
-                          repeats=2)
+    result = benchmark_md(
+        tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], n_steps=2, device="cpu", repeats=2
+    )
     for key in ("batched_steps_per_s", "ase_steps_per_s", "ratio"):
         assert np.isfinite(result[key]) and result[key] > 0
     assert result["n_systems"] == 2 and result["n_atoms"] == 8 and result["repeats"] == 2
@@ -226,7 +266,9 @@ def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost():
     assert first["one_at_a_time_ms"] > 0 and result["mean_single_ms"] > 0
     counts = np.array([row["n_systems"] for row in result["rows"]])
     fitted = result["fixed_ms"] + result["ms_per_system"] * counts
-    assert np.sum(fitted) == pytest.approx(sum(row["batched_ms"] for row in result["rows"]))  # least squares with intercept
+    assert np.sum(fitted) == pytest.approx(
+        sum(row["batched_ms"] for row in result["rows"])
+    )  # least squares with intercept
     per_system = result["ms_per_system"]  # no per-system cost at all means batching is unbounded
     expected_bound = result["mean_single_ms"] / per_system if per_system > 0 else float("inf")
     assert result["ratio_bound"] == pytest.approx(expected_bound)
@@ -263,8 +305,9 @@ def test_bench_md_command_prints_one_json_object(capsys):
 
     parser = argparse.ArgumentParser()
     add_bench_md(parser.add_subparsers())
-    args = parser.parse_args(["md", "--systems", "2", "--steps", "1", "--threads", "1", "--device", "cpu", "--repeats", "1",
-                              "--json"])
+    args = parser.parse_args(
+        ["md", "--systems", "2", "--steps", "1", "--threads", "1", "--device", "cpu", "--repeats", "1", "--json"]
+    )
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_systems"] == 2 and result["n_steps"] == 1 and result["torch_threads"] == 1
@@ -301,11 +344,13 @@ def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():
         shifted.translate([30.0 * k, 0.0, 0.0])
         side_by_side += shifted
     side_by_side.calc = SumCalculator(
-        [GemNetCalculator(model, device="cpu"), PotentialCalculator(MorseBondPotential([side_by_side]))])
+        [GemNetCalculator(model, device="cpu"), PotentialCalculator(MorseBondPotential([side_by_side]))]
+    )
     rng = np.random.default_rng(7)
     thermalize_momenta(side_by_side, temperature_K=target, rng=rng)
-    dynamics = Langevin(side_by_side, 0.5 * units.fs, temperature_K=target, friction=friction / units.fs, fixcm=False,
-                        rng=rng)
+    dynamics = Langevin(
+        side_by_side, 0.5 * units.fs, temperature_K=target, friction=friction / units.fs, fixcm=False, rng=rng
+    )
     masses = side_by_side.get_masses().reshape(n_copies, 3)
     ase_samples = []
     for step in range(n_steps):
@@ -321,8 +366,15 @@ def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():
         (e1, f1), (e2, f2) = gemnet(positions, numbers, system_index), morse(positions, numbers, system_index)
         return e1 + e2, f1 + f2
 
-    state = build_state([a.positions for a in copies], [a.numbers for a in copies], [a.get_masses() for a in copies],
-                        [target] * n_copies, [friction] * n_copies, list(range(n_copies)), remove_com_dof=False)
+    state = build_state(
+        [a.positions for a in copies],
+        [a.numbers for a in copies],
+        [a.get_masses() for a in copies],
+        [target] * n_copies,
+        [friction] * n_copies,
+        list(range(n_copies)),
+        remove_com_dof=False,
+    )
     energy, forces = evaluate(state, potential, state.positions)
     state = state.replace(energy=energy, forces=forces)
     ours = []
@@ -341,14 +393,28 @@ def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():
     assert ours.mean() == pytest.approx(ase_samples.mean(), rel=0.05)
 
 
-
 def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     torch.manual_seed(0)
     save_model(EnergyShift(GemNetT.from_preset("tiny"), REFERENCES), tmp_path / "model.pt")
     dataset = tmp_path / "qm7x.hdf5"
     dataset.write_bytes(b"someone's dataset")
-    common = ["md", "--model", tmp_path / "model.pt", "--molecules", "O", "--time-ps", "0.002", "--device", "cpu",
-              "--frame-interval", "2", "--quiet", "--json", "--out", dataset]
+    common = [
+        "md",
+        "--model",
+        tmp_path / "model.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.002",
+        "--device",
+        "cpu",
+        "--frame-interval",
+        "2",
+        "--quiet",
+        "--json",
+        "--out",
+        dataset,
+    ]
     code, out, err = run_cli(capsys, *common)
     assert code != 0 and "--out" in err and "--overwrite" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -359,7 +425,6 @@ def test_md_cli_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     assert code == 0 and json.loads(out)["resumed_from_step"] == 4
 
 
-
 SHARED_ETHANOL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ethanol_reduced_100.xyz"
 
 
@@ -368,16 +433,40 @@ def test_a_trained_model_file_drives_ase_langevin_with_the_batched_engines_force
     """`gemrepro train`'s model file, loaded by the ASE calculator and by the engine: the same forces."""
     frames = read_dataset(SHARED_ETHANOL, energy_unit="kcal/mol")[:12]  # rMD17 labels, converted to eV
     write(tmp_path / "ethanol.extxyz", frames, format="extxyz")
-    code = cli_main(["train", "--data", str(tmp_path / "ethanol.extxyz"), "--train-size", "8", "--val-size", "4",
-                     "--preset", "tiny", "--batch-size", "4", "--max-steps", "4", "--eval-every", "2",
-                     "--checkpoint-every", "2", "--energy-key", "energy", "--quiet", "--out", str(tmp_path / "run")])
+    code = cli_main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "ethanol.extxyz"),
+            "--train-size",
+            "8",
+            "--val-size",
+            "4",
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--checkpoint-every",
+            "2",
+            "--energy-key",
+            "energy",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     capsys.readouterr()
     assert code == 0
     model_file = tmp_path / "run" / "best_model.pt"
     atoms = frames[0].copy()
     atoms.calc = GemNetCalculator(model_file, device="cpu")
-    dynamics = Langevin(atoms, 0.5 * units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False,
-                        rng=np.random.default_rng(2))
+    dynamics = Langevin(
+        atoms, 0.5 * units.fs, temperature_K=600, friction=0.01 / units.fs, fixcm=False, rng=np.random.default_rng(2)
+    )
     engine = potential_from_checkpoint(model_file, device="cpu")
     for _ in range(5):
         dynamics.run(1)

@@ -71,7 +71,7 @@ def test_torchsim_forces_match_the_ase_calculators_molecule_by_molecule(variant)
     for index, atoms in enumerate(systems):
         atoms = atoms.copy()
         atoms.calc = calculator
-        np.testing.assert_allclose(output["forces"][start:start + len(atoms)].numpy(), atoms.get_forces(), atol=2e-5)
+        np.testing.assert_allclose(output["forces"][start : start + len(atoms)].numpy(), atoms.get_forces(), atol=2e-5)
         assert float(output["energy"][index]) == pytest.approx(atoms.get_potential_energy(), abs=1e-4)
         start += len(atoms)
     assert float(output["energy"][0]) < -1000  # element references included: a total energy in eV
@@ -106,16 +106,29 @@ def test_both_engines_sample_the_same_kinetic_energy_under_langevin(tmp_path, de
     expected = 1.5 * n_atoms * units.kB * temperature
 
     ours: list[float] = []
-    run_md(potential, systems, n_steps=n_steps, path=tmp_path / "ours.h5", temperatures=temperature,
-           friction=friction, frame_interval=n_steps, checkpoint_interval=n_steps, device="cpu", progress=False,
-           after_failure="continue", callback=lambda state: ours.append(float(kinetic_energy(state).sum())))
+    run_md(
+        potential,
+        systems,
+        n_steps=n_steps,
+        path=tmp_path / "ours.h5",
+        temperatures=temperature,
+        friction=friction,
+        frame_interval=n_steps,
+        checkpoint_interval=n_steps,
+        device="cpu",
+        progress=False,
+        after_failure="continue",
+        callback=lambda state: ours.append(float(kinetic_energy(state).sum())),
+    )
 
     adapter = TorchSimGemNet(potential, device="cpu")
-    init, update = ts.nvt_langevin(model=adapter, dt=torch.tensor(0.5e-3 * float(ts.units.MetalUnits.time),
-                                                                  dtype=torch.float64),
-                                   kT=torch.tensor(temperature * float(ts.units.MetalUnits.temperature),
-                                                   dtype=torch.float64),
-                                   gamma=torch.tensor(torchsim_friction(friction), dtype=torch.float64), seed=1)
+    init, update = ts.nvt_langevin(
+        model=adapter,
+        dt=torch.tensor(0.5e-3 * float(ts.units.MetalUnits.time), dtype=torch.float64),
+        kT=torch.tensor(temperature * float(ts.units.MetalUnits.temperature), dtype=torch.float64),
+        gamma=torch.tensor(torchsim_friction(friction), dtype=torch.float64),
+        seed=1,
+    )
     state = init(molecules_to_state(systems, device="cpu"))
     theirs = []
     for _ in range(n_steps):
@@ -134,7 +147,25 @@ def test_bench_md_against_torchsim_prints_both_rates_and_their_ratio(capsys):
     result = benchmark_torchsim(build_model("T", "tiny"), benchmark_systems(4), 3, device="cpu", repeats=2)
     assert result["n_systems"] == 4 and result["torchsim_version"] == "0.3.0" and len(result["ratios"]) == 2
     assert result["ratio"] == pytest.approx(result["gemrepro_steps_per_s"] / result["torchsim_steps_per_s"])
-    assert cli_main(["bench", "md", "--against", "torchsim", "--systems", "3", "--steps", "2", "--repeats", "1",
-                     "--threads", "1", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "bench",
+                "md",
+                "--against",
+                "torchsim",
+                "--systems",
+                "3",
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     assert printed["n_systems"] == 3 and printed["gemrepro_steps_per_s"] > 0 and printed["torchsim_steps_per_s"] > 0

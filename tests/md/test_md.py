@@ -20,8 +20,13 @@ torch.set_num_threads(1)
 
 def start_state(systems, potential, temperatures, seeds, friction=0.05, verlet=False):
     state = build_state(
-        [a.positions for a in systems], [a.numbers for a in systems], [a.get_masses() for a in systems],
-        temperatures, [friction] * len(systems), seeds, remove_com_dof=verlet,
+        [a.positions for a in systems],
+        [a.numbers for a in systems],
+        [a.get_masses() for a in systems],
+        temperatures,
+        [friction] * len(systems),
+        seeds,
+        remove_com_dof=verlet,
     )
     energy, forces = evaluate(state, potential, state.positions)
     return state.replace(energy=energy, forces=forces)
@@ -75,17 +80,41 @@ def test_langevin_kinetic_temperature_is_canonical():
 
 def test_a_system_in_a_batch_follows_the_same_trajectory_as_alone(tmp_path):
     systems = three_molecules()
-    batch = run_md(MorseBondPotential(systems), systems, n_steps=150, path=tmp_path / "batch.h5",
-                   temperatures=[300.0, 600.0, 900.0], seeds=[11, 12, 13], frame_interval=10, progress=False)
-    alone = run_md(MorseBondPotential(systems[1:2]), systems[1:2], n_steps=150, path=tmp_path / "alone.h5",
-                   temperatures=600.0, seeds=[12], frame_interval=10, progress=False)
+    batch = run_md(
+        MorseBondPotential(systems),
+        systems,
+        n_steps=150,
+        path=tmp_path / "batch.h5",
+        temperatures=[300.0, 600.0, 900.0],
+        seeds=[11, 12, 13],
+        frame_interval=10,
+        progress=False,
+    )
+    alone = run_md(
+        MorseBondPotential(systems[1:2]),
+        systems[1:2],
+        n_steps=150,
+        path=tmp_path / "alone.h5",
+        temperatures=600.0,
+        seeds=[12],
+        frame_interval=10,
+        progress=False,
+    )
     assert batch.n_frames == alone.n_frames == 16
     in_batch, by_itself = read_system(batch.path, 1), read_system(alone.path, 0)
     for key in ("positions", "forces", "energy", "temperature_kin"):
         np.testing.assert_array_equal(in_batch[key], by_itself[key], err_msg=key)
     # a different seed gives a different trajectory, so the comparison above has teeth
-    other = run_md(MorseBondPotential(systems[1:2]), systems[1:2], n_steps=20, path=tmp_path / "other.h5",
-                   temperatures=600.0, seeds=[99], frame_interval=10, progress=False)
+    other = run_md(
+        MorseBondPotential(systems[1:2]),
+        systems[1:2],
+        n_steps=20,
+        path=tmp_path / "other.h5",
+        temperatures=600.0,
+        seeds=[99],
+        frame_interval=10,
+        progress=False,
+    )
     assert not np.allclose(read_system(other.path, 0)["positions"][1], by_itself["positions"][1])
 
 
@@ -103,8 +132,13 @@ def test_an_exploding_system_dies_alone_and_is_frozen(tmp_path):
     water = read_system(broken.path, 1)
     # the analysis of the frames on disk finds the same step and bond as the engine did online
     alive_frames = water["step"] <= record.step
-    offline = detect_failure(water["positions"][alive_frames], water["numbers"], steps=water["step"][alive_frames],
-                             reference_positions=water["reference_positions"], criteria=StabilityCriteria(rules=("bond",)))
+    offline = detect_failure(
+        water["positions"][alive_frames],
+        water["numbers"],
+        steps=water["step"][alive_frames],
+        reference_positions=water["reference_positions"],
+        criteria=StabilityCriteria(rules=("bond",)),
+    )
     assert (offline.step, offline.rule, offline.atoms) == (record.step, record.rule, record.atoms)
     assert water["numbers"][list(record.atoms)].tolist() in ([8, 1], [1, 8])
     # frozen from the failure on; alive flags switch exactly there
@@ -113,7 +147,9 @@ def test_an_exploding_system_dies_alone_and_is_frozen(tmp_path):
     np.testing.assert_array_equal(water["alive"], water["step"] < record.step)
     # the other systems are bit for bit unaffected
     for s in (0, 2):
-        np.testing.assert_array_equal(read_system(broken.path, s)["positions"], read_system(intact.path, s)["positions"])
+        np.testing.assert_array_equal(
+            read_system(broken.path, s)["positions"], read_system(intact.path, s)["positions"]
+        )
 
     n = export_extxyz(broken.path, 1, tmp_path / "water.extxyz")
     images = read(tmp_path / "water.extxyz", index=":")
@@ -121,8 +157,15 @@ def test_an_exploding_system_dies_alone_and_is_frozen(tmp_path):
     np.testing.assert_allclose(images[-1].positions, after[0], atol=1e-7)  # extxyz keeps 8 decimals
     assert images[-1].get_potential_energy() == pytest.approx(water["energy"][record.step])
 
-    strict = run_md(ExplodingPotential(base, [1], push=20.0), systems, path=tmp_path / "strict.h5", n_steps=3,
-                    criteria=StabilityCriteria(max_force=10.0), seeds=[1, 2, 3], progress=False)
+    strict = run_md(
+        ExplodingPotential(base, [1], push=20.0),
+        systems,
+        path=tmp_path / "strict.h5",
+        n_steps=3,
+        criteria=StabilityCriteria(max_force=10.0),
+        seeds=[1, 2, 3],
+        progress=False,
+    )
     assert strict.alive == [True, False, True]
     assert (strict.failures[1].rule, strict.failures[1].step) == ("force", 0)
 
@@ -145,8 +188,9 @@ def run_killed_at(step: int, potential, systems, **settings) -> None:
 def test_killed_run_resumes_without_lost_or_duplicated_frames(tmp_path):
     systems = [molecule("CH3CH2OH"), molecule("H2O")]
     potential = MorseBondPotential(systems)
-    settings = dict(n_steps=60, temperatures=[300.0, 900.0], seeds=[5, 6], frame_interval=5,
-                    checkpoint_interval=20, progress=False)
+    settings = dict(
+        n_steps=60, temperatures=[300.0, 900.0], seeds=[5, 6], frame_interval=5, checkpoint_interval=20, progress=False
+    )
     whole = run_md(potential, systems, path=tmp_path / "whole.h5", **settings)
 
     run_killed_at(47, potential, systems, path=tmp_path / "resumed.h5", **settings)
@@ -171,8 +215,9 @@ def test_killed_run_resumes_without_lost_or_duplicated_frames(tmp_path):
 def test_ase_langevin_reference_gives_the_same_temperature_statistics():
     atoms = molecule("CH3CH2OH")
     potential = MorseBondPotential([atoms])
-    ase_temperatures = ase_langevin_temperatures(atoms, potential, temperature_K=500.0, friction_per_fs=0.1,
-                                                 n_steps=1000, seed=3)[200:]
+    ase_temperatures = ase_langevin_temperatures(
+        atoms, potential, temperature_K=500.0, friction_per_fs=0.1, n_steps=1000, seed=3
+    )[200:]
     systems = [atoms.copy() for _ in range(8)]
     batch_potential = MorseBondPotential(systems)
     state = start_state(systems, batch_potential, [500.0] * 8, list(range(8)), friction=0.1)
@@ -218,10 +263,10 @@ def test_nonfinite_forces_kill_only_their_system(tmp_path):
         forces = torch.where((system_index == 0)[:, None], torch.nan, forces)
         return energy, forces
 
-    broken = run_md(poisoned, systems, n_steps=20, path=tmp_path / "nan.h5", seeds=[1, 2], frame_interval=10,
-                    progress=False)
-    intact = run_md(base, systems, n_steps=20, path=tmp_path / "ok.h5", seeds=[1, 2], frame_interval=10,
-                    progress=False)
+    broken = run_md(
+        poisoned, systems, n_steps=20, path=tmp_path / "nan.h5", seeds=[1, 2], frame_interval=10, progress=False
+    )
+    intact = run_md(base, systems, n_steps=20, path=tmp_path / "ok.h5", seeds=[1, 2], frame_interval=10, progress=False)
     assert broken.alive == [False, True]
     assert (broken.failures[0].rule, broken.failures[0].step, broken.failures[0].atoms) == ("nonfinite", 0, (0,))
     water = read_system(broken.path, 0)
@@ -234,8 +279,13 @@ def test_continue_after_failure_records_the_failure_and_runs_on(tmp_path):
     base = MorseBondPotential(systems)
     common = dict(n_steps=40, temperatures=300.0, seeds=[1, 2, 3], frame_interval=2, progress=False)
     frozen = run_md(ExplodingPotential(base, [1], push=20.0), systems, path=tmp_path / "frozen.h5", **common)
-    going = run_md(ExplodingPotential(base, [1], push=20.0), systems, path=tmp_path / "going.h5",
-                   after_failure="continue", **common)
+    going = run_md(
+        ExplodingPotential(base, [1], push=20.0),
+        systems,
+        path=tmp_path / "going.h5",
+        after_failure="continue",
+        **common,
+    )
     intact = run_md(base, systems, path=tmp_path / "intact.h5", **common)
 
     # the same first failure, recorded once and never overwritten although the bond stays broken
@@ -301,8 +351,13 @@ def test_continue_after_failure_freezes_nonfinite_systems(tmp_path):
         energy, forces = base(positions, numbers, system_index)
         return energy, torch.where((system_index == 0)[:, None], torch.nan, forces)
 
-    bonds_only = run_md(poisoned, systems, path=tmp_path / "poisoned.h5", criteria=StabilityCriteria(rules=("bond",)),
-                        **{**common, "n_steps": 20})
+    bonds_only = run_md(
+        poisoned,
+        systems,
+        path=tmp_path / "poisoned.h5",
+        criteria=StabilityCriteria(rules=("bond",)),
+        **{**common, "n_steps": 20},
+    )
     assert bonds_only.alive == [False, True] and bonds_only.step == 20
     assert (bonds_only.failures[0].rule, bonds_only.failures[0].step) == ("nonfinite", 0)
     water = read_system(bonds_only.path, 0)
@@ -312,8 +367,15 @@ def test_continue_after_failure_freezes_nonfinite_systems(tmp_path):
 def test_killed_continued_run_resumes_bit_for_bit(tmp_path):
     systems = [molecule("CH3CH2OH"), molecule("H2O")]
     potential = ExplodingPotential(MorseBondPotential(systems), [1], push=20.0)
-    settings = dict(n_steps=60, temperatures=[300.0, 900.0], seeds=[5, 6], frame_interval=5,
-                    checkpoint_interval=20, progress=False, after_failure="continue")
+    settings = dict(
+        n_steps=60,
+        temperatures=[300.0, 900.0],
+        seeds=[5, 6],
+        frame_interval=5,
+        checkpoint_interval=20,
+        progress=False,
+        after_failure="continue",
+    )
     whole = run_md(potential, systems, path=tmp_path / "whole.h5", **settings)
     assert whole.failures[1] is not None and whole.failures[1].step < 40 and whole.alive == [True, True]
 
@@ -334,5 +396,11 @@ def test_killed_continued_run_resumes_bit_for_bit(tmp_path):
 def test_after_failure_must_be_known(tmp_path):
     systems = [molecule("H2O")]
     with pytest.raises(ValueError, match="after_failure.*'drop'"):
-        run_md(MorseBondPotential(systems), systems, n_steps=1, path=tmp_path / "x.h5", after_failure="drop",
-               progress=False)
+        run_md(
+            MorseBondPotential(systems),
+            systems,
+            n_steps=1,
+            path=tmp_path / "x.h5",
+            after_failure="drop",
+            progress=False,
+        )

@@ -51,8 +51,9 @@ def write_ethanol_in_ev(path: Path, n_frames: int) -> list[Atoms]:
     frames = []
     for atoms in read(SHARED_ETHANOL, index=f":{n_frames}"):
         converted = Atoms(numbers=atoms.numbers, positions=atoms.positions)
-        converted.calc = SinglePointCalculator(converted, energy=atoms.get_potential_energy() * KCAL_PER_MOL,
-                                               forces=atoms.get_forces() * KCAL_PER_MOL)
+        converted.calc = SinglePointCalculator(
+            converted, energy=atoms.get_potential_energy() * KCAL_PER_MOL, forces=atoms.get_forces() * KCAL_PER_MOL
+        )
         frames.append(converted)
     write(path, frames, format="extxyz")
     return frames
@@ -91,10 +92,36 @@ def test_trained_float32_gemnet_conserves_energy_in_velocity_verlet(tmp_path, ca
     the tolerance is not vacuous.
     """
     frames = write_ethanol_in_ev(tmp_path / "ethanol.extxyz", 24)
-    code = cli_main(["train", "--data", str(tmp_path / "ethanol.extxyz"), "--energy-key", "energy",
-                     "--train-size", "20", "--val-size", "4", "--preset", "tiny", "--batch-size", "4",
-                     "--max-steps", "60", "--eval-every", "10", "--checkpoint-every", "100", "--lr", "5e-3",
-                     "--warmup-steps", "1", "--quiet", "--out", str(tmp_path / "run")])
+    code = cli_main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "ethanol.extxyz"),
+            "--energy-key",
+            "energy",
+            "--train-size",
+            "20",
+            "--val-size",
+            "4",
+            "--preset",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "60",
+            "--eval-every",
+            "10",
+            "--checkpoint-every",
+            "100",
+            "--lr",
+            "5e-3",
+            "--warmup-steps",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     capsys.readouterr()
     assert code == 0
     potential = potential_from_checkpoint(tmp_path / "run" / "best_model.pt", device="cpu")
@@ -108,8 +135,19 @@ def test_trained_float32_gemnet_conserves_energy_in_velocity_verlet(tmp_path, ca
     systems = [single, dimer]
 
     def nve(dt_fs: float, n_steps: int, name: str) -> list[dict[str, np.ndarray]]:
-        summary = run_md(potential, systems, n_steps=n_steps, path=tmp_path / name, integrator="verlet", dt_fs=dt_fs,
-                         temperatures=300.0, seeds=1, frame_interval=1, checkpoint_interval=10**6, progress=False)
+        summary = run_md(
+            potential,
+            systems,
+            n_steps=n_steps,
+            path=tmp_path / name,
+            integrator="verlet",
+            dt_fs=dt_fs,
+            temperatures=300.0,
+            seeds=1,
+            frame_interval=1,
+            checkpoint_interval=10**6,
+            progress=False,
+        )
         assert summary.alive == [True, True], summary.failures
         return [read_system(summary.path, s) for s in range(len(systems))]
 
@@ -198,9 +236,20 @@ def test_baoab_samples_the_canonical_bond_length_distribution(tmp_path):
         systems.append(Atoms("CO", positions=[[0.0, 0.0, 0.0], BOND_R0 * direction / np.linalg.norm(direction)]))
     temperatures = [300.0 if s % 2 == 0 else 600.0 for s in range(n_systems)]
     # friction 0.2/fs damps the ~0.2/fs bond vibration near critically: decorrelates within ~10 fs
-    summary = run_md(harmonic_diatomics, systems, n_steps=n_steps, path=tmp_path / "bonds.h5",
-                     temperatures=temperatures, seeds=7, dt_fs=dt_fs, friction=0.2, frame_interval=5,
-                     checkpoint_interval=10**6, check_interval=50, progress=False)
+    summary = run_md(
+        harmonic_diatomics,
+        systems,
+        n_steps=n_steps,
+        path=tmp_path / "bonds.h5",
+        temperatures=temperatures,
+        seeds=7,
+        dt_fs=dt_fs,
+        friction=0.2,
+        frame_interval=5,
+        checkpoint_interval=10**6,
+        check_interval=50,
+        progress=False,
+    )
     assert all(summary.alive)
     with h5py.File(summary.path, "r") as f:
         steps, positions = f["frames/step"][()], f["frames/positions"][()]
@@ -264,7 +313,7 @@ def printed_json(output: str) -> dict:
     lines = output.splitlines()
     starts = [k for k, line in enumerate(lines) if line.startswith("{")]
     assert starts, output[-3000:]
-    return json.loads("\n".join(lines[starts[-1]:]))
+    return json.loads("\n".join(lines[starts[-1] :]))
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 300.0) -> None:
@@ -307,8 +356,16 @@ summary = run_md(MorseBondPotential(systems), systems, path=path, callback=pause
 print(json.dumps({"resumed_from_step": summary.resumed_from_step, "step": summary.step, "n_frames": summary.n_frames}))
 '''
 
-MD_SETTINGS = {"molecules": ["CH3CH2OH", "H2O", "CH4"], "n_steps": 300, "temperatures": [300.0, 600.0, 900.0],
-               "seeds": 3, "dt_fs": 0.5, "frame_interval": 3, "checkpoint_interval": 25, "progress": False}
+MD_SETTINGS = {
+    "molecules": ["CH3CH2OH", "H2O", "CH4"],
+    "n_steps": 300,
+    "temperatures": [300.0, 600.0, 900.0],
+    "seeds": 3,
+    "dt_fs": 0.5,
+    "frame_interval": 3,
+    "checkpoint_interval": 25,
+    "progress": False,
+}
 
 
 def assert_same_groups(a: h5py.File, b: h5py.File, groups: tuple[str, ...]) -> None:
@@ -387,9 +444,16 @@ def final_training_state(workdir: Path) -> dict:
     state = dict(saved["state"])
     state.pop("total_wall_time_s")  # wall time is the one thing allowed to differ
     best = load_model(workdir / "best_model.pt", device="cpu")
-    return {"model": saved["model"], "ema": saved["ema"], "optimizer": saved["optimizer"],
-            "rng": saved["torch_rng_state"], "state": state, "best": best.state_dict(),
-            "references": best.reference_energies(), "history_csv": (workdir / "history.csv").read_text()}
+    return {
+        "model": saved["model"],
+        "ema": saved["ema"],
+        "optimizer": saved["optimizer"],
+        "rng": saved["torch_rng_state"],
+        "state": state,
+        "best": best.state_dict(),
+        "references": best.reference_energies(),
+        "history_csv": (workdir / "history.csv").read_text(),
+    }
 
 
 def assert_identical(a, b, where: str = "") -> None:
@@ -420,9 +484,32 @@ def test_sigkilled_training_resumes_in_a_new_process_with_bit_identical_weights(
     write_ethanol_in_ev(tmp_path / "ethanol.extxyz", 24)
     script = tmp_path / "train_child.py"
     script.write_text(TRAIN_CHILD)
-    common = ["train", "--data", str(tmp_path / "ethanol.extxyz"), "--energy-key", "energy", "--train-size", "20",
-              "--val-size", "4", "--preset", "tiny", "--batch-size", "4", "--max-steps", "40", "--eval-every", "10",
-              "--checkpoint-every", "7", "--lr", "2e-3", "--warmup-steps", "5", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        str(tmp_path / "ethanol.extxyz"),
+        "--energy-key",
+        "energy",
+        "--train-size",
+        "20",
+        "--val-size",
+        "4",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "7",
+        "--lr",
+        "2e-3",
+        "--warmup-steps",
+        "5",
+        "--quiet",
+    ]
     killed, marker = tmp_path / "killed", tmp_path / "paused"
 
     argv = [sys.executable, str(script), "25", str(marker), *common, "--out", str(killed)]

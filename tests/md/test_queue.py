@@ -35,8 +35,9 @@ class MoleculeMorse:
         self.by_numbers = {}
         for name, atoms in TEMPLATES.items():
             base = MorseBondPotential([atoms])
-            self.by_numbers[tuple(atoms.numbers)] = ExplodingPotential(base, [0], push=8.0) if name in EXPLODING \
-                else base
+            self.by_numbers[tuple(atoms.numbers)] = (
+                ExplodingPotential(base, [0], push=8.0) if name in EXPLODING else base
+            )
         self.calls = 0
 
     def __call__(self, positions, numbers, system_index):
@@ -66,10 +67,25 @@ def plain_and_queued(tmp_path_factory):
     folder = tmp_path_factory.mktemp("queue")
     systems, temperatures = campaign()
     plain = run_md(MoleculeMorse(), systems, path=folder / "plain.h5", temperatures=temperatures, **SETTINGS)
-    queued = run_queue(MoleculeMorse(), systems, folder=folder / "refill", slots=3, temperatures=temperatures,
-                       checkpoint_interval=15, **SETTINGS)
-    waves = run_queue(MoleculeMorse(), systems, folder=folder / "waves", slots=3, temperatures=temperatures,
-                      refill=False, checkpoint_interval=15, **SETTINGS)
+    queued = run_queue(
+        MoleculeMorse(),
+        systems,
+        folder=folder / "refill",
+        slots=3,
+        temperatures=temperatures,
+        checkpoint_interval=15,
+        **SETTINGS,
+    )
+    waves = run_queue(
+        MoleculeMorse(),
+        systems,
+        folder=folder / "waves",
+        slots=3,
+        temperatures=temperatures,
+        refill=False,
+        checkpoint_interval=15,
+        **SETTINGS,
+    )
     return folder, plain, queued, waves
 
 
@@ -88,8 +104,8 @@ def test_every_trajectory_is_the_one_a_plain_batched_run_gives(plain_and_queued)
         assert mine["step"].tolist() == expected, k  # every frame of its life, its last step, nothing after
         common = [s for s in expected if s in reference["step"].tolist() and (ours is None or s < ours.step)]
         rows = [reference["step"].tolist().index(s) for s in common]
-        np.testing.assert_allclose(mine["positions"][:len(common)], reference["positions"][rows], rtol=0, atol=1e-9)
-        np.testing.assert_allclose(mine["energy"][:len(common)], reference["energy"][rows], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(mine["positions"][: len(common)], reference["positions"][rows], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(mine["energy"][: len(common)], reference["energy"][rows], rtol=0, atol=1e-9)
         assert mine["failure_step"] == (-1 if ours is None else ours.step)
 
 
@@ -151,8 +167,15 @@ def test_a_campaign_killed_mid_run_resumes_bit_for_bit(tmp_path, plain_and_queue
 
 def test_select_and_concatenate_are_inverse():
     systems = [TEMPLATES[n] for n in ("H2O", "CH4", "CH3OH")]
-    state = build_state([a.positions for a in systems], [a.numbers for a in systems],
-                        [a.get_masses() for a in systems], [300.0] * 3, [0.01] * 3, [1, 2, 3], remove_com_dof=False)
+    state = build_state(
+        [a.positions for a in systems],
+        [a.numbers for a in systems],
+        [a.get_masses() for a in systems],
+        [300.0] * 3,
+        [0.01] * 3,
+        [1, 2, 3],
+        remove_com_dof=False,
+    )
     parts = [select_systems(state, [s]) for s in (2, 0, 1)]
     assert [p.n_systems for p in parts] == [1, 1, 1] and len(parts[0].positions) == 6
     back = concatenate_states([parts[1], parts[2], parts[0]], step=state.step)
@@ -179,8 +202,9 @@ def test_bad_campaign_input_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="holds 2 trajectory files but no campaign.ckpt"):
         run_queue(MoleculeMorse(), systems[:2], folder=tmp_path / "b", slots=2, n_steps=6, progress=False)
     assert trajectory_path(tmp_path / "b", 0).read_bytes() == before  # not overwritten
-    replaced = run_queue(MoleculeMorse(), systems[:2], folder=tmp_path / "b", slots=2, n_steps=6, overwrite=True,
-                         progress=False)
+    replaced = run_queue(
+        MoleculeMorse(), systems[:2], folder=tmp_path / "b", slots=2, n_steps=6, overwrite=True, progress=False
+    )
     assert replaced.steps == [6, 6]
 
 
@@ -193,8 +217,30 @@ def test_trajectories_of_no_steps_or_failing_at_once_never_enter_the_batch(tmp_p
 
 def test_bench_md_against_no_refill_reports_both_modes_on_the_same_campaign(capsys):
     """A random-weight model fails at different steps, so fixed waves idle and refilled slots do not."""
-    assert cli_main(["bench", "md", "--against", "no-refill", "--systems", "6", "--slots", "2", "--steps", "40",
-                     "--repeats", "2", "--threads", "1", "--device", "cpu", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "bench",
+                "md",
+                "--against",
+                "no-refill",
+                "--systems",
+                "6",
+                "--slots",
+                "2",
+                "--steps",
+                "40",
+                "--repeats",
+                "2",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["n_trajectories"] == 6 and result["slots"] == 2 and len(result["ratios"]) == 2
     assert result["refill_utilisation"] == 1.0 and result["waves_utilisation"] < 0.95

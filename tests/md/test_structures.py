@@ -113,16 +113,50 @@ def test_md_cli_runs_every_frame_of_a_many_molecule_file(tmp_path, capsys):
     model = trained_file(tmp_path / "model.pt")
     path = tmp_path / "set.xyz"
     write(path, [molecule(name) for name in ("H2O", "CH4", "CH3OH", "C2H6", "HCOOH", "CH3CHO")])
-    code, out, err = run_cli(capsys, "md", "--model", model, "--molecules", path, "--select", "0:5",
-                             "--temperatures", "300", "600", "--time-ps", "0.002", "--frame-interval", "2",
-                             "--device", "cpu", "--out", tmp_path / "md.h5")
+    code, out, err = run_cli(
+        capsys,
+        "md",
+        "--model",
+        model,
+        "--molecules",
+        path,
+        "--select",
+        "0:5",
+        "--temperatures",
+        "300",
+        "600",
+        "--time-ps",
+        "0.002",
+        "--frame-interval",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        tmp_path / "md.h5",
+    )
     assert code == 0, err
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [r[1] for r in rows] == [f"set[{k}]" for k in range(5) for _ in (300, 600)]
     assert [float(r[2]) for r in rows] == [300.0, 600.0] * 5
     assert "10 frames" not in out and "steps (0.002 ps)" in out
-    code, out, _ = run_cli(capsys, "md", "--model", model, "--molecules", path, "--select", "1", "--time-ps", "0.001",
-                           "--device", "cpu", "--quiet", "--json", "--out", tmp_path / "one.h5")
+    code, out, _ = run_cli(
+        capsys,
+        "md",
+        "--model",
+        model,
+        "--molecules",
+        path,
+        "--select",
+        "1",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+        "--out",
+        tmp_path / "one.h5",
+    )
     assert code == 0 and [s["molecule"] for s in json.loads(out)["systems"]] == ["set[1]"]
 
 
@@ -130,10 +164,30 @@ def test_md_cli_runs_every_frame_of_a_many_molecule_file(tmp_path, capsys):
 def test_md_cli_reads_a_real_qm7x_file_with_select(tmp_path, capsys):
     model = tmp_path / "model.pt"
     torch.manual_seed(0)
-    save_model(EnergyShift(GemNetT.from_preset("tiny"), {1: -13.6, 6: -1029.8, 7: -1485.0, 8: -2041.3,
-                                                         16: -10830.0, 17: -12577.0}), model)
-    code, out, err = run_cli(capsys, "md", "--model", model, "--molecules", SHARED_QM7X, "--select", "0:100:25",
-                             "--time-ps", "0.001", "--device", "cpu", "--quiet", "--json", "--out", tmp_path / "md.h5")
+    save_model(
+        EnergyShift(
+            GemNetT.from_preset("tiny"), {1: -13.6, 6: -1029.8, 7: -1485.0, 8: -2041.3, 16: -10830.0, 17: -12577.0}
+        ),
+        model,
+    )
+    code, out, err = run_cli(
+        capsys,
+        "md",
+        "--model",
+        model,
+        "--molecules",
+        SHARED_QM7X,
+        "--select",
+        "0:100:25",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+        "--out",
+        tmp_path / "md.h5",
+    )
     assert code == 0, err
     names = [s["molecule"] for s in json.loads(out)["systems"]]
     assert names == [f"qm7x_reduced_100[{k}]" for k in (0, 25, 50, 75)]
@@ -143,9 +197,29 @@ def test_stress_cli_audits_every_frame_of_a_file(tmp_path, capsys):
     model = trained_file(tmp_path / "model.pt")
     path = tmp_path / "set.xyz"
     write(path, [molecule("H2O"), molecule("CH4"), molecule("CH3OH")])
-    code, out, err = run_cli(capsys, "stress", "--model", model, "--molecules", path, "--temperatures", "300",
-                             "--seeds", "1", "--time-ps", "0.002", "--frames", "2", "--reference", "none",
-                             "--device", "cpu", "--quiet", "--out", tmp_path / "audit")
+    code, out, err = run_cli(
+        capsys,
+        "stress",
+        "--model",
+        model,
+        "--molecules",
+        path,
+        "--temperatures",
+        "300",
+        "--seeds",
+        "1",
+        "--time-ps",
+        "0.002",
+        "--frames",
+        "2",
+        "--reference",
+        "none",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "audit",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["n_trajectories"] == 3
@@ -177,8 +251,9 @@ def test_md_cli_refuses_unknown_elements_naming_them_or_runs_marked(tmp_path, ca
     assert code == 2 and err.count("\n") == 1
     assert "--molecules CC#N: holds N, which the model was not trained on (it knows H, C, O)" in err
     assert not (tmp_path / "md.h5").exists()
-    code, out, err = run_cli(capsys, *argv, "--molecules", "ethanol", tmp_path / "cf4.xyz", "--allow-unknown-elements",
-                             "--json")
+    code, out, err = run_cli(
+        capsys, *argv, "--molecules", "ethanol", tmp_path / "cf4.xyz", "--allow-unknown-elements", "--json"
+    )
     assert code == 0 and "warning: cf4[0] holds F, which the model was not trained on" in err
     marks = {s["molecule"]: s["unknown_elements"] for s in json.loads(out)["systems"]}
     assert marks == {"ethanol": "", "cf4[0]": "F"}
@@ -186,20 +261,52 @@ def test_md_cli_refuses_unknown_elements_naming_them_or_runs_marked(tmp_path, ca
 
 def test_stress_cli_refuses_unknown_elements(tmp_path, capsys):
     model = trained_file(tmp_path / "model.pt")
-    code, _, err = run_cli(capsys, "stress", "--model", model, "--molecules", "ClC", "--time-ps", "0.001",
-                           "--reference", "none", "--device", "cpu", "--quiet", "--out", tmp_path / "audit")
+    code, _, err = run_cli(
+        capsys,
+        "stress",
+        "--model",
+        model,
+        "--molecules",
+        "ClC",
+        "--time-ps",
+        "0.001",
+        "--reference",
+        "none",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "audit",
+    )
     assert code == 2 and "holds Cl, which the model was not trained on" in err and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- committees
 def test_a_committee_of_gemnet_t_and_q_is_refused(tmp_path, capsys):
     t_model, q_model = trained_file(tmp_path / "t.pt"), trained_file(tmp_path / "q.pt", "Q")
-    code, _, err = run_cli(capsys, "md", "--model", t_model, "--committee", q_model, "--molecules", "O",
-                           "--time-ps", "0.001", "--device", "cpu", "--quiet", "--out", tmp_path / "md.h5")
+    code, _, err = run_cli(
+        capsys,
+        "md",
+        "--model",
+        t_model,
+        "--committee",
+        q_model,
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.001",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        tmp_path / "md.h5",
+    )
     assert code == 2 and err.count("\n") == 1
     assert f"{q_model} is a GemNet-Q, --model {t_model} a GemNet-T; a committee is of one kind" in err
     torch.manual_seed(0)
-    members = [GemNetPotential(GemNetT.from_preset("tiny"), device="cpu"),
-               GemNetPotential(GemNetQ.from_preset("tiny"), device="cpu")]
+    members = [
+        GemNetPotential(GemNetT.from_preset("tiny"), device="cpu"),
+        GemNetPotential(GemNetQ.from_preset("tiny"), device="cpu"),
+    ]
     with pytest.raises(ValueError, match="a committee is of one kind of model, got 0: GemNet-T, 1: GemNet-Q"):
         CommitteePotential(members)

@@ -61,8 +61,9 @@ def test_every_file_is_one_format_and_loads_as_an_energy_shift(tmp_path):
     net = network(GemNetQ)
     data = molecule(ETHANOL)
     bare = torch.load(save_model(net, tmp_path / "bare.pt"), weights_only=True)
-    trained = torch.load(save_model(EnergyShift(net, REFERENCES), tmp_path / "trained.pt",
-                                    metadata={"steps": 7}), weights_only=True)
+    trained = torch.load(
+        save_model(EnergyShift(net, REFERENCES), tmp_path / "trained.pt", metadata={"steps": 7}), weights_only=True
+    )
     assert bare["format"] == trained["format"] == MODEL_FORMAT
     assert bare.keys() == trained.keys() and bare["state_dict"].keys() == trained["state_dict"].keys()
     assert not any("atom_reference" in key for key in trained["state_dict"])
@@ -80,8 +81,16 @@ def test_a_bare_network_file_of_the_earlier_format_keeps_its_references(tmp_path
     table = legacy_table(net, LEGACY_REFERENCES)
     config = net.config.to_dict()
     config.pop("variant")  # version-1 files predate GemNet-Q: no variant means GemNet-T
-    torch.save({"format": LEGACY_NETWORK_FORMAT, "version": 1, "config": config, "dtype": "float64",
-                "state_dict": {**net.state_dict(), "atom_reference": table}}, tmp_path / "old.pt")
+    torch.save(
+        {
+            "format": LEGACY_NETWORK_FORMAT,
+            "version": 1,
+            "config": config,
+            "dtype": "float64",
+            "state_dict": {**net.state_dict(), "atom_reference": table},
+        },
+        tmp_path / "old.pt",
+    )
     loaded = load_model(tmp_path / "old.pt", device="cpu")
     assert type(loaded.model) is GemNetT and loaded.reference_energies() == LEGACY_REFERENCES
     torch.testing.assert_close(loaded(data)["energy"], old_energy(net, data, table), rtol=1e-12, atol=1e-9)
@@ -93,10 +102,18 @@ def test_a_trained_file_of_the_earlier_format_loads_unchanged(tmp_path):
     data = molecule(WATER)
     wrapped = EnergyShift(net, REFERENCES)
     state = {**wrapped.state_dict(), "model.atom_reference": legacy_table(net, {})}  # zero, as every shipped one
-    torch.save({"format": LEGACY_TRAINED_FORMAT, "model_class": "gemrepro.model.gemnet:GemNetT",
-                "model_config": net.config.to_dict(), "config_class": "gemrepro.model.presets:GemNetConfig",
-                "state_dict": state, "element_energies": REFERENCES, "metadata": {"best_metrics": {"step": 3}}},
-               tmp_path / "trained-v1.pt")
+    torch.save(
+        {
+            "format": LEGACY_TRAINED_FORMAT,
+            "model_class": "gemrepro.model.gemnet:GemNetT",
+            "model_config": net.config.to_dict(),
+            "config_class": "gemrepro.model.presets:GemNetConfig",
+            "state_dict": state,
+            "element_energies": REFERENCES,
+            "metadata": {"best_metrics": {"step": 3}},
+        },
+        tmp_path / "trained-v1.pt",
+    )
     loaded = load_model(tmp_path / "trained-v1.pt", device="cpu")
     assert loaded.reference_energies() == REFERENCES and loaded.metadata == {"best_metrics": {"step": 3}}
     torch.testing.assert_close(loaded(data)["energy"], wrapped(data)["energy"], rtol=0, atol=0)

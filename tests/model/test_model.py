@@ -31,6 +31,7 @@ from gemrepro.model.layers import ScaleFactor
 
 torch.set_num_threads(1)
 
+
 def molecule(spec, dtype=torch.float64) -> Data:
     numbers, positions = spec
     return Data(z=torch.tensor(numbers), pos=torch.tensor(positions, dtype=dtype))
@@ -68,7 +69,9 @@ def test_energy_smooth_when_atom_crosses_cutoff(model):
     water = molecule(WATER)
     direction = -(water.pos[1] + water.pos[2])
     direction = direction / direction.norm()
-    isolated = model(water)["energy"] + model(Data(z=torch.tensor([8]), pos=torch.zeros(1, 3, dtype=torch.float64)))["energy"]
+    isolated = (
+        model(water)["energy"] + model(Data(z=torch.tensor([8]), pos=torch.zeros(1, 3, dtype=torch.float64)))["energy"]
+    )
 
     def energy_and_force(distance: float) -> tuple[float, float]:
         pos = torch.cat([water.pos, (distance * direction)[None]])
@@ -98,7 +101,9 @@ def test_graph_triplets_match_brute_force():
     edges = list(zip(graph.edge_src.tolist(), graph.edge_dst.tolist()))
     assert set(edges) == expected_edges and len(edges) == len(expected_edges)
     assert all(edges[swap] == (t, s) for (s, t), swap in zip(edges, graph.edge_swap.tolist()))
-    expected_triplets = {((k, j), (j2, i)) for (k, j) in expected_edges for (j2, i) in expected_edges if j == j2 and k != i}
+    expected_triplets = {
+        ((k, j), (j2, i)) for (k, j) in expected_edges for (j2, i) in expected_edges if j == j2 and k != i
+    }
     triplets = {(edges[a], edges[b]) for a, b in zip(graph.triplet_in.tolist(), graph.triplet_out.tolist())}
     assert triplets == expected_triplets and graph.num_triplets == len(expected_triplets)
     slots = {}
@@ -106,7 +111,6 @@ def test_graph_triplets_match_brute_force():
         slots.setdefault(out, []).append(slot)
     assert all(sorted(s) == list(range(len(s))) for s in slots.values())
     assert graph.k_max == max(len(s) for s in slots.values())
-
 
 
 def test_neighbourhood_blocks_hold_every_edge_once_and_every_triplet_off_the_diagonal():
@@ -186,8 +190,9 @@ def test_bessel_derivatives_match_scipy_and_the_values_are_those_of_the_plain_pa
     values, slopes = spherical_bessel_orders_and_derivatives(x)
     assert torch.equal(values, spherical_bessel_orders(x))
     for order in range(7):  # both branches: the series below x = l + 1, the recurrence above
-        np.testing.assert_allclose(slopes[order].numpy(), spherical_jn(order, x[order].numpy(), derivative=True),
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            slopes[order].numpy(), spherical_jn(order, x[order].numpy(), derivative=True), atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -207,7 +212,9 @@ def test_radial_basis_with_analytic_derivative_agrees_with_autograd(dtype):
     # A second derivative goes through plain autograd, so it is exact as well.
     (first,) = torch.autograd.grad((basis.radial(distances) * weights).sum(), distances, create_graph=True)
     (second,) = torch.autograd.grad(first.pow(2).sum(), distances)
-    (first_plain,) = torch.autograd.grad((basis._radial_values(distances) * weights).sum(), distances, create_graph=True)
+    (first_plain,) = torch.autograd.grad(
+        (basis._radial_values(distances) * weights).sum(), distances, create_graph=True
+    )
     (second_plain,) = torch.autograd.grad(first_plain.pow(2).sum(), distances)
     torch.testing.assert_close(second, second_plain, rtol=0, atol=0)
     basis.train()  # training differentiates plain autograd (force losses need its double backward)
@@ -313,7 +320,11 @@ def test_benchmark_rows():
     assert distances.min() > 1.5 and cluster.z.shape == (27,)
     torch.manual_seed(0)
     rows = benchmark_model(GemNetT.from_preset("tiny"), batch_size=2, atoms_per_molecule=5, sizes=(4, 8), repeats=1)
-    assert [(r["case"], r["num_atoms"], r["num_structures"]) for r in rows] == [("batch", 10, 2), ("size", 4, 1), ("size", 8, 1)]
+    assert [(r["case"], r["num_atoms"], r["num_structures"]) for r in rows] == [
+        ("batch", 10, 2),
+        ("size", 4, 1),
+        ("size", 8, 1),
+    ]
     assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
 
 

@@ -37,6 +37,7 @@ from gemrepro.model.graph import edge_vectors, quadruplet_geometry
 
 torch.set_num_threads(1)
 
+
 @pytest.fixture(scope="module")
 def model() -> GemNetQ:
     torch.manual_seed(11)
@@ -60,7 +61,8 @@ def test_quadruplets_match_brute_force():
     distances = torch.cdist(data.pos, data.pos)
     close = lambda i, j, c: i != j and distances[i, j] < c  # noqa: E731
     expected = {
-        (c, a, b, d) for c, a, b, d in itertools.product(range(9), repeat=4)
+        (c, a, b, d)
+        for c, a, b, d in itertools.product(range(9), repeat=4)
         if len({c, a, b, d}) == 4 and close(c, a, cutoff) and close(d, b, cutoff) and close(a, b, int_cutoff)
     }
     src, dst = graph.edge_src, graph.edge_dst
@@ -100,7 +102,9 @@ def test_quadruplet_geometry_matches_textbook_formulas():
     assert signed.min() < -0.5 and signed.max() > 0.5  # both handednesses occur
     w = r[quads.int_dst[quads.db_int]] - r[quads.int_src[quads.db_int]]
     x = r[graph.edge_src[quads.db_edge]] - r[quads.int_src[quads.db_int]]
-    np.testing.assert_allclose(cos_abd.numpy(), np.sum(w * x, 1) / np.linalg.norm(w, axis=1) / np.linalg.norm(x, axis=1), atol=1e-12)
+    np.testing.assert_allclose(
+        cos_abd.numpy(), np.sum(w * x, 1) / np.linalg.norm(w, axis=1) / np.linalg.norm(x, axis=1), atol=1e-12
+    )
     np.testing.assert_allclose(d_ab.numpy(), np.linalg.norm(r[quads.int_src] - r[quads.int_dst], axis=1), atol=1e-12)
 
 
@@ -137,7 +141,9 @@ def test_mirror_image_of_chiral_molecule(model):
     torch.testing.assert_close(image["energy"], original["energy"], rtol=0, atol=1e-10)
     torch.testing.assert_close(image["forces"], original["forces"] @ improper.T, rtol=0, atol=1e-10)
     # A proper rotation of the original changes the forces differently: the check above can fail.
-    assert (image["forces"] - original["forces"] @ random_rotation(torch.Generator().manual_seed(2)).T).abs().max() > 1e-3
+    assert (
+        image["forces"] - original["forces"] @ random_rotation(torch.Generator().manual_seed(2)).T
+    ).abs().max() > 1e-3
 
 
 def _scan_is_smooth(grid: np.ndarray, energies: np.ndarray, cutoff: float) -> bool:
@@ -178,7 +184,9 @@ def test_energy_smooth_at_interaction_cutoff(model):
     left = torch.tensor([[0.0, 0.0, 0.0], [-0.586, 0.757, 0.05], [-0.586, -0.757, 0.0]], dtype=torch.float64)
     right = torch.tensor([[0.0, 0.0, 0.0], [0.586, 0.1, 0.757], [0.586, 0.0, -0.757]], dtype=torch.float64)
     numbers = torch.tensor([8, 1, 1, 8, 1, 1])
-    isolated = model(Data(z=numbers[:3], pos=left))["energy"].item() + model(Data(z=numbers[3:], pos=right))["energy"].item()
+    isolated = (
+        model(Data(z=numbers[:3], pos=left))["energy"].item() + model(Data(z=numbers[3:], pos=right))["energy"].item()
+    )
     torch.manual_seed(0)
     triplets_only = GemNetT.from_preset("tiny").double().eval()
     isolated_t = sum(triplets_only(Data(z=numbers[:3], pos=p))["energy"].item() for p in (left, right))

@@ -41,6 +41,7 @@ def finite_difference_force(method, numbers, positions, atom: int, axis: int, h:
 
 # ----------------------------------------------------------------------------- GFN2-xTB
 
+
 def test_xtb_water_energy_is_gfn2_value():
     numbers, positions = distorted("H2O", amplitude=0.0)
     result = GFN2xTB().compute(numbers, positions)
@@ -56,8 +57,12 @@ def test_xtb_forces_match_finite_differences():
     method = GFN2xTB(accuracy=0.01)
     forces = method.compute(numbers, positions).forces
     assert np.abs(forces).max() > 0.5  # a distorted molecule: the check is not 0 == 0
-    numeric = np.array([[finite_difference_force(method, numbers, positions, i, k, 1e-3)
-                         for k in range(3)] for i in range(len(numbers))])
+    numeric = np.array(
+        [
+            [finite_difference_force(method, numbers, positions, i, k, 1e-3) for k in range(3)]
+            for i in range(len(numbers))
+        ]
+    )
     np.testing.assert_allclose(forces, numeric, atol=3e-4)
 
 
@@ -147,6 +152,7 @@ def test_registry_names_options_and_pickling():
 
 # ----------------------------------------------------------------------------- PBE0
 
+
 @pytest.fixture(scope="module")
 def pbe0_water():
     numbers, positions = distorted("H2O", seed=3)
@@ -184,6 +190,7 @@ def test_pbe0_unconverged_scf_is_a_recorded_result():
 
 
 # ----------------------------------------------------------------------------- free atoms
+
 
 def test_free_atoms_are_cached_per_element(tmp_path, monkeypatch):
     calls: list[int] = []

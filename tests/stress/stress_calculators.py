@@ -55,5 +55,3 @@ class SabotagedCalculator(Calculator):
 
 def sabotaged() -> Calculator:
     return SabotagedCalculator()
-
-

@@ -22,7 +22,9 @@ from gemrepro.studies.sweep import Protocol
 
 torch.set_num_threads(1)
 
-REFERENCE = Path(__file__).resolve().parents[1] / "field_scores_reference.json"  # the packages' own numbers; see its "about"
+REFERENCE = (
+    Path(__file__).resolve().parents[1] / "field_scores_reference.json"
+)  # the packages' own numbers; see its "about"
 
 
 def repeated(atoms, n_frames: int) -> np.ndarray:
@@ -67,8 +69,9 @@ def test_mlipaudit_explosion_and_score():
     methane = molecule("CH4")
     frames = repeated(methane, 4)
     frames[2:, 1] += 5.0
-    exploded = scores.mlipaudit_stability(methane.numbers, frames, [300, 300, 20_000, 20_000], 300.0,
-                                          n_expected_frames=4)
+    exploded = scores.mlipaudit_stability(
+        methane.numbers, frames, [300, 300, 20_000, 20_000], 300.0, n_expected_frames=4
+    )
     assert exploded == {"explosion_frame": 2, "drift_frame": -1, "score": 0.25}  # drift not checked then
     drifted = scores.mlipaudit_stability(methane.numbers, frames, [300] * 4, 300.0, n_expected_frames=4)
     assert drifted == {"explosion_frame": -1, "drift_frame": 2, "score": 0.75}
@@ -109,18 +112,29 @@ def test_mlip_arena_ramp_and_fraction():
 def test_scores_agree_with_the_packages_own_code():
     reference = json.loads(REFERENCE.read_text())
     for t in reference["mlipaudit"]["trajectories"]:
-        ours = scores.mlipaudit_stability(t["numbers"], t["positions"], t["temperature"], t["target_K"],
-                                          n_expected_frames=t["n_expected_frames"],
-                                          reference_positions=t["reference_positions"])
+        ours = scores.mlipaudit_stability(
+            t["numbers"],
+            t["positions"],
+            t["temperature"],
+            t["target_K"],
+            n_expected_frames=t["n_expected_frames"],
+            reference_positions=t["reference_positions"],
+        )
         assert ours["explosion_frame"] == t["mlipaudit"]["explosion_frame"]
         assert ours["drift_frame"] == t["mlipaudit"]["drift_frame"] > 0  # every one of them drifts
         assert ours["score"] == pytest.approx(t["mlipaudit"]["score"], abs=1e-12)
     explosions = reference["mlipaudit"]["explosions"]
-    assert [scores.mlipaudit_explosion_frame(T, explosions["target_K"]) for T in explosions["temperatures"]] == \
-        explosions["mlipaudit"]
+    assert [
+        scores.mlipaudit_explosion_frame(T, explosions["target_K"]) for T in explosions["temperatures"]
+    ] == explosions["mlipaudit"]
     for run in reference["lambench"]:
-        drift = scores.lambench_energy_drift(run["steps"], run["total_energies"], dt_fs=run["timestep_fs"],
-                                             n_atoms=run["n_atoms"], n_steps=run["n_steps"])
+        drift = scores.lambench_energy_drift(
+            run["steps"],
+            run["total_energies"],
+            dt_fs=run["timestep_fs"],
+            n_atoms=run["n_atoms"],
+            n_steps=run["n_steps"],
+        )
         # LAMBench's number is ours times 1 / ase.units.fs: it fits against time in ASE units
         assert drift * scores.LAMBENCH_TIME_FACTOR == pytest.approx(run["lambench_slope"], rel=1e-6)
     arena = reference["mlip_arena"]
@@ -136,8 +150,9 @@ def test_scores_agree_with_the_packages_own_code():
 def test_temperature_schedule_heats_the_thermostat_and_a_constant_one_changes_nothing(tmp_path):
     systems = [molecule("CH4") for _ in range(8)]
     potential = MorseBondPotential(systems)
-    common = dict(n_steps=400, temperatures=300.0, seeds=list(range(8)), friction=0.1, frame_interval=10,
-                  progress=False)
+    common = dict(
+        n_steps=400, temperatures=300.0, seeds=list(range(8)), friction=0.1, frame_interval=10, progress=False
+    )
     run_md(potential, systems, path=tmp_path / "ramp.h5", temperature_schedule=scores.heating_ramp(400), **common)
     temps = np.stack([read_system(tmp_path / "ramp.h5", s)["temperature_kin"] for s in range(8)]).mean(axis=0)
     assert temps[:5].mean() < 600 and temps[-5:].mean() > 2000  # follows 300 -> 3000 K (1/friction = 10 fs)
@@ -148,13 +163,25 @@ def test_temperature_schedule_heats_the_thermostat_and_a_constant_one_changes_no
     with pytest.raises(ValueError, match="temperature_schedule: expected shape"):
         run_md(potential, systems, path=tmp_path / "bad.h5", temperature_schedule=np.full(5, 300.0), **common)
     with pytest.raises(ValueError, match="needs a thermostat"):
-        run_md(potential, systems, path=tmp_path / "bad.h5", integrator="verlet",
-               temperature_schedule=scores.heating_ramp(400), **common)
+        run_md(
+            potential,
+            systems,
+            path=tmp_path / "bad.h5",
+            integrator="verlet",
+            temperature_schedule=scores.heating_ramp(400),
+            **common,
+        )
 
 
 def test_stress_audit_reports_the_four_scores_for_a_sound_potential(tmp_path):
-    result = run_audit(CalculatorPotential(gfn2_xtb), {"water": molecule("H2O")}, Protocol(0.05, (300.0,)), tmp_path,
-                       reference=None, field=FieldProtocol(nve_ps=0.1, ramp_ps=0.05))
+    result = run_audit(
+        CalculatorPotential(gfn2_xtb),
+        {"water": molecule("H2O")},
+        Protocol(0.05, (300.0,)),
+        tmp_path,
+        reference=None,
+        field=FieldProtocol(nve_ps=0.1, ramp_ps=0.05),
+    )
     field = result.field
     assert len(field.trajectories) == 1 and len(field.nve) == 1 and len(field.ramp) == 1
     t = field.trajectories.iloc[0]
@@ -172,8 +199,14 @@ def test_stress_audit_reports_the_four_scores_for_a_sound_potential(tmp_path):
 
 def test_a_weak_potential_fails_mdsim_when_the_audit_fails_it(tmp_path):
     molecules = {"water": molecule("H2O"), "methane": molecule("CH4")}
-    result = run_audit(CalculatorPotential(weak_lennard_jones), molecules, Protocol(0.05, (1200.0,)), tmp_path,
-                       reference=None, field=FieldProtocol(nve_ps=0.02, ramp_ps=0.05))
+    result = run_audit(
+        CalculatorPotential(weak_lennard_jones),
+        molecules,
+        Protocol(0.05, (1200.0,)),
+        tmp_path,
+        reference=None,
+        field=FieldProtocol(nve_ps=0.02, ramp_ps=0.05),
+    )
     merged = result.trajectories.merge(result.field.trajectories, on="system")
     bond = merged[merged["rule"] == "bond"]
     assert len(bond) > 0 and bond["mdsim_unstable"].all()

@@ -62,19 +62,27 @@ def test_weak_potential_fails_the_audit_and_the_report_is_self_contained(tmp_pat
     facts = write_report(result, tmp_path / "report.html", tmp_path / "summary.json", "weak LJ", min_stable_ps=0.05)
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3  # survival, error vs time, worst frames
-    assert "src=\"http" not in page and "<script" not in page
+    assert 'src="http' not in page and "<script" not in page
     assert "FAILED" in page
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert stored == facts and stored["verdict"]["passed"] is False and stored["n_failed"] == 8
-    assert {k: stored["failure_origins"][k] for k in ("hole", "chemistry", "undetermined")} == \
-        {"hole": 8, "chemistry": 0, "undetermined": 0}
+    assert {k: stored["failure_origins"][k] for k in ("hole", "chemistry", "undetermined")} == {
+        "hole": 8,
+        "chemistry": 0,
+        "undetermined": 0,
+    }
     assert "Hole or real chemistry?" in page
 
 
 def test_bonds_the_reference_itself_breaks_are_chemistry_not_holes(tmp_path):
     """GFN2-xTB as the potential at 10,000 K tears water apart; judged by itself, that is real chemistry."""
-    result = run_audit(CalculatorPotential(gfn2_xtb), {"water": molecule("H2O")}, Protocol(0.1, (10000.0,),
-                       n_sampled_frames=2), tmp_path, n_seeds=3)
+    result = run_audit(
+        CalculatorPotential(gfn2_xtb),
+        {"water": molecule("H2O")},
+        Protocol(0.1, (10000.0,), n_sampled_frames=2),
+        tmp_path,
+        n_seeds=3,
+    )
     failed = result.trajectories[result.trajectories["failed"]]
     assert len(failed) >= 2
     assert (failed["origin"] == "chemistry").all() and (failed["origin_excess_eV"].abs() < 1e-3).all()
@@ -128,18 +136,53 @@ def test_molecules_from_names_smiles_and_files(tmp_path):
 
 
 def test_cli_gates_on_min_stable_time(tmp_path, capsys):
-    common = ["stress", "--molecules", "O", "--temperatures", "1200", "--seeds", "1", "--time-ps", "0.05",
-              "--reference", "none", "--timeout-s", "0", "--quiet"]
-    status = main([*common, "--calculator", "stress_calculators:weak_lennard_jones", "--min-stable-ps", "0.05",
-                   "--out", str(tmp_path / "lj")])
+    common = [
+        "stress",
+        "--molecules",
+        "O",
+        "--temperatures",
+        "1200",
+        "--seeds",
+        "1",
+        "--time-ps",
+        "0.05",
+        "--reference",
+        "none",
+        "--timeout-s",
+        "0",
+        "--quiet",
+    ]
+    status = main(
+        [
+            *common,
+            "--calculator",
+            "stress_calculators:weak_lennard_jones",
+            "--min-stable-ps",
+            "0.05",
+            "--out",
+            str(tmp_path / "lj"),
+        ]
+    )
     assert status == 1 and "FAILED" in capsys.readouterr().out
     summary = json.loads((tmp_path / "lj" / "summary.json").read_text())
     assert summary["verdict"]["passed"] is False and summary["n_failed"] == 1
     assert (tmp_path / "lj" / "report.html").is_file()
     assert main([*common, "--calculator", "no-colon", "--out", str(tmp_path / "x")]) == 2
     assert "MODULE:FACTORY" in capsys.readouterr().err
-    assert main([*common, "--calculator", "stress_calculators:weak_lennard_jones", "--min-stable-ps", "1",
-                 "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                *common,
+                "--calculator",
+                "stress_calculators:weak_lennard_jones",
+                "--min-stable-ps",
+                "1",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_cli_reports_the_fields_scores_for_a_model(tmp_path, capsys):
@@ -147,13 +190,37 @@ def test_cli_reports_the_fields_scores_for_a_model(tmp_path, capsys):
 
     torch.manual_seed(0)
     save_model(GemNetT.from_preset("tiny"), tmp_path / "random.pt")  # random weights: any number will do
-    common = ["stress", "--model", str(tmp_path / "random.pt"), "--molecules", "O", "--temperatures", "300",
-              "--seeds", "1", "--time-ps", "0.01", "--reference", "none", "--device", "cpu", "--quiet",
-              "--allow-unknown-elements"]
+    common = [
+        "stress",
+        "--model",
+        str(tmp_path / "random.pt"),
+        "--molecules",
+        "O",
+        "--temperatures",
+        "300",
+        "--seeds",
+        "1",
+        "--time-ps",
+        "0.01",
+        "--reference",
+        "none",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--allow-unknown-elements",
+    ]
     assert main([*common, "--nve-ps", "0.02", "--ramp-ps", "0.01", "--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    for name in ("MDsim", "MLIPAudit", "LAMBench", "MLIP Arena", "arXiv:2210.07237", "instadeepai/mlipaudit",
-                 "deepmodeling/LAMBench", "atomind-ai/mlip-arena"):
+    for name in (
+        "MDsim",
+        "MLIPAudit",
+        "LAMBench",
+        "MLIP Arena",
+        "arXiv:2210.07237",
+        "instadeepai/mlipaudit",
+        "deepmodeling/LAMBench",
+        "atomind-ai/mlip-arena",
+    ):
         assert name in out, name
     facts = json.loads((tmp_path / "a" / "summary.json").read_text())["field_scores"]
     assert facts["protocol"]["nve_ps"] == 0.02 and facts["ramp"][0]["n_steps"] == 20
@@ -189,6 +256,20 @@ def test_an_audit_on_refilled_slots_finds_the_same_failures_and_frames(tmp_path,
     with pytest.raises(ValueError, match="slots: refilled slots are for batched model potentials"):
         run_audit(CalculatorPotential(gfn2_xtb), molecules, protocol, tmp_path / "calc", slots=2)
     save_model(model, tmp_path / "random.pt")
-    assert main(["stress", "--calculator", "stress_calculators:gfn2_xtb", "--molecules", "O", "--slots", "2",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "stress",
+                "--calculator",
+                "stress_calculators:gfn2_xtb",
+                "--molecules",
+                "O",
+                "--slots",
+                "2",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "--slots: refilled batch slots need --model" in capsys.readouterr().err

@@ -28,8 +28,9 @@ def _build_number(name: str, value: int, upstream: tuple[str, ...], root: str, l
     def build(folder: Path) -> dict:
         with open(log, "a") as handle:
             handle.write(name + "\n")
-        total = value + sum(json.loads((load_artifact("number", {"name": u}, root).file("n.json")).read_text())
-                            for u in upstream)
+        total = value + sum(
+            json.loads((load_artifact("number", {"name": u}, root).file("n.json")).read_text()) for u in upstream
+        )
         if total < 0:
             raise RuntimeError(f"{name}: negative total {total}")
         (folder / "n.json").write_text(json.dumps(total))
@@ -38,10 +39,17 @@ def _build_number(name: str, value: int, upstream: tuple[str, ...], root: str, l
 
 
 def _plan(root: Path, log: Path, values: dict[str, int], edges: dict[str, tuple[str, ...]]) -> Campaign:
-    tasks = [Task(name, "number", {"name": name},
-                  partial(_build_number, name, value, edges.get(name, ()), str(root), str(log)),
-                  partial(load_artifact, "number", {"name": name}, str(root)), edges.get(name, ()))
-             for name, value in values.items()]
+    tasks = [
+        Task(
+            name,
+            "number",
+            {"name": name},
+            partial(_build_number, name, value, edges.get(name, ()), str(root), str(log)),
+            partial(load_artifact, "number", {"name": name}, str(root)),
+            edges.get(name, ()),
+        )
+        for name, value in values.items()
+    ]
     return Campaign("test", tuple(tasks), root)
 
 
@@ -115,8 +123,11 @@ def test_a_killed_campaign_restarts_without_redoing_or_losing_work(tmp_path):
     script = tmp_path / "campaign.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).resolve().parent))))
     root = tmp_path / "artifacts"
-    process = subprocess.Popen([sys.executable, str(script), str(root), str(tmp_path / "first.log")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root), str(tmp_path / "first.log")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while len(_finished(root)) < 2 and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -127,8 +138,12 @@ def test_a_killed_campaign_restarts_without_redoing_or_losing_work(tmp_path):
     keys = {artifact_key({"name": f"t{i}"}): f"t{i}" for i in range(6)}
     done_before = {keys[k] for k in before}
 
-    rerun = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "second.log")],
-                           capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, str(script), str(root), str(tmp_path / "second.log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     built_again = set((tmp_path / "second.log").read_text().split())
     assert built_again.isdisjoint(done_before)  # finished work is not redone
@@ -215,12 +230,15 @@ def test_slurm_example_config_builds_the_expected_job_script():
     assert "distributed.cli.dask_worker" in script
 
 
-@pytest.mark.parametrize("text, message", [
-    ("cluster: {cores: 4, memory: 8GB}\njobs: 0\n", "'jobs' must be a positive integer"),
-    ("cluster: {cores: 4, memory: 8GB}\nworkers: 3\n", "unknown section(s) ['workers']"),
-    ("jobs: 2\n", "non-empty 'cluster' mapping"),
-    ("cluster: {cores: 4, memory: 8GB, partitionn: gpu}\n", "unexpected keyword argument 'partitionn'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cluster: {cores: 4, memory: 8GB}\njobs: 0\n", "'jobs' must be a positive integer"),
+        ("cluster: {cores: 4, memory: 8GB}\nworkers: 3\n", "unknown section(s) ['workers']"),
+        ("jobs: 2\n", "non-empty 'cluster' mapping"),
+        ("cluster: {cores: 4, memory: 8GB, partitionn: gpu}\n", "unexpected keyword argument 'partitionn'"),
+    ],
+)
 def test_bad_slurm_configs_give_one_line_errors(tmp_path, text, message):
     path = tmp_path / "slurm.yaml"
     path.write_text(text)

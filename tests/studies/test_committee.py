@@ -108,8 +108,23 @@ def test_md_cli_committee_options(tmp_path, capsys):
     for k in range(2):
         torch.manual_seed(k)
         save_model(GemNetT.from_preset("tiny"), tmp_path / f"m{k}.pt")
-    argv = ["md", "--model", tmp_path / "m0.pt", "--molecules", "O", "--time-ps", "0.002", "--device", "cpu",
-            "--frame-interval", "2", "--quiet", "--json", "--out", tmp_path / "md.h5"]
+    argv = [
+        "md",
+        "--model",
+        tmp_path / "m0.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.002",
+        "--device",
+        "cpu",
+        "--frame-interval",
+        "2",
+        "--quiet",
+        "--json",
+        "--out",
+        tmp_path / "md.h5",
+    ]
     # two random networks disagree by far more than 1e-6 eV/Å: the system stops at once
     code = cli_main([str(a) for a in argv + ["--committee", tmp_path / "m1.pt", "--stop-on-uncertainty", "1e-6"]])
     out = json.loads(capsys.readouterr().out)
@@ -129,10 +144,21 @@ def synthetic_runs():
         2: [0.1, 0.2, 0.2, 0.2, 0.2, 0.2],  # stable
         3: [0.1, 0.2, 0.4, 0.2, 0.2, 0.2],  # stable, one spike
     }
-    disagreement = pd.DataFrame([{"train_size": 40, "system": s, "time_ps": t, "force_disagreement": v}
-                                 for s, values in signals.items() for t, v in zip(times, values)])
-    trajectories = pd.DataFrame({"train_size": 40, "system": [0, 1, 2, 3], "failed": [True, True, False, False],
-                                 "time_to_failure_ps": [0.2, 0.2, np.nan, np.nan]})
+    disagreement = pd.DataFrame(
+        [
+            {"train_size": 40, "system": s, "time_ps": t, "force_disagreement": v}
+            for s, values in signals.items()
+            for t, v in zip(times, values)
+        ]
+    )
+    trajectories = pd.DataFrame(
+        {
+            "train_size": 40,
+            "system": [0, 1, 2, 3],
+            "failed": [True, True, False, False],
+            "time_to_failure_ps": [0.2, 0.2, np.nan, np.nan],
+        }
+    )
     return disagreement, trajectories
 
 
@@ -184,8 +210,9 @@ def test_threshold_is_chosen_on_one_set_and_tested_on_another():
 
 
 def test_proxy_correlation_ignores_failed_references():
-    frames = pd.DataFrame({"force_disagreement": [0.1, 0.2, 0.3, 0.4, 0.5],
-                           "forces_mae": [0.01, 0.05, np.nan, 0.2, 0.1]})
+    frames = pd.DataFrame(
+        {"force_disagreement": [0.1, 0.2, 0.3, 0.4, 0.5], "forces_mae": [0.01, 0.05, np.nan, 0.2, 0.1]}
+    )
     result = proxy_correlation(frames)
     assert result.n == 4 and result.rho == pytest.approx(0.8)
 
@@ -221,14 +248,22 @@ def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
             torch.manual_seed(k)
             save_model(GemNetT.from_preset("tiny").double(), folder / "model.pt")
             return {}
+
         return get_or_create("models", {"test-member": k}, build, tmp_path)
 
     systems = [molecule("H2O"), molecule("CH4")]
     systems[0].positions[1] += [3.0, 0.0, 0.0]  # water starts with a broken bond: dead at step 0
 
     def md_build(folder):
-        run_md(MorseBondPotential(systems), systems, n_steps=6, path=folder / "trajectory.h5", frame_interval=2,
-               seeds=0, progress=False)
+        run_md(
+            MorseBondPotential(systems),
+            systems,
+            n_steps=6,
+            path=folder / "trajectory.h5",
+            frame_interval=2,
+            seeds=0,
+            progress=False,
+        )
         return {}
 
     models = [model_artifact(k) for k in range(3)]
@@ -241,8 +276,9 @@ def test_frame_disagreement_evaluates_every_frame_up_to_the_failure(tmp_path):
     positions = torch.as_tensor(methane["positions"][2])
     inputs = (positions, torch.as_tensor(methane["numbers"]), torch.zeros(len(positions), dtype=torch.long))
     results = [potential_from_checkpoint(m.file("model.pt"), device="cpu")(*inputs) for m in models]
-    force_dis, spread = measure(torch.stack([e for e, _ in results]), torch.stack([f for _, f in results]),
-                                inputs[2], 1)
+    force_dis, spread = measure(
+        torch.stack([e for e, _ in results]), torch.stack([f for _, f in results]), inputs[2], 1
+    )
     row = table[(table["system"] == 1) & (table["frame"] == 2)].iloc[0]
     assert row["force_disagreement"] == pytest.approx(float(force_dis[0]), rel=1e-9)
     assert row["energy_spread"] == pytest.approx(float(spread[0]), rel=1e-9)
@@ -267,8 +303,11 @@ def test_plots_draw_one_line_per_trajectory_and_the_recommended_point():
     disagreement, trajectories = disagreement.assign(study="sweep"), trajectories.assign(study="sweep")
     fig = plots_committee.disagreement_timelines(disagreement, trajectories, threshold=0.3)
     ax = fig.axes[0]
-    red = [line for line in ax.lines if line.get_color() == plots_committee.FAILED and line.get_marker() == "None"
-           and len(line.get_xdata())]  # the legend's empty proxy line left out
+    red = [
+        line
+        for line in ax.lines
+        if line.get_color() == plots_committee.FAILED and line.get_marker() == "None" and len(line.get_xdata())
+    ]  # the legend's empty proxy line left out
     assert len(red) == 2 and len(red[0].get_xdata()) == 5  # system 0 drawn up to its failure at 0.2 ps
     curve = threshold_tradeoff(disagreement, trajectories, [0.05, 0.25, 0.5, 0.8])
     fig2 = plots_committee.tradeoff_plot(curve, recommended=0.5)
@@ -288,8 +327,12 @@ def test_disagreement_that_keeps_rising_with_the_error_is_told_from_one_that_sat
     errors = np.geomspace(0.01, 10.0, 91)[:-1] * 1.01  # 30 frames per decade, none on a decade's edge
     noise = rng.lognormal(0.0, 0.1, 90)
     rising = proxy_at_large_error(_frames(errors, 0.2 * errors * noise), alarm_threshold=0.1, large_error=1.0)
-    assert rising.trend == "keeps rising" and rising.top_ratio.low > 1.0 and rising.top_ratio.n == 30 == (errors > 1).sum()
-    assert rising.error_ratio == pytest.approx(errors[errors > 1].mean() / errors[(errors > 0.1) & (errors <= 1)].mean())
+    assert (
+        rising.trend == "keeps rising" and rising.top_ratio.low > 1.0 and rising.top_ratio.n == 30 == (errors > 1).sum()
+    )
+    assert rising.error_ratio == pytest.approx(
+        errors[errors > 1].mean() / errors[(errors > 0.1) & (errors <= 1)].mean()
+    )
     assert rising.bins["n_frames"].tolist() == [15] * 6  # half decades from 0.01 to 10
     # saturating at 0.1 eV/Å from an error of 0.5 eV/Å on, and falling beyond 2 eV/Å
     flat = np.where(errors < 0.5, 0.2 * errors, np.where(errors < 2.0, 0.1, 0.1 * 2.0 / errors))

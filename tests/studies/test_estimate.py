@@ -14,20 +14,37 @@ from gemrepro.studies.learning_curve import recipe
 from gemrepro.studies.sweep import protocol_for
 
 MEASURED = {
-    "hardware": "test CPU (2 cores)", "device": "cpu", "torch_threads": 1,
-    "training": {"T": {"seconds_per_step": 0.5, "parameters": 1000, "batch_size": 32, "steps_timed": 2},
-                 "Q": {"seconds_per_step": 1.5, "parameters": 2000, "batch_size": 32, "steps_timed": 2}},
-    "md": {"variant": "Q", "seconds_per_step": 0.2, "n_systems": 60, "n_atoms": 900, "bytes_per_frame": 50_000,
-           "steps_timed": 3},
-    "reference": {"method": "gfn2-xtb", "seconds_per_label": 0.01, "labels_timed": 4, "mean_atoms": 15.0,
-                  "disk_bytes_per_configuration": 4000.0, "memory_bytes_per_configuration": 400.0},
+    "hardware": "test CPU (2 cores)",
+    "device": "cpu",
+    "torch_threads": 1,
+    "training": {
+        "T": {"seconds_per_step": 0.5, "parameters": 1000, "batch_size": 32, "steps_timed": 2},
+        "Q": {"seconds_per_step": 1.5, "parameters": 2000, "batch_size": 32, "steps_timed": 2},
+    },
+    "md": {
+        "variant": "Q",
+        "seconds_per_step": 0.2,
+        "n_systems": 60,
+        "n_atoms": 900,
+        "bytes_per_frame": 50_000,
+        "steps_timed": 3,
+    },
+    "reference": {
+        "method": "gfn2-xtb",
+        "seconds_per_label": 0.01,
+        "labels_timed": 4,
+        "mean_atoms": 15.0,
+        "disk_bytes_per_configuration": 4000.0,
+        "memory_bytes_per_configuration": 400.0,
+    },
 }
 
 
 def _fake_measurements(monkeypatch, tmp_path, device="cpu"):
     measured = {**MEASURED, "device": device}
-    monkeypatch.setattr(estimate, "measure_costs",
-                        lambda *args, **kwargs: Artifact(tmp_path / "cost", {"measurements": measured}))
+    monkeypatch.setattr(
+        estimate, "measure_costs", lambda *args, **kwargs: Artifact(tmp_path / "cost", {"measurements": measured})
+    )
 
 
 def _amount(result, item: str) -> float:
@@ -95,6 +112,7 @@ def test_measurements_are_real_and_cached(monkeypatch, tmp_path):
     assert m["reference"]["method"] == "gfn2-xtb" and m["reference"]["seconds_per_label"] > 0
     # a graph holds positions and forces (float32) of every atom
     assert m["reference"]["memory_bytes_per_configuration"] >= 2 * 3 * 4 * len(molecules[0])
+
     def no_measuring(*args, **kwargs):
         raise AssertionError("a cached measurement was measured again")
 

@@ -41,10 +41,22 @@ def test_bond_signal_is_the_largest_bond_deviation():
 
 def test_timeline_merges_the_relabelled_frames():
     numbers, reference, positions = _stretched_h2([0.74, 0.8, 1.4])
-    trajectory = {"numbers": numbers, "reference_positions": reference, "positions": positions,
-                  "time_ps": np.array([0.0, 0.05, 0.1]), "alive": np.ones(3, dtype=bool)}
-    labels = pd.DataFrame({"frame": [1, 2], "energy_error": [0.1, 25.0], "forces_mae": [0.2, 3.0],
-                           "converged": [True, True], "system": [0, 0]})
+    trajectory = {
+        "numbers": numbers,
+        "reference_positions": reference,
+        "positions": positions,
+        "time_ps": np.array([0.0, 0.05, 0.1]),
+        "alive": np.ones(3, dtype=bool),
+    }
+    labels = pd.DataFrame(
+        {
+            "frame": [1, 2],
+            "energy_error": [0.1, 25.0],
+            "forces_mae": [0.2, 3.0],
+            "converged": [True, True],
+            "system": [0, 0],
+        }
+    )
     table = trajectory_timeline(trajectory, labels)
     assert list(table["frame"]) == [0, 1, 2]
     assert np.isnan(table.loc[0, "energy_error"]) and table.loc[2, "energy_error"] == 25.0
@@ -54,9 +66,13 @@ def test_timeline_merges_the_relabelled_frames():
 
 
 def test_error_jump_compares_typical_error_before_with_the_worst_after():
-    timeline = pd.DataFrame({"time_ps": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
-                             "energy_error": [np.nan, 0.2, -0.4, 3.0, -30.0, 99.0],
-                             "converged": [False, True, True, True, True, False]})
+    timeline = pd.DataFrame(
+        {
+            "time_ps": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+            "energy_error": [np.nan, 0.2, -0.4, 3.0, -30.0, 99.0],
+            "converged": [False, True, True, True, True, False],
+        }
+    )
     assert error_jump(timeline, 0.3) == {"before": pytest.approx(0.3), "after": 30.0}
     assert np.isnan(error_jump(timeline, 10.0)["after"])
     with pytest.raises(ValueError, match="failure_ps"):
@@ -97,8 +113,13 @@ def test_run_continues_into_the_hole_and_failures_come_from_the_frames(exploded_
     assert table.loc[2, "stop_rule"] == "bond" and methane["failure_step"] > table.loc[2, "failure_step"]
     signal = bond_signal(methane["numbers"], methane["reference_positions"], methane["positions"])
     assert signal[int(np.argmin(methane["alive"]))] > 1.5
-    record = detect_failure(methane["positions"], methane["numbers"], steps=methane["step"],
-                            reference_positions=methane["reference_positions"], forces=methane["forces"])
+    record = detect_failure(
+        methane["positions"],
+        methane["numbers"],
+        steps=methane["step"],
+        reference_positions=methane["reference_positions"],
+        forces=methane["forces"],
+    )
     assert record.step == table.loc[2, "failure_step"]
     assert table.loc[2, "time_to_failure_ps"] == pytest.approx(record.step * protocol.dt_fs / 1000)
     # two seeds of the same system give different trajectories
@@ -111,8 +132,16 @@ def test_post_hoc_analysis_reads_a_run_that_continued_after_failures(tmp_path):
 
     systems = [molecule("H2O"), molecule("CH4")]
     potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=4.0)
-    summary = run_md(potential, systems, n_steps=200, path=tmp_path / "md.h5", seeds=[1, 2], frame_interval=5,
-                     progress=False, after_failure="continue")
+    summary = run_md(
+        potential,
+        systems,
+        n_steps=200,
+        path=tmp_path / "md.h5",
+        seeds=[1, 2],
+        frame_interval=5,
+        progress=False,
+        after_failure="continue",
+    )
     online = summary.failures[1]
     assert online is not None and summary.alive == [True, True]
     methane = read_system(tmp_path / "md.h5", 1)
@@ -127,10 +156,18 @@ def test_post_hoc_analysis_reads_a_run_that_continued_after_failures(tmp_path):
 
 def test_post_hoc_failure_of_a_system_the_run_stopped():
     numbers, reference, positions = _stretched_h2([0.74, 0.76, 0.75])
-    trajectory = {"numbers": numbers, "reference_positions": reference, "positions": positions,
-                  "step": np.array([0, 10, 20]), "time_ps": np.array([0.0, 0.005, 0.01]),
-                  "energy": np.zeros(3), "forces": np.zeros((3, 2, 3)), "alive": np.array([True, True, True]),
-                  "failure_step": 13, "failure_rule": "force"}
+    trajectory = {
+        "numbers": numbers,
+        "reference_positions": reference,
+        "positions": positions,
+        "step": np.array([0, 10, 20]),
+        "time_ps": np.array([0.0, 0.005, 0.01]),
+        "energy": np.zeros(3),
+        "forces": np.zeros((3, 2, 3)),
+        "alive": np.array([True, True, True]),
+        "failure_step": 13,
+        "failure_rule": "force",
+    }
     out = holes.post_hoc_failures(trajectory, dt_fs=0.5)
     assert out == {"failed": True, "failure_step": 13, "time_to_failure_ps": 0.0065, "failure_rule": "force"}
     trajectory["failure_step"], trajectory["failure_rule"] = -1, ""
@@ -143,8 +180,16 @@ def _trajectories():
     rows = []
     for size, failures in ((4, [0.05, 0.1, 0.02, 0.3]), (40, [np.nan, 0.8, np.nan, 0.1]), (400, [np.nan] * 4)):
         for k, t in enumerate(failures):
-            rows.append({"train_size": size, "temperature": 600.0, "molecule": f"m{k % 2}", "system": k,
-                         "failed": bool(np.isfinite(t)), "time_to_failure_ps": t})
+            rows.append(
+                {
+                    "train_size": size,
+                    "temperature": 600.0,
+                    "molecule": f"m{k % 2}",
+                    "system": k,
+                    "failed": bool(np.isfinite(t)),
+                    "time_to_failure_ps": t,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -193,8 +238,9 @@ def test_seeds_design_rejects_bad_input():
 def test_find_hole_goes_on_to_the_next_temperature_then_the_next_model():
     cold = _trajectories()
     hot = cold.assign(temperature=1200.0, time_to_failure_ps=cold["time_to_failure_ps"] / 2)
-    table = pd.concat([cold[cold["train_size"] != 40], cold[cold["train_size"] == 40].assign(failed=False),
-                       hot], ignore_index=True)
+    table = pd.concat(
+        [cold[cold["train_size"] != 40], cold[cold["train_size"] == 40].assign(failed=False), hot], ignore_index=True
+    )
     searched, hole = holes.find_hole(table, [40, 400], [600.0, 1200.0], horizon_ps=1.0)
     assert list(searched["temperature"].unique()) == [600.0, 1200.0] and set(searched["train_size"]) == {40}
     assert hole["temperature"] == 1200.0 and hole["time_to_failure_ps"] == pytest.approx(0.4)
@@ -228,18 +274,31 @@ def test_forces_on_frames_reproduces_the_forces_the_model_ran_on(tmp_path):
     water, ammonia = molecule("H2O"), molecule("NH3")
     systems = [(water, 300.0, 0), (ammonia, 300.0, 0)]
     protocol = Protocol(md_time_ps=0.005, temperatures=(300.0,), n_sampled_frames=5)
-    holes.run_systems(potential_from_checkpoint(models[0].file("model.pt"), device="cpu"), systems, [1, 2],
-                      protocol, tmp_path / "trajectory.h5")
+    holes.run_systems(
+        potential_from_checkpoint(models[0].file("model.pt"), device="cpu"),
+        systems,
+        [1, 2],
+        protocol,
+        tmp_path / "trajectory.h5",
+    )
     md = _Folder(tmp_path, "md")
     # a relabelling whose "reference" forces are the forces model 0 integrated ammonia with
     ammonia_run = read_system(tmp_path / "trajectory.h5", 1)
     frames = [1, 3, 5]
     labels = tmp_path / "labels"
     labels.mkdir()
-    pd.DataFrame({"system": 1, "frame": frames, "time_ps": ammonia_run["time_ps"][frames],
-                  "converged": [True, True, False], "error": ""}).to_csv(labels / "frames.csv", index=False)
-    np.savez(labels / "forces.npz", reference=np.concatenate(ammonia_run["forces"][frames]),
-             atom_offset=np.arange(4) * 4)
+    pd.DataFrame(
+        {
+            "system": 1,
+            "frame": frames,
+            "time_ps": ammonia_run["time_ps"][frames],
+            "converged": [True, True, False],
+            "error": "",
+        }
+    ).to_csv(labels / "frames.csv", index=False)
+    np.savez(
+        labels / "forces.npz", reference=np.concatenate(ammonia_run["forces"][frames]), atom_offset=np.arange(4) * 4
+    )
     same = holes.forces_on_frames(models[0], md, _Folder(labels, "l"), system=1)
     other = holes.forces_on_frames(models[1], md, _Folder(labels, "l"), system=1)
     assert list(same["frame"]) == frames and np.isnan(same.loc[2, "forces_mae"])  # not converged: no label
@@ -261,8 +320,9 @@ def test_structure_drawing_marks_the_broken_bond_red():
     broken = reference.copy()
     broken[1, 0] = 2.0  # the first C-H bond 0.91 Å longer than at the start
     numbers = np.array([6, 1, 1])
-    fig = plots_holes.structures({"start": (0.0, Atoms(numbers, reference)), "end": (0.2, Atoms(numbers, broken))},
-                                 reference)
+    fig = plots_holes.structures(
+        {"start": (0.0, Atoms(numbers, reference)), "end": (0.2, Atoms(numbers, broken))}, reference
+    )
     start_ax, end_ax = fig.axes[:2]
     assert [line.get_linestyle() for line in start_ax.lines] == ["-", "-"]
     assert sorted(line.get_linestyle() for line in end_ax.lines) == ["-", "--"]
@@ -272,18 +332,32 @@ def test_structure_drawing_marks_the_broken_bond_red():
 
 
 def test_failure_origins_compare_the_frames_nearest_each_failure():
-    trajectories = pd.DataFrame({
-        "train_size": [100, 100, 3200], "system": [0, 1, 0], "molecule": ["ethanol", "water", "ethanol"],
-        "temperature": [1200.0, 1200.0, 600.0], "failed": [True, False, True], "time_to_failure_ps": [0.5, np.nan, 0.3],
-    })
+    trajectories = pd.DataFrame(
+        {
+            "train_size": [100, 100, 3200],
+            "system": [0, 1, 0],
+            "molecule": ["ethanol", "water", "ethanol"],
+            "temperature": [1200.0, 1200.0, 600.0],
+            "failed": [True, False, True],
+            "time_to_failure_ps": [0.5, np.nan, 0.3],
+        }
+    )
     # frames at 0.1 ps steps; model energies (AE, eV) fall into the failure, the reference's rise or follow
     rows = []
     for size, system, reference_rise in ((100, 0, 5.0), (100, 1, 0.0), (3200, 0, 0.1)):
         for k, t in enumerate(np.arange(0.0, 1.0, 0.1)):
             after = t >= (0.5 if size == 100 else 0.3)
-            rows.append({"train_size": size, "system": system, "step": k * 200, "time_ps": t, "converged": True,
-                         "model_energy": -50.0 - (0.2 if after else 0.0) - 0.01 * k,
-                         "reference_atomization_energy": -48.0 + (reference_rise if after else 0.0) - 0.01 * k})
+            rows.append(
+                {
+                    "train_size": size,
+                    "system": system,
+                    "step": k * 200,
+                    "time_ps": t,
+                    "converged": True,
+                    "model_energy": -50.0 - (0.2 if after else 0.0) - 0.01 * k,
+                    "reference_atomization_energy": -48.0 + (reference_rise if after else 0.0) - 0.01 * k,
+                }
+            )
     frames = pd.DataFrame(rows)
     frames.loc[(frames["train_size"] == 100) & (frames["time_ps"].round(1) == 0.4), "converged"] = False
     table = holes.failure_origins(trajectories, frames)
@@ -291,5 +365,7 @@ def test_failure_origins_compare_the_frames_nearest_each_failure():
     hole = table.iloc[0]
     assert hole["before_ps"] == pytest.approx(0.2)  # the unconverged 0.4 ps frame is skipped
     assert hole["after_ps"] == pytest.approx(0.0, abs=1e-12)
-    assert hole["model_delta_eV"] == pytest.approx(-0.2 - 0.02) and hole["reference_delta_eV"] == pytest.approx(5.0 - 0.02)
+    assert hole["model_delta_eV"] == pytest.approx(-0.2 - 0.02) and hole["reference_delta_eV"] == pytest.approx(
+        5.0 - 0.02
+    )
     assert table.iloc[1]["excess_eV"] == pytest.approx(0.3)

@@ -21,8 +21,10 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[2]
 MOLECULES = {  # atomic numbers and an equilibrium geometry (Å)
     1: ([8, 1, 1], [[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]),
-    2: ([6, 1, 1, 1, 1], [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
-                          [0.63, -0.63, -0.63]]),
+    2: (
+        [6, 1, 1, 1, 1],
+        [[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]],
+    ),
     3: ([7, 1, 1, 1], [[0, 0, 0], [1.01, 0, 0], [-0.34, 0.95, 0], [-0.34, -0.47, 0.83]]),
 }
 
@@ -49,9 +51,19 @@ def synthetic_dataset(folder: Path) -> dict:
         for d in range(8):
             positions = geometry + (0.0 if d == 0 else 0.08) * rng.normal(size=geometry.shape)
             energy, forces = harmonic_labels(numbers, positions, geometry)
-            records.append({"mol_id": mol_id, "isomer": 1, "conformer": 1, "label": "opt" if d == 0 else f"d{d}",
-                            "numbers": numbers, "positions": positions, "energy": energy - 10.0 * len(numbers),
-                            "atomization_energy": energy - 3.0 * len(numbers), "forces": forces})
+            records.append(
+                {
+                    "mol_id": mol_id,
+                    "isomer": 1,
+                    "conformer": 1,
+                    "label": "opt" if d == 0 else f"d{d}",
+                    "numbers": numbers,
+                    "positions": positions,
+                    "energy": energy - 10.0 * len(numbers),
+                    "atomization_energy": energy - 3.0 * len(numbers),
+                    "forces": forces,
+                }
+            )
     write_qm7x(folder / "qm7x.hdf5", records, reference_method="gfn2-xtb")
     return {"n_configurations": len(records)}
 
@@ -59,15 +71,32 @@ def synthetic_dataset(folder: Path) -> dict:
 @pytest.fixture
 def micro(monkeypatch, tmp_path):
     """A scale of 4 / 8 training structures, 6 test structures, a one-block GemNet and 8-10 steps."""
-    monkeypatch.setitem(SCALES, "micro", Scale(
-        name="micro", n_molecules=3, n_conformers=1, n_displaced=7, train_sizes=(4, 8), test_size=6,
-        n_md_molecules=1, model_preset="tiny",
-        recipe=Recipe(
-            max_steps=(8, 10), batch_size=4, lr=5e-3, warmup_steps=2, decay_steps=10, decay_rate=0.1,
-            patience=5, eval_every=2, checkpoint_every=2,
-            model_overrides=(("num_blocks", 1), ("emb_size_atom", 8), ("emb_size_edge", 8), ("cutoff", 3.0)),
+    monkeypatch.setitem(
+        SCALES,
+        "micro",
+        Scale(
+            name="micro",
+            n_molecules=3,
+            n_conformers=1,
+            n_displaced=7,
+            train_sizes=(4, 8),
+            test_size=6,
+            n_md_molecules=1,
+            model_preset="tiny",
+            recipe=Recipe(
+                max_steps=(8, 10),
+                batch_size=4,
+                lr=5e-3,
+                warmup_steps=2,
+                decay_steps=10,
+                decay_rate=0.1,
+                patience=5,
+                eval_every=2,
+                checkpoint_every=2,
+                model_overrides=(("num_blocks", 1), ("emb_size_atom", 8), ("emb_size_edge", 8), ("cutoff", 3.0)),
+            ),
         ),
-    ))
+    )
 
     def dataset(scale, reference, seed, root):
         return get_or_create("dataset", {"synthetic": "micro", "seed": seed}, synthetic_dataset, root)
@@ -222,6 +251,7 @@ def test_learning_curves_put_both_variants_side_by_side(micro):
 
 def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_drawn():
     import matplotlib
+
     matplotlib.use("Agg")
     import pandas as pd
 
@@ -229,9 +259,15 @@ def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_dra
     from gemrepro.catalog import md_molecules
     from gemrepro.plots import data as plots_data
 
-    curve = pd.DataFrame({"train_size": [100, 100, 100, 3200, 3200, 3200], "member": [0, 1, 2] * 2,
-                          "variant": "T", "energy_mae": [0.4, 0.3, 0.35, 0.1, 0.09, 0.11],
-                          "forces_mae": [0.3, 0.28, 0.31, 0.1, 0.097, 0.099]})
+    curve = pd.DataFrame(
+        {
+            "train_size": [100, 100, 100, 3200, 3200, 3200],
+            "member": [0, 1, 2] * 2,
+            "variant": "T",
+            "energy_mae": [0.4, 0.3, 0.35, 0.1, 0.09, 0.11],
+            "forces_mae": [0.3, 0.28, 0.31, 0.1, 0.097, 0.099],
+        }
+    )
     fig = plots_data.learning_curves(curve, paper.learning_curve_points())
     forces = fig.axes[1]
     dots = [line for line in forces.get_lines() if line.get_linestyle() == "None"]

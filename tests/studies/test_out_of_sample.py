@@ -116,18 +116,20 @@ def test_r_squared_ignores_a_constant_shift():
 def _frames() -> pd.DataFrame:
     reference = np.array([-50.0, -50.5, -49.5, -120.0, -121.0, -119.0, -119.5])
     error = np.array([0.1, 0.2, 0.3, 0.5, 0.4, 0.6, np.nan])
-    return pd.DataFrame({
-        "molecule": ["small"] * 3 + ["large"] * 4,
-        "n_atoms": [12] * 3 + [50] * 4,
-        "reference_atomization_energy": reference,
-        "model_energy": reference + error,
-        "energy_error": error,
-        "forces_mae": [0.01, 0.02, 0.03, 0.05, 0.05, 0.08, np.nan],
-        "converged": [True] * 6 + [False],
-        "dispersion_energy": [-0.3, -0.3, -0.3, -1.2, -1.0, -1.1, np.nan],
-        "d4_beyond_cutoff": [-0.05, -0.05, -0.05, -0.35, -0.25, -0.30, np.nan],
-        "d4_beyond_receptive_field": [0.0, 0.0, 0.0, -0.02, -0.01, -0.03, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "molecule": ["small"] * 3 + ["large"] * 4,
+            "n_atoms": [12] * 3 + [50] * 4,
+            "reference_atomization_energy": reference,
+            "model_energy": reference + error,
+            "energy_error": error,
+            "forces_mae": [0.01, 0.02, 0.03, 0.05, 0.05, 0.08, np.nan],
+            "converged": [True] * 6 + [False],
+            "dispersion_energy": [-0.3, -0.3, -0.3, -1.2, -1.0, -1.1, np.nan],
+            "d4_beyond_cutoff": [-0.05, -0.05, -0.05, -0.35, -0.25, -0.30, np.nan],
+            "d4_beyond_receptive_field": [0.0, 0.0, 0.0, -0.02, -0.01, -0.03, np.nan],
+        }
+    )
 
 
 def test_molecule_errors_reports_fig3_numbers_per_molecule():
@@ -192,7 +194,8 @@ def test_plots_return_figures_with_their_series():
     frames = _frames()
     fig = shift_vs_size(dispersion_share(frames), paper_shift=(52, 0.47))
     assert len(fig.axes[0].lines) == 4 + 1 + 1  # four series, the paper star, the zero line
-    forces = pd.DataFrame({"molecule": ["small"] * 30 + ["large"] * 30,
-                           "error": np.random.default_rng(1).normal(scale=0.02, size=60)})
+    forces = pd.DataFrame(
+        {"molecule": ["small"] * 30 + ["large"] * 30, "error": np.random.default_rng(1).normal(scale=0.02, size=60)}
+    )
     fig = error_kdes(frames, forces, paper_shift=0.47)
     assert len(fig.axes) == 2

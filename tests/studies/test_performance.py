@@ -23,7 +23,9 @@ torch.set_num_threads(1)
 def size_rows(seconds_of) -> list[dict]:
     rows = [{"case": "batch", "num_atoms": 100, "seconds": 1.0}]
     for n in (10, 20, 40, 80, 160):
-        rows.append({"case": "size", "num_atoms": n, "seconds": seconds_of(n), "microseconds_per_atom": 1e6 * seconds_of(n) / n})
+        rows.append(
+            {"case": "size", "num_atoms": n, "seconds": seconds_of(n), "microseconds_per_atom": 1e6 * seconds_of(n) / n}
+        )
     return rows
 
 
@@ -61,8 +63,9 @@ def test_measurements_are_cached_per_hardware_and_collected_side_by_side(tmp_pat
 
     # The same measurement on another machine is another artifact, kept beside the first.
     real = performance.hardware_fingerprint
-    monkeypatch.setattr(performance, "hardware_fingerprint",
-                        lambda device="auto": dict(real("cpu"), gpu="Test GPU", device="cuda"))
+    monkeypatch.setattr(
+        performance, "hardware_fingerprint", lambda device="auto": dict(real("cpu"), gpu="Test GPU", device="cuda")
+    )
     other = performance.measure_model_cost(sizes=(4, 8, 12, 16), repeats=1, device="cpu", root=tmp_path)
     assert other.key != first.key
     table = performance.collect_measurements(tmp_path)
@@ -91,19 +94,50 @@ def test_training_throughput_times_updates(tmp_path):
 
 
 def test_figures_name_their_hardware():
-    md = {"ase_steps_per_s": 10.0, "batched_steps_per_s": 30.0, "ratio": 3.0, "n_systems": 4, "n_steps": 20,
-          "device": "cpu"}
+    md = {
+        "ase_steps_per_s": 10.0,
+        "batched_steps_per_s": 30.0,
+        "ratio": 3.0,
+        "n_systems": 4,
+        "n_steps": 20,
+        "device": "cpu",
+    }
     figures = [
         plots_performance.md_speedup(md, "Test CPU"),
-        plots_performance.model_cost(size_rows(lambda n: 1e-3 * n), performance.cost_linearity(size_rows(lambda n: 1e-3 * n)), "Test CPU"),
-        plots_performance.labelling_scaling([{"n_workers": 1, "labels_per_s": 5.0}, {"n_workers": 2, "labels_per_s": 9.0}],
-                                            "gfn2-xtb", "Test CPU"),
-        plots_performance.training_throughput({"batch_size": 8, "atoms_per_molecule": 17, "samples_per_s": 6.0,
-                                               "parameters": 50_000, "seconds_per_step": 1.3}, "Test CPU"),
-        plots_performance.batch_scaling({"rows": [{"n_systems": n, "batched_ms": 20 + 2 * n, "one_at_a_time_ms": 22 * n,
-                                                   "ratio": 22 * n / (20 + 2 * n)} for n in (1, 4, 16)],
-                                         "fixed_ms": 20.0, "ms_per_system": 2.0, "ratio_bound": 11.0, "device": "cpu"},
-                                        "Test CPU"),
+        plots_performance.model_cost(
+            size_rows(lambda n: 1e-3 * n), performance.cost_linearity(size_rows(lambda n: 1e-3 * n)), "Test CPU"
+        ),
+        plots_performance.labelling_scaling(
+            [{"n_workers": 1, "labels_per_s": 5.0}, {"n_workers": 2, "labels_per_s": 9.0}], "gfn2-xtb", "Test CPU"
+        ),
+        plots_performance.training_throughput(
+            {
+                "batch_size": 8,
+                "atoms_per_molecule": 17,
+                "samples_per_s": 6.0,
+                "parameters": 50_000,
+                "seconds_per_step": 1.3,
+            },
+            "Test CPU",
+        ),
+        plots_performance.batch_scaling(
+            {
+                "rows": [
+                    {
+                        "n_systems": n,
+                        "batched_ms": 20 + 2 * n,
+                        "one_at_a_time_ms": 22 * n,
+                        "ratio": 22 * n / (20 + 2 * n),
+                    }
+                    for n in (1, 4, 16)
+                ],
+                "fixed_ms": 20.0,
+                "ms_per_system": 2.0,
+                "ratio_bound": 11.0,
+                "device": "cpu",
+            },
+            "Test CPU",
+        ),
     ]
     for fig in figures:
         assert any("measured on Test CPU" in t.get_text() for t in fig.texts)

@@ -90,8 +90,9 @@ def test_reference_md_stops_at_a_failed_calculation_and_keeps_earlier_frames():
     assert 0 < len(run.frames) < 10 and "did not converge" in run.error
 
 
-@pytest.mark.parametrize("field, value", [("n_frames", 0), ("temperature", -5.0), ("frame_interval", 1.5),
-                                          ("equilibration_steps", -1)])
+@pytest.mark.parametrize(
+    "field, value", [("n_frames", 0), ("temperature", -5.0), ("frame_interval", 1.5), ("equilibration_steps", -1)]
+)
 def test_md_recipe_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         MDRecipe(**{field: value})
@@ -120,8 +121,10 @@ def test_plan_and_protocol_errors():
     with pytest.raises(ValueError, match="n_seeds"):
         StabilityProtocol(time_ps=1.0, n_seeds=0)
     assert StabilityProtocol(time_ps=0.1, n_seeds=2).n_steps == 200
-    assert pt.plan_for(SCALES["paper"]).molecule == "aspirin" and pt.plan_for(SCALES["paper"]).n_train + \
-        pt.plan_for(SCALES["paper"]).n_validation == 10_000
+    assert (
+        pt.plan_for(SCALES["paper"]).molecule == "aspirin"
+        and pt.plan_for(SCALES["paper"]).n_train + pt.plan_for(SCALES["paper"]).n_validation == 10_000
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +134,9 @@ def water_files(tmp_path_factory):
     xtb = get_method("gfn2-xtb")
     target = run_reference_md(WATER, xtb, MDRecipe(500.0, n_frames=40, frame_interval=3, equilibration_steps=20))
     hot = run_reference_md(WATER, xtb, MDRecipe(1000.0, n_frames=60, frame_interval=2, equilibration_steps=20), seed=3)
-    ammonia = Atoms("NH3", positions=[[0, 0, 0.116], [0, 0.939, -0.271], [0.813, -0.470, -0.271],
-                                      [-0.813, -0.470, -0.271]])
+    ammonia = Atoms(
+        "NH3", positions=[[0, 0, 0.116], [0, 0.939, -0.271], [0.813, -0.470, -0.271], [-0.813, -0.470, -0.271]]
+    )
     hot_nh3 = run_reference_md(ammonia, xtb, MDRecipe(1000.0, n_frames=10, frame_interval=2, equilibration_steps=10))
     write(folder / "target.xyz", target.frames, format="extxyz")
     write(folder / "corpus.xyz", hot.frames + hot_nh3.frames, format="extxyz")
@@ -141,8 +145,19 @@ def water_files(tmp_path_factory):
 
 @pytest.fixture()
 def small_plan(monkeypatch):
-    plan = Plan("water", 20, 8, 12, 1, 1, 1, 1000.0, pretrain_steps=60, finetune_steps=20,
-                stability=StabilityProtocol(time_ps=0.01, n_seeds=3, frame_interval=5))
+    plan = Plan(
+        "water",
+        20,
+        8,
+        12,
+        1,
+        1,
+        1,
+        1000.0,
+        pretrain_steps=60,
+        finetune_steps=20,
+        stability=StabilityProtocol(time_ps=0.01, n_seeds=3, frame_interval=5),
+    )
     monkeypatch.setitem(SCALES, "tiny", dataclasses.replace(SCALES["tiny"], pretraining=plan))
     return plan
 
@@ -181,9 +196,19 @@ def test_fine_tuning_starts_from_the_pretrained_model_and_md_runs(water_files, s
     assert positions.shape[1:] == (3, 3) and len(positions) >= 3  # at least every start frame
     assert pt.stability_run(tuned, target, small_plan.stability, root=tmp_path).path == run.path
 
-    study = pt.PretrainingStudy(small_plan, target, corpus.sources, len(corpus.frames), [], pretrained,
-                                {"scratch": scratch, "pretrained": tuned}, {"scratch": run, "pretrained": run},
-                                pd.DataFrame(), table, pd.DataFrame())
+    study = pt.PretrainingStudy(
+        small_plan,
+        target,
+        corpus.sources,
+        len(corpus.frames),
+        [],
+        pretrained,
+        {"scratch": scratch, "pretrained": tuned},
+        {"scratch": run, "pretrained": run},
+        pd.DataFrame(),
+        table,
+        pd.DataFrame(),
+    )
     h = pt.distance_histograms(study, n_bins=50, max_distance=5.0)
     assert set(h["source"]) == {"reference MD", "scratch", "pretrained"}
     per_source = h.groupby("source").apply(lambda g: float(np.sum(g["h"]) * 0.1), include_groups=False)

@@ -61,8 +61,11 @@ def test_bundle_holds_every_tiny_model_under_the_current_key(tiny_dataset):
     _, dataset = tiny_dataset
     spec = get_scale("tiny")
     shipped = set(_bundle_metadata()["artifacts"])
-    wanted = {f"{lc.STAGE}/{artifact_key(lc.model_params(spec, n, 0, 'gfn2-xtb', 'T', dataset.key, m))}"
-              for m in range(spec.n_training_seeds) for n in spec.train_sizes}
+    wanted = {
+        f"{lc.STAGE}/{artifact_key(lc.model_params(spec, n, 0, 'gfn2-xtb', 'T', dataset.key, m))}"
+        for m in range(spec.n_training_seeds)
+        for n in spec.train_sizes
+    }
     assert len(wanted) == len(spec.train_sizes) * spec.n_training_seeds
     assert wanted <= shipped, f"{len(wanted - shipped)} tiny models are not in the bundle under the current keys"
 
@@ -120,8 +123,9 @@ def test_the_bundle_holds_the_long_runs_and_their_first_half_picosecond_reruns(t
         assert early_frames.sum() >= 2
         ours_early, theirs_early = ours["positions"][early_frames], theirs["positions"][:n][early_frames]
         np.testing.assert_allclose(ours_early, theirs_early, rtol=0, atol=POSITIONS_ATOL)
-        np.testing.assert_allclose(ours["energy"][early_frames], theirs["energy"][:n][early_frames], rtol=0,
-                                   atol=ENERGY_ATOL)
+        np.testing.assert_allclose(
+            ours["energy"][early_frames], theirs["energy"][:n][early_frames], rtol=0, atol=ENERGY_ATOL
+        )
         worst = max(worst, float(np.abs(ours_early - theirs_early).max()))
     print(f"largest position difference of the rerun: {worst:.2g} Å")
 
@@ -136,7 +140,9 @@ def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns(
     protocol = sweep.protocol_for(get_scale("tiny"))
     assert protocol.md_time_ps == spec.sweep_length_ps == 10.0
     starts = start_structures(n_md_molecules(get_scale("tiny")), 0, root)
-    models = {n: lc.train_scale_model(get_scale("tiny"), n, root=shipped_root, progress=False) for n in spec.train_sizes}
+    models = {
+        n: lc.train_scale_model(get_scale("tiny"), n, root=shipped_root, progress=False) for n in spec.train_sizes
+    }
     keys = {n: artifact_key(sweep.md_params(model.key, starts.key, protocol, 0)) for n, model in models.items()}
     assert set(_bundle_metadata()["artifacts"]) >= {f"{sweep.MD_STAGE}/{key}" for key in keys.values()}
     sparsest = min(models)
@@ -151,8 +157,9 @@ def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns(
         early = int((ours["frames/step"][()] <= COMPARED_STEPS).sum())
         assert early >= 2
         for name, atol in (("positions", POSITIONS_ATOL), ("forces", FORCES_ATOL), ("energy", ENERGY_ATOL)):
-            np.testing.assert_allclose(ours[f"frames/{name}"][:early], theirs[f"frames/{name}"][:early],
-                                       rtol=0, atol=atol)
+            np.testing.assert_allclose(
+                ours[f"frames/{name}"][:early], theirs[f"frames/{name}"][:early], rtol=0, atol=atol
+            )
         worst = np.abs(ours["frames/positions"][:early] - theirs["frames/positions"][:early]).max()
         print(f"largest position difference of the rerun: {worst:.2g} Å")
     table = sweep.systems_table(run)

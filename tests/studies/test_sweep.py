@@ -66,12 +66,31 @@ def _morse_run(folder, **options):
     for atoms, name in zip(systems, ("water", "methane")):
         atoms.info["name"] = name
     potential = ExplodingPotential(MorseBondPotential(systems), exploding=[1], push=20.0)
-    summary = run_md(potential, systems, n_steps=300, path=folder / "trajectory.h5", temperatures=300.0, seeds=3,
-                     frame_interval=5, progress=False, **options)
-    rows = [{"system": s, "molecule": a.info["name"], "formula": a.get_chemical_formula(), "n_atoms": len(a),
-             "temperature": 300.0, "failed": f is not None, "failure_step": f.step if f else -1,
-             "time_to_failure_ps": f.time_ps if f else np.nan, "failure_rule": f.rule if f else ""}
-            for s, (a, f) in enumerate(zip(systems, summary.failures))]
+    summary = run_md(
+        potential,
+        systems,
+        n_steps=300,
+        path=folder / "trajectory.h5",
+        temperatures=300.0,
+        seeds=3,
+        frame_interval=5,
+        progress=False,
+        **options,
+    )
+    rows = [
+        {
+            "system": s,
+            "molecule": a.info["name"],
+            "formula": a.get_chemical_formula(),
+            "n_atoms": len(a),
+            "temperature": 300.0,
+            "failed": f is not None,
+            "failure_step": f.step if f else -1,
+            "time_to_failure_ps": f.time_ps if f else np.nan,
+            "failure_rule": f.rule if f else "",
+        }
+        for s, (a, f) in enumerate(zip(systems, summary.failures))
+    ]
     pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
     return summary
 
@@ -127,11 +146,16 @@ def test_the_sweep_runs_on_after_a_failure(tmp_path, monkeypatch):
         atoms.info["name"] = name
     write(starts / "start.xyz", images, format="extxyz")
     # the "model" tears every system apart: in the sweep, every trajectory still runs its full length
-    monkeypatch.setattr("gemrepro.studies.sweep.potential_from_checkpoint", lambda path, device="cpu": ExplodingPotential(
-        MorseBondPotential([a for a in images for _ in range(2)]), exploding=[0, 1, 2, 3], push=20.0))
+    monkeypatch.setattr(
+        "gemrepro.studies.sweep.potential_from_checkpoint",
+        lambda path, device="cpu": ExplodingPotential(
+            MorseBondPotential([a for a in images for _ in range(2)]), exploding=[0, 1, 2, 3], push=20.0
+        ),
+    )
     protocol = sweep.Protocol(md_time_ps=0.02, temperatures=(300.0, 600.0), n_sampled_frames=4)
-    md = sweep.run_sweep_md(_FakeArtifact(tmp_path, "model-key"), _FakeArtifact(starts, "starts-key"), protocol,
-                            root=tmp_path / "artifacts")
+    md = sweep.run_sweep_md(
+        _FakeArtifact(tmp_path, "model-key"), _FakeArtifact(starts, "starts-key"), protocol, root=tmp_path / "artifacts"
+    )
     assert md.manifest["params"]["after_failure"] == "continue" and md.manifest["params"]["stage_version"] == 2
     table = sweep.systems_table(md)
     assert table["failed"].all() and (table["failure_step"] > 0).all() and (table["failure_rule"] != "").all()
@@ -170,11 +194,19 @@ def test_relabel_records_failures_and_is_cached(md_run, tmp_path, monkeypatch):
         for job in run_jobs:
             n = len(job["numbers"])
             if job["system"] == 1:
-                out.append({"energy": np.nan, "forces": np.full((n, 3), np.nan), "converged": False,
-                            "error": "SCF not converged", "wall_time": 0.1})
+                out.append(
+                    {
+                        "energy": np.nan,
+                        "forces": np.full((n, 3), np.nan),
+                        "converged": False,
+                        "error": "SCF not converged",
+                        "wall_time": 0.1,
+                    }
+                )
             else:
-                out.append({"energy": -100.0, "forces": np.zeros((n, 3)), "converged": True, "error": "",
-                            "wall_time": 0.1})
+                out.append(
+                    {"energy": -100.0, "forces": np.zeros((n, 3)), "converged": True, "error": "", "wall_time": 0.1}
+                )
         return {name: out for name in jobs}
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
@@ -203,21 +235,35 @@ def test_relabelled_frames_of_a_continued_run_flag_the_post_failure_ones(continu
     frames = sweep.sampled_frames(md, 6)
 
     def fake_compute(jobs, method, options, client):
-        return {name: [{"energy": -100.0, "forces": np.zeros((len(job["numbers"]), 3)), "converged": True,
-                        "error": "", "wall_time": 0.1} for job in run_jobs] for name, run_jobs in jobs.items()}
+        return {
+            name: [
+                {
+                    "energy": -100.0,
+                    "forces": np.zeros((len(job["numbers"]), 3)),
+                    "converged": True,
+                    "error": "",
+                    "wall_time": 0.1,
+                }
+                for job in run_jobs
+            ]
+            for name, run_jobs in jobs.items()
+        }
 
     monkeypatch.setattr(sweep, "_compute", fake_compute)
     monkeypatch.setattr("gemrepro.studies.sweep.dask_client", lambda *args: contextlib.nullcontext())
-    monkeypatch.setattr("gemrepro.studies.sweep.free_atom_energies",
-                        lambda method, elements, root=None: {1: -10.0, 6: -40.0, 8: -50.0})
+    monkeypatch.setattr(
+        "gemrepro.studies.sweep.free_atom_energies", lambda method, elements, root=None: {1: -10.0, 6: -40.0, 8: -50.0}
+    )
     table = sweep.load_frames(sweep.relabel(md, frames, "gfn2-xtb", root=tmp_path))
     merged = table.merge(frames, on=["system", "frame"], suffixes=("", "_sampled"))
     assert len(merged) == len(frames) == 12
     assert merged["after_failure"].tolist() == merged["after_failure_sampled"].tolist()
     assert merged["failure_frame"].tolist() == merged["failure_frame_sampled"].tolist()
     methane = table[table.system == 1]
-    assert methane["after_failure"].sum() >= 4 and (methane["step"] >= summary.failures[1].step).eq(
-        methane["after_failure"]).all()
+    assert (
+        methane["after_failure"].sum() >= 4
+        and (methane["step"] >= summary.failures[1].step).eq(methane["after_failure"]).all()
+    )
 
 
 def test_label_frames_never_raises_on_broken_geometry():
@@ -230,14 +276,16 @@ def test_label_frames_never_raises_on_broken_geometry():
 
 
 def _frames():
-    return pd.DataFrame({
-        "train_size": [4, 4, 4, 4, 40, 40],
-        "molecule": ["a", "a", "a", "b", "a", "a"],
-        "temperature": [300.0] * 6,
-        "energy_error": [1.0, -3.0, 100.0, 0.5, 0.1, -0.3],
-        "forces_mae": [0.2, 0.4, np.nan, 0.1, 0.01, 0.03],
-        "converged": [True, True, False, True, True, True],
-    })
+    return pd.DataFrame(
+        {
+            "train_size": [4, 4, 4, 4, 40, 40],
+            "molecule": ["a", "a", "a", "b", "a", "a"],
+            "temperature": [300.0] * 6,
+            "energy_error": [1.0, -3.0, 100.0, 0.5, 0.1, -0.3],
+            "forces_mae": [0.2, 0.4, np.nan, 0.1, 0.01, 0.03],
+            "converged": [True, True, False, True, True, True],
+        }
+    )
 
 
 def test_trajectory_errors_against_hand_numbers():
@@ -259,8 +307,9 @@ def test_converged_percent_table():
 
 
 def test_stable_fraction_and_force_mae():
-    trajectories = pd.DataFrame({"train_size": [4, 4, 4, 40], "temperature": [1200.0] * 4,
-                                 "failed": [True, True, False, False]})
+    trajectories = pd.DataFrame(
+        {"train_size": [4, 4, 4, 40], "temperature": [1200.0] * 4, "failed": [True, True, False, False]}
+    )
     table = stable_fraction(trajectories).set_index("train_size")
     assert table.loc[4, "stable"] == 1 and table.loc[4, "stable_fraction"] == pytest.approx(1 / 3)
     assert table.loc[40, "stable_fraction"] == 1.0
@@ -281,8 +330,13 @@ def test_frame_geometry_sees_a_stretched_bond():
 
 
 def test_pbe0_subsample_takes_the_last_frames_of_the_smallest_molecule():
-    frames = pd.DataFrame({"system": [0, 0, 0, 1, 1, 1, 2, 2], "frame": [1, 2, 3, 1, 2, 3, 1, 2],
-                           "temperature": [300.0] * 6 + [1200.0] * 2})
+    frames = pd.DataFrame(
+        {
+            "system": [0, 0, 0, 1, 1, 1, 2, 2],
+            "frame": [1, 2, 3, 1, 2, 3, 1, 2],
+            "temperature": [300.0] * 6 + [1200.0] * 2,
+        }
+    )
     systems = pd.DataFrame({"system": [0, 1, 2], "n_electrons": [26, 10, 18]})
     chosen = sweep.pbe0_subsample(frames, systems, per_cell=2)
     assert chosen[["system", "frame"]].values.tolist() == [[1, 2], [1, 3], [2, 1], [2, 2]]

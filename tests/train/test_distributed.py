@@ -34,8 +34,18 @@ from gemrepro.train.distributed import (
 torch.set_num_threads(1)
 
 N_TRAIN = 41  # batches of 8: the epoch's last batch holds one structure, so one rank's shard is empty
-COMPARED = ["step", "epoch", "lr", "train_loss", "train_force_term", "train_energy_term", "val_loss",
-            "val_energy_mae", "val_forces_mae", "val_forces_rmse"]
+COMPARED = [
+    "step",
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_force_term",
+    "train_energy_term",
+    "val_loss",
+    "val_energy_mae",
+    "val_forces_mae",
+    "val_forces_rmse",
+]
 
 
 def _datasets() -> tuple[AtomsDataset, AtomsDataset]:
@@ -51,16 +61,23 @@ def _free_port() -> int:
 
 def _rank_main(rank: int, world_size: int, port: int, runs: list[tuple[str, int]]) -> None:
     """One torchrun-like rank: env vars, process group, then each (workdir, max_steps) run in turn."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
-                      RANK=str(rank), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     world = init_distributed("cpu")
     assert world == World(rank, world_size, rank)
     try:
         train_set, val_set = _datasets()
         for workdir, max_steps in runs:
-            train_model(make_model(seed=rank), train_set, val_set,  # rank 0's weights are broadcast
-                        fast_config(max_steps=max_steps), workdir, progress=False)
+            train_model(
+                make_model(seed=rank),
+                train_set,
+                val_set,  # rank 0's weights are broadcast
+                fast_config(max_steps=max_steps),
+                workdir,
+                progress=False,
+            )
     finally:
         shutdown_distributed()
 
@@ -100,8 +117,10 @@ def test_shard_losses_sum_to_the_global_batch_loss():
     molecules = synthetic_molecules(5, seed=4)
     batch = Batch.from_data_list([atoms_to_data(a) for a in molecules])
     generator = torch.Generator().manual_seed(0)
-    prediction = {"energy": batch.energy + torch.randn(5, generator=generator, dtype=torch.float64),
-                  "forces": batch.forces + torch.randn(batch.forces.shape, generator=generator, dtype=torch.float64)}
+    prediction = {
+        "energy": batch.energy + torch.randn(5, generator=generator, dtype=torch.float64),
+        "forces": batch.forces + torch.randn(batch.forces.shape, generator=generator, dtype=torch.float64),
+    }
     loss_fn = EnergyForceLoss()
     expected, _ = loss_fn(prediction, batch)
     total = torch.zeros(3, dtype=torch.float64)
@@ -134,20 +153,45 @@ def test_two_gloo_ranks_follow_the_single_process_run_and_resume_on_one(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
-                    reason="torchrun is not installed next to this interpreter")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+    reason="torchrun is not installed next to this interpreter",
+)
 def test_gemrepro_train_under_torchrun_trains_on_two_ranks(tmp_path):
     data = tmp_path / "molecules.xyz"
     write(data, synthetic_molecules(24, seed=2))
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    command = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "gemrepro", "train",
-               "--data", str(data), "--out", str(tmp_path / "run"), "--train-size", "16",
-               "--val-size", "8", "--max-steps", "4", "--eval-every", "2", "--batch-size", "8",
-               "--warmup-steps", "2", "--quiet"]
+    command = [
+        torchrun,
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "gemrepro",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--train-size",
+        "16",
+        "--val-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "2",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=110, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout[done.stdout.index("{"):])  # rank 0 alone prints it
+    summary = json.loads(done.stdout[done.stdout.index("{") :])  # rank 0 alone prints it
     assert done.stdout.count('"best_model"') == 1
     assert summary["steps"] == 4 and summary["world_size"] == 2
     history = pd.read_csv(tmp_path / "run" / "history.csv")

@@ -70,10 +70,12 @@ def test_auto_resolves_to_cpu_and_gloo_without_a_gpu(monkeypatch):
 def test_training_accepts_auto_and_matches_an_explicit_cpu_run(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     train_set, val_set = small_sets()
-    auto = train_model(make_model(), train_set, val_set, fast_config(device="auto", max_steps=4), tmp_path / "a",
-                       progress=False)
-    cpu = train_model(make_model(), train_set, val_set, fast_config(device="cpu", max_steps=4), tmp_path / "c",
-                      progress=False)
+    auto = train_model(
+        make_model(), train_set, val_set, fast_config(device="auto", max_steps=4), tmp_path / "a", progress=False
+    )
+    cpu = train_model(
+        make_model(), train_set, val_set, fast_config(device="cpu", max_steps=4), tmp_path / "c", progress=False
+    )
     assert auto.history["val_loss"].tolist() == cpu.history["val_loss"].tolist()
     loaded = load_model(auto.best_model_path, device="cpu")
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
@@ -108,8 +110,9 @@ def test_ase_calculator_returns_float64_numpy_from_a_float32_model():
 def test_run_md_accepts_auto_device():
     systems = water_and_methanol()
     with tempfile.TemporaryDirectory() as folder:
-        summary = run_md(MorseBondPotential(systems), systems, n_steps=3, path=Path(folder) / "t.h5",
-                         device="auto", progress=False)
+        summary = run_md(
+            MorseBondPotential(systems), systems, n_steps=3, path=Path(folder) / "t.h5", device="auto", progress=False
+        )
     assert all(summary.alive)
 
 
@@ -130,13 +133,15 @@ def test_pbe0_refuses_an_absent_gpu_in_one_line_and_auto_falls_back_to_cpu():
 def test_training_on_cuda_follows_cpu_and_saves_host_tensors(tmp_path):
     train_set, val_set = small_sets()
     cpu = train_model(make_model(), train_set, val_set, fast_config(max_steps=6), tmp_path / "cpu", progress=False)
-    gpu = train_model(make_model(), train_set, val_set, fast_config(max_steps=6, device="cuda"), tmp_path / "gpu",
-                      progress=False)
+    gpu = train_model(
+        make_model(), train_set, val_set, fast_config(max_steps=6, device="cuda"), tmp_path / "gpu", progress=False
+    )
     np.testing.assert_allclose(gpu.history["val_loss"], cpu.history["val_loss"], rtol=1e-6)
     loaded = load_model(gpu.best_model_path, device="cpu")
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
-    resumed = train_model(make_model(), train_set, val_set, fast_config(max_steps=8, device="cuda"),
-                          tmp_path / "gpu", progress=False)  # resume a CUDA checkpoint on CUDA
+    resumed = train_model(
+        make_model(), train_set, val_set, fast_config(max_steps=8, device="cuda"), tmp_path / "gpu", progress=False
+    )  # resume a CUDA checkpoint on CUDA
     assert resumed.resumed_from_step == 6 and resumed.steps == 8
 
 
@@ -153,8 +158,14 @@ def test_gemnet_md_on_cuda_matches_cpu_forces_and_runs_batched():
     assert gpu_forces.device.type == "cuda"
     torch.testing.assert_close(gpu_forces.cpu(), cpu_forces, rtol=1e-8, atol=1e-10)
     with tempfile.TemporaryDirectory() as folder:
-        summary = run_md(GemNetPotential(network, device="cuda"), systems, n_steps=5, path=Path(folder) / "t.h5",
-                         device="cuda", progress=False)
+        summary = run_md(
+            GemNetPotential(network, device="cuda"),
+            systems,
+            n_steps=5,
+            path=Path(folder) / "t.h5",
+            device="cuda",
+            progress=False,
+        )
     assert len(summary.alive) == 2
 
 
@@ -167,4 +178,3 @@ def test_pbe0_on_gpu_matches_cpu():
     assert gpu.info["device"] == "gpu" and gpu.converged
     assert gpu.energy == pytest.approx(cpu.energy, abs=1e-4)  # eV
     np.testing.assert_allclose(gpu.forces, cpu.forces, atol=1e-3)  # eV/Å
-

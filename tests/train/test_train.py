@@ -68,7 +68,9 @@ def synthetic_molecules(n: int, seed: int) -> list[Atoms]:
         positions = [rng.normal(size=3)]
         while len(positions) < n_atoms:  # grow a connected cluster, no atoms closer than 0.9 Å
             candidate = positions[int(rng.integers(len(positions)))] + rng.normal(size=3) * 0.5
-            candidate = positions[-1] + (candidate - positions[-1]) / np.linalg.norm(candidate - positions[-1]) * rng.uniform(1.0, 1.6)
+            candidate = positions[-1] + (candidate - positions[-1]) / np.linalg.norm(
+                candidate - positions[-1]
+            ) * rng.uniform(1.0, 1.6)
             if min(np.linalg.norm(candidate - p) for p in positions) > 0.9:
                 positions.append(candidate)
         pos = torch.tensor(np.array(positions), requires_grad=True)
@@ -99,7 +101,9 @@ class PairModel(nn.Module):
         self.config = config or PairConfig()
         self.embedding = nn.Embedding(10, self.config.hidden)
         self.radial = nn.Sequential(
-            nn.Linear(self.config.n_rbf, self.config.hidden), nn.SiLU(), nn.Linear(self.config.hidden, self.config.hidden)
+            nn.Linear(self.config.n_rbf, self.config.hidden),
+            nn.SiLU(),
+            nn.Linear(self.config.hidden, self.config.hidden),
         )
         self.register_buffer("centers", torch.linspace(0.5, 4.0, self.config.n_rbf))
 
@@ -127,8 +131,17 @@ def datasets() -> tuple[AtomsDataset, AtomsDataset]:
 
 def fast_config(**overrides) -> TrainConfig:
     values = dict(
-        lr=5e-3, batch_size=8, max_steps=12, warmup_steps=3, decay_steps=200, decay_rate=0.1,
-        eval_every=3, checkpoint_every=4, patience=100, seed=3, dtype="float64",
+        lr=5e-3,
+        batch_size=8,
+        max_steps=12,
+        warmup_steps=3,
+        decay_steps=200,
+        decay_rate=0.1,
+        eval_every=3,
+        checkpoint_every=4,
+        patience=100,
+        seed=3,
+        dtype="float64",
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -141,7 +154,10 @@ def test_loss_is_weighted_mean_force_error_norm_plus_energy_mae():
     errors = torch.zeros(n_atoms, 3, dtype=torch.float64)
     errors[0] = torch.tensor([3.0, 4.0, 0.0])  # |ΔF| = 5 on one atom
     errors[1] = torch.tensor([0.0, 0.0, -2.0])  # |ΔF| = 2 on another
-    prediction = {"forces": batch.forces + errors, "energy": batch.energy + torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    prediction = {
+        "forces": batch.forces + errors,
+        "energy": batch.energy + torch.tensor([1.0, -2.0], dtype=torch.float64),
+    }
     loss, terms = EnergyForceLoss()(prediction, batch)
     assert terms["force_term"] == pytest.approx(7.0 / n_atoms)  # mean over atoms of norms
     assert terms["energy_term"] == pytest.approx(1.5)  # per-molecule MAE
@@ -155,9 +171,9 @@ def test_loss_is_weighted_mean_force_error_norm_plus_energy_mae():
 # ----------------------------------------------------------------------------- schedule
 def test_lr_schedule_warmup_then_exponential_decay():
     schedule = WarmupExponentialDecay(lr=1e-3, warmup_steps=10, decay_steps=100, decay_rate=0.1)
-    assert schedule(1) == pytest.approx(1e-4 * 0.1 ** 0.01)
-    assert schedule(5) == pytest.approx(5e-4 * 0.1 ** 0.05)
-    assert schedule(10) == pytest.approx(1e-3 * 0.1 ** 0.1)
+    assert schedule(1) == pytest.approx(1e-4 * 0.1**0.01)
+    assert schedule(5) == pytest.approx(5e-4 * 0.1**0.05)
+    assert schedule(10) == pytest.approx(1e-3 * 0.1**0.1)
     assert schedule(200) == pytest.approx(1e-5)
     optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1.0)
     assert schedule.apply(optimizer, 100) == pytest.approx(1e-4)
@@ -351,8 +367,24 @@ def test_gemnet_tiny_trains_a_few_steps(datasets, tmp_path):
 def test_cli_trains_resumes_and_fine_tunes(tmp_path, capsys):
     path = tmp_path / "molecules.xyz"
     write(path, synthetic_molecules(12, seed=6), format="extxyz")
-    common = ["train", "--data", str(path), "--train-size", "8", "--val-size", "4", "--preset", "tiny",
-              "--batch-size", "4", "--eval-every", "2", "--checkpoint-every", "2", "--quiet"]
+    common = [
+        "train",
+        "--data",
+        str(path),
+        "--train-size",
+        "8",
+        "--val-size",
+        "4",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+    ]
     assert main([*common, "--max-steps", "2", "--out", str(tmp_path / "run")]) == 0
     first = json.loads(capsys.readouterr().out)
     assert first["steps"] == 2 and first["train_size"] == 8 and first["val_size"] == 4
@@ -361,8 +393,20 @@ def test_cli_trains_resumes_and_fine_tunes(tmp_path, capsys):
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert not set(split["train"]) & set(split["val"])
     base = load_model(tmp_path / "run" / "best_model.pt", device="cpu")
-    assert main([*common, "--max-steps", "2", "--init", str(tmp_path / "run" / "best_model.pt"),
-                 "--out", str(tmp_path / "tuned")]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--max-steps",
+                "2",
+                "--init",
+                str(tmp_path / "run" / "best_model.pt"),
+                "--out",
+                str(tmp_path / "tuned"),
+            ]
+        )
+        == 0
+    )
     tuned = load_model(tmp_path / "tuned" / "best_model.pt", device="cpu")
     assert tuned.reference_energies() == base.reference_energies()  # fine-tuning keeps references
     assert main([*common, "--train-size", "20", "--out", str(tmp_path / "bad")]) == 2

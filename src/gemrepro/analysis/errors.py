@@ -28,7 +28,9 @@ def force_mae(predicted: np.ndarray, reference: np.ndarray) -> float:
     """Mean absolute error over all force components (eV/Å), the papers' force metric."""
     predicted, reference = np.asarray(predicted, dtype=float), np.asarray(reference, dtype=float)
     if predicted.shape != reference.shape or predicted.ndim != 2 or predicted.shape[-1] != 3:
-        raise ValueError(f"forces: expected two (atoms, 3) arrays of equal shape, got {predicted.shape} and {reference.shape}")
+        raise ValueError(
+            f"forces: expected two (atoms, 3) arrays of equal shape, got {predicted.shape} and {reference.shape}"
+        )
     return float(np.abs(predicted - reference).mean())
 
 
@@ -52,12 +54,14 @@ def trajectory_errors(frames: pd.DataFrame, by: Sequence[str] = TRAJECTORY) -> p
         _forces=frames["forces_mae"].where(usable),
     )
     grouped = work.groupby(by, sort=True)
-    table = pd.DataFrame({
-        "n_frames": grouped.size(),
-        "n_converged": grouped["converged"].sum().astype(int),
-        "energy_mae": grouped["_abs_energy"].mean(),
-        "forces_mae": grouped["_forces"].mean(),
-    })
+    table = pd.DataFrame(
+        {
+            "n_frames": grouped.size(),
+            "n_converged": grouped["converged"].sum().astype(int),
+            "energy_mae": grouped["_abs_energy"].mean(),
+            "forces_mae": grouped["_forces"].mean(),
+        }
+    )
     table["converged_fraction"] = table["n_converged"] / table["n_frames"]
     return table.reset_index()
 
@@ -72,8 +76,11 @@ def converged_percent(frames: pd.DataFrame, by: Sequence[str] = ("train_size", "
     return table.reset_index()
 
 
-def mean_over_molecules(trajectories: pd.DataFrame, by: Sequence[str] = ("train_size", "temperature"),
-                        columns: Sequence[str] = ("energy_mae", "forces_mae")) -> pd.DataFrame:
+def mean_over_molecules(
+    trajectories: pd.DataFrame,
+    by: Sequence[str] = ("train_size", "temperature"),
+    columns: Sequence[str] = ("energy_mae", "forces_mae"),
+) -> pd.DataFrame:
     """Mean of per-trajectory values over molecules (the opaque lines of Fig. 2b, c); NaNs skipped."""
     by = list(by)
     _require(trajectories, [*by, *columns])
@@ -90,8 +97,9 @@ def stable_fraction(trajectories: pd.DataFrame, by: Sequence[str] = ("train_size
     return table.reset_index()
 
 
-def frame_geometry(numbers: np.ndarray, positions: np.ndarray, reference_positions: np.ndarray,
-                   covalent_factor: float = 1.2) -> dict[str, float]:
+def frame_geometry(
+    numbers: np.ndarray, positions: np.ndarray, reference_positions: np.ndarray, covalent_factor: float = 1.2
+) -> dict[str, float]:
     """How stretched or squeezed a frame is: shortest and longest start-structure bond, closest pair.
 
     Bonds are those of the start structure (covalent radii, as in the stability bond rule), so a

@@ -41,8 +41,10 @@ def geometry_problem(numbers, positions, min_distance_factor: float = MIN_DISTAN
     if float(ratio) < min_distance_factor:
         i, j = (int(k) for k in pair)
         distance = float(np.linalg.norm(positions[i] - positions[j]))
-        return (f"atoms {i} ({chemical_symbols[numbers[i]]}) and {j} ({chemical_symbols[numbers[j]]}) are "
-                f"{distance:.3f} Å apart, closer than {min_distance_factor:g} x the sum of their covalent radii")
+        return (
+            f"atoms {i} ({chemical_symbols[numbers[i]]}) and {j} ({chemical_symbols[numbers[j]]}) are "
+            f"{distance:.3f} Å apart, closer than {min_distance_factor:g} x the sum of their covalent radii"
+        )
     return None
 
 

@@ -44,8 +44,15 @@ class FailureOrigin:
         return {**asdict(self), "excess_eV": self.excess_eV}
 
 
-def failure_origin(*, model_before: float, model_after: float, reference_before: float, reference_after: float,
-                   temperature_K: float, threshold_kT: float = HOLE_THRESHOLD_KT) -> FailureOrigin:
+def failure_origin(
+    *,
+    model_before: float,
+    model_after: float,
+    reference_before: float,
+    reference_after: float,
+    temperature_K: float,
+    threshold_kT: float = HOLE_THRESHOLD_KT,
+) -> FailureOrigin:
     """Hole, chemistry, or undetermined (a reference calculation failed), by the rule in the module docstring.
 
     ``*_before`` are energies (eV) of the last frame before the failure, ``*_after`` of the failed
@@ -59,16 +66,32 @@ def failure_origin(*, model_before: float, model_after: float, reference_before:
     model_delta = float(model_after - model_before)
     reference_delta = float(reference_after - reference_before)
     if not np.isfinite(reference_delta):
-        return FailureOrigin("undetermined", model_delta, reference_delta, threshold,
-                             "a reference calculation before or at the failure did not converge")
+        return FailureOrigin(
+            "undetermined",
+            model_delta,
+            reference_delta,
+            threshold,
+            "a reference calculation before or at the failure did not converge",
+        )
     if not np.isfinite(model_delta):
-        return FailureOrigin("undetermined", model_delta, reference_delta, threshold,
-                             "the model's energy at the failure is not finite")
+        return FailureOrigin(
+            "undetermined", model_delta, reference_delta, threshold, "the model's energy at the failure is not finite"
+        )
     excess = reference_delta - model_delta
     if excess > threshold:
-        return FailureOrigin("hole", model_delta, reference_delta, threshold,
-                             f"the reference puts the failed geometry {excess:.2f} eV higher than the model does "
-                             f"(more than {threshold_kT:g} kT = {threshold:.2f} eV)")
-    return FailureOrigin("chemistry", model_delta, reference_delta, threshold,
-                         f"the reference charges {reference_delta:+.2f} eV for the break, the model {model_delta:+.2f} "
-                         f"eV: within {threshold_kT:g} kT = {threshold:.2f} eV, so the break was within reach")
+        return FailureOrigin(
+            "hole",
+            model_delta,
+            reference_delta,
+            threshold,
+            f"the reference puts the failed geometry {excess:.2f} eV higher than the model does "
+            f"(more than {threshold_kT:g} kT = {threshold:.2f} eV)",
+        )
+    return FailureOrigin(
+        "chemistry",
+        model_delta,
+        reference_delta,
+        threshold,
+        f"the reference charges {reference_delta:+.2f} eV for the break, the model {model_delta:+.2f} "
+        f"eV: within {threshold_kT:g} kT = {threshold:.2f} eV, so the break was within reach",
+    )

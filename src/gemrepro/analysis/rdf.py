@@ -50,8 +50,9 @@ def pair_distances(positions: np.ndarray) -> np.ndarray:
     return np.linalg.norm(positions[:, i] - positions[:, j], axis=-1)
 
 
-def distance_histogram(positions: np.ndarray, n_bins: int = MDSIM_BINS,
-                       max_distance: float = MDSIM_MAX_DISTANCE) -> DistanceHistogram:
+def distance_histogram(
+    positions: np.ndarray, n_bins: int = MDSIM_BINS, max_distance: float = MDSIM_MAX_DISTANCE
+) -> DistanceHistogram:
     """h(r) of the frames ``positions`` (frames, atoms, 3): a density over ``n_bins`` bins in (0, max_distance].
 
     Pairs farther than ``max_distance`` fall outside the bins; the density is normalised over

@@ -65,8 +65,14 @@ def _positions(positions: Any) -> np.ndarray:
     return positions
 
 
-def mdsim_unstable_frame(numbers: Any, positions: Any, *, reference_positions: Any = None,
-                         tolerance: float = MDSIM_TOLERANCE_A, covalent_factor: float = 1.2) -> int:
+def mdsim_unstable_frame(
+    numbers: Any,
+    positions: Any,
+    *,
+    reference_positions: Any = None,
+    tolerance: float = MDSIM_TOLERANCE_A,
+    covalent_factor: float = 1.2,
+) -> int:
     """First frame whose largest bond-length deviation exceeds ``tolerance`` (MDsim), or -1.
 
     Bonds and their equilibrium lengths come from ``reference_positions`` (default: frame 0) by
@@ -96,8 +102,14 @@ def mlipaudit_explosion_frame(temperatures: Any, target_K: float) -> int:
     return int(jumps[0] + 1) if len(jumps) else -1
 
 
-def mlipaudit_drift_frame(numbers: Any, positions: Any, *, reference_positions: Any = None,
-                          cutoff: float = MLIPAUDIT_CUTOFF_A, covalent_factor: float = 1.2) -> int:
+def mlipaudit_drift_frame(
+    numbers: Any,
+    positions: Any,
+    *,
+    reference_positions: Any = None,
+    cutoff: float = MLIPAUDIT_CUTOFF_A,
+    covalent_factor: float = 1.2,
+) -> int:
     """MLIPAudit's drifting-hydrogen frame, or -1 (``detect_hydrogen_drift``).
 
     A hydrogen bonded to a heavy atom in the start structure (covalent radii here; MLIPAudit reads
@@ -141,8 +153,15 @@ def mlipaudit_score(explosion_frame: int, drift_frame: int, n_expected_frames: i
     return 0.5 * min(explosion_frame / n_expected_frames, 1.0)
 
 
-def mlipaudit_stability(numbers: Any, positions: Any, temperatures: Any, target_K: float, *,
-                        n_expected_frames: int, reference_positions: Any = None) -> dict:
+def mlipaudit_stability(
+    numbers: Any,
+    positions: Any,
+    temperatures: Any,
+    target_K: float,
+    *,
+    n_expected_frames: int,
+    reference_positions: Any = None,
+) -> dict:
     """Explosion frame, drift frame (checked only without an explosion, as MLIPAudit does) and score."""
     positions = _positions(positions)
     explosion = mlipaudit_explosion_frame(temperatures, target_K)
@@ -153,8 +172,9 @@ def mlipaudit_stability(numbers: Any, positions: Any, temperatures: Any, target_
     return {"explosion_frame": explosion, "drift_frame": drift, "score": score}
 
 
-def lambench_energy_drift(steps: Any, total_energies: Any, *, dt_fs: float, n_atoms: int, n_steps: int,
-                          warmup: float = LAMBENCH_WARMUP) -> float | None:
+def lambench_energy_drift(
+    steps: Any, total_energies: Any, *, dt_fs: float, n_atoms: int, n_steps: int, warmup: float = LAMBENCH_WARMUP
+) -> float | None:
     """LAMBench's NVE energy drift in true eV/atom/ps (``nve_simulation_single``), or ``None``.
 
     A least-squares line through the total energies of the frames at or after the warm-up step
@@ -165,8 +185,9 @@ def lambench_energy_drift(steps: Any, total_energies: Any, *, dt_fs: float, n_at
     steps = np.asarray(steps, dtype=np.float64)
     energies = np.asarray(total_energies, dtype=np.float64)
     if steps.shape != energies.shape or steps.ndim != 1:
-        raise ValueError(f"steps/total_energies: expected two 1-d arrays of one length, got {steps.shape} "
-                         f"and {energies.shape}")
+        raise ValueError(
+            f"steps/total_energies: expected two 1-d arrays of one length, got {steps.shape} and {energies.shape}"
+        )
     if not (int(n_atoms) > 0 and int(n_steps) > 0 and dt_fs > 0):
         raise ValueError(f"n_atoms/n_steps/dt_fs: expected positive values, got {n_atoms!r}, {n_steps!r}, {dt_fs!r}")
     interval = max(1, int(n_steps) // 100)
@@ -179,8 +200,9 @@ def lambench_energy_drift(steps: Any, total_energies: Any, *, dt_fs: float, n_at
     return float(abs(slope) / int(n_atoms))
 
 
-def lambench_instability(reported_drift: float | None, completed: bool, *,
-                         lambda_0: float = LAMBENCH_LAMBDA_0) -> float:
+def lambench_instability(
+    reported_drift: float | None, completed: bool, *, lambda_0: float = LAMBENCH_LAMBDA_0
+) -> float:
     """LAMBench's instability error of one NVE run (``_calculate_instability_error``), 0 best, 5 worst.
 
     ``reported_drift`` is the number LAMBench's code reports (true eV/atom/ps times

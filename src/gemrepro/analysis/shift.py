@@ -52,23 +52,36 @@ def molecule_errors(frames: pd.DataFrame, trajectories: pd.DataFrame) -> pd.Data
     ``shift_std`` (its standard deviation, eV), ``r2`` (:func:`r_squared`), ``forces_mae``
     (eV/Å, over every force component) and ``stable`` (the trajectory did not fail).
     """
-    _require(frames, ("molecule", "n_atoms", "model_energy", "reference_atomization_energy", "energy_error",
-                      "forces_mae", "converged"))
+    _require(
+        frames,
+        (
+            "molecule",
+            "n_atoms",
+            "model_energy",
+            "reference_atomization_energy",
+            "energy_error",
+            "forces_mae",
+            "converged",
+        ),
+    )
     _require(trajectories, ("molecule", "failed"), "trajectories")
     rows = []
     for molecule, group in frames[frames["converged"].astype(bool)].groupby("molecule", sort=False):
-        rows.append({
-            "molecule": molecule,
-            "n_atoms": int(group["n_atoms"].iloc[0]),
-            "n_frames": len(group),
-            "mean_shift": float(group["energy_error"].mean()),
-            "shift_std": float(group["energy_error"].std(ddof=1)) if len(group) > 1 else float("nan"),
-            "r2": r_squared(group["model_energy"].to_numpy(), group["reference_atomization_energy"].to_numpy()),
-            # every frame of one molecule has the same atoms, so the mean of per-frame MAEs is the component MAE
-            "forces_mae": float(group["forces_mae"].mean()),
-        })
-    table = pd.DataFrame(rows, columns=["molecule", "n_atoms", "n_frames", "mean_shift", "shift_std", "r2",
-                                        "forces_mae"])
+        rows.append(
+            {
+                "molecule": molecule,
+                "n_atoms": int(group["n_atoms"].iloc[0]),
+                "n_frames": len(group),
+                "mean_shift": float(group["energy_error"].mean()),
+                "shift_std": float(group["energy_error"].std(ddof=1)) if len(group) > 1 else float("nan"),
+                "r2": r_squared(group["model_energy"].to_numpy(), group["reference_atomization_energy"].to_numpy()),
+                # every frame of one molecule has the same atoms, so the mean of per-frame MAEs is the component MAE
+                "forces_mae": float(group["forces_mae"].mean()),
+            }
+        )
+    table = pd.DataFrame(
+        rows, columns=["molecule", "n_atoms", "n_frames", "mean_shift", "shift_std", "r2", "forces_mae"]
+    )
     failed = trajectories.groupby("molecule")["failed"].any()
     table["stable"] = [not bool(failed.get(m, True)) for m in table["molecule"]]
     return table.sort_values("n_atoms", ignore_index=True)
@@ -91,8 +104,11 @@ def dispersion_share(frames: pd.DataFrame) -> pd.DataFrame:
     The model learned, on its small training molecules, the dispersion that such molecules have
     at these distances (little); a share near 1 means the missing pairs explain the shift.
     """
-    parts = {"total": "dispersion_energy", "beyond_cutoff": "d4_beyond_cutoff",
-             "beyond_receptive_field": "d4_beyond_receptive_field"}
+    parts = {
+        "total": "dispersion_energy",
+        "beyond_cutoff": "d4_beyond_cutoff",
+        "beyond_receptive_field": "d4_beyond_receptive_field",
+    }
     _require(frames, ("molecule", "n_atoms", "energy_error", "converged", *parts.values()))
     rows = []
     for molecule, group in frames[frames["converged"].astype(bool)].groupby("molecule", sort=False):

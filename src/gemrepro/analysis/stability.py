@@ -122,9 +122,7 @@ def _as_numbers_positions(numbers: Any, positions: Any) -> tuple[np.ndarray, np.
     return numbers, positions
 
 
-def reference_bonds(
-    numbers: Any, positions: Any, covalent_factor: float = 1.2
-) -> tuple[np.ndarray, np.ndarray]:
+def reference_bonds(numbers: Any, positions: Any, covalent_factor: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
     """Bonds ``(B, 2)`` (i < j) of one structure and their lengths ``(B,)`` in Å.
 
     A pair is bonded when ``d_ij < covalent_factor * (r_i + r_j)`` with covalent radii ``r``.
@@ -294,4 +292,6 @@ def detect_failure(
         return None
     frame = int(np.argmax(any_failed))
     rule = next(r for r in PRIORITY if r in failed and failed[r][frame])
-    return FailureRecord(step=int(steps_arr[frame]), time_ps=float(times[frame]), rule=rule, atoms=atoms_of[rule](frame))
+    return FailureRecord(
+        step=int(steps_arr[frame]), time_ps=float(times[frame]), rule=rule, atoms=atoms_of[rule](frame)
+    )

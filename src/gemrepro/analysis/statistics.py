@@ -42,8 +42,14 @@ def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_interval(values: Sequence[float] | np.ndarray, *, statistic: Callable[[np.ndarray], float] = np.mean,
-                       n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray,
+    *,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
     """``statistic`` of ``values`` with a percentile interval from resampling the values.
 
     Non-finite values are dropped first (a frame whose reference calculation failed has no error).
@@ -63,8 +69,15 @@ def bootstrap_interval(values: Sequence[float] | np.ndarray, *, statistic: Calla
     return Interval(estimate, low, high, len(finite))
 
 
-def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], *, paired: bool = False,
-                             n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+def bootstrap_ratio_of_means(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    *,
+    paired: bool = False,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
     """mean(numerator) / mean(denominator) with a bootstrap interval (``n``: the smaller sample).
 
     ``paired`` resamples the same indices on both sides (the same molecules at two temperatures).
@@ -86,14 +99,20 @@ def bootstrap_ratio_of_means(numerator: Sequence[float], denominator: Sequence[f
         draws = rng.integers(0, len(a), size=(n_boot, len(a)))
         samples = a[draws].mean(axis=1) / b[draws].mean(axis=1)
     else:
-        samples = (a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1)
-                   / b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1))
+        samples = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) / b[
+            rng.integers(0, len(b), size=(n_boot, len(b)))
+        ].mean(axis=1)
     low, high = _percentiles(samples, confidence)
     return Interval(estimate, low, high, int(min(len(a), len(b))))
 
 
-def _slope_samples(sizes: Sequence[float] | np.ndarray, errors: Sequence[float] | np.ndarray, segments: Sequence[tuple[int, int]],
-                   n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _slope_samples(
+    sizes: Sequence[float] | np.ndarray,
+    errors: Sequence[float] | np.ndarray,
+    segments: Sequence[tuple[int, int]],
+    n_boot: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Slope estimates (K,), bootstrap samples (n_boot, K) and the fewest seeds of a size."""
     sizes = np.asarray(sizes, dtype=float)
     errors = np.asarray(errors, dtype=float)
@@ -109,17 +128,25 @@ def _slope_samples(sizes: Sequence[float] | np.ndarray, errors: Sequence[float] 
             raise ValueError(f"segment ({first}, {last}): expected 0 <= first < last < {len(distinct)}")
 
     def slopes(means: np.ndarray) -> list[float]:
-        return [float(np.polyfit(x[a:b + 1], means[a:b + 1], 1)[0]) for a, b in segments]
+        return [float(np.polyfit(x[a : b + 1], means[a : b + 1], 1)[0]) for a, b in segments]
 
     estimate = np.array(slopes(np.array([g.mean() for g in groups])))
     rng = np.random.default_rng(seed)
-    samples = np.array([slopes(np.array([g[rng.integers(0, len(g), len(g))].mean() for g in groups]))
-                        for _ in range(n_boot)])
+    samples = np.array(
+        [slopes(np.array([g[rng.integers(0, len(g), len(g))].mean() for g in groups])) for _ in range(n_boot)]
+    )
     return estimate, samples, int(min(len(g) for g in groups))
 
 
-def loglog_slopes(sizes: Sequence[float], errors: Sequence[float], segments: Sequence[tuple[int, int]],
-                  *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE, seed: int = 0) -> list[Interval]:
+def loglog_slopes(
+    sizes: Sequence[float],
+    errors: Sequence[float],
+    segments: Sequence[tuple[int, int]],
+    *,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> list[Interval]:
     """Least-squares slopes of log(error) against log(size) over index ranges of the distinct sizes.
 
     ``sizes`` and ``errors`` have one entry per model (several training seeds per size); a bootstrap
@@ -135,9 +162,16 @@ def loglog_slopes(sizes: Sequence[float], errors: Sequence[float], segments: Seq
     return out
 
 
-def loglog_slope_change(sizes: Sequence[float], errors: Sequence[float], lower: tuple[int, int],
-                        upper: tuple[int, int], *, n_boot: int = N_BOOT, confidence: float = CONFIDENCE,
-                        seed: int = 0) -> Interval:
+def loglog_slope_change(
+    sizes: Sequence[float],
+    errors: Sequence[float],
+    lower: tuple[int, int],
+    upper: tuple[int, int],
+    *,
+    n_boot: int = N_BOOT,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Interval:
     """Slope over ``upper`` minus slope over ``lower`` (same resampling as :func:`loglog_slopes`).
 
     A learning curve that levels off has a positive change: its top segment falls less steeply.

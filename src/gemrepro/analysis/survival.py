@@ -49,15 +49,18 @@ def _times_and_events(times_ps, failed) -> tuple[np.ndarray, np.ndarray]:
     times = np.asarray(times_ps, dtype=float)
     events = np.asarray(failed, dtype=bool)
     if times.ndim != 1 or times.shape != events.shape or len(times) == 0:
-        raise ValueError(f"times_ps, failed: expected two non-empty 1-d arrays of equal length, "
-                         f"got shapes {times.shape} and {events.shape}")
+        raise ValueError(
+            f"times_ps, failed: expected two non-empty 1-d arrays of equal length, "
+            f"got shapes {times.shape} and {events.shape}"
+        )
     if not np.all(np.isfinite(times)) or np.any(times < 0):
         raise ValueError("times_ps: expected finite, non-negative times in ps (use the run length for survivors)")
     return times, events
 
 
-def stable_times(trajectories: pd.DataFrame, horizon_ps: float, time: str = "time_to_failure_ps",
-                 event: str = "failed") -> np.ndarray:
+def stable_times(
+    trajectories: pd.DataFrame, horizon_ps: float, time: str = "time_to_failure_ps", event: str = "failed"
+) -> np.ndarray:
     """Stable time of each trajectory (ps): its failure time, or ``horizon_ps`` when it survived."""
     missing = [c for c in (time, event) if c not in trajectories.columns]
     if missing:
@@ -80,16 +83,24 @@ def kaplan_meier(times_ps, failed, label: str = "") -> pd.DataFrame:
     fitter = KaplanMeierFitter(label=label or "survival", alpha=0.05).fit(times, event_observed=events)
     curve = fitter.survival_function_.iloc[:, 0]
     band = fitter.confidence_interval_survival_function_
-    return pd.DataFrame({
-        "time_ps": curve.index.to_numpy(dtype=float),
-        "survival": curve.to_numpy(dtype=float),
-        "lower": band.iloc[:, 0].to_numpy(dtype=float),
-        "upper": band.iloc[:, 1].to_numpy(dtype=float),
-    })
+    return pd.DataFrame(
+        {
+            "time_ps": curve.index.to_numpy(dtype=float),
+            "survival": curve.to_numpy(dtype=float),
+            "lower": band.iloc[:, 0].to_numpy(dtype=float),
+            "upper": band.iloc[:, 1].to_numpy(dtype=float),
+        }
+    )
 
 
-def survival_curves(trajectories: pd.DataFrame, by: Sequence[str], horizon_ps: float,
-                    *, time: str = "time_to_failure_ps", event: str = "failed") -> pd.DataFrame:
+def survival_curves(
+    trajectories: pd.DataFrame,
+    by: Sequence[str],
+    horizon_ps: float,
+    *,
+    time: str = "time_to_failure_ps",
+    event: str = "failed",
+) -> pd.DataFrame:
     """One Kaplan–Meier curve per group of ``by``, ending at the run length ``horizon_ps``.
 
     Each curve gets a last point at ``horizon_ps`` so survivors draw a line to the end of the run.
@@ -110,8 +121,15 @@ def survival_curves(trajectories: pd.DataFrame, by: Sequence[str], horizon_ps: f
     return pd.concat(frames, ignore_index=True)
 
 
-def bootstrap_ratio(a, b, *, statistic: Callable[[np.ndarray], float] = np.median, n_boot: int = 2000, seed: int = 0,
-                    confidence: float = 0.95) -> RatioEstimate:
+def bootstrap_ratio(
+    a,
+    b,
+    *,
+    statistic: Callable[[np.ndarray], float] = np.median,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> RatioEstimate:
     """``statistic(a) / statistic(b)`` with a percentile bootstrap over trajectories of each sample.
 
     Used for "the pretrained model stays stable up to 3x longer": ``a`` and ``b`` are the stable

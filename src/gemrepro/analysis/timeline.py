@@ -18,8 +18,9 @@ from gemrepro.analysis.stability import bond_deviation, reference_bonds
 __all__ = ["bond_signal", "error_jump", "hole_onset", "trajectory_timeline"]
 
 
-def bond_signal(numbers: np.ndarray, reference_positions: np.ndarray, positions: np.ndarray,
-                covalent_factor: float = 1.2) -> np.ndarray:
+def bond_signal(
+    numbers: np.ndarray, reference_positions: np.ndarray, positions: np.ndarray, covalent_factor: float = 1.2
+) -> np.ndarray:
     """Largest ``|bond length - start length|`` (Å) per frame of ``positions (frames, atoms, 3)``.
 
     Bonds are those of ``reference_positions`` by covalent radii (the stability rule's bonds). A
@@ -39,16 +40,18 @@ def hole_onset(times_ps: np.ndarray, signal: np.ndarray, tolerance: float = 0.5)
     """First time (ps) at which ``signal`` exceeds ``tolerance``; ``nan`` when it never does."""
     times_ps, signal = np.asarray(times_ps, dtype=float), np.asarray(signal, dtype=float)
     if times_ps.ndim != 1 or times_ps.shape != signal.shape:
-        raise ValueError(f"times_ps, signal: expected two 1-d arrays of equal length, "
-                         f"got {times_ps.shape} and {signal.shape}")
+        raise ValueError(
+            f"times_ps, signal: expected two 1-d arrays of equal length, got {times_ps.shape} and {signal.shape}"
+        )
     if not (np.isfinite(tolerance) and tolerance > 0):
         raise ValueError(f"tolerance: expected a positive bond tolerance in Å, got {tolerance!r}")
     above = np.flatnonzero(signal > tolerance)
     return float(times_ps[above[0]]) if len(above) else float("nan")
 
 
-def trajectory_timeline(trajectory: dict, labels: pd.DataFrame | None = None,
-                        covalent_factor: float = 1.2) -> pd.DataFrame:
+def trajectory_timeline(
+    trajectory: dict, labels: pd.DataFrame | None = None, covalent_factor: float = 1.2
+) -> pd.DataFrame:
     """One row per stored frame: ``frame``, ``time_ps``, ``max_bond_deviation`` (Å), ``alive`` (still
     integrated), ``after_failure`` (at or after the failure the run recorded; when ``trajectory``
     has ``failed``), and, where ``labels`` (a relabelled-frames table with ``frame``) has the frame,
@@ -59,14 +62,17 @@ def trajectory_timeline(trajectory: dict, labels: pd.DataFrame | None = None,
     missing = [k for k in ("numbers", "reference_positions", "positions", "time_ps", "alive") if k not in trajectory]
     if missing:
         raise ValueError(f"trajectory: missing field(s) {missing}; expected gemrepro.md.read_system output")
-    signal = bond_signal(trajectory["numbers"], trajectory["reference_positions"], trajectory["positions"],
-                         covalent_factor)
-    table = pd.DataFrame({
-        "frame": np.arange(len(signal)),
-        "time_ps": np.asarray(trajectory["time_ps"], dtype=float),
-        "max_bond_deviation": signal,
-        "alive": np.asarray(trajectory["alive"], dtype=bool),
-    })
+    signal = bond_signal(
+        trajectory["numbers"], trajectory["reference_positions"], trajectory["positions"], covalent_factor
+    )
+    table = pd.DataFrame(
+        {
+            "frame": np.arange(len(signal)),
+            "time_ps": np.asarray(trajectory["time_ps"], dtype=float),
+            "max_bond_deviation": signal,
+            "alive": np.asarray(trajectory["alive"], dtype=bool),
+        }
+    )
     if "failed" in trajectory:
         table["after_failure"] = np.asarray(trajectory["failed"], dtype=bool)
     if labels is None:
@@ -93,5 +99,7 @@ def error_jump(timeline: pd.DataFrame, failure_ps: float, column: str = "energy_
         usable = usable[usable["converged"].eq(True)]
     errors = usable[column].abs()
     before, after = errors[usable["time_ps"] < failure_ps], errors[usable["time_ps"] >= failure_ps]
-    return {"before": float(before.median()) if len(before) else float("nan"),
-            "after": float(after.max()) if len(after) else float("nan")}
+    return {
+        "before": float(before.median()) if len(before) else float("nan"),
+        "after": float(after.max()) if len(after) else float("nan"),
+    }

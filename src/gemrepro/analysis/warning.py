@@ -24,8 +24,17 @@ import pandas as pd
 from gemrepro.analysis.statistics import Interval, bootstrap_ratio_of_means
 from gemrepro.analysis.survival import Correlation, rank_correlation
 
-__all__ = ["OUTCOMES", "PROXY_TRENDS", "ProxyAtLargeError", "first_crossing", "proxy_at_large_error",
-           "proxy_correlation", "recommend_threshold", "threshold_tradeoff", "warnings_at"]
+__all__ = [
+    "OUTCOMES",
+    "PROXY_TRENDS",
+    "ProxyAtLargeError",
+    "first_crossing",
+    "proxy_at_large_error",
+    "proxy_correlation",
+    "recommend_threshold",
+    "threshold_tradeoff",
+    "warnings_at",
+]
 
 PROXY_TRENDS: tuple[str, ...] = ("keeps rising", "plateaus or falls", "underpowered")
 """Verdicts of :func:`proxy_at_large_error` on the committee's known weakness."""
@@ -40,7 +49,9 @@ def first_crossing(times_ps, values, threshold: float) -> float:
     """
     times, values = np.asarray(times_ps, dtype=float), np.asarray(values, dtype=float)
     if times.ndim != 1 or times.shape != values.shape:
-        raise ValueError(f"times_ps, values: expected two 1-d arrays of equal length, got {times.shape} and {values.shape}")
+        raise ValueError(
+            f"times_ps, values: expected two 1-d arrays of equal length, got {times.shape} and {values.shape}"
+        )
     above = np.flatnonzero(~(values <= threshold))
     return float(times[above[0]]) if len(above) else float("nan")
 
@@ -51,9 +62,14 @@ def _require(table: pd.DataFrame, columns: Sequence[str], name: str) -> None:
         raise ValueError(f"{name}: missing column(s) {missing}; expected {list(columns)}")
 
 
-def warnings_at(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshold: float,
-                by: Sequence[str] = ("train_size", "system"), signal: str = "force_disagreement",
-                min_lead_ps: float = 0.0) -> pd.DataFrame:
+def warnings_at(
+    disagreement: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    threshold: float,
+    by: Sequence[str] = ("train_size", "system"),
+    signal: str = "force_disagreement",
+    min_lead_ps: float = 0.0,
+) -> pd.DataFrame:
     """One row per trajectory: the first alarm at ``threshold``, its lead time and the outcome.
 
     Columns: ``by``, failed, time_to_failure_ps, alarm_ps (first alarm before the failure, or
@@ -67,8 +83,10 @@ def warnings_at(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshol
         raise ValueError(f"threshold: expected a finite non-negative disagreement, got {threshold!r}")
     if not (np.isfinite(min_lead_ps) and min_lead_ps >= 0):
         raise ValueError(f"min_lead_ps: expected a non-negative time in ps, got {min_lead_ps!r}")
-    frames = {key if isinstance(key, tuple) else (key,): group.sort_values("time_ps")
-              for key, group in disagreement.groupby(by, sort=False)}
+    frames = {
+        key if isinstance(key, tuple) else (key,): group.sort_values("time_ps")
+        for key, group in disagreement.groupby(by, sort=False)
+    }
     rows = []
     for _, trajectory in trajectories.iterrows():
         key = tuple(trajectory[c] for c in by)
@@ -84,14 +102,27 @@ def warnings_at(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshol
             outcome = "missed" if np.isnan(alarm) else ("late" if lead < min_lead_ps else "warned")
         else:
             outcome = "quiet" if np.isnan(alarm) else "false alarm"
-        rows.append({**dict(zip(by, key)), "failed": failed, "time_to_failure_ps": failure, "alarm_ps": alarm,
-                     "lead_time_ps": lead, "outcome": outcome})
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                "failed": failed,
+                "time_to_failure_ps": failure,
+                "alarm_ps": alarm,
+                "lead_time_ps": lead,
+                "outcome": outcome,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def threshold_tradeoff(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float] | np.ndarray,
-                       by: Sequence[str] = ("train_size", "system"), signal: str = "force_disagreement",
-                       min_lead_ps: float = 0.0) -> pd.DataFrame:
+def threshold_tradeoff(
+    disagreement: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    thresholds: Sequence[float] | np.ndarray,
+    by: Sequence[str] = ("train_size", "system"),
+    signal: str = "force_disagreement",
+    min_lead_ps: float = 0.0,
+) -> pd.DataFrame:
     """One row per threshold: detection rate on failed trajectories, false-alarm rate on stable ones.
 
     Columns: threshold, n_failed, n_stable, detection_rate (warned in time / failed), miss_rate
@@ -100,20 +131,26 @@ def threshold_tradeoff(disagreement: pd.DataFrame, trajectories: pd.DataFrame, t
     """
     thresholds = np.asarray(thresholds, dtype=float)
     if thresholds.ndim != 1 or len(thresholds) == 0:
-        raise ValueError(f"thresholds: expected a non-empty 1-d sequence of disagreements, got shape {thresholds.shape}")
+        raise ValueError(
+            f"thresholds: expected a non-empty 1-d sequence of disagreements, got shape {thresholds.shape}"
+        )
     rows = []
     for threshold in thresholds:
         table = warnings_at(disagreement, trajectories, float(threshold), by, signal, min_lead_ps)
         counts = table["outcome"].value_counts()
         n_failed, n_stable = int(table["failed"].sum()), int((~table["failed"]).sum())
         warned = table[table["outcome"] == "warned"]
-        rows.append({
-            "threshold": float(threshold), "n_failed": n_failed, "n_stable": n_stable,
-            "detection_rate": counts.get("warned", 0) / n_failed if n_failed else np.nan,
-            "miss_rate": (counts.get("missed", 0) + counts.get("late", 0)) / n_failed if n_failed else np.nan,
-            "false_alarm_rate": counts.get("false alarm", 0) / n_stable if n_stable else np.nan,
-            "median_lead_ps": float(warned["lead_time_ps"].median()) if len(warned) else np.nan,
-        })
+        rows.append(
+            {
+                "threshold": float(threshold),
+                "n_failed": n_failed,
+                "n_stable": n_stable,
+                "detection_rate": counts.get("warned", 0) / n_failed if n_failed else np.nan,
+                "miss_rate": (counts.get("missed", 0) + counts.get("late", 0)) / n_failed if n_failed else np.nan,
+                "false_alarm_rate": counts.get("false alarm", 0) / n_stable if n_stable else np.nan,
+                "median_lead_ps": float(warned["lead_time_ps"].median()) if len(warned) else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -130,8 +167,10 @@ def recommend_threshold(tradeoff: pd.DataFrame, max_false_alarm_rate: float | No
             raise ValueError(f"max_false_alarm_rate: expected a fraction in [0, 1], got {max_false_alarm_rate!r}")
         table = table[table["false_alarm_rate"] <= max_false_alarm_rate]
     if table.empty:
-        raise ValueError("tradeoff: no threshold has both failed and stable trajectories to score "
-                         "(or none is within max_false_alarm_rate)")
+        raise ValueError(
+            "tradeoff: no threshold has both failed and stable trajectories to score "
+            "(or none is within max_false_alarm_rate)"
+        )
     score = table["detection_rate"] - table["false_alarm_rate"]
     best = table[score == score.max()]
     return best.loc[best["threshold"].idxmax()].rename(None)
@@ -153,12 +192,21 @@ class HeldOutWarning:
 
     @property
     def false_alarm_rate(self) -> float:
-        return float((self.held_out["outcome"] == "false alarm").sum() / self.n_stable) if self.n_stable else float("nan")
+        return (
+            float((self.held_out["outcome"] == "false alarm").sum() / self.n_stable) if self.n_stable else float("nan")
+        )
 
 
-def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, thresholds: Sequence[float] | np.ndarray,
-                       calibrate: pd.Series, *, by: Sequence[str] = ("train_size", "system"),
-                       signal: str = "force_disagreement", min_lead_ps: float = 0.0) -> HeldOutWarning:
+def calibrate_and_test(
+    disagreement: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    thresholds: Sequence[float] | np.ndarray,
+    calibrate: pd.Series,
+    *,
+    by: Sequence[str] = ("train_size", "system"),
+    signal: str = "force_disagreement",
+    min_lead_ps: float = 0.0,
+) -> HeldOutWarning:
     """Choose the threshold on the trajectories flagged in ``calibrate`` and measure it on the others.
 
     ``calibrate`` is a boolean Series aligned with ``trajectories``; disagreement rows follow their
@@ -176,12 +224,14 @@ def calibrate_and_test(disagreement: pd.DataFrame, trajectories: pd.DataFrame, t
     test_dis = flagged[~flagged["_calibrate"]].drop(columns="_calibrate")
     chosen = recommend_threshold(threshold_tradeoff(cal_dis, cal_traj, thresholds, by, signal, min_lead_ps))
     held_out = warnings_at(test_dis, test_traj, float(chosen["threshold"]), by, signal, min_lead_ps)
-    return HeldOutWarning(float(chosen["threshold"]), chosen, held_out, int(held_out["failed"].sum()),
-                          int((~held_out["failed"]).sum()))
+    return HeldOutWarning(
+        float(chosen["threshold"]), chosen, held_out, int(held_out["failed"].sum()), int((~held_out["failed"]).sum())
+    )
 
 
-def proxy_correlation(frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae"
-                      ) -> Correlation:
+def proxy_correlation(
+    frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae"
+) -> Correlation:
     """Spearman correlation between the committee's disagreement and the true error, frame by frame.
 
     Frames whose reference calculation failed (NaN error) are left out.
@@ -214,16 +264,27 @@ def _half_decade_bins(usable: pd.DataFrame, signal: str, error: str) -> pd.DataF
     positive = usable[usable[error] > 0]
     exponent = np.floor(2.0 * np.log10(positive[error].to_numpy())) / 2.0
     grouped = positive.groupby(exponent)
-    bins = pd.DataFrame({
-        "error_low": 10.0 ** np.asarray(list(grouped.groups), dtype=float), "n_frames": grouped.size().to_numpy(),
-        "median_error": grouped[error].median().to_numpy(), "median_signal": grouped[signal].median().to_numpy(),
-    })
+    bins = pd.DataFrame(
+        {
+            "error_low": 10.0 ** np.asarray(list(grouped.groups), dtype=float),
+            "n_frames": grouped.size().to_numpy(),
+            "median_error": grouped[error].median().to_numpy(),
+            "median_signal": grouped[signal].median().to_numpy(),
+        }
+    )
     bins.insert(1, "error_high", bins["error_low"] * 10.0**0.5)
     return bins
 
 
-def proxy_at_large_error(frames: pd.DataFrame, *, alarm_threshold: float, large_error: float, min_frames: int = 8,
-                         signal: str = "force_disagreement", error: str = "forces_mae") -> ProxyAtLargeError:
+def proxy_at_large_error(
+    frames: pd.DataFrame,
+    *,
+    alarm_threshold: float,
+    large_error: float,
+    min_frames: int = 8,
+    signal: str = "force_disagreement",
+    error: str = "forces_mae",
+) -> ProxyAtLargeError:
     """Does disagreement keep rising with the true error out of distribution, and what does the alarm miss?
 
     Far from the training data a committee's members can agree on the same wrong answer, so the
@@ -237,8 +298,9 @@ def proxy_at_large_error(frames: pd.DataFrame, *, alarm_threshold: float, large_
     """
     _require(frames, [signal, error], "frames")
     if not (np.isfinite(alarm_threshold) and alarm_threshold > 0 and np.isfinite(large_error) and large_error > 0):
-        raise ValueError(f"alarm_threshold/large_error: expected positive values, got {alarm_threshold!r}, "
-                         f"{large_error!r}")
+        raise ValueError(
+            f"alarm_threshold/large_error: expected positive values, got {alarm_threshold!r}, {large_error!r}"
+        )
     usable = frames[[signal, error]].replace([np.inf, -np.inf], np.nan).dropna()
     if usable.empty:
         raise ValueError(f"frames: expected frames with a finite {error} and {signal}")
@@ -251,5 +313,13 @@ def proxy_at_large_error(frames: pd.DataFrame, *, alarm_threshold: float, large_
         ratio = bootstrap_ratio_of_means(large[signal].to_numpy(), below[signal].to_numpy())
         trend = "keeps rising" if ratio.low > 1.0 else "plateaus or falls"
         error_ratio = float(large[error].mean() / below[error].mean())
-    return ProxyAtLargeError(_half_decade_bins(usable, signal, error), ratio, error_ratio, trend, len(large),
-                             int((large[signal] < alarm_threshold).sum()), float(large_error), float(alarm_threshold))
+    return ProxyAtLargeError(
+        _half_decade_bins(usable, signal, error),
+        ratio,
+        error_ratio,
+        trend,
+        len(large),
+        int((large[signal] < alarm_threshold).sum()),
+        float(large_error),
+        float(alarm_threshold),
+    )

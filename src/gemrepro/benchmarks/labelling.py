@@ -47,7 +47,9 @@ def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: i
         return len(items) / (time.perf_counter() - start)
 
 
-def labelling_throughput(n_configurations: int = 2000, reference: str = "gfn2-xtb", n_workers: int | None = None) -> dict:
+def labelling_throughput(
+    n_configurations: int = 2000, reference: str = "gfn2-xtb", n_workers: int | None = None
+) -> dict:
     """Labels per second on one worker and on ``n_workers`` (default: all cores), and their ratio."""
     get_method(reference)  # one-line error for an unknown method
     n_workers = n_workers or os.cpu_count() or 1

@@ -84,8 +84,14 @@ def _ase_langevin_seconds(
         atoms = atoms.copy()
         atoms.calc = calculator
         thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-        dynamics = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature_K,
-                            friction=DEFAULT_FRICTION_PER_FS / units.fs, fixcm=False, rng=rng)
+        dynamics = Langevin(
+            atoms,
+            dt_fs * units.fs,
+            temperature_K=temperature_K,
+            friction=DEFAULT_FRICTION_PER_FS / units.fs,
+            fixcm=False,
+            rng=rng,
+        )
         dynamics.run(n_steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -127,12 +133,29 @@ def benchmark_md(
     potential = GemNetPotential(_bare_network(model), device=device)  # eval mode, frozen weights: shared by both paths
     batched_seconds, ase_seconds = [], []
     with tempfile.TemporaryDirectory(prefix="gemrepro-bench-md-") as folder:
-        run_md(potential, systems, n_steps=1, path=Path(folder) / "warm.h5", temperatures=temperature_K,
-               dt_fs=dt_fs, device=device, progress=False)
+        run_md(
+            potential,
+            systems,
+            n_steps=1,
+            path=Path(folder) / "warm.h5",
+            temperatures=temperature_K,
+            dt_fs=dt_fs,
+            device=device,
+            progress=False,
+        )
         for round_ in range(int(repeats)):
-            summary = run_md(potential, systems, n_steps=n_steps, path=Path(folder) / f"bench{round_}.h5",
-                             temperatures=temperature_K, dt_fs=dt_fs, frame_interval=n_steps,
-                             checkpoint_interval=n_steps, device=device, progress=False)
+            summary = run_md(
+                potential,
+                systems,
+                n_steps=n_steps,
+                path=Path(folder) / f"bench{round_}.h5",
+                temperatures=temperature_K,
+                dt_fs=dt_fs,
+                frame_interval=n_steps,
+                checkpoint_interval=n_steps,
+                device=device,
+                progress=False,
+            )
             batched_seconds.append(summary.wall_time_s)
             ase_seconds.append(_ase_langevin_seconds(potential.network, systems, n_steps, temperature_K, dt_fs, device))
     system_steps = len(systems) * n_steps
@@ -195,8 +218,9 @@ def batch_scaling(
     rows = []
     for n in sizes:
         batched, one_at_a_time = call_ms(systems[:n]), float(np.sum(singles[:n]))
-        rows.append({"n_systems": n, "batched_ms": batched, "one_at_a_time_ms": one_at_a_time,
-                     "ratio": one_at_a_time / batched})
+        rows.append(
+            {"n_systems": n, "batched_ms": batched, "one_at_a_time_ms": one_at_a_time, "ratio": one_at_a_time / batched}
+        )
     counts = np.array([row["n_systems"] for row in rows], dtype=float)
     batched_ms = np.array([row["batched_ms"] for row in rows])
     per_system, fixed = np.polyfit(counts, batched_ms, 1)
@@ -219,15 +243,82 @@ def batch_scaling(
 # What each aten operator does, by name prefix: the profile groups a force call's time by kind of work.
 OP_KINDS: dict[str, tuple[str, ...]] = {
     "matrix products": ("mm", "bmm", "addmm", "matmul", "linear", "baddbmm"),
-    "activations and basis functions": ("silu", "sigmoid", "exp", "sin", "cos", "pow", "sqrt", "rsqrt", "log",
-                                        "tanh", "atan2", "reciprocal"),
-    "gathers and scatters": ("index", "scatter", "gather", "embedding", "nonzero", "masked", "take", "searchsorted",
-                             "bincount", "repeat_interleave", "unique", "sort", "argsort"),
-    "copies and allocations": ("cat", "copy", "fill", "zero", "empty", "_to_copy", "clone", "contiguous", "full",
-                               "ones", "arange", "stack", "eye", "new_"),
-    "elementwise arithmetic": ("mul", "add", "sub", "div", "neg", "sum", "where", "clamp", "maximum", "minimum",
-                               "abs", "rsub", "linalg_vector_norm", "norm", "mean", "eq", "ne", "lt", "gt", "le",
-                               "ge", "logical", "bitwise", "isfinite", "any", "all", "amax", "max", "min"),
+    "activations and basis functions": (
+        "silu",
+        "sigmoid",
+        "exp",
+        "sin",
+        "cos",
+        "pow",
+        "sqrt",
+        "rsqrt",
+        "log",
+        "tanh",
+        "atan2",
+        "reciprocal",
+    ),
+    "gathers and scatters": (
+        "index",
+        "scatter",
+        "gather",
+        "embedding",
+        "nonzero",
+        "masked",
+        "take",
+        "searchsorted",
+        "bincount",
+        "repeat_interleave",
+        "unique",
+        "sort",
+        "argsort",
+    ),
+    "copies and allocations": (
+        "cat",
+        "copy",
+        "fill",
+        "zero",
+        "empty",
+        "_to_copy",
+        "clone",
+        "contiguous",
+        "full",
+        "ones",
+        "arange",
+        "stack",
+        "eye",
+        "new_",
+    ),
+    "elementwise arithmetic": (
+        "mul",
+        "add",
+        "sub",
+        "div",
+        "neg",
+        "sum",
+        "where",
+        "clamp",
+        "maximum",
+        "minimum",
+        "abs",
+        "rsub",
+        "linalg_vector_norm",
+        "norm",
+        "mean",
+        "eq",
+        "ne",
+        "lt",
+        "gt",
+        "le",
+        "ge",
+        "logical",
+        "bitwise",
+        "isfinite",
+        "any",
+        "all",
+        "amax",
+        "max",
+        "min",
+    ),
 }
 OTHER_KIND = "Python, autograd engine and dispatch"
 
@@ -254,7 +345,7 @@ def op_kind(name: str) -> str | None:
     """The kind of work of an aten operator (``None`` for names that are not aten operators)."""
     if not name.startswith("aten::"):
         return None
-    op = name[len("aten::"):]
+    op = name[len("aten::") :]
     for kind, prefixes in OP_KINDS.items():
         if any(op == prefix or op.startswith(prefix) for prefix in prefixes):
             return kind
@@ -301,13 +392,16 @@ def profile_potential(
             continue
         seconds = (event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total) / 1e6 / calls
         per_kind[kind] = per_kind.get(kind, 0.0) + seconds
-        operators.append({"operator": event.key, "kind": kind, "ms_per_call": 1e3 * seconds,
-                          "calls_per_call": event.count / calls})
+        operators.append(
+            {"operator": event.key, "kind": kind, "ms_per_call": 1e3 * seconds, "calls_per_call": event.count / calls}
+        )
     if device.type != "cuda":  # on a GPU the host's own work overlaps the kernels
         per_kind[OTHER_KIND] = max(profiled - sum(per_kind.values()), 0.0)
     total = sum(per_kind.values()) or 1.0
-    rows = [{"kind": kind, "ms_per_call": 1e3 * seconds, "share": seconds / total}
-            for kind, seconds in sorted(per_kind.items(), key=lambda item: -item[1])]
+    rows = [
+        {"kind": kind, "ms_per_call": 1e3 * seconds, "share": seconds / total}
+        for kind, seconds in sorted(per_kind.items(), key=lambda item: -item[1])
+    ]
     graph = network.graph_cache(positions.to(potential.dtype), system_index)
     return {
         "rows": rows,

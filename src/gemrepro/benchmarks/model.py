@@ -77,15 +77,17 @@ def benchmark_model(
             batch = Batch.from_data_list(structures)
             seconds = _time_evaluations(model, batch, repeats)
             num_atoms = int(batch.num_nodes)
-            rows.append({
-                "case": case,
-                "num_atoms": num_atoms,
-                "num_structures": len(structures),
-                "seconds": seconds,
-                "evaluations_per_second": len(structures) / seconds,
-                "atoms_per_second": num_atoms / seconds,
-                "microseconds_per_atom": 1e6 * seconds / num_atoms,
-            })
+            rows.append(
+                {
+                    "case": case,
+                    "num_atoms": num_atoms,
+                    "num_structures": len(structures),
+                    "seconds": seconds,
+                    "evaluations_per_second": len(structures) / seconds,
+                    "atoms_per_second": num_atoms / seconds,
+                    "microseconds_per_atom": 1e6 * seconds / num_atoms,
+                }
+            )
     finally:
         model.train(was_training)
     return rows
@@ -114,8 +116,11 @@ def compare_variants(
     generator = torch.Generator().manual_seed(seed)
     batch = Batch.from_data_list([molecule_like_cluster(atoms_per_molecule, generator) for _ in range(batch_size)])
     result: dict[str, float | int | str] = {
-        "preset": preset, "device": str(target), "batch_size": batch_size,
-        "atoms_per_molecule": atoms_per_molecule, "num_atoms": int(batch.num_nodes),
+        "preset": preset,
+        "device": str(target),
+        "batch_size": batch_size,
+        "atoms_per_molecule": atoms_per_molecule,
+        "num_atoms": int(batch.num_nodes),
     }
     for cls in (GemNetT, GemNetQ):
         torch.manual_seed(seed)
@@ -128,7 +133,9 @@ def compare_variants(
     edges = build_graph(batch.pos, batch.batch, config.cutoff)
     quads = build_quadruplets(edges, batch.pos, config.int_cutoff)
     result.update(
-        num_edges=edges.num_edges, num_triplets=edges.num_triplets, num_quadruplets=quads.num_quadruplets,
+        num_edges=edges.num_edges,
+        num_triplets=edges.num_triplets,
+        num_quadruplets=quads.num_quadruplets,
         cost_ratio_q_to_t=float(result["seconds_Q"]) / float(result["seconds_T"]),
     )
     return result

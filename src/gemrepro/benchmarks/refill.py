@@ -67,13 +67,25 @@ def benchmark_refill(
     seconds: dict[bool, list[float]] = {True: [], False: []}
     runs: dict[bool, QueueSummary] = {}
     with tempfile.TemporaryDirectory(prefix="gemrepro-bench-refill-") as folder:
-        run_queue(potential, systems[:1], n_steps=1, folder=Path(folder) / "warm", slots=1, device=device,
-                  progress=False)
+        run_queue(
+            potential, systems[:1], n_steps=1, folder=Path(folder) / "warm", slots=1, device=device, progress=False
+        )
         for round_ in range(int(repeats)):
-            for refill in ((True, False) if round_ % 2 == 0 else (False, True)):
-                summary = run_queue(potential, systems, n_steps=n_steps, folder=Path(folder) / f"{round_}-{refill}",
-                                    slots=slots, temperatures=temperatures, dt_fs=dt_fs, refill=refill,
-                                    frame_interval=n_steps, checkpoint_interval=n_steps, device=device, progress=False)
+            for refill in (True, False) if round_ % 2 == 0 else (False, True):
+                summary = run_queue(
+                    potential,
+                    systems,
+                    n_steps=n_steps,
+                    folder=Path(folder) / f"{round_}-{refill}",
+                    slots=slots,
+                    temperatures=temperatures,
+                    dt_fs=dt_fs,
+                    refill=refill,
+                    frame_interval=n_steps,
+                    checkpoint_interval=n_steps,
+                    device=device,
+                    progress=False,
+                )
                 seconds[refill].append(summary.wall_time_s)
                 runs[refill] = summary
     refill_run, waves_run = runs[True], runs[False]
@@ -84,8 +96,10 @@ def benchmark_refill(
         "refill_steps_per_s": refill_rate,
         "waves_steps_per_s": waves_rate,
         "ratio": refill_rate / waves_rate,
-        "ratios": [(refill_run.system_steps / r) / (waves_run.system_steps / w)
-                   for r, w in zip(seconds[True], seconds[False], strict=True)],
+        "ratios": [
+            (refill_run.system_steps / r) / (waves_run.system_steps / w)
+            for r, w in zip(seconds[True], seconds[False], strict=True)
+        ],
         "refill_system_steps": refill_run.system_steps,
         "waves_system_steps": waves_run.system_steps,
         "refill_utilisation": refill_run.utilisation,

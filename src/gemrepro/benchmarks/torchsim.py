@@ -39,14 +39,29 @@ def torchsim_friction(friction_per_fs: float) -> float:
     return friction_per_fs / fs_in_internal_units
 
 
-def _torchsim_seconds(model: TorchSimGemNet, systems: Sequence[Atoms], n_steps: int, temperature_K: float,
-                      dt_fs: float, friction_per_fs: float, device: torch.device) -> float:
+def _torchsim_seconds(
+    model: TorchSimGemNet,
+    systems: Sequence[Atoms],
+    n_steps: int,
+    temperature_K: float,
+    dt_fs: float,
+    friction_per_fs: float,
+    device: torch.device,
+) -> float:
     """Wall time of ``n_steps`` TorchSim Langevin steps of all ``systems`` in one batch."""
     state = molecules_to_state(list(systems), device=device, dtype=torch.float64)
     gamma = torch.tensor(torchsim_friction(friction_per_fs), dtype=torch.float64, device=device)
     start = time.perf_counter()
-    ts.integrate(state, model, integrator=ts.nvt_langevin, n_steps=n_steps, temperature=temperature_K,
-                 timestep=dt_fs * 1e-3, gamma=gamma, seed=0)
+    ts.integrate(
+        state,
+        model,
+        integrator=ts.nvt_langevin,
+        n_steps=n_steps,
+        temperature=temperature_K,
+        timestep=dt_fs * 1e-3,
+        gamma=gamma,
+        seed=0,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -75,16 +90,35 @@ def benchmark_torchsim(
     adapter = TorchSimGemNet(potential, device=device)
     gemrepro_seconds, torchsim_seconds = [], []
     with tempfile.TemporaryDirectory(prefix="gemrepro-bench-torchsim-") as folder:
-        run_md(potential, systems, n_steps=1, path=Path(folder) / "warm.h5", temperatures=temperature_K,
-               dt_fs=dt_fs, device=device, progress=False)
+        run_md(
+            potential,
+            systems,
+            n_steps=1,
+            path=Path(folder) / "warm.h5",
+            temperatures=temperature_K,
+            dt_fs=dt_fs,
+            device=device,
+            progress=False,
+        )
         _torchsim_seconds(adapter, systems, 1, temperature_K, dt_fs, friction_per_fs, device)
         for round_ in range(int(repeats)):
-            summary = run_md(potential, systems, n_steps=n_steps, path=Path(folder) / f"bench{round_}.h5",
-                             temperatures=temperature_K, dt_fs=dt_fs, friction=friction_per_fs,
-                             frame_interval=n_steps, checkpoint_interval=n_steps, device=device, progress=False)
+            summary = run_md(
+                potential,
+                systems,
+                n_steps=n_steps,
+                path=Path(folder) / f"bench{round_}.h5",
+                temperatures=temperature_K,
+                dt_fs=dt_fs,
+                friction=friction_per_fs,
+                frame_interval=n_steps,
+                checkpoint_interval=n_steps,
+                device=device,
+                progress=False,
+            )
             gemrepro_seconds.append(summary.wall_time_s)
-            torchsim_seconds.append(_torchsim_seconds(adapter, systems, n_steps, temperature_K, dt_fs,
-                                                      friction_per_fs, device))
+            torchsim_seconds.append(
+                _torchsim_seconds(adapter, systems, n_steps, temperature_K, dt_fs, friction_per_fs, device)
+            )
     system_steps = len(systems) * n_steps
     ours, theirs = system_steps / float(np.median(gemrepro_seconds)), system_steps / float(np.median(torchsim_seconds))
     return {

@@ -88,15 +88,25 @@ def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> fl
 def build_html(source: Path, output: Path) -> Path:
     """Build the HTML of the book in ``source`` (executed notebooks) into ``output``; warnings are errors."""
     subprocess.run(
-        [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(output),
-         *BUILD_FLAGS],
+        [
+            str(Path(sys.executable).with_name("jupyter-book")),
+            "build",
+            str(source),
+            "--path-output",
+            str(output),
+            *BUILD_FLAGS,
+        ],
         check=True,
     )
     return output / "_build" / "html"
 
 
-def build_book(scale: str = DEFAULT_SCALE, build_dir: Path | None = None, only: list[str] | None = None,
-               update_committed: bool = False) -> Path:
+def build_book(
+    scale: str = DEFAULT_SCALE,
+    build_dir: Path | None = None,
+    only: list[str] | None = None,
+    update_committed: bool = False,
+) -> Path:
     """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder.
 
     ``update_committed`` also copies the executed notebooks over the committed ones (only at the
@@ -146,10 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default=DEFAULT_SCALE)
     parser.add_argument("--build-dir", type=Path, default=None)
     parser.add_argument("--only", nargs="*", help="execute only these chapters (others keep their outputs)")
-    parser.add_argument("--update-committed", action="store_true",
-                        help=f"replace the committed notebooks with the executed ones ({DEFAULT_SCALE} only)")
-    parser.add_argument("--html-only", action="store_true",
-                        help="build the committed notebooks as they are (no execution), e.g. to publish")
+    parser.add_argument(
+        "--update-committed",
+        action="store_true",
+        help=f"replace the committed notebooks with the executed ones ({DEFAULT_SCALE} only)",
+    )
+    parser.add_argument(
+        "--html-only",
+        action="store_true",
+        help="build the committed notebooks as they are (no execution), e.g. to publish",
+    )
     args = parser.parse_args(argv)
     try:
         if args.html_only:

@@ -69,8 +69,14 @@ def _check_parameters(scale, seed, reference, data_dir, device):
     return spec
 
 
-def setup(scale: str = "tiny", *, seed: int = 0, reference: str = "gfn2-xtb", data_dir: str | None = None,
-          device: str = "auto") -> ChapterSettings:
+def setup(
+    scale: str = "tiny",
+    *,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    data_dir: str | None = None,
+    device: str = "auto",
+) -> ChapterSettings:
     """Validate papermill parameters (a one-line ``ChapterParameterError`` each), seed everything, style plots."""
     _one_line_parameter_errors()
     try:
@@ -113,8 +119,10 @@ def csv_download_link(data, filename: str) -> str:
     text = data.to_csv(index=False)
     payload = base64.b64encode(text.encode()).decode()
     size = f"{len(text) / 1024:.1f} kB"
-    return (f'<a download="{html.escape(filename)}" href="data:text/csv;base64,{payload}">'
-            f"download the data ({html.escape(filename)}, {size})</a>")
+    return (
+        f'<a download="{html.escape(filename)}" href="data:text/csv;base64,{payload}">'
+        f"download the data ({html.escape(filename)}, {size})</a>"
+    )
 
 
 def figure(fig, caption: str, *, data=None, artifacts: Sequence[Artifact] = (), paper: str | None = None) -> None:

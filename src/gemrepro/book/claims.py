@@ -56,7 +56,11 @@ from gemrepro.studies.pretraining import pretraining_study
 from gemrepro.studies.sweep import dft_convergence, temperature_sweep
 
 REPRODUCED, NOT_REPRODUCED, UNDERPOWERED, NOT_COMPARABLE = (
-    "reproduced", "not reproduced", "underpowered", "not comparable")
+    "reproduced",
+    "not reproduced",
+    "underpowered",
+    "not comparable",
+)
 VERDICTS = (REPRODUCED, NOT_REPRODUCED, UNDERPOWERED, NOT_COMPARABLE)
 CLAIMS_VERSION = 2  # bump when a claim's computation changes (part of the saved results' key)
 
@@ -126,8 +130,9 @@ class Results:
     @functools.cached_property
     def curve(self) -> pd.DataFrame:
         """Every learning-curve model: all training seeds of every size."""
-        return learning_curve(self.scale, self.seed, self.reference, root=self.root, progress=False,
-                              device=self.device, members=None)
+        return learning_curve(
+            self.scale, self.seed, self.reference, root=self.root, progress=False, device=self.device, members=None
+        )
 
     @functools.cached_property
     def sweep(self):
@@ -139,18 +144,19 @@ class Results:
 
     @functools.cached_property
     def out_of_sample(self):
-        return out_of_sample(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
-                             device=self.device)
+        return out_of_sample(
+            scale=self.scale, seed=self.seed, reference=self.reference, root=self.root, device=self.device
+        )
 
     @functools.cached_property
     def long_runs(self):
-        return long_runs(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
-                         device=self.device)
+        return long_runs(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root, device=self.device)
 
     @functools.cached_property
     def pretraining(self):
-        return pretraining_study(scale=self.scale, seed=self.seed, reference=self.reference, root=self.root,
-                                 device=self.device)
+        return pretraining_study(
+            scale=self.scale, seed=self.seed, reference=self.reference, root=self.root, device=self.device
+        )
 
 
 # ----------------------------------------------------------------------------- learning curve (Fig. 1)
@@ -174,15 +180,17 @@ def size_errors(curve: pd.DataFrame, size: int, column: str = "forces_mae") -> I
 def sparse_to_dense_ratio(curve: pd.DataFrame, column: str = "forces_mae") -> Interval:
     """Mean test error of the sparsest size over that of the densest, resampling training seeds."""
     sizes = _sizes(curve)
-    return bootstrap_ratio_of_means(curve.loc[curve["train_size"] == sizes[0], column],
-                                    curve.loc[curve["train_size"] == sizes[-1], column])
+    return bootstrap_ratio_of_means(
+        curve.loc[curve["train_size"] == sizes[0], column], curve.loc[curve["train_size"] == sizes[-1], column]
+    )
 
 
 def fig1_largest(curve: pd.DataFrame) -> Outcome:
     """The densest model's test force MAE (not comparable: other labels, 1,000x fewer configurations)."""
     largest = _sizes(curve)[-1]
-    return Outcome(f"{size_errors(curve, largest).format('.3g', 'eV/Å')} seeds ({largest:,} configurations)",
-                   NOT_COMPARABLE)
+    return Outcome(
+        f"{size_errors(curve, largest).format('.3g', 'eV/Å')} seeds ({largest:,} configurations)", NOT_COMPARABLE
+    )
 
 
 def fig1_shape(curve: pd.DataFrame) -> Outcome:
@@ -199,8 +207,10 @@ def fig1_shape(curve: pd.DataFrame) -> Outcome:
     lower, top = (0, len(sizes) - 2), (len(sizes) - 2, len(sizes) - 1)
     slope_low, slope_top = loglog_slopes(curve["train_size"], curve["forces_mae"], [lower, top])
     change = loglog_slope_change(curve["train_size"], curve["forces_mae"], lower, top)
-    value = (f"log-log slope {sizes[0]:,}→{sizes[-2]:,}: {slope_low.format('.2f')}; "
-             f"{sizes[-2]:,}→{sizes[-1]:,}: {slope_top.format('.2f')}; levelling off {change.format('+.2f')} seeds")
+    value = (
+        f"log-log slope {sizes[0]:,}→{sizes[-2]:,}: {slope_low.format('.2f')}; "
+        f"{sizes[-2]:,}→{sizes[-1]:,}: {slope_top.format('.2f')}; levelling off {change.format('+.2f')} seeds"
+    )
     capped = _not_converged(curve)
     if capped:
         return Outcome(value + f"; {capped} models hit the step cap", UNDERPOWERED)
@@ -262,12 +272,17 @@ def fig2bc_shape(sweep) -> Outcome:
     cold, hot = min(sweep.protocol.temperatures), max(sweep.protocol.temperatures)
     rise_sparse = rise_with_temperature(table, sparse, cold, hot, "forces_mae")
     rise_dense = rise_with_temperature(table, dense, cold, hot, "forces_mae")
-    value = (f"force MAE {hot:.0f} K / {cold:.0f} K: sparsest ({sparse:,}) {rise_sparse.format('.2f')}, "
-             f"densest ({dense:,}) {rise_dense.format('.2f')} molecules")
+    value = (
+        f"force MAE {hot:.0f} K / {cold:.0f} K: sparsest ({sparse:,}) {rise_sparse.format('.2f')}, "
+        f"densest ({dense:,}) {rise_dense.format('.2f')} molecules"
+    )
     if min(rise_sparse.n, rise_dense.n) < MIN_MOLECULES:
         return Outcome(value, UNDERPOWERED)
-    holds = (rise_sparse.low > RISE_WITH_T and rise_dense.estimate < SLIGHT_RISE_WITH_T
-             and rise_dense.estimate < rise_sparse.estimate)
+    holds = (
+        rise_sparse.low > RISE_WITH_T
+        and rise_dense.estimate < SLIGHT_RISE_WITH_T
+        and rise_dense.estimate < rise_sparse.estimate
+    )
     if holds:
         return Outcome(value, REPRODUCED)
     if rise_sparse.high < RISE_WITH_T or rise_dense.low > SLIGHT_RISE_WITH_T or rise_dense.low > rise_sparse.high:
@@ -294,11 +309,14 @@ def _thesis_outcome(curve: pd.DataFrame, counts: dict[int, tuple[int, int]], whe
     sizes = _sizes(curve)
     sparse, dense = sizes[0], sizes[-1]
     (failed_sparse, n_sparse), (failed_dense, n_dense) = counts[sparse], counts[dense]
-    _, p_value = fisher_exact([[failed_sparse, n_sparse - failed_sparse], [failed_dense, n_dense - failed_dense]],
-                              alternative="greater")
-    value = (f"test force MAE {sparse:,} / {dense:,}: {ratio.format('.2g')} seeds; failed {where}: "
-             f"{failed_sparse} of {n_sparse} ({sparse:,}) vs {failed_dense} of {n_dense} ({dense:,}), "
-             f"one-sided Fisher p = {p_value:.2g}")
+    _, p_value = fisher_exact(
+        [[failed_sparse, n_sparse - failed_sparse], [failed_dense, n_dense - failed_dense]], alternative="greater"
+    )
+    value = (
+        f"test force MAE {sparse:,} / {dense:,}: {ratio.format('.2g')} seeds; failed {where}: "
+        f"{failed_sparse} of {n_sparse} ({sparse:,}) vs {failed_dense} of {n_dense} ({dense:,}), "
+        f"one-sided Fisher p = {p_value:.2g}"
+    )
     if ratio.estimate > GOOD_TEST_ERROR_FACTOR:
         return Outcome(value + f"; the sparsest test error is not within {GOOD_TEST_ERROR_FACTOR:g}x", NOT_COMPARABLE)
     if p_value < THESIS_P_VALUE:
@@ -343,12 +361,16 @@ def exhaustive_pair(curve: pd.DataFrame, sweep) -> Outcome:
     model fails more often; underpowered when the interval straddles it.
     """
     sizes = _sizes(curve)
-    ratio = bootstrap_ratio_of_means(curve.loc[curve["train_size"] == sizes[-2], "forces_mae"],
-                                     curve.loc[curve["train_size"] == sizes[-1], "forces_mae"])
+    ratio = bootstrap_ratio_of_means(
+        curve.loc[curve["train_size"] == sizes[-2], "forces_mae"],
+        curve.loc[curve["train_size"] == sizes[-1], "forces_mae"],
+    )
     failed = sweep.trajectories.groupby("train_size")["failed"].agg(["sum", "size"])
     shares = {n: failed.loc[n, "sum"] / failed.loc[n, "size"] for n in sizes[-2:]}
-    value = (f"test force MAE {sizes[-2]:,} / {sizes[-1]:,}: {ratio.format('.2f')} seeds; failed trajectories "
-             + ", ".join(f"{int(failed.loc[n, 'sum'])} of {int(failed.loc[n, 'size'])} ({n:,})" for n in sizes[-2:]))
+    value = (
+        f"test force MAE {sizes[-2]:,} / {sizes[-1]:,}: {ratio.format('.2f')} seeds; failed trajectories "
+        + ", ".join(f"{int(failed.loc[n, 'sum'])} of {int(failed.loc[n, 'size'])} ({n:,})" for n in sizes[-2:])
+    )
     robust = all(v <= ROBUST_FAILED_FRACTION for v in shares.values())
     if ratio.high < EQUAL_ACCURACY_FACTOR and robust:
         return Outcome(value, REPRODUCED)
@@ -359,8 +381,11 @@ def exhaustive_pair(curve: pd.DataFrame, sweep) -> Outcome:
 
 # ----------------------------------------------------------------------------- reference convergence (Fig. 2d)
 def _dft_cells(dft_frames: pd.DataFrame) -> pd.DataFrame:
-    return errors.converged_percent(dft_frames) if len(dft_frames) else pd.DataFrame(
-        columns=["train_size", "temperature", "calculations", "converged", "converged_percent"])
+    return (
+        errors.converged_percent(dft_frames)
+        if len(dft_frames)
+        else pd.DataFrame(columns=["train_size", "temperature", "calculations", "converged", "converged_percent"])
+    )
 
 
 def fig2d_exhaustive(dft_frames: pd.DataFrame, sizes: list[int], method: str = "pbe0") -> Outcome:
@@ -369,8 +394,10 @@ def fig2d_exhaustive(dft_frames: pd.DataFrame, sizes: list[int], method: str = "
     cells = cells[cells["train_size"].isin(sizes[-2:])]
     if cells.empty:
         return Outcome(f"no {method} calculations on the {sizes[-2]:,} and {sizes[-1]:,} models' frames", UNDERPOWERED)
-    value = (f"{int(cells['converged'].sum())} of {int(cells['calculations'].sum())} {method} calculations converged "
-             f"({sizes[-2]:,} and {sizes[-1]:,}; fewest per cell: {int(cells['calculations'].min())})")
+    value = (
+        f"{int(cells['converged'].sum())} of {int(cells['calculations'].sum())} {method} calculations converged "
+        f"({sizes[-2]:,} and {sizes[-1]:,}; fewest per cell: {int(cells['calculations'].min())})"
+    )
     if cells["calculations"].min() < MIN_DFT_FRAMES:
         return Outcome(value, UNDERPOWERED)
     return judged(bool((cells["converged"] == cells["calculations"]).all()), value)
@@ -408,12 +435,31 @@ def hole_jumps(sweep) -> pd.DataFrame:
         before = mine.loc[~mine["after_failure"].astype(bool), "energy_error"].abs()
         after = mine.loc[mine["after_failure"].astype(bool), "energy_error"].abs()
         if len(before) and len(after):
-            rows.append({"train_size": int(row.train_size), "molecule": row.molecule, "temperature": row.temperature,
-                         "failure_ps": float(row.time_to_failure_ps), "stable_fraction": row.time_to_failure_ps / horizon,
-                         "ae_error_before": float(before.mean()), "ae_error_after": float(after.mean()),
-                         "jump": float(after.mean() / max(before.mean(), 1e-12))})
-    return pd.DataFrame(rows, columns=["train_size", "molecule", "temperature", "failure_ps", "stable_fraction",
-                                       "ae_error_before", "ae_error_after", "jump"])
+            rows.append(
+                {
+                    "train_size": int(row.train_size),
+                    "molecule": row.molecule,
+                    "temperature": row.temperature,
+                    "failure_ps": float(row.time_to_failure_ps),
+                    "stable_fraction": row.time_to_failure_ps / horizon,
+                    "ae_error_before": float(before.mean()),
+                    "ae_error_after": float(after.mean()),
+                    "jump": float(after.mean() / max(before.mean(), 1e-12)),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "train_size",
+            "molecule",
+            "temperature",
+            "failure_ps",
+            "stable_fraction",
+            "ae_error_before",
+            "ae_error_after",
+            "jump",
+        ],
+    )
 
 
 def fig2e_hole(sweep) -> Outcome:
@@ -427,11 +473,16 @@ def fig2e_hole(sweep) -> Outcome:
     jumps = hole_jumps(sweep)
     if len(jumps) < MIN_FAILURES:
         failed = int(sweep.trajectories["failed"].sum())
-        return Outcome(f"{len(jumps)} of {failed} failed trajectories failed after {HOLE_MIN_STABLE_FRACTION:.0%} "
-                       f"of a {sweep.protocol.md_time_ps:g} ps run", UNDERPOWERED)
+        return Outcome(
+            f"{len(jumps)} of {failed} failed trajectories failed after {HOLE_MIN_STABLE_FRACTION:.0%} "
+            f"of a {sweep.protocol.md_time_ps:g} ps run",
+            UNDERPOWERED,
+        )
     jump = bootstrap_interval(jumps["jump"].to_numpy(), statistic=np.median)
-    value = (f"AE error after / before the failure: median {jump.format('.2g')} trajectories; before "
-             f"{jumps['ae_error_before'].median():.2g} eV, after {jumps['ae_error_after'].median():.2g} eV")
+    value = (
+        f"AE error after / before the failure: median {jump.format('.2g')} trajectories; before "
+        f"{jumps['ae_error_before'].median():.2g} eV, after {jumps['ae_error_after'].median():.2g} eV"
+    )
     return above(jump, HOLE_JUMP_FACTOR, value)
 
 
@@ -442,8 +493,14 @@ def cross_trajectory_table(sweep, device: str = "cpu") -> pd.DataFrame:
     for molecule in sorted(sweep.trajectories["molecule"].unique()):
         table = holes.cross_trajectory(sweep, molecule, hot, sizes=(sparse, dense), device=device)
         by = table.set_index(["model", "trajectory_of"])["forces_mae"]
-        rows.append({"molecule": molecule, "temperature": hot, "own": by.loc[(sparse, sparse)],
-                     "exhaustive": by.loc[(sparse, dense)]})
+        rows.append(
+            {
+                "molecule": molecule,
+                "temperature": hot,
+                "own": by.loc[(sparse, sparse)],
+                "exhaustive": by.loc[(sparse, dense)],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -454,8 +511,10 @@ def cross_trajectory(table: pd.DataFrame, sparse: int) -> Outcome:
     trajectory (paired over molecules) has an interval above ``CROSS_TRAJECTORY_FACTOR``.
     """
     ratio = bootstrap_ratio_of_means(table["own"], table["exhaustive"], paired=True)
-    value = (f"{table['own'].mean():.2g} vs {table['exhaustive'].mean():.2g} eV/Å ({sparse:,} model, "
-             f"{table['temperature'].iloc[0]:.0f} K): ratio {ratio.format('.2g')} molecules")
+    value = (
+        f"{table['own'].mean():.2g} vs {table['exhaustive'].mean():.2g} eV/Å ({sparse:,} model, "
+        f"{table['temperature'].iloc[0]:.0f} K): ratio {ratio.format('.2g')} molecules"
+    )
     if ratio.n < MIN_MOLECULES:
         return Outcome(value, UNDERPOWERED)
     return above(ratio, CROSS_TRAJECTORY_FACTOR, value)
@@ -470,17 +529,22 @@ def _oos_table(r: "Results") -> pd.DataFrame:
 def fig3_sign(table: pd.DataFrame) -> Outcome:
     positive = int((table["mean_shift"] > 0).sum())
     largest = table.sort_values("n_atoms").iloc[-1]
-    value = (f"{positive} of {len(table)} molecules shifted up; largest ({largest['molecule']}): "
-             f"{largest['mean_shift']:+.2g} eV")
+    value = (
+        f"{positive} of {len(table)} molecules shifted up; largest ({largest['molecule']}): "
+        f"{largest['mean_shift']:+.2g} eV"
+    )
     if len(table) < MIN_MOLECULES:
         return Outcome(value, UNDERPOWERED)
     return judged(positive == len(table), value)
 
 
 def fig3_accuracy(table: pd.DataFrame) -> Outcome:
-    return judged(bool(table["r2"].min() > OOS_R2), f"R² {table['r2'].min():.2f}–{table['r2'].max():.2f}; force MAE "
-                                                    f"{table['forces_mae'].min():.2g}–{table['forces_mae'].max():.2g} "
-                                                    f"eV/Å (n = {len(table)} molecules)")
+    return judged(
+        bool(table["r2"].min() > OOS_R2),
+        f"R² {table['r2'].min():.2f}–{table['r2'].max():.2f}; force MAE "
+        f"{table['forces_mae'].min():.2g}–{table['forces_mae'].max():.2g} "
+        f"eV/Å (n = {len(table)} molecules)",
+    )
 
 
 def fig3_stable(table: pd.DataFrame) -> Outcome:
@@ -491,8 +555,9 @@ def fig3_dispersion(frames: pd.DataFrame) -> Outcome:
     shares = dispersion_share(frames)
     largest = shares.sort_values("n_atoms").iloc[-1]
     share = largest["share_beyond_cutoff"]
-    return judged(bool(share > 0.5), f"dispersion beyond the cutoff: {100 * share:.0f} % of the "
-                                     f"{largest['molecule']} shift")
+    return judged(
+        bool(share > 0.5), f"dispersion beyond the cutoff: {100 * share:.0f} % of the {largest['molecule']} shift"
+    )
 
 
 # ----------------------------------------------------------------------------- pretraining (Maheshwari et al.)
@@ -501,9 +566,11 @@ def pretraining_mae(errors_table: pd.DataFrame) -> Outcome:
     values = errors_table.set_index("model")["forces_mae"]
     scratch, tuned = values.loc["scratch"], values.loc["pretrained"]
     ratio = max(scratch, tuned) / min(scratch, tuned)
-    return judged(bool(ratio < EQUAL_MAE_TOLERANCE),
-                  f"{1000 * scratch:.2g} (scratch) vs {1000 * tuned:.2g} (pretrained) meV/Å: {ratio:.2f}x apart "
-                  f"(equal within {EQUAL_MAE_TOLERANCE:g}x)")
+    return judged(
+        bool(ratio < EQUAL_MAE_TOLERANCE),
+        f"{1000 * scratch:.2g} (scratch) vs {1000 * tuned:.2g} (pretrained) meV/Å: {ratio:.2f}x apart "
+        f"(equal within {EQUAL_MAE_TOLERANCE:g}x)",
+    )
 
 
 def pretraining_stability(trajectories: pd.DataFrame, horizon_ps: float, seed: int = 0) -> Outcome:
@@ -512,8 +579,10 @@ def pretraining_stability(trajectories: pd.DataFrame, horizon_ps: float, seed: i
     pretrained = t.loc[t["model"] == "pretrained", "stable_time_ps"].to_numpy()
     scratch = t.loc[t["model"] == "scratch", "stable_time_ps"].to_numpy()
     ratio = bootstrap_ratio(pretrained, scratch, seed=seed)
-    value = (f"{ratio.ratio:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}], n = {len(pretrained)} and {len(scratch)} "
-             f"seeds, {horizon_ps:g} ps runs")
+    value = (
+        f"{ratio.ratio:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}], n = {len(pretrained)} and {len(scratch)} "
+        f"seeds, {horizon_ps:g} ps runs"
+    )
     if not t.loc[t["model"].isin(["scratch", "pretrained"]), "failed"].any():
         return Outcome(value + "; no trajectory failed", UNDERPOWERED)
     if ratio.low > 1.0:
@@ -529,85 +598,179 @@ def _sizes_of(r: Results) -> list[int]:
 
 
 CLAIMS: list[Claim] = [
-    Claim("fig1-largest", "Stocker et al. Fig. 1", "force MAE of the largest model",
-          f"{paper.LEARNING_CURVE['3.2M']['forces_mae']} eV/Å (3.2M)", "learning_curves",
-          "printed beside the paper's; labels and sizes differ", lambda r: fig1_largest(r.curve)),
-    Claim("fig1-shape", "Stocker et al. Fig. 1",
-          "force MAE falls as a power law with the training set, then levels off at the top",
-          "linear on log-log 3.2k→320k, levels off 320k→3.2M", "learning_curves",
-          f"log-log slope over the three smallest sizes < 0 and the last segment shallower, both by 95 % "
-          f"intervals over ≥ {MIN_SEEDS} seeds; underpowered if a model hit its step cap",
-          lambda r: fig1_shape(r.curve)),
-    Claim("thesis", "Stocker et al., abstract and conclusion",
-          "a model with a good test error can still fail in hot MD, where exhaustive models stay stable",
-          "3.2k: 0.035 eV/Å test error, unstable at 600–1200 K; 320k and 3.2M stable", "temperature_sweep",
-          f"sparsest test force MAE within {GOOD_TEST_ERROR_FACTOR:g}x of the densest, and it fails more often above "
-          f"the lowest T (one-sided Fisher exact p < {THESIS_P_VALUE:g})",
-          lambda r: thesis(r.curve, r.sweep)),
-    Claim("thesis-long", "Stocker et al., abstract and conclusion",
-          "the same, in runs long enough for a hole to open after a stable stretch",
-          f"{paper.HOLES['model']} fell into a hole after ~{paper.HOLES['time before the hole (ps)']:.0f} of "
-          f"{paper.HOLES['trajectory length (ps)']:.0f} ps; 320k and 3.2M stable", "holes",
-          f"as the thesis, on the long stability runs of the sparsest and densest model (one-sided Fisher exact "
-          f"p < {THESIS_P_VALUE:g})", lambda r: thesis_long(r.curve, r.long_runs)),
-    Claim("fig2b-sparse", "Stocker et al. Fig. 2b", "the sparsest model's AE MAE on MD frames at the lowest T",
-          "> 10 eV (3.2k, 300 K)", "temperature_sweep",
-          "95 % interval over molecules above 10 eV", lambda r: fig2b_sparse(r.sweep)),
-    Claim("fig2b-exhaustive", "Stocker et al. Fig. 2b", "the largest model's AE MAE on MD frames at the highest T",
-          f"{paper.TEMPERATURE_SWEEP['3.2M AE MAE at 1200 K']} eV (3.2M, 1200 K)", "temperature_sweep",
-          "printed beside the paper's; labels differ", lambda r: fig2b_exhaustive(r.sweep)),
-    Claim("fig2bc-shape", "Stocker et al. Fig. 2b, c",
-          "sparse models' errors rise dramatically with T, exhaustive ones' only slightly",
-          paper.TEMPERATURE_SWEEP["shape"], "temperature_sweep",
-          f"sparsest hot/cold force-MAE ratio > {RISE_WITH_T:g} (95 % interval, paired over molecules); densest "
-          f"< {SLIGHT_RISE_WITH_T:g} and below the sparsest's", lambda r: fig2bc_shape(r.sweep)),
-    Claim("fig2d-exhaustive", "Stocker et al. Fig. 2d",
-          "every reference calculation on the two largest models' frames converges", "100 % (320k, 3.2M)",
-          "convergence", f"all PBE0 calculations converge, ≥ {MIN_DFT_FRAMES} per (model, T) cell",
-          lambda r: fig2d_exhaustive(r.dft_frames, _sizes_of(r))),
-    Claim("fig2d-sparse", "Stocker et al. Fig. 2d", "share of converged reference calculations, sparsest model, hottest T",
-          f"about {paper.DFT_CONVERGENCE['3.2k at 1200 K']['converged_percent']:.0f} % (3.2k, 1200 K, PBE0+MBD)",
-          "convergence", f"25–75 % of ≥ {MIN_DFT_FRAMES} PBE0 calculations converge",
-          lambda r: fig2d_sparse(r.dft_frames, _sizes_of(r)[0], max(r.sweep.protocol.temperatures))),
-    Claim("exhaustive-pair", "Stocker et al., conclusion",
-          "the two largest models are about equally accurate and robust", "320k ≈ 3.2M", "learning_curves",
-          f"test force-MAE ratio within {EQUAL_ACCURACY_FACTOR:g}x (95 % interval over seeds) and at most "
-          f"{ROBUST_FAILED_FRACTION:.0%} of either's sweep trajectories failed", lambda r: exhaustive_pair(r.curve, r.sweep)),
-    Claim("fig2e-hole", "Stocker et al. Fig. 2e",
-          "a sparse model's trajectory stays accurate for a long while, then falls into a hole",
-          f"3.2k, {paper.HOLES['temperature']:.0f} K: fine for ~{paper.HOLES['time before the hole (ps)']:.0f} of "
-          f"{paper.HOLES['trajectory length (ps)']:.0f} ps, then AE error > "
-          f"{paper.HOLES['AE error after the hole (eV, lower bound)']:.0f} eV", "holes",
-          f"over every sweep trajectory that failed after ≥ {HOLE_MIN_STABLE_FRACTION:.0%} of the run: median AE-error "
-          f"jump across the failure > {HOLE_JUMP_FACTOR:g}x (95 % interval), ≥ {MIN_FAILURES} trajectories",
-          lambda r: fig2e_hole(r.sweep)),
-    Claim("cross-trajectory", "Stocker et al., cross-trajectory",
-          "a sparse model's force MAE is larger on its own trajectory than on the exhaustive model's",
-          f"{paper.CROSS_TRAJECTORY['own trajectory']} vs {paper.CROSS_TRAJECTORY[EXHAUSTIVE_TRAJECTORY]} eV/Å",
-          "holes",
-          f"own / exhaustive-trajectory force-MAE ratio > {CROSS_TRAJECTORY_FACTOR:g} (95 % interval, paired over "
-          f"molecules at the hottest T)", lambda r: cross_trajectory(cross_trajectory_table(r.sweep, r.device),
-                                                                      min(r.sweep.models))),
-    Claim("fig3-sign", "Stocker et al. Fig. 3", "AE errors on larger, unseen molecules are systematically positive",
-          f"tripeptide mean shift +{paper.OUT_OF_SAMPLE['tripeptide mean AE shift (eV)']} eV", "out_of_sample",
-          "every molecule's mean AE shift > 0", lambda r: fig3_sign(_oos_table(r))),
-    Claim("fig3-accuracy", "Stocker et al. Fig. 3", "the model stays accurate on them: R² and force MAE",
-          f"R² {paper.OUT_OF_SAMPLE['R2']}, force MAE {paper.OUT_OF_SAMPLE['force MAE range (eV/Å)'][0]}–"
-          f"{paper.OUT_OF_SAMPLE['force MAE range (eV/Å)'][1]} eV/Å", "out_of_sample",
-          f"R² > {OOS_R2:g} on every molecule", lambda r: fig3_accuracy(_oos_table(r))),
-    Claim("fig3-stable", "Stocker et al. Fig. 3", "no instabilities on the larger molecules", "4 of 4 stable",
-          "out_of_sample", "no trajectory fails", lambda r: fig3_stable(_oos_table(r))),
-    Claim("fig3-dispersion", "Stocker et al., discussion of Fig. 3",
-          "the shift comes from long-range interactions beyond the cutoff (dispersion)", "the paper's explanation",
-          "out_of_sample", "over half of the largest molecule's shift is dispersion beyond the cutoff",
-          lambda r: fig3_dispersion(r.out_of_sample.frames)),
-    Claim("pretraining-mae", "Maheshwari et al.", "scratch and pretrained models reach the same force MAE",
-          f"both ≈ {1000 * paper.PRETRAINING['force MAE, both models (eV/Å)']:.0f} meV/Å", "pretraining",
-          f"test force MAEs within {EQUAL_MAE_TOLERANCE:g}x", lambda r: pretraining_mae(r.pretraining.errors)),
-    Claim("pretraining-stability", "Maheshwari et al.", "the pretrained model stays stable longer",
-          f"up to {paper.PRETRAINING['stable-time ratio, pretrained / scratch (up to)']:.0f}x", "pretraining",
-          "median stable-time ratio > 1 (95 % bootstrap interval over seeds); underpowered if nothing failed",
-          lambda r: pretraining_stability(r.pretraining.trajectories, r.pretraining.horizon_ps, r.seed)),
+    Claim(
+        "fig1-largest",
+        "Stocker et al. Fig. 1",
+        "force MAE of the largest model",
+        f"{paper.LEARNING_CURVE['3.2M']['forces_mae']} eV/Å (3.2M)",
+        "learning_curves",
+        "printed beside the paper's; labels and sizes differ",
+        lambda r: fig1_largest(r.curve),
+    ),
+    Claim(
+        "fig1-shape",
+        "Stocker et al. Fig. 1",
+        "force MAE falls as a power law with the training set, then levels off at the top",
+        "linear on log-log 3.2k→320k, levels off 320k→3.2M",
+        "learning_curves",
+        f"log-log slope over the three smallest sizes < 0 and the last segment shallower, both by 95 % "
+        f"intervals over ≥ {MIN_SEEDS} seeds; underpowered if a model hit its step cap",
+        lambda r: fig1_shape(r.curve),
+    ),
+    Claim(
+        "thesis",
+        "Stocker et al., abstract and conclusion",
+        "a model with a good test error can still fail in hot MD, where exhaustive models stay stable",
+        "3.2k: 0.035 eV/Å test error, unstable at 600–1200 K; 320k and 3.2M stable",
+        "temperature_sweep",
+        f"sparsest test force MAE within {GOOD_TEST_ERROR_FACTOR:g}x of the densest, and it fails more often above "
+        f"the lowest T (one-sided Fisher exact p < {THESIS_P_VALUE:g})",
+        lambda r: thesis(r.curve, r.sweep),
+    ),
+    Claim(
+        "thesis-long",
+        "Stocker et al., abstract and conclusion",
+        "the same, in runs long enough for a hole to open after a stable stretch",
+        f"{paper.HOLES['model']} fell into a hole after ~{paper.HOLES['time before the hole (ps)']:.0f} of "
+        f"{paper.HOLES['trajectory length (ps)']:.0f} ps; 320k and 3.2M stable",
+        "holes",
+        f"as the thesis, on the long stability runs of the sparsest and densest model (one-sided Fisher exact "
+        f"p < {THESIS_P_VALUE:g})",
+        lambda r: thesis_long(r.curve, r.long_runs),
+    ),
+    Claim(
+        "fig2b-sparse",
+        "Stocker et al. Fig. 2b",
+        "the sparsest model's AE MAE on MD frames at the lowest T",
+        "> 10 eV (3.2k, 300 K)",
+        "temperature_sweep",
+        "95 % interval over molecules above 10 eV",
+        lambda r: fig2b_sparse(r.sweep),
+    ),
+    Claim(
+        "fig2b-exhaustive",
+        "Stocker et al. Fig. 2b",
+        "the largest model's AE MAE on MD frames at the highest T",
+        f"{paper.TEMPERATURE_SWEEP['3.2M AE MAE at 1200 K']} eV (3.2M, 1200 K)",
+        "temperature_sweep",
+        "printed beside the paper's; labels differ",
+        lambda r: fig2b_exhaustive(r.sweep),
+    ),
+    Claim(
+        "fig2bc-shape",
+        "Stocker et al. Fig. 2b, c",
+        "sparse models' errors rise dramatically with T, exhaustive ones' only slightly",
+        paper.TEMPERATURE_SWEEP["shape"],
+        "temperature_sweep",
+        f"sparsest hot/cold force-MAE ratio > {RISE_WITH_T:g} (95 % interval, paired over molecules); densest "
+        f"< {SLIGHT_RISE_WITH_T:g} and below the sparsest's",
+        lambda r: fig2bc_shape(r.sweep),
+    ),
+    Claim(
+        "fig2d-exhaustive",
+        "Stocker et al. Fig. 2d",
+        "every reference calculation on the two largest models' frames converges",
+        "100 % (320k, 3.2M)",
+        "convergence",
+        f"all PBE0 calculations converge, ≥ {MIN_DFT_FRAMES} per (model, T) cell",
+        lambda r: fig2d_exhaustive(r.dft_frames, _sizes_of(r)),
+    ),
+    Claim(
+        "fig2d-sparse",
+        "Stocker et al. Fig. 2d",
+        "share of converged reference calculations, sparsest model, hottest T",
+        f"about {paper.DFT_CONVERGENCE['3.2k at 1200 K']['converged_percent']:.0f} % (3.2k, 1200 K, PBE0+MBD)",
+        "convergence",
+        f"25–75 % of ≥ {MIN_DFT_FRAMES} PBE0 calculations converge",
+        lambda r: fig2d_sparse(r.dft_frames, _sizes_of(r)[0], max(r.sweep.protocol.temperatures)),
+    ),
+    Claim(
+        "exhaustive-pair",
+        "Stocker et al., conclusion",
+        "the two largest models are about equally accurate and robust",
+        "320k ≈ 3.2M",
+        "learning_curves",
+        f"test force-MAE ratio within {EQUAL_ACCURACY_FACTOR:g}x (95 % interval over seeds) and at most "
+        f"{ROBUST_FAILED_FRACTION:.0%} of either's sweep trajectories failed",
+        lambda r: exhaustive_pair(r.curve, r.sweep),
+    ),
+    Claim(
+        "fig2e-hole",
+        "Stocker et al. Fig. 2e",
+        "a sparse model's trajectory stays accurate for a long while, then falls into a hole",
+        f"3.2k, {paper.HOLES['temperature']:.0f} K: fine for ~{paper.HOLES['time before the hole (ps)']:.0f} of "
+        f"{paper.HOLES['trajectory length (ps)']:.0f} ps, then AE error > "
+        f"{paper.HOLES['AE error after the hole (eV, lower bound)']:.0f} eV",
+        "holes",
+        f"over every sweep trajectory that failed after ≥ {HOLE_MIN_STABLE_FRACTION:.0%} of the run: median AE-error "
+        f"jump across the failure > {HOLE_JUMP_FACTOR:g}x (95 % interval), ≥ {MIN_FAILURES} trajectories",
+        lambda r: fig2e_hole(r.sweep),
+    ),
+    Claim(
+        "cross-trajectory",
+        "Stocker et al., cross-trajectory",
+        "a sparse model's force MAE is larger on its own trajectory than on the exhaustive model's",
+        f"{paper.CROSS_TRAJECTORY['own trajectory']} vs {paper.CROSS_TRAJECTORY[EXHAUSTIVE_TRAJECTORY]} eV/Å",
+        "holes",
+        f"own / exhaustive-trajectory force-MAE ratio > {CROSS_TRAJECTORY_FACTOR:g} (95 % interval, paired over "
+        f"molecules at the hottest T)",
+        lambda r: cross_trajectory(cross_trajectory_table(r.sweep, r.device), min(r.sweep.models)),
+    ),
+    Claim(
+        "fig3-sign",
+        "Stocker et al. Fig. 3",
+        "AE errors on larger, unseen molecules are systematically positive",
+        f"tripeptide mean shift +{paper.OUT_OF_SAMPLE['tripeptide mean AE shift (eV)']} eV",
+        "out_of_sample",
+        "every molecule's mean AE shift > 0",
+        lambda r: fig3_sign(_oos_table(r)),
+    ),
+    Claim(
+        "fig3-accuracy",
+        "Stocker et al. Fig. 3",
+        "the model stays accurate on them: R² and force MAE",
+        f"R² {paper.OUT_OF_SAMPLE['R2']}, force MAE {paper.OUT_OF_SAMPLE['force MAE range (eV/Å)'][0]}–"
+        f"{paper.OUT_OF_SAMPLE['force MAE range (eV/Å)'][1]} eV/Å",
+        "out_of_sample",
+        f"R² > {OOS_R2:g} on every molecule",
+        lambda r: fig3_accuracy(_oos_table(r)),
+    ),
+    Claim(
+        "fig3-stable",
+        "Stocker et al. Fig. 3",
+        "no instabilities on the larger molecules",
+        "4 of 4 stable",
+        "out_of_sample",
+        "no trajectory fails",
+        lambda r: fig3_stable(_oos_table(r)),
+    ),
+    Claim(
+        "fig3-dispersion",
+        "Stocker et al., discussion of Fig. 3",
+        "the shift comes from long-range interactions beyond the cutoff (dispersion)",
+        "the paper's explanation",
+        "out_of_sample",
+        "over half of the largest molecule's shift is dispersion beyond the cutoff",
+        lambda r: fig3_dispersion(r.out_of_sample.frames),
+    ),
+    Claim(
+        "pretraining-mae",
+        "Maheshwari et al.",
+        "scratch and pretrained models reach the same force MAE",
+        f"both ≈ {1000 * paper.PRETRAINING['force MAE, both models (eV/Å)']:.0f} meV/Å",
+        "pretraining",
+        f"test force MAEs within {EQUAL_MAE_TOLERANCE:g}x",
+        lambda r: pretraining_mae(r.pretraining.errors),
+    ),
+    Claim(
+        "pretraining-stability",
+        "Maheshwari et al.",
+        "the pretrained model stays stable longer",
+        f"up to {paper.PRETRAINING['stable-time ratio, pretrained / scratch (up to)']:.0f}x",
+        "pretraining",
+        "median stable-time ratio > 1 (95 % bootstrap interval over seeds); underpowered if nothing failed",
+        lambda r: pretraining_stability(r.pretraining.trajectories, r.pretraining.horizon_ps, r.seed),
+    ),
 ]
 
 
@@ -624,8 +787,18 @@ def evaluate(results: Results, claims: list[Claim] | None = None) -> pd.DataFram
     rows = []
     for c in claims or CLAIMS:
         outcome = c.evaluate(results)
-        rows.append({"id": c.id, "source": c.source, "claim": c.statement, "paper": c.paper_value, "rule": c.rule,
-                     "ours": outcome.value, "verdict": outcome.verdict, "chapter": c.chapter})
+        rows.append(
+            {
+                "id": c.id,
+                "source": c.source,
+                "claim": c.statement,
+                "paper": c.paper_value,
+                "rule": c.rule,
+                "ours": outcome.value,
+                "verdict": outcome.verdict,
+                "chapter": c.chapter,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -656,8 +829,12 @@ def load_snapshots(root=None) -> dict[str, pd.DataFrame]:
     return found
 
 
-MARKS = {REPRODUCED: "✓ reproduced", NOT_REPRODUCED: "✗ not reproduced", UNDERPOWERED: "? underpowered",
-         NOT_COMPARABLE: "○ not comparable"}
+MARKS = {
+    REPRODUCED: "✓ reproduced",
+    NOT_REPRODUCED: "✗ not reproduced",
+    UNDERPOWERED: "? underpowered",
+    NOT_COMPARABLE: "○ not comparable",
+}
 
 
 def at_a_glance(snapshots: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -668,6 +845,8 @@ def at_a_glance(snapshots: dict[str, pd.DataFrame]) -> pd.DataFrame:
     table = first[["id", "source", "claim", "paper", *(["rule"] if "rule" in first else []), "chapter"]].copy()
     for scale, snapshot in snapshots.items():
         by_id = snapshot.set_index("id")
-        table[f"ours ({scale})"] = [f"{by_id.loc[i, 'ours']} — {MARKS[by_id.loc[i, 'verdict']]}" if i in by_id.index
-                                   else "not run" for i in table["id"]]
+        table[f"ours ({scale})"] = [
+            f"{by_id.loc[i, 'ours']} — {MARKS[by_id.loc[i, 'verdict']]}" if i in by_id.index else "not run"
+            for i in table["id"]
+        ]
     return table

@@ -49,14 +49,18 @@ def load_slurm_config(config: str | os.PathLike | dict) -> SlurmConfig:
     else:
         path = Path(config)
         if not path.is_file():
-            raise ValueError(f"SLURM config {str(path)!r}: no such file; expected a YAML file like configs/slurm.example.yaml")
+            raise ValueError(
+                f"SLURM config {str(path)!r}: no such file; expected a YAML file like configs/slurm.example.yaml"
+            )
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             raise ValueError(f"SLURM config {str(path)!r}: not valid YAML ({str(exc).splitlines()[0]})") from None
         source = str(path)
     if not isinstance(data, dict):
-        raise ValueError(f"SLURM config {source!r}: expected a mapping with a 'cluster' section, got {type(data).__name__}")
+        raise ValueError(
+            f"SLURM config {source!r}: expected a mapping with a 'cluster' section, got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - set(_SLURM_SECTIONS))
     if unknown:
         raise ValueError(f"SLURM config {source!r}: unknown section(s) {unknown}; expected {list(_SLURM_SECTIONS)}")
@@ -126,15 +130,18 @@ def dask_client(
         return
     n_workers = n_workers or os.cpu_count() or 1
     worker_options = {"env": SINGLE_THREADED} if processes else {}  # threads share this process's settings
-    with LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=processes,
-        dashboard_address=None,
-        # Task errors reach the caller as exceptions; what the workers log themselves (e.g. a
-        # heartbeat that races the scheduler's shutdown, with its traceback) would only clutter
-        # the book's pages.
-        silence_logs=logging.CRITICAL,
-        **worker_options,
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+            # Task errors reach the caller as exceptions; what the workers log themselves (e.g. a
+            # heartbeat that races the scheduler's shutdown, with its traceback) would only clutter
+            # the book's pages.
+            silence_logs=logging.CRITICAL,
+            **worker_options,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client

@@ -25,8 +25,10 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     if os.environ.get("GEMREPRO_DATA"):
         path = Path(os.environ["GEMREPRO_DATA"]).expanduser().resolve()
         if path.exists() and not path.is_dir():
-            raise ValueError(f"GEMREPRO_DATA={os.environ['GEMREPRO_DATA']}: is a file; expected a folder for "
-                             "gemrepro's datasets and artifact cache")
+            raise ValueError(
+                f"GEMREPRO_DATA={os.environ['GEMREPRO_DATA']}: is a file; expected a folder for "
+                "gemrepro's datasets and artifact cache"
+            )
         return path
     root = repo_root()
     if root is not None:

@@ -66,9 +66,7 @@ def _molecules(table: dict[str, str]) -> list[Molecule]:
 def md_molecules(n: int = len(MD_MOLECULES)) -> list[Molecule]:
     """The first ``n`` MD test molecules; every heavy element is present for ``n >= 2``."""
     if not isinstance(n, int) or not 1 <= n <= len(MD_MOLECULES):
-        raise ValueError(
-            f"number of MD molecules must be an integer in 1..{len(MD_MOLECULES)}, got {n!r}"
-        )
+        raise ValueError(f"number of MD molecules must be an integer in 1..{len(MD_MOLECULES)}, got {n!r}")
     return _molecules(dict(list(MD_MOLECULES.items())[:n]))
 
 

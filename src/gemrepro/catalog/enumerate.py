@@ -329,8 +329,7 @@ def summarize(smiles: Sequence[str]) -> str:
     per_size = table["n_heavy_atoms"].value_counts().sort_index()
     lines = ["heavy atoms: " + ", ".join(f"{k}: {v}" for k, v in per_size.items())]
     lines.append(
-        "molecules containing: "
-        + ", ".join(f"{e}: {int((table[f'n_{e}'] > 0).sum())}" for e in HEAVY_ELEMENTS)
+        "molecules containing: " + ", ".join(f"{e}: {int((table[f'n_{e}'] > 0).sum())}" for e in HEAVY_ELEMENTS)
     )
     lines.append(f"atoms per molecule (with H): {table['n_atoms'].min()}-{table['n_atoms'].max()}")
     return "\n".join(lines)

@@ -76,8 +76,7 @@ def molecule_from_smiles(
     foreign = sorted({e for e, _ in composition} - set(allowed))
     if foreign:
         raise ValueError(
-            f"SMILES {smiles!r} contains element(s) {', '.join(foreign)}; "
-            f"allowed elements are {', '.join(allowed)}"
+            f"SMILES {smiles!r} contains element(s) {', '.join(foreign)}; allowed elements are {', '.join(allowed)}"
         )
     charged = radicals = 0
     for atom in mol.GetAtoms():
@@ -89,10 +88,7 @@ def molecule_from_smiles(
             "expected a neutral molecule without formal charges"
         )
     if radicals:
-        raise ValueError(
-            f"SMILES {smiles!r} has {radicals} unpaired electron(s); "
-            "expected a closed-shell molecule"
-        )
+        raise ValueError(f"SMILES {smiles!r} has {radicals} unpaired electron(s); expected a closed-shell molecule")
     canonical = Chem.MolToSmiles(mol)
     return Molecule(
         name=name if name is not None else canonical,
@@ -114,8 +110,7 @@ def read_smiles_file(text: str) -> list[str]:
 def _load_catalog(name: str) -> tuple[Molecule, ...]:
     text = resources.files("gemrepro.catalog").joinpath("data", f"{name}.smi").read_text()
     return tuple(
-        molecule_from_smiles(smiles, name=f"{name}-{index:05d}")
-        for index, smiles in enumerate(read_smiles_file(text))
+        molecule_from_smiles(smiles, name=f"{name}-{index:05d}") for index, smiles in enumerate(read_smiles_file(text))
     )
 
 
@@ -150,9 +145,7 @@ def _stratum_sizes(sizes: Sequence[int], n: int) -> list[int]:
     return take
 
 
-def catalog_subset(
-    n: int, seed: int, molecules: Sequence[Molecule] | None = None
-) -> list[Molecule]:
+def catalog_subset(n: int, seed: int, molecules: Sequence[Molecule] | None = None) -> list[Molecule]:
     """A deterministic, diverse subset of ``n`` molecules (in catalog order).
 
     Stratified by heavy-atom count (every count present gets at least one molecule when
@@ -179,9 +172,7 @@ def catalog_subset(
         for element in HEAVY_ELEMENTS:
             if any(pool[i].count(element) for i in chosen):
                 continue
-            candidates = [
-                i for k in keys if quota[k] > 0 for i in strata[k] if pool[i].count(element)
-            ]
+            candidates = [i for k in keys if quota[k] > 0 for i in strata[k] if pool[i].count(element)]
             if not candidates:
                 continue  # the pool itself lacks this element
             pick = int(candidates[rng.integers(len(candidates))])
@@ -207,8 +198,5 @@ def catalog_stats(molecules: Iterable[Molecule]) -> pd.DataFrame:
         }
         row.update({f"n_{element}": molecule.count(element) for element in QM7X_ELEMENTS})
         rows.append(row)
-    columns = ["name", "smiles", "formula", "n_heavy_atoms", "n_atoms"] + [
-        f"n_{e}" for e in QM7X_ELEMENTS
-    ]
+    columns = ["name", "smiles", "formula", "n_heavy_atoms", "n_atoms"] + [f"n_{e}" for e in QM7X_ELEMENTS]
     return pd.DataFrame(rows, columns=columns)
-

@@ -17,9 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     pack.set_defaults(func=_pack)
 
-    ship = sub.add_parser("ship-models", help="train (if missing) and bundle every learning-curve model of a scale, "
-                                              "its temperature sweep's MD runs and the long runs of its sparsest and densest, into "
-                                              "models/<scale>.tar.xz, which the chapters use before computing")
+    ship = sub.add_parser(
+        "ship-models",
+        help="train (if missing) and bundle every learning-curve model of a scale, "
+        "its temperature sweep's MD runs and the long runs of its sparsest and densest, into "
+        "models/<scale>.tar.xz, which the chapters use before computing",
+    )
     ship.add_argument("--scale", default="tiny", help="tiny, small or paper (default: tiny)")
     ship.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     ship.set_defaults(func=_ship)
@@ -50,8 +53,10 @@ def _ship(args: argparse.Namespace) -> int:
     from gemrepro.studies.long_runs import ship
 
     out, n = ship(get_scale(args.scale), artifacts_dir(args.data_dir))
-    print(f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
-          f"{out.stat().st_size / 1e6:.1f} MB")
+    print(
+        f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
+        f"{out.stat().st_size / 1e6:.1f} MB"
+    )
     return 0
 
 
@@ -62,7 +67,9 @@ def _unpack(args: argparse.Namespace) -> int:
 
     report = bundle.unpack(Path(args.bundle), artifacts_dir(args.data_dir))
     meta = report.metadata
-    print(f"{args.bundle}: scale {meta['scale']}, gemrepro {meta['gemrepro_version']} (git {meta['git_revision']}); "
-          f"{len(report.added)} artifacts added, {len(report.present)} already present")
+    print(
+        f"{args.bundle}: scale {meta['scale']}, gemrepro {meta['gemrepro_version']} (git {meta['git_revision']}); "
+        f"{len(report.added)} artifacts added, {len(report.present)} already present"
+    )
     print(f"next: make book SCALE={meta['scale']}  (re-executes the chapters from these artifacts)")
     return 0

@@ -23,8 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--batch-size", type=int, default=32, help="QM7-X-sized molecules per batch")
     model.add_argument("--device", default="auto", help="auto, cpu or cuda")
     model.add_argument("--repeats", type=int, default=3)
-    model.add_argument("--compare", action="store_true",
-                       help="time GemNet-T and GemNet-Q on the same batch and print the Q/T cost ratio")
+    model.add_argument(
+        "--compare",
+        action="store_true",
+        help="time GemNet-T and GemNet-Q on the same batch and print the Q/T cost ratio",
+    )
     model.add_argument("--json", action="store_true", help="print one JSON object")
     model.set_defaults(func=_model)
 
@@ -70,16 +73,23 @@ def _model(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = build_model(variant, args.preset).to(device)
     rows = bench.benchmark_model(model, batch_size=args.batch_size, repeats=args.repeats)
-    result = {"preset": args.preset, "variant": variant, "device": str(device),
-              "threads": torch.get_num_threads(), "rows": rows}
+    result = {
+        "preset": args.preset,
+        "variant": variant,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"GemNet-{result['variant']} preset {args.preset} on {device} ({result['threads']} threads)")
     print(f"{'case':>6} {'atoms':>6} {'structures':>10} {'evals/s':>9} {'atoms/s':>9} {'us/atom':>8}")
     for r in rows:
-        print(f"{r['case']:>6} {r['num_atoms']:>6} {r['num_structures']:>10} {r['evaluations_per_second']:>9.1f} "
-              f"{r['atoms_per_second']:>9.0f} {r['microseconds_per_atom']:>8.0f}")
+        print(
+            f"{r['case']:>6} {r['num_atoms']:>6} {r['num_structures']:>10} {r['evaluations_per_second']:>9.1f} "
+            f"{r['atoms_per_second']:>9.0f} {r['microseconds_per_atom']:>8.0f}"
+        )
     return 0
 
 
@@ -90,16 +100,19 @@ def _compare(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.repeats < 1:
         raise ValueError(f"--batch-size and --repeats: expected at least 1, got {args.batch_size} and {args.repeats}")
-    result = compare_variants(batch_size=args.batch_size, preset=args.preset, repeats=args.repeats,
-                              device=args.device)
+    result = compare_variants(batch_size=args.batch_size, preset=args.preset, repeats=args.repeats, device=args.device)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"preset {result['preset']} on {result['device']}: {result['batch_size']} molecules, "
-          f"{result['num_atoms']} atoms, {result['num_edges']} edges, {result['num_triplets']} triplets, "
-          f"{result['num_quadruplets']} quadruplets")
+    print(
+        f"preset {result['preset']} on {result['device']}: {result['batch_size']} molecules, "
+        f"{result['num_atoms']} atoms, {result['num_edges']} edges, {result['num_triplets']} triplets, "
+        f"{result['num_quadruplets']} quadruplets"
+    )
     for variant in ("T", "Q"):
-        print(f"GemNet-{variant}: {result[f'parameters_{variant}']:>9,} parameters, "
-              f"{result[f'evaluations_per_second_{variant}']:9.1f} evals/s")
+        print(
+            f"GemNet-{variant}: {result[f'parameters_{variant}']:>9,} parameters, "
+            f"{result[f'evaluations_per_second_{variant}']:9.1f} evals/s"
+        )
     print(f"cost ratio Q/T: {result['cost_ratio_q_to_t']:.2f}x")
     return 0

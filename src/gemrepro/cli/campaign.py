@@ -11,16 +11,21 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("campaign", help="run a scale's whole computation on Dask (resumable)",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "campaign", help="run a scale's whole computation on Dask (resumable)", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--scale", required=True, help="tiny, small or paper")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", default="gfn2-xtb", help="reference method of the labels")
     parser.add_argument("--data-dir", default=None, help="where the artifact cache lives (default: <repo>/data)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDR", help="address of a running Dask scheduler")
-    where.add_argument("--slurm", default=None, metavar="CONFIG",
-                       help="YAML description of a dask-jobqueue SLURM cluster (see configs/slurm.example.yaml)")
+    where.add_argument(
+        "--slurm",
+        default=None,
+        metavar="CONFIG",
+        help="YAML description of a dask-jobqueue SLURM cluster (see configs/slurm.example.yaml)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
     parser.add_argument("--device", default="cpu", help="device of training and MD on the workers (cpu, cuda)")
     parser.add_argument("--dry-run", action="store_true", help="list the tasks as done/pending and exit")
@@ -39,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: expected a positive number of workers, got {args.workers}")
     slurm = load_slurm_config(args.slurm) if args.slurm else None  # a bad config fails before any planning
-    campaign = plan_campaign(get_scale(args.scale), args.seed, args.reference, artifacts_dir(args.data_dir), args.device)
+    campaign = plan_campaign(
+        get_scale(args.scale), args.seed, args.reference, artifacts_dir(args.data_dir), args.device
+    )
     status = campaign.status()
     print(f"campaign {args.scale} (seed {args.seed}, {args.reference}) in {campaign.root}")
     print(summarize(status).to_string(index=False))
@@ -51,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with dask_client(args.scheduler, args.workers, slurm=slurm) as client:
         outcome = run_campaign(campaign, client, progress=not args.quiet)
-    print(f"{len(outcome.finished)} tasks finished, {len(outcome.skipped)} were already done, "
-          f"{len(outcome.failed)} failed")
+    print(
+        f"{len(outcome.finished)} tasks finished, {len(outcome.skipped)} were already done, "
+        f"{len(outcome.failed)} failed"
+    )
     for name, error in outcome.failed.items():
         print(f"  failed {name}: {error}")
     return 0 if outcome.ok else 1

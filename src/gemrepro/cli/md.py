@@ -51,7 +51,9 @@ def sweep_systems(structures: dict[str, Atoms], temperatures: list[float], n_see
         raise ValueError(f"--seeds: expected a positive number of seeds per molecule and temperature, got {n_seeds}")
     return [
         MDSystem(name, atoms.info["key"], float(t), k)
-        for name, atoms in structures.items() for t in temperatures for k in range(n_seeds)
+        for name, atoms in structures.items()
+        for t in temperatures
+        for k in range(n_seeds)
     ]
 
 
@@ -68,8 +70,10 @@ def check_output(path: str | Path, overwrite: bool = False) -> None:
     if path.is_dir():
         raise ValueError(f"--out {path}: is a folder; expected a trajectory file (.h5)")
     if path.exists() and not overwrite and not checkpoint_path_for(path).exists():
-        raise ValueError(f"--out {path}: exists and is not a run in progress (no {checkpoint_path_for(path).name} "
-                         "beside it); pass --overwrite to replace it, or choose another path")
+        raise ValueError(
+            f"--out {path}: exists and is not a run in progress (no {checkpoint_path_for(path).name} "
+            "beside it); pass --overwrite to replace it, or choose another path"
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -89,8 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     potential, stop = _potential_and_stop(args)
     unknown = check_elements(potential, structures)
     for name, elements in unknown.items():
-        print(f"gemrepro md: warning: {name} holds {element_list(elements)}, which the model was not trained on; "
-              "its results are marked 'unknown_elements'", file=sys.stderr)
+        print(
+            f"gemrepro md: warning: {name} holds {element_list(elements)}, which the model was not trained on; "
+            "its results are marked 'unknown_elements'",
+            file=sys.stderr,
+        )
     summary = run_md(
         potential,
         [structures[s.molecule] for s in systems],
@@ -109,28 +116,49 @@ def _run(args: argparse.Namespace) -> int:
     )
     rows: list[dict[str, Any]] = []
     for k, (system, failure) in enumerate(zip(systems, summary.failures, strict=True)):
-        rows.append({
-            "system": k, "molecule": system.molecule, "temperature_K": system.temperature_K, "seed": system.seed_number,
-            "stable": failure is None, "failure_time_ps": None if failure is None else failure.time_ps,
-            "rule": None if failure is None else failure.rule,
-            "unknown_elements": element_list(unknown.get(system.molecule, [])),
-        })
+        rows.append(
+            {
+                "system": k,
+                "molecule": system.molecule,
+                "temperature_K": system.temperature_K,
+                "seed": system.seed_number,
+                "stable": failure is None,
+                "failure_time_ps": None if failure is None else failure.time_ps,
+                "rule": None if failure is None else failure.rule,
+                "unknown_elements": element_list(unknown.get(system.molecule, [])),
+            }
+        )
     if args.json:
-        print(json.dumps({"path": str(summary.path), "step": summary.step, "n_frames": summary.n_frames,
-                          "resumed_from_step": summary.resumed_from_step, "systems": rows}))
+        print(
+            json.dumps(
+                {
+                    "path": str(summary.path),
+                    "step": summary.step,
+                    "n_frames": summary.n_frames,
+                    "resumed_from_step": summary.resumed_from_step,
+                    "systems": rows,
+                }
+            )
+        )
         return 0
     if summary.resumed_from_step is not None:
         print(f"resumed from step {summary.resumed_from_step}")
-    print(f"{summary.path}: {summary.step} steps ({summary.step * args.dt_fs / 1000:g} ps), {summary.n_frames} frames, "
-          f"{summary.steps_per_second * len(systems):.1f} system-steps/s")
+    print(
+        f"{summary.path}: {summary.step} steps ({summary.step * args.dt_fs / 1000:g} ps), {summary.n_frames} frames, "
+        f"{summary.steps_per_second * len(systems):.1f} system-steps/s"
+    )
     width = max(len("molecule"), *(len(r["molecule"]) for r in rows))
-    print(f"{'system':>6}  {'molecule':<{width}}  {'T/K':>7}  {'seed':>4}  {'stable':<6}  {'failure/ps':>10}  rule"
-          + ("  unknown elements" if unknown else ""))
+    print(
+        f"{'system':>6}  {'molecule':<{width}}  {'T/K':>7}  {'seed':>4}  {'stable':<6}  {'failure/ps':>10}  rule"
+        + ("  unknown elements" if unknown else "")
+    )
     for r in rows:
         time_ps = "" if r["stable"] else f"{r['failure_time_ps']:.4f}"
-        print(f"{r['system']:>6}  {r['molecule']:<{width}}  {r['temperature_K']:>7g}  {r['seed']:>4}  "
-              f"{'yes' if r['stable'] else 'no':<6}  {time_ps:>10}  {r['rule'] or '':<13}"
-              + (f"  {r['unknown_elements']}" if unknown else "").rstrip())
+        print(
+            f"{r['system']:>6}  {r['molecule']:<{width}}  {r['temperature_K']:>7g}  {r['seed']:>4}  "
+            f"{'yes' if r['stable'] else 'no':<6}  {time_ps:>10}  {r['rule'] or '':<13}"
+            + (f"  {r['unknown_elements']}" if unknown else "").rstrip()
+        )
     return 0
 
 
@@ -151,12 +179,16 @@ def _potential_and_stop(args: argparse.Namespace):
     for path in args.committee:
         if not Path(path).is_file():
             raise ValueError(f"--committee: model file {path!r} does not exist")
-    members = [potential_from_checkpoint(p, device=args.device, allow_unknown_elements=allow)
-               for p in [args.model, *args.committee]]
+    members = [
+        potential_from_checkpoint(p, device=args.device, allow_unknown_elements=allow)
+        for p in [args.model, *args.committee]
+    ]
     for path, member in zip(args.committee, members[1:], strict=True):
         if member.variant != members[0].variant:
-            raise ValueError(f"--committee: {path} is a GemNet-{member.variant}, --model {args.model} a "
-                             f"GemNet-{members[0].variant}; a committee is of one kind")
+            raise ValueError(
+                f"--committee: {path} is a GemNet-{member.variant}, --model {args.model} a "
+                f"GemNet-{members[0].variant}; a committee is of one kind"
+            )
     committee = CommitteePotential(members)
     return committee, None if threshold is None else UncertaintyStop(committee, threshold)
 
@@ -174,14 +206,20 @@ def _export(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     md = subparsers.add_parser(
-        "md", help="batched GemNet MD of molecules x temperatures x seeds (resumable)",
+        "md",
+        help="batched GemNet MD of molecules x temperatures x seeds (resumable)",
         description="Run every (molecule, temperature, seed) system as one batched MD run; "
-                    "rerunning with the same output resumes from its checkpoint.",
+        "rerunning with the same output resumes from its checkpoint.",
     )
     md.add_argument("--model", required=True, help="trained model or bare GemNet checkpoint file")
-    md.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
-                    help="catalog names (e.g. ethanol, aspirin), SMILES, or structure files (xyz, extxyz, QM7-X "
-                         "HDF5, MD17 npz, ...): every frame of a file is a system of its own")
+    md.add_argument(
+        "--molecules",
+        nargs="+",
+        required=True,
+        metavar="NAME_SMILES_OR_FILE",
+        help="catalog names (e.g. ethanol, aspirin), SMILES, or structure files (xyz, extxyz, QM7-X "
+        "HDF5, MD17 npz, ...): every frame of a file is a system of its own",
+    )
     add_structure_options(md, "run")
     md.add_argument("--temperatures", nargs="+", type=float, default=[300.0], metavar="K")
     md.add_argument("--time-ps", type=float, required=True, help="simulated time per system (ps)")
@@ -189,19 +227,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     md.add_argument("--dt-fs", type=float, default=0.5, help="time step (fs, default 0.5)")
     md.add_argument("--frame-interval", type=int, default=100, help="steps between saved frames")
     md.add_argument("--checkpoint-interval", type=int, default=1000, help="steps between checkpoints")
-    md.add_argument("--out", default="md.h5", help="trajectory file (HDF5; default md.h5); an unfinished run "
-                                                   "there resumes, any other existing file is kept unless --overwrite")
-    md.add_argument("--overwrite", action="store_true", help="replace an existing --out file that is not a run in progress")
+    md.add_argument(
+        "--out",
+        default="md.h5",
+        help="trajectory file (HDF5; default md.h5); an unfinished run "
+        "there resumes, any other existing file is kept unless --overwrite",
+    )
+    md.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file that is not a run in progress"
+    )
     md.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     md.add_argument("--integrator", choices=("langevin", "verlet"), default="langevin")
-    md.add_argument("--committee", nargs="+", default=[], metavar="CKPT",
-                    help="more models of the same kind: MD runs on the mean of --model and these")
-    md.add_argument("--stop-on-uncertainty", type=float, default=None, metavar="X",
-                    help="stop a system (rule 'uncertainty') once the committee's max per-atom force "
-                         "disagreement exceeds X eV/Å")
-    md.add_argument("--after-failure", choices=("freeze", "continue"), default="freeze",
-                    help="freeze a failed system at its failure (default), or record the failure and "
-                         "continue it to the end (only non-finite numbers freeze it)")
+    md.add_argument(
+        "--committee",
+        nargs="+",
+        default=[],
+        metavar="CKPT",
+        help="more models of the same kind: MD runs on the mean of --model and these",
+    )
+    md.add_argument(
+        "--stop-on-uncertainty",
+        type=float,
+        default=None,
+        metavar="X",
+        help="stop a system (rule 'uncertainty') once the committee's max per-atom force disagreement exceeds X eV/Å",
+    )
+    md.add_argument(
+        "--after-failure",
+        choices=("freeze", "continue"),
+        default="freeze",
+        help="freeze a failed system at its failure (default), or record the failure and "
+        "continue it to the end (only non-finite numbers freeze it)",
+    )
     md.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(func=_run)
@@ -215,27 +272,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
     """Add ``gemrepro bench md`` to the sub-commands of ``gemrepro bench``."""
-    bench = bench_subparsers.add_parser("md", help="system-steps/s: batched engine vs ASE Langevin one system at a time")
+    bench = bench_subparsers.add_parser(
+        "md", help="system-steps/s: batched engine vs ASE Langevin one system at a time"
+    )
     bench.add_argument("--systems", type=int, default=60, help="number of systems (default 60)")
-    bench.add_argument("--steps", type=int, default=None,
-                       help="MD steps per system on each path (default 20; 400 per trajectory for no-refill)")
+    bench.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="MD steps per system on each path (default 20; 400 per trajectory for no-refill)",
+    )
     bench.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="alternating rounds of both paths; medians are reported (default 3)")
+    bench.add_argument(
+        "--repeats", type=int, default=3, help="alternating rounds of both paths; medians are reported (default 3)"
+    )
     source = bench.add_mutually_exclusive_group()
     source.add_argument("--preset", default="tiny", help="random-initialised GemNet preset (default tiny)")
     source.add_argument("--model", default=None, help="use this model checkpoint instead of a preset")
     bench.add_argument("--variant", default="T", help="GemNet variant of the random preset model: T or Q (default T)")
-    bench.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                       help="torch threads for both paths (default: all cores; gemrepro otherwise uses 1)")
-    bench.add_argument("--against", choices=("ase", "torchsim", "no-refill"), default="ase",
-                       help="what the batched engine is compared with: ASE Langevin one system at a time, "
-                            "TorchSim's batched integrate on the same model (needs the torchsim extra), or itself "
-                            "without refilling slots, on a campaign of --systems trajectories half of them hot "
-                            "(default ase)")
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads for both paths (default: all cores; gemrepro otherwise uses 1)",
+    )
+    bench.add_argument(
+        "--against",
+        choices=("ase", "torchsim", "no-refill"),
+        default="ase",
+        help="what the batched engine is compared with: ASE Langevin one system at a time, "
+        "TorchSim's batched integrate on the same model (needs the torchsim extra), or itself "
+        "without refilling slots, on a campaign of --systems trajectories half of them hot "
+        "(default ase)",
+    )
     bench.add_argument("--slots", type=int, default=8, help="no-refill: batch slots of the campaign (default 8)")
-    bench.add_argument("--hot-K", type=float, default=6000.0,
-                       help="no-refill: temperature of every other trajectory, where a small model fails early (default 6000)")
+    bench.add_argument(
+        "--hot-K",
+        type=float,
+        default=6000.0,
+        help="no-refill: temperature of every other trajectory, where a small model fails early (default 6000)",
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(func=_bench)
 
@@ -255,7 +331,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.steps < 1:
         raise ValueError(f"--steps: expected at least 1, got {args.steps}")
     if args.against == "no-refill" and not 1 <= args.slots <= args.systems:
-        raise ValueError(f"--slots: expected a number of batch slots in [1, --systems={args.systems}], got {args.slots}")
+        raise ValueError(
+            f"--slots: expected a number of batch slots in [1, --systems={args.systems}], got {args.slots}"
+        )
     if not (np.isfinite(args.hot_K) and args.hot_K > 0):
         raise ValueError(f"--hot-K: expected a positive temperature in K, got {args.hot_K}")
     if args.threads < 1:
@@ -282,8 +360,10 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{label}, {result['n_systems']} systems ({result['n_atoms']} atoms), {result['n_steps']} steps, "
-          f"{result['device']}, {result['torch_threads']} torch threads, median of {result['repeats']} rounds")
+    print(
+        f"{label}, {result['n_systems']} systems ({result['n_atoms']} atoms), {result['n_steps']} steps, "
+        f"{result['device']}, {result['torch_threads']} torch threads, median of {result['repeats']} rounds"
+    )
     print(f"batched engine: {result['batched_steps_per_s']:9.1f} system-steps/s")
     print(f"ASE loop:       {result['ase_steps_per_s']:9.1f} system-steps/s")
     print(f"ratio:          {result['ratio']:9.1f}x  (rounds: {', '.join(f'{r:.1f}x' for r in result['ratios'])})")
@@ -291,8 +371,10 @@ def _bench(args: argparse.Namespace) -> int:
         scaling = result["scaling"]
         sizes = ", ".join(f"{row['n_systems']}: {row['batched_ms']:.1f}" for row in scaling["rows"])
         print(f"what limits it: one force call of n systems takes (n: ms) {sizes}")
-        print(f"  = {scaling['fixed_ms']:.1f} ms per call + {scaling['ms_per_system']:.2f} ms per system "
-              f"(R² {scaling['r_squared']:.3f}); one system alone takes {scaling['mean_single_ms']:.1f} ms,")
+        print(
+            f"  = {scaling['fixed_ms']:.1f} ms per call + {scaling['ms_per_system']:.2f} ms per system "
+            f"(R² {scaling['r_squared']:.3f}); one system alone takes {scaling['mean_single_ms']:.1f} ms,"
+        )
         print(f"  so batching can speed force calls up by at most {scaling['ratio_bound']:.1f}x, however many systems")
     return 0
 
@@ -303,15 +385,19 @@ def _bench_torchsim(model, label: str, systems: list, args: argparse.Namespace) 
         # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
         from gemrepro.benchmarks.torchsim import benchmark_torchsim
     except ImportError as exc:
-        raise ValueError(f"--against torchsim: TorchSim is not installed ({exc.name}); "
-                         "pip install 'gemrepro[torchsim]' (torch-sim-atomistic==0.3.0)") from None
+        raise ValueError(
+            f"--against torchsim: TorchSim is not installed ({exc.name}); "
+            "pip install 'gemrepro[torchsim]' (torch-sim-atomistic==0.3.0)"
+        ) from None
     result: dict[str, Any] = benchmark_torchsim(model, systems, args.steps, device=args.device, repeats=args.repeats)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{label}, {result['n_systems']} systems ({result['n_atoms']} atoms), {result['n_steps']} steps, "
-          f"{result['device']}, {result['torch_threads']} torch threads, median of {result['repeats']} rounds, "
-          f"TorchSim {result['torchsim_version']}")
+    print(
+        f"{label}, {result['n_systems']} systems ({result['n_atoms']} atoms), {result['n_steps']} steps, "
+        f"{result['device']}, {result['torch_threads']} torch threads, median of {result['repeats']} rounds, "
+        f"TorchSim {result['torchsim_version']}"
+    )
     print(f"gemrepro engine:     {result['gemrepro_steps_per_s']:9.1f} system-steps/s  (stability checks every step)")
     print(f"TorchSim integrate:  {result['torchsim_steps_per_s']:9.1f} system-steps/s  (no checks, no reporter)")
     print(f"ratio:               {result['ratio']:9.2f}x  (rounds: {', '.join(f'{r:.2f}x' for r in result['ratios'])})")
@@ -323,19 +409,28 @@ def _bench_refill(model, label: str, systems: list, args: argparse.Namespace) ->
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.benchmarks.refill import benchmark_refill
 
-    result: dict[str, Any] = benchmark_refill(model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device,
-                              repeats=args.repeats)
+    result: dict[str, Any] = benchmark_refill(
+        model, systems, args.steps, slots=args.slots, hot_K=args.hot_K, device=args.device, repeats=args.repeats
+    )
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{label}, {result['n_trajectories']} trajectories of up to {result['n_steps']} steps on {result['slots']} "
-          f"slots, every other at {result['hot_K']:g} K (the rest {result['mild_K']:g} K), {result['device']}, "
-          f"{result['torch_threads']} torch threads, median of {result['repeats']} rounds")
-    print(f"failed early: {result['failed_fraction']:.0%} of the trajectories (median {result['median_steps_lived']:g} "
-          f"steps lived)")
-    print(f"refilled slots: {result['refill_steps_per_s']:9.1f} system-steps/s  "
-          f"({result['refill_utilisation']:.0%} of evaluated systems alive)")
-    print(f"fixed waves:    {result['waves_steps_per_s']:9.1f} system-steps/s  "
-          f"({result['waves_utilisation']:.0%} of evaluated systems alive)")
+    print(
+        f"{label}, {result['n_trajectories']} trajectories of up to {result['n_steps']} steps on {result['slots']} "
+        f"slots, every other at {result['hot_K']:g} K (the rest {result['mild_K']:g} K), {result['device']}, "
+        f"{result['torch_threads']} torch threads, median of {result['repeats']} rounds"
+    )
+    print(
+        f"failed early: {result['failed_fraction']:.0%} of the trajectories (median {result['median_steps_lived']:g} "
+        f"steps lived)"
+    )
+    print(
+        f"refilled slots: {result['refill_steps_per_s']:9.1f} system-steps/s  "
+        f"({result['refill_utilisation']:.0%} of evaluated systems alive)"
+    )
+    print(
+        f"fixed waves:    {result['waves_steps_per_s']:9.1f} system-steps/s  "
+        f"({result['waves_utilisation']:.0%} of evaluated systems alive)"
+    )
     print(f"ratio:          {result['ratio']:9.2f}x  (rounds: {', '.join(f'{r:.2f}x' for r in result['ratios'])})")
     return 0

@@ -32,11 +32,19 @@ def _info(args: argparse.Namespace) -> int:
     total, trainable = count_parameters(model)
     reference = REFERENCE_PARAMETER_COUNTS[variant]
     if args.json:
-        print(json.dumps({
-            "preset": args.preset, "variant": variant, "config": model.config.to_dict(),
-            "parameters": total, "trainable_parameters": trainable,
-            "reference_parameters": REFERENCE_PARAMETER_COUNTS,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "variant": variant,
+                    "config": model.config.to_dict(),
+                    "parameters": total,
+                    "trainable_parameters": trainable,
+                    "reference_parameters": REFERENCE_PARAMETER_COUNTS,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"GemNet-{variant}, preset {args.preset!r}")
     for key, value in model.config.to_dict().items():
@@ -55,8 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
     info = commands.add_parser("info", help="print a preset's configuration and parameter count")
     info.add_argument("--preset", choices=sorted(PRESETS), default="paper")
-    info.add_argument("--variant", default="T",
-                      help="GemNet-T (triplets) or GemNet-Q (quadruplets, the first paper's model)")
+    info.add_argument(
+        "--variant", default="T", help="GemNet-T (triplets) or GemNet-Q (quadruplets, the first paper's model)"
+    )
     info.add_argument("--json", action="store_true", help="print machine-readable JSON")
     info.set_defaults(func=_info)
     parser.set_defaults(func=lambda args: parser.print_help())

@@ -44,8 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise ValueError(f"--frames: expected a positive number of frames per trajectory, got {args.frames}")
     if args.min_stable_ps is not None and not (0 < args.min_stable_ps <= time_ps):
-        raise ValueError(f"--min-stable-ps: expected a time in (0, {time_ps:g}] ps (at most --time-ps), "
-                         f"got {args.min_stable_ps}")
+        raise ValueError(
+            f"--min-stable-ps: expected a time in (0, {time_ps:g}] ps (at most --time-ps), got {args.min_stable_ps}"
+        )
     if args.timeout_s < 0:
         raise ValueError(f"--timeout-s: expected a time limit per call in s (0: no worker), got {args.timeout_s}")
     if args.slots is not None:
@@ -77,27 +78,42 @@ def _run(args: argparse.Namespace) -> int:
 
         if not Path(args.model).is_file():
             raise FileNotFoundError(f"--model: checkpoint {args.model!r} does not exist")
-        potential = potential_from_checkpoint(args.model, device=args.device,
-                                              allow_unknown_elements=args.allow_unknown_elements)
+        potential = potential_from_checkpoint(
+            args.model, device=args.device, allow_unknown_elements=args.allow_unknown_elements
+        )
         label, device = args.model, potential.device
         unknown = check_elements(potential, molecules)
         if unknown:
             seen = "; ".join(f"{element_list(z)} in {name}" for name, z in unknown.items())
-            print(f"gemrepro stress: warning: the model was not trained on {seen}; the report is marked", file=sys.stderr)
+            print(
+                f"gemrepro stress: warning: the model was not trained on {seen}; the report is marked", file=sys.stderr
+            )
             label = f"{label} [UNKNOWN ELEMENTS: {seen}; results not meaningful]"
     else:
         potential = CalculatorPotential(args.calculator, timeout_s=args.timeout_s or None)
         label, device = args.calculator, "cpu"
     try:
-        result = run_audit(potential, molecules, protocol, out, n_seeds=args.seeds, seed=args.seed,
-                           reference=reference, device=device, progress=not args.quiet, field=field,
-                           slots=args.slots)
+        result = run_audit(
+            potential,
+            molecules,
+            protocol,
+            out,
+            n_seeds=args.seeds,
+            seed=args.seed,
+            reference=reference,
+            device=device,
+            progress=not args.quiet,
+            field=field,
+            slots=args.slots,
+        )
     finally:
         if hasattr(potential, "close"):
             potential.close()
     facts = write_report(result, out / "report.html", out / "summary.json", label, args.min_stable_ps)
-    print(f"{out / 'report.html'}, {out / 'summary.json'}: {facts['n_failed']} of {facts['n_trajectories']} "
-          f"trajectories failed within {result.horizon_ps:g} ps (shortest stable time {facts['shortest_stable_ps']:.4g} ps)")
+    print(
+        f"{out / 'report.html'}, {out / 'summary.json'}: {facts['n_failed']} of {facts['n_trajectories']} "
+        f"trajectories failed within {result.horizon_ps:g} ps (shortest stable time {facts['shortest_stable_ps']:.4g} ps)"
+    )
     origins = origin_line(facts)
     if origins is not None:
         print(f"  {origins}  [{ORIGIN_RULE}]")
@@ -107,26 +123,35 @@ def _run(args: argparse.Namespace) -> int:
     verdict = facts["verdict"]
     if verdict is None:
         return 0
-    print(f"{'PASSED' if verdict['passed'] else 'FAILED'}: {verdict['n_failed_early']} trajectories stable for less "
-          f"than {verdict['min_stable_ps']:g} ps")
+    print(
+        f"{'PASSED' if verdict['passed'] else 'FAILED'}: {verdict['n_failed_early']} trajectories stable for less "
+        f"than {verdict['min_stable_ps']:g} ps"
+    )
     return 0 if verdict["passed"] else 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     stress = subparsers.add_parser(
-        "stress", help="robustness audit of any ML potential in hot MD (HTML report, JSON, CI exit status)",
+        "stress",
+        help="robustness audit of any ML potential in hot MD (HTML report, JSON, CI exit status)",
         description="Run batched Langevin MD of molecules x temperatures x seeds with any potential, detect "
-                    "failures (bond rule, H loss, non-finite, calculator errors and hangs), relabel sampled frames "
-                    "with a reference method and write a self-contained HTML report plus a JSON summary. "
-                    "Exit status 1 when a trajectory fails before --min-stable-ps.",
+        "failures (bond rule, H loss, non-finite, calculator errors and hangs), relabel sampled frames "
+        "with a reference method and write a self-contained HTML report plus a JSON summary. "
+        "Exit status 1 when a trajectory fails before --min-stable-ps.",
     )
     source = stress.add_mutually_exclusive_group(required=True)
-    source.add_argument("--calculator", metavar="MODULE:FACTORY",
-                        help="a callable returning an ASE calculator, e.g. tblite.ase:TBLite")
+    source.add_argument(
+        "--calculator", metavar="MODULE:FACTORY", help="a callable returning an ASE calculator, e.g. tblite.ase:TBLite"
+    )
     source.add_argument("--model", metavar="CKPT", help="a gemrepro model checkpoint (batched on the MD engine)")
-    stress.add_argument("--molecules", nargs="+", required=True, metavar="NAME_SMILES_OR_FILE",
-                        help="catalog names, SMILES, or structure files (xyz, extxyz, QM7-X HDF5, MD17 npz, "
-                             "...): every frame of a file is a molecule of its own")
+    stress.add_argument(
+        "--molecules",
+        nargs="+",
+        required=True,
+        metavar="NAME_SMILES_OR_FILE",
+        help="catalog names, SMILES, or structure files (xyz, extxyz, QM7-X HDF5, MD17 npz, "
+        "...): every frame of a file is a molecule of its own",
+    )
     add_structure_options(stress, "audit")
     stress.add_argument("--temperatures", nargs="+", type=float, default=[300.0, 600.0, 1200.0], metavar="K")
     stress.add_argument("--seeds", type=int, default=2, help="trajectories per molecule and temperature (default 2)")
@@ -134,20 +159,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stress.add_argument("--dt-fs", type=float, default=0.5, help="time step (fs, default 0.5)")
     stress.add_argument("--frames", type=int, default=8, help="frames relabelled per trajectory (default 8)")
     stress.add_argument("--reference", default="gfn2-xtb", help="reference method for relabelling, or 'none'")
-    stress.add_argument("--timeout-s", type=float, default=60.0,
-                        help="time limit per calculator call in s (worker process; 0: in-process, no limit)")
-    stress.add_argument("--min-stable-ps", type=float, default=None,
-                        help="gate: exit 1 unless every trajectory stays stable this long (ps)")
-    stress.add_argument("--nve-ps", type=float, default=None,
-                        help="LAMBench's NVE run per molecule (ps, default --time-ps; LAMBench: 10)")
-    stress.add_argument("--ramp-ps", type=float, default=None,
-                        help="MLIP Arena's 300 -> 3000 K heating ramp per molecule (ps, default --time-ps; Arena: 10)")
-    stress.add_argument("--no-field-scores", action="store_true",
-                        help="skip the field's scores (MDsim, MLIPAudit, LAMBench NVE drift, MLIP Arena heating)")
+    stress.add_argument(
+        "--timeout-s",
+        type=float,
+        default=60.0,
+        help="time limit per calculator call in s (worker process; 0: in-process, no limit)",
+    )
+    stress.add_argument(
+        "--min-stable-ps",
+        type=float,
+        default=None,
+        help="gate: exit 1 unless every trajectory stays stable this long (ps)",
+    )
+    stress.add_argument(
+        "--nve-ps",
+        type=float,
+        default=None,
+        help="LAMBench's NVE run per molecule (ps, default --time-ps; LAMBench: 10)",
+    )
+    stress.add_argument(
+        "--ramp-ps",
+        type=float,
+        default=None,
+        help="MLIP Arena's 300 -> 3000 K heating ramp per molecule (ps, default --time-ps; Arena: 10)",
+    )
+    stress.add_argument(
+        "--no-field-scores",
+        action="store_true",
+        help="skip the field's scores (MDsim, MLIPAudit, LAMBench NVE drift, MLIP Arena heating)",
+    )
     stress.add_argument("--seed", type=int, default=0, help="seed of conformers and Langevin noise (default 0)")
-    stress.add_argument("--slots", type=int, default=None, metavar="K",
-                        help="for --model: run the trajectories on K batch slots, each refilled from the queue as "
-                             "its trajectory fails (default: all trajectories in one batch)")
+    stress.add_argument(
+        "--slots",
+        type=int,
+        default=None,
+        metavar="K",
+        help="for --model: run the trajectories on K batch slots, each refilled from the queue as "
+        "its trajectory fails (default: all trajectories in one batch)",
+    )
     stress.add_argument("--out", default="stress", help="output folder (report.html, summary.json, trajectory.h5)")
     stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")
     stress.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -42,7 +42,9 @@ def parse_select(text: str | None, n_frames: int, source: str) -> list[int]:
         try:
             chosen = [int(part) for part in text.split(",")]
         except ValueError:
-            raise ValueError(f"--select {text!r}: expected frame numbers (0,4,9) or a slice (start:stop:step)") from None
+            raise ValueError(
+                f"--select {text!r}: expected frame numbers (0,4,9) or a slice (start:stop:step)"
+            ) from None
         outside = [k for k in chosen if not -n_frames <= k < n_frames]
         if outside:
             raise ValueError(f"--select: frame(s) {outside} outside {source}'s {n_frames} frames (0..{n_frames - 1})")
@@ -66,7 +68,9 @@ def resolve_molecule(name_or_smiles: str) -> str:
     try:
         return molecule_from_smiles(smiles).smiles
     except ValueError as exc:
-        raise ValueError(f"--molecules: {name_or_smiles!r} is neither a catalog molecule name nor a valid SMILES ({exc})") from exc
+        raise ValueError(
+            f"--molecules: {name_or_smiles!r} is neither a catalog molecule name nor a valid SMILES ({exc})"
+        ) from exc
 
 
 def start_geometries(smiles: list[str], seed: int = 0) -> dict[str, Atoms]:
@@ -151,9 +155,14 @@ def check_elements(potential, structures: dict[str, Atoms]) -> dict[str, list[in
 
 def add_structure_options(parser, command: str) -> None:
     """``--select`` and ``--allow-unknown-elements``, shared by ``gemrepro md`` and ``gemrepro stress``."""
-    parser.add_argument("--select", default=None, metavar="FRAMES",
-                        help=f"frames of the structure files to {command}: 3, 0,4,9 or a slice 0:100:10 (default all)")
-    parser.add_argument("--allow-unknown-elements", action="store_true",
-                        help="run structures with elements the model was not trained on (warned and marked) "
-                             "instead of refusing them")
-
+    parser.add_argument(
+        "--select",
+        default=None,
+        metavar="FRAMES",
+        help=f"frames of the structure files to {command}: 3, 0,4,9 or a slice 0:100:10 (default all)",
+    )
+    parser.add_argument(
+        "--allow-unknown-elements",
+        action="store_true",
+        help="run structures with elements the model was not trained on (warned and marked) instead of refusing them",
+    )

@@ -36,15 +36,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("--data", default=None, help="dataset file (QM7-X .hdf5, MD17 .npz, .xyz, ...)")
-    parser.add_argument("--scale", default=None,
-                        help="train the learning-curve model of this scale (tiny, small, paper) instead of --data")
+    parser.add_argument(
+        "--scale",
+        default=None,
+        help="train the learning-curve model of this scale (tiny, small, paper) instead of --data",
+    )
     parser.add_argument("--reference", default="gfn2-xtb", help="with --scale: the dataset's reference method")
-    parser.add_argument("--variant", default=None,
-                        help="with --scale: GemNet variant T or Q (default: the scale's, T at tiny and small, Q at paper)")
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="with --scale: GemNet variant T or Q (default: the scale's, T at tiny and small, Q at paper)",
+    )
     parser.add_argument("--data-dir", default=None, help="with --scale: where the artifact cache lives")
     parser.add_argument("--format", default=None, help="file format when it cannot be detected")
     parser.add_argument("--train-size", type=int, default=None, help="training structures (default: 80%%)")
-    parser.add_argument("--val-size", type=int, default=None, help="validation structures (default: the rest, at most 20%%)")
+    parser.add_argument(
+        "--val-size", type=int, default=None, help="validation structures (default: the rest, at most 20%%)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batch order")
     parser.add_argument("--preset", default="tiny", help="GemNet-T preset: tiny, small or paper")
     parser.add_argument("--max-epochs", type=int, default=None)
@@ -89,13 +97,21 @@ def run_scale(args: argparse.Namespace) -> int:
     if args.train_size is None:
         raise UserError("--scale: expected --train-size, one of the scale's training-set sizes")
     artifact = train_scale_model(
-        get_scale(args.scale), args.train_size, seed=args.seed, reference=args.reference, variant=args.variant,
-        root=artifacts_dir(args.data_dir), progress=not args.quiet, device=args.device,
+        get_scale(args.scale),
+        args.train_size,
+        seed=args.seed,
+        reference=args.reference,
+        variant=args.variant,
+        root=artifacts_dir(args.data_dir),
+        progress=not args.quiet,
+        device=args.device,
     )
     m = artifact.manifest
     test = m["metrics"]["test"]
-    print(f"test energy MAE {test['energy_mae']:.4f} eV, force MAE {test['forces_mae']:.4f} eV/Å "
-          f"({test['n']} configurations; {m['steps']} steps, {m['training_wall_time_s']:.0f} s training)")
+    print(
+        f"test energy MAE {test['energy_mae']:.4f} eV, force MAE {test['forces_mae']:.4f} eV/Å "
+        f"({test['n']} configurations; {m['steps']} steps, {m['training_wall_time_s']:.0f} s training)"
+    )
     print(f"model: {artifact.file('model.pt')}")
     return 0
 
@@ -141,10 +157,18 @@ def run_data(args: argparse.Namespace) -> int:
     if all(v is None for v in limits.values()) and args.max_wall_time is None:
         limits = DEFAULT_LIMITS
     config = TrainConfig(
-        lr=args.lr, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
-        decay_steps=args.decay_steps, patience=args.patience, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, max_wall_time_s=args.max_wall_time,
-        seed=args.seed, device=args.device, dtype=args.dtype, **limits,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        warmup_steps=args.warmup_steps,
+        decay_steps=args.decay_steps,
+        patience=args.patience,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        max_wall_time_s=args.max_wall_time,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        **limits,
     )
     torch.manual_seed(args.seed)
     if args.init:

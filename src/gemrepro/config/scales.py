@@ -104,13 +104,35 @@ SCALES: dict[str, Scale] = {
         # Energies get 5 % of the loss (the paper: 0.1 %, over millions of steps; over thousands the
         # energy would stay untrained).
         recipe=Recipe(
-            max_steps=(8000, 8000, 8000, 8000), batch_size=8, lr=3e-3, warmup_steps=50, decay_steps=4000,
-            decay_rate=0.1, energy_weight=0.05, force_weight=0.95, patience=5, min_relative_delta=0.02,
-            eval_every=100, checkpoint_every=500, max_validation=100, model_overrides=(("cutoff", 4.0),),
+            max_steps=(8000, 8000, 8000, 8000),
+            batch_size=8,
+            lr=3e-3,
+            warmup_steps=50,
+            decay_steps=4000,
+            decay_rate=0.1,
+            energy_weight=0.05,
+            force_weight=0.95,
+            patience=5,
+            min_relative_delta=0.02,
+            eval_every=100,
+            checkpoint_every=500,
+            max_validation=100,
+            model_overrides=(("cutoff", 4.0),),
         ),
         # 2 CPU cores, minutes: ethanol (9 atoms, the cheapest MD17 molecule), 300 frames, 0.1 ps of MD.
-        pretraining=Plan("ethanol", 150, 50, 100, 5, 6, 40, 1000.0, pretrain_steps=300, finetune_steps=200,
-                         stability=StabilityProtocol(time_ps=0.1, n_seeds=24, frame_interval=5)),
+        pretraining=Plan(
+            "ethanol",
+            150,
+            50,
+            100,
+            5,
+            6,
+            40,
+            1000.0,
+            pretrain_steps=300,
+            finetune_steps=200,
+            stability=StabilityProtocol(time_ps=0.1, n_seeds=24, frame_interval=5),
+        ),
         # The chapter's MD budget on 2 CPU cores is about a minute for all four models. The first two
         # MD molecules hold every element; 300 K is left out, where within 0.25 ps only the sparsest
         # model fails (the temperature-sweep chapter shows it).
@@ -120,9 +142,18 @@ SCALES: dict[str, Scale] = {
         committee=CommitteeDesign(train_sizes=(100, 320, 1000, 3200), n_members=3, frame_stride=2),
         # 10 ps (the sweep's length) at the sweep's hottest temperature; 4 seeds of each of the 5 molecules.
         long_runs=LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0),
-        performance=PerformancePlan(md_systems=4, md_steps=20, model_preset="tiny", model_sizes=(8, 16, 32, 64, 128),
-                                    model_repeats=3, label_configurations=240, label_workers=(1, 2),
-                                    train_preset="tiny", train_batch_size=8, train_steps=6),
+        performance=PerformancePlan(
+            md_systems=4,
+            md_steps=20,
+            model_preset="tiny",
+            model_sizes=(8, 16, 32, 64, 128),
+            model_repeats=3,
+            label_configurations=240,
+            label_workers=(1, 2),
+            train_preset="tiny",
+            train_batch_size=8,
+            train_steps=6,
+        ),
     ),
     "small": Scale(
         name="small",
@@ -139,20 +170,47 @@ SCALES: dict[str, Scale] = {
         n_training_seeds=3,
         # One GPU: tens of thousands of steps per model.
         recipe=Recipe(
-            max_steps=(5_000, 10_000, 20_000, 40_000), batch_size=32, lr=1e-3, warmup_steps=1000,
-            decay_steps=40_000, decay_rate=0.05, patience=10, eval_every=1000, checkpoint_every=1000,
+            max_steps=(5_000, 10_000, 20_000, 40_000),
+            batch_size=32,
+            lr=1e-3,
+            warmup_steps=1000,
+            decay_steps=40_000,
+            decay_rate=0.05,
+            patience=10,
+            eval_every=1000,
+            checkpoint_every=1000,
             max_validation=2000,
         ),
-        pretraining=Plan("aspirin", 1000, 250, 1000, 10, 20, 200, 1000.0, pretrain_steps=20_000,
-                         finetune_steps=10_000, stability=StabilityProtocol(time_ps=20.0, n_seeds=32)),
+        pretraining=Plan(
+            "aspirin",
+            1000,
+            250,
+            1000,
+            10,
+            20,
+            200,
+            1000.0,
+            pretrain_steps=20_000,
+            finetune_steps=10_000,
+            stability=StabilityProtocol(time_ps=20.0, n_seeds=32),
+        ),
         seeds=SeedsDesign(n_molecules=20, n_seeds=5),
         committee=CommitteeDesign(train_sizes=(32, 320, 3200, 32000), n_members=4),
-        long_runs=LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=100.0, frame_interval=1000,
-                                checkpoint_interval=10000),
-        performance=PerformancePlan(md_systems=60, md_steps=200, model_preset="small",
-                                    model_sizes=(8, 16, 32, 64, 128, 256, 512), model_repeats=5,
-                                    label_configurations=2000, label_workers=(1, 2, 4, 8),
-                                    train_preset="small", train_batch_size=32, train_steps=50),
+        long_runs=LongRunDesign(
+            temperature=1200.0, n_seeds=4, time_ps=100.0, frame_interval=1000, checkpoint_interval=10000
+        ),
+        performance=PerformancePlan(
+            md_systems=60,
+            md_steps=200,
+            model_preset="small",
+            model_sizes=(8, 16, 32, 64, 128, 256, 512),
+            model_repeats=5,
+            label_configurations=2000,
+            label_workers=(1, 2, 4, 8),
+            train_preset="small",
+            train_batch_size=32,
+            train_steps=50,
+        ),
     ),
     "paper": Scale(
         name="paper",
@@ -171,20 +229,47 @@ SCALES: dict[str, Scale] = {
         # batch 32, lr 1e-3, warm-up 3,750, exponential decay to 1 % over 4.5M steps, at most
         # 1.5M steps, validation every 7,500 steps, early stopping.
         recipe=Recipe(
-            max_steps=(1_500_000,) * 4, batch_size=32, lr=1e-3, warmup_steps=3750, decay_steps=4_500_000,
-            decay_rate=0.01, patience=50, eval_every=7500, checkpoint_every=7500,
+            max_steps=(1_500_000,) * 4,
+            batch_size=32,
+            lr=1e-3,
+            warmup_steps=3750,
+            decay_steps=4_500_000,
+            decay_rate=0.01,
+            patience=50,
+            eval_every=7500,
+            checkpoint_every=7500,
         ),
         # The paper: aspirin, 10k fine-tuning frames; MDsim's 300 ps.
-        pretraining=Plan("aspirin", 9500, 500, 1000, 10, 20, 1000, 1000.0, pretrain_steps=1_000_000,
-                         finetune_steps=500_000, stability=StabilityProtocol(time_ps=300.0, n_seeds=16)),
+        pretraining=Plan(
+            "aspirin",
+            9500,
+            500,
+            1000,
+            10,
+            20,
+            1000,
+            1000.0,
+            pretrain_steps=1_000_000,
+            finetune_steps=500_000,
+            stability=StabilityProtocol(time_ps=300.0, n_seeds=16),
+        ),
         seeds=SeedsDesign(n_molecules=20, n_seeds=5),
         committee=CommitteeDesign(train_sizes=(3200, 32000, 320000, 3200000), n_members=4),
-        long_runs=LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=1000.0, frame_interval=2000,
-                                checkpoint_interval=20000),
-        performance=PerformancePlan(md_systems=60, md_steps=1000, model_preset="paper",
-                                    model_sizes=(8, 16, 32, 64, 128, 256, 512, 1024), model_repeats=5,
-                                    label_configurations=10_000, label_workers=(1, 2, 4, 8, 16, 32),
-                                    train_preset="paper", train_batch_size=32, train_steps=100),
+        long_runs=LongRunDesign(
+            temperature=1200.0, n_seeds=4, time_ps=1000.0, frame_interval=2000, checkpoint_interval=20000
+        ),
+        performance=PerformancePlan(
+            md_systems=60,
+            md_steps=1000,
+            model_preset="paper",
+            model_sizes=(8, 16, 32, 64, 128, 256, 512, 1024),
+            model_repeats=5,
+            label_configurations=10_000,
+            label_workers=(1, 2, 4, 8, 16, 32),
+            train_preset="paper",
+            train_batch_size=32,
+            train_steps=100,
+        ),
     ),
 }
 
@@ -194,6 +279,4 @@ def get_scale(name: str) -> Scale:
     try:
         return SCALES[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown scale {name!r}: expected one of {', '.join(SCALES)}"
-        ) from None
+        raise ValueError(f"unknown scale {name!r}: expected one of {', '.join(SCALES)}") from None

@@ -120,8 +120,13 @@ def _save_molecule(folder: Path, outcome: dict) -> dict:
     return {"n_structures": len(rows), "n_converged": int(sum(r["converged"] for r in rows)), "error": outcome["error"]}
 
 
-def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_workers: int | None = None,
-                    progress: bool = True, root=None) -> list[Artifact]:
+def label_molecules(
+    tasks: list[MoleculeTask],
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: bool = True,
+    root=None,
+) -> list[Artifact]:
     """The ``labels`` artifact of every task, computing the missing ones on a Dask cluster."""
     artifacts: dict[int, Artifact] = {}
     missing = []
@@ -131,8 +136,13 @@ def label_molecules(tasks: list[MoleculeTask], scheduler: str | None = None, n_w
             missing.append(i)
         else:
             artifacts[i] = found
-    bar = tqdm(total=len(tasks), initial=len(artifacts), desc="label molecules", unit="mol",
-               disable=not progress or not missing)
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(artifacts),
+        desc="label molecules",
+        unit="mol",
+        disable=not progress or not missing,
+    )
 
     def store(i: int, outcome: dict) -> None:
         artifacts[i] = get_or_create("labels", tasks[i].params(), lambda tmp: _save_molecule(tmp, outcome), root)
@@ -166,8 +176,13 @@ def _formula_ids(smiles_list: list[str]) -> dict[str, tuple[int, int]]:
     return ids
 
 
-def dataset_params(scale: Scale, reference: str = "gfn2-xtb", seed: int = 0, molecules: list | None = None,
-                   reference_options: dict | None = None) -> tuple[dict, list[MoleculeTask]]:
+def dataset_params(
+    scale: Scale,
+    reference: str = "gfn2-xtb",
+    seed: int = 0,
+    molecules: list | None = None,
+    reference_options: dict | None = None,
+) -> tuple[dict, list[MoleculeTask]]:
     """Cache parameters of :func:`build_dataset` and its per-molecule tasks, computed without
     labelling anything (a campaign's dry run asks what exists). The scale enters by its name."""
     method = get_method(reference, **(reference_options or {}))  # a one-line error before any work
@@ -217,24 +232,48 @@ def build_dataset(
             mol_id, isomer = ids[task.smiles]
             data = np.load(artifact.file("labels.npz"), allow_pickle=False)
             if "positions" not in data:
-                rows.append({"mol_id": mol_id, "smiles": task.smiles, "geometry": "", "n_atoms": 0,
-                             "converged": False, "error": str(data["error"]), "wall_time": float(data["wall_time"])})
+                rows.append(
+                    {
+                        "mol_id": mol_id,
+                        "smiles": task.smiles,
+                        "geometry": "",
+                        "n_atoms": 0,
+                        "converged": False,
+                        "error": str(data["error"]),
+                        "wall_time": float(data["wall_time"]),
+                    }
+                )
                 continue
             numbers = data["numbers"]
             for k in range(len(data["label"])):
                 name = f"Geom-m{mol_id}-i{isomer}-c{int(data['conformer'][k])}-{data['label'][k]}"
                 converged = bool(data["converged"][k])
                 energy = float(data["energy"][k])
-                rows.append({"mol_id": mol_id, "smiles": task.smiles, "geometry": name, "n_atoms": len(numbers),
-                             "converged": converged, "error": str(data["label_error"][k]),
-                             "wall_time": float(data["label_time"][k])})
+                rows.append(
+                    {
+                        "mol_id": mol_id,
+                        "smiles": task.smiles,
+                        "geometry": name,
+                        "n_atoms": len(numbers),
+                        "converged": converged,
+                        "error": str(data["label_error"][k]),
+                        "wall_time": float(data["label_time"][k]),
+                    }
+                )
                 if converged:
-                    records.append({
-                        "mol_id": mol_id, "isomer": isomer, "conformer": int(data["conformer"][k]),
-                        "label": str(data["label"][k]), "numbers": numbers, "positions": data["positions"][k],
-                        "energy": energy, "atomization_energy": atomization_energy(energy, numbers, free_atoms),
-                        "forces": data["forces"][k],
-                    })
+                    records.append(
+                        {
+                            "mol_id": mol_id,
+                            "isomer": isomer,
+                            "conformer": int(data["conformer"][k]),
+                            "label": str(data["label"][k]),
+                            "numbers": numbers,
+                            "positions": data["positions"][k],
+                            "energy": energy,
+                            "atomization_energy": atomization_energy(energy, numbers, free_atoms),
+                            "forces": data["forces"][k],
+                        }
+                    )
         write_qm7x(folder / "qm7x.hdf5", records, reference_method=reference)
         table = pd.DataFrame(rows)
         table.to_csv(folder / "labels.csv", index=False)

@@ -54,16 +54,20 @@ class CostComparison:
     artifact: Artifact
 
 
-def reference_cost_comparison(frames: list[Atoms], *, n: int = 2, seed: int = 0, root=None,
-                              method: str = "pbe0") -> CostComparison:
+def reference_cost_comparison(
+    frames: list[Atoms], *, n: int = 2, seed: int = 0, root=None, method: str = "pbe0"
+) -> CostComparison:
     """Recompute ``n`` configurations (the smallest molecules, seeded) with ``method``."""
     rng = np.random.default_rng(seed)
     sizes = np.array([len(a) for a in frames])
     small = np.flatnonzero(sizes <= np.sort(sizes)[min(len(sizes) - 1, max(n, len(sizes) // 10))])
     picked = sorted(rng.choice(small, size=min(n, len(small)), replace=False).tolist())
     other = get_method(method)
-    params = {"method": method, "options": other.options(),
-              "configurations": [(frames[i].info.get("id"), frames[i].positions.round(8).tolist()) for i in picked]}
+    params = {
+        "method": method,
+        "options": other.options(),
+        "configurations": [(frames[i].info.get("id"), frames[i].positions.round(8).tolist()) for i in picked],
+    }
 
     def build(folder) -> dict:
         free = free_atom_energies(other, sorted({int(z) for i in picked for z in frames[i].numbers}), root=root)
@@ -72,16 +76,18 @@ def reference_cost_comparison(frames: list[Atoms], *, n: int = 2, seed: int = 0,
             atoms = frames[i]
             result = other.compute(atoms.numbers, atoms.positions)
             ae = atomization_energy(result.energy, atoms.numbers, free) if result.converged else np.nan
-            rows.append({
-                "configuration": atoms.info.get("id", str(i)),
-                "atoms": len(atoms),
-                "method": method,
-                "converged": result.converged,
-                "atomization energy (eV)": ae,
-                "default method AE (eV)": atoms.info.get("atomization_energy", np.nan),
-                "energy difference (eV)": ae - atoms.info.get("atomization_energy", np.nan),
-                "wall time (s)": result.wall_time,
-            })
+            rows.append(
+                {
+                    "configuration": atoms.info.get("id", str(i)),
+                    "atoms": len(atoms),
+                    "method": method,
+                    "converged": result.converged,
+                    "atomization energy (eV)": ae,
+                    "default method AE (eV)": atoms.info.get("atomization_energy", np.nan),
+                    "energy difference (eV)": ae - atoms.info.get("atomization_energy", np.nan),
+                    "wall time (s)": result.wall_time,
+                }
+            )
         pd.DataFrame(rows).to_csv(folder / "costs.csv", index=False)
         return {"n": len(rows)}
 

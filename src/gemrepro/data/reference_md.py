@@ -30,8 +30,7 @@ from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import MethodCalculator, embed_conformers, relax
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
-__all__ = ["MDRecipe", "ReferenceTrajectory", "read_frames", "reference_md_frames", "relaxed_start",
-           "run_reference_md"]
+__all__ = ["MDRecipe", "ReferenceTrajectory", "read_frames", "reference_md_frames", "relaxed_start", "run_reference_md"]
 
 STAGE = "reference-md"
 STAGE_VERSION = 1  # bump when the frames or how they are computed change
@@ -57,8 +56,11 @@ class MDRecipe:
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if isinstance(self.equilibration_steps, bool) or int(self.equilibration_steps) != self.equilibration_steps \
-                or self.equilibration_steps < 0:
+        if (
+            isinstance(self.equilibration_steps, bool)
+            or int(self.equilibration_steps) != self.equilibration_steps
+            or self.equilibration_steps < 0
+        ):
             raise ValueError(f"equilibration_steps: expected a non-negative integer, got {self.equilibration_steps!r}")
         for name in ("dt_fs", "friction_per_fs"):
             value = getattr(self, name)
@@ -84,8 +86,9 @@ def relaxed_start(smiles: str, method, seed: int = 0) -> Atoms:
     return relax(embed_conformers(smiles, 1, seed=molecule_seed(seed, smiles) % 2**31)[0], method)
 
 
-def run_reference_md(start: Atoms, method, recipe: MDRecipe, *, seed: int = 0,
-                     free_atoms: dict[int, float] | None = None) -> ReferenceTrajectory:
+def run_reference_md(
+    start: Atoms, method, recipe: MDRecipe, *, seed: int = 0, free_atoms: dict[int, float] | None = None
+) -> ReferenceTrajectory:
     """Langevin MD of ``start`` on the reference method's forces; every frame keeps its labels.
 
     Each frame carries energy (eV) and forces (eV/Å) in a SinglePointCalculator and ``step``,
@@ -99,8 +102,14 @@ def run_reference_md(start: Atoms, method, recipe: MDRecipe, *, seed: int = 0,
     thermalize_momenta(atoms, temperature_K=recipe.temperature, rng=rng)
     Stationary(atoms)
     ZeroRotation(atoms)
-    dyn = Langevin(atoms, recipe.dt_fs * units.fs, temperature_K=recipe.temperature,
-                   friction=recipe.friction_per_fs / units.fs, fixcm=False, rng=rng)
+    dyn = Langevin(
+        atoms,
+        recipe.dt_fs * units.fs,
+        temperature_K=recipe.temperature,
+        friction=recipe.friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
     frames: list[Atoms] = []
     steps, error = 0, ""
 
@@ -127,15 +136,22 @@ def run_reference_md(start: Atoms, method, recipe: MDRecipe, *, seed: int = 0,
     return ReferenceTrajectory(frames, steps, error)
 
 
-def reference_md_frames(smiles: str, recipe: MDRecipe, reference: str = "gfn2-xtb", seed: int = 0,
-                        *, name: str = "", root=None) -> Artifact:
+def reference_md_frames(
+    smiles: str, recipe: MDRecipe, reference: str = "gfn2-xtb", seed: int = 0, *, name: str = "", root=None
+) -> Artifact:
     """The cached reference-MD frames of one molecule: ``frames.xyz`` (extended XYZ) and ``start.xyz``.
 
     The manifest records how many frames were made and, when the reference failed, where.
     """
     molecule_from_smiles(smiles)  # one-line error for an invalid SMILES before any work
-    params = {"smiles": smiles, "recipe": asdict(recipe), "reference": reference, "seed": int(seed),
-              "relax": SAMPLER_METHOD, "stage_version": STAGE_VERSION}
+    params = {
+        "smiles": smiles,
+        "recipe": asdict(recipe),
+        "reference": reference,
+        "seed": int(seed),
+        "relax": SAMPLER_METHOD,
+        "stage_version": STAGE_VERSION,
+    }
 
     def build(folder: Path) -> dict:
         method = get_method(reference)

@@ -30,9 +30,7 @@ __all__ = [
 ]
 
 
-def atoms_to_data(
-    atoms, energy_key: str = "atomization_energy", dtype: torch.dtype = torch.float64
-) -> Data:
+def atoms_to_data(atoms, energy_key: str = "atomization_energy", dtype: torch.dtype = torch.float64) -> Data:
     """One labelled ``ase.Atoms`` as a graph with energy and force targets.
 
     ``energy_key`` names the ``atoms.info`` entry used as the energy target when present;
@@ -40,9 +38,7 @@ def atoms_to_data(
     """
     calc = atoms.calc
     if calc is None:
-        raise ValueError(
-            f"atoms {atoms.get_chemical_formula()!r}: expected a calculator with energy and forces"
-        )
+        raise ValueError(f"atoms {atoms.get_chemical_formula()!r}: expected a calculator with energy and forces")
     if energy_key and energy_key in atoms.info:
         energy = float(atoms.info[energy_key])
     else:
@@ -50,15 +46,12 @@ def atoms_to_data(
             energy = float(atoms.get_potential_energy())
         except Exception as exc:  # calculators raise several kinds of missing-property errors
             raise ValueError(
-                f"atoms {atoms.get_chemical_formula()!r}: expected info[{energy_key!r}] or a "
-                f"calculator energy ({exc})"
+                f"atoms {atoms.get_chemical_formula()!r}: expected info[{energy_key!r}] or a calculator energy ({exc})"
             ) from None
     try:
         forces = np.asarray(atoms.get_forces(), dtype=float)
     except Exception as exc:
-        raise ValueError(
-            f"atoms {atoms.get_chemical_formula()!r}: expected calculator forces ({exc})"
-        ) from None
+        raise ValueError(f"atoms {atoms.get_chemical_formula()!r}: expected calculator forces ({exc})") from None
     n_atoms = len(atoms)
     if n_atoms == 0:
         raise ValueError("atoms: expected at least one atom")
@@ -122,9 +115,7 @@ class AtomsDataset(Dataset):
         return AtomsDataset(out)
 
 
-def epoch_batches(
-    n_samples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True
-) -> list[list[int]]:
+def epoch_batches(n_samples: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
     """The batches of one epoch: a permutation seeded by ``(seed, epoch)``, cut in order.
 
     Seeding per epoch (not one generator for the whole run) makes any epoch's order

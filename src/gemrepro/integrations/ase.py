@@ -34,16 +34,23 @@ class GemNetCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, model_or_checkpoint: nn.Module | str | os.PathLike, device: str | torch.device = "auto",
-                 allow_unknown_elements: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        model_or_checkpoint: nn.Module | str | os.PathLike,
+        device: str | torch.device = "auto",
+        allow_unknown_elements: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if isinstance(model_or_checkpoint, (GemNet, EnergyShift)):
             model = as_energy_shift(model_or_checkpoint).to(resolve_device(device))
         elif isinstance(model_or_checkpoint, (str, os.PathLike)):
             model = load_model(model_or_checkpoint, device=device)
         else:
-            raise ValueError("model_or_checkpoint: expected a GemNetT, GemNetQ, a trained (EnergyShift) model or "
-                             f"a model file path, got {type(model_or_checkpoint).__name__}")
+            raise ValueError(
+                "model_or_checkpoint: expected a GemNetT, GemNetQ, a trained (EnergyShift) model or "
+                f"a model file path, got {type(model_or_checkpoint).__name__}"
+            )
         self.model = model.eval()
         self.network = model.model
         self.references = model.element_energies.detach().double().cpu()
@@ -60,8 +67,10 @@ class GemNetCalculator(Calculator):
         check_geometry(numbers, positions, f"atoms ({self.atoms.get_chemical_formula()})")
         if not self.allow_unknown_elements:
             refuse_unseen_elements(numbers, self.elements, f"atoms ({self.atoms.get_chemical_formula()})")
-        data = Data(z=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
-                    pos=torch.as_tensor(positions, dtype=self.dtype, device=self.device))
+        data = Data(
+            z=torch.as_tensor(numbers, dtype=torch.long, device=self.device),
+            pos=torch.as_tensor(positions, dtype=self.dtype, device=self.device),
+        )
         result = self.network(data)
         energy = float(result["energy"][0]) + float(self.references[torch.as_tensor(numbers, dtype=torch.long)].sum())
         self.results = {

@@ -58,8 +58,10 @@ def refuse_unseen_elements(numbers, elements: frozenset[int] | None, source: str
     """A one-line ``ValueError`` naming ``source`` when it holds elements outside ``elements``."""
     unknown = unseen_elements(numbers, elements)
     if unknown:
-        raise ValueError(f"{source}: holds {element_list(unknown)}, which the model was not trained on "
-                         f"(it knows {element_list(elements)})")
+        raise ValueError(
+            f"{source}: holds {element_list(unknown)}, which the model was not trained on "
+            f"(it knows {element_list(elements)})"
+        )
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -94,8 +96,13 @@ class GemNetPotential:
     refusal for a user who wants to see what happens; :meth:`unknown_elements` says what is unseen.
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
-                 allow_unknown_elements: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype | None = None,
+        allow_unknown_elements: bool = False,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected a torch.nn.Module (GemNet or EnergyShift), got {type(model).__name__}")
         self.device = resolve_device(device)
@@ -154,8 +161,9 @@ class GemNetPotential:
                 f"positions/numbers: expected shapes (N, 3) and (N,), got {tuple(positions.shape)} and {tuple(numbers.shape)}"
             )
         topology = self._topology_of(numbers, system_index)
-        data = AtomsBatch(z=topology.z, pos=positions.detach().to(device=self.device, dtype=self.dtype),
-                          batch=topology.batch)
+        data = AtomsBatch(
+            z=topology.z, pos=positions.detach().to(device=self.device, dtype=self.dtype), batch=topology.batch
+        )
         result = self.network(data)
         out: dict[str, Any] = dict(device=positions.device, dtype=positions.dtype)
         energy, forces = result["energy"].detach().to(**out), result["forces"].detach().to(**out)
@@ -163,9 +171,12 @@ class GemNetPotential:
 
 
 def potential_from_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "auto", dtype: torch.dtype | None = None,
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = None,
     allow_unknown_elements: bool = False,
 ) -> GemNetPotential:
     """The batched MD potential of a model file (see :func:`gemrepro.model.load_model`)."""
-    return GemNetPotential(load_model(path, device), device=device, dtype=dtype,
-                           allow_unknown_elements=allow_unknown_elements)
+    return GemNetPotential(
+        load_model(path, device), device=device, dtype=dtype, allow_unknown_elements=allow_unknown_elements
+    )

@@ -40,8 +40,14 @@ class TorchSimGemNet(ModelInterface):
     float32 GemNet. Molecules only: periodic states are refused.
     """
 
-    def __init__(self, model: nn.Module | GemNetPotential | str | os.PathLike, *, device: str | torch.device = "auto",
-                 dtype: torch.dtype = torch.float64, allow_unknown_elements: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module | GemNetPotential | str | os.PathLike,
+        *,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype = torch.float64,
+        allow_unknown_elements: bool = False,
+    ) -> None:
         super().__init__()
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model, device=device)
@@ -66,8 +72,9 @@ class TorchSimGemNet(ModelInterface):
         return {"energy": energy, "forces": forces}
 
 
-def molecules_to_state(systems: list[Atoms], *, device: str | torch.device, dtype: torch.dtype = torch.float64
-                       ) -> SimState:
+def molecules_to_state(
+    systems: list[Atoms], *, device: str | torch.device, dtype: torch.dtype = torch.float64
+) -> SimState:
     """A TorchSim state of non-periodic molecules, each checked as gemrepro's engine checks its input.
 
     ASE gives an isolated molecule a zero cell; TorchSim needs a cell per system, so each gets a

@@ -30,16 +30,19 @@ def _segment_max(values: torch.Tensor, segment: torch.Tensor, n_segments: int) -
     return values.new_full((n_segments,), -torch.inf).scatter_reduce(0, segment, values, "amax")
 
 
-def disagreement(energies: torch.Tensor, forces: torch.Tensor, system_index: torch.Tensor, n_systems: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def disagreement(
+    energies: torch.Tensor, forces: torch.Tensor, system_index: torch.Tensor, n_systems: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per system: max per-atom force disagreement (eV/Å) and energy spread (eV) of a committee.
 
     ``energies`` (M, S) and ``forces`` (M, N, 3) hold the ``M`` members' predictions. A
     non-finite prediction makes the system's disagreement infinite: a member has left the map.
     """
     if energies.dim() != 2 or forces.dim() != 3 or energies.shape[0] != forces.shape[0] or energies.shape[0] < 2:
-        raise ValueError(f"energies/forces: expected shapes (M, S) and (M, N, 3) with M >= 2 members, "
-                         f"got {tuple(energies.shape)} and {tuple(forces.shape)}")
+        raise ValueError(
+            f"energies/forces: expected shapes (M, S) and (M, N, 3) with M >= 2 members, "
+            f"got {tuple(energies.shape)} and {tuple(forces.shape)}"
+        )
     per_atom = torch.sqrt(((forces - forces.mean(0)) ** 2).sum(-1).mean(0))
     per_atom = torch.where(torch.isfinite(per_atom), per_atom, torch.full_like(per_atom, torch.inf))
     force_disagreement = _segment_max(per_atom, system_index, n_systems)
@@ -72,14 +75,16 @@ class CommitteePotential:
         """The first member's device (where :func:`run_md` should keep the state)."""
         return getattr(self.members[0], "device", torch.device("cpu"))
 
-    def predictions(self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predictions(
+        self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's energies (M, S) and forces (M, N, 3)."""
         results = [member(positions, numbers, system_index) for member in self.members]
         return torch.stack([e for e, _ in results]), torch.stack([f for _, f in results])
 
-    def __call__(self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         energies, forces = self.predictions(positions, numbers, system_index)
         n_systems = energies.shape[1]
         self.force_disagreement, self.energy_spread = disagreement(energies, forces, system_index, n_systems)

@@ -95,7 +95,12 @@ class FailureDetector:
             bad_atom = ~(torch.isfinite(state.positions).all(-1) & torch.isfinite(state.forces).all(-1))
             values = bad_atom.to(state.positions.dtype)
             worst = _segment_max(values, system_index, n)
-            checks[RULES.index("nonfinite") + 1] = ((worst > 0) | ~torch.isfinite(state.energy), values, system_index, worst)
+            checks[RULES.index("nonfinite") + 1] = (
+                (worst > 0) | ~torch.isfinite(state.energy),
+                values,
+                system_index,
+                worst,
+            )
         if "force" in rules:
             values = _finite_or_minus_inf(torch.linalg.vector_norm(state.forces, dim=-1))
             worst = _segment_max(values, system_index, n)
@@ -188,6 +193,11 @@ def failure_records(state: MDState, dt_fs: float) -> list[FailureRecord | None]:
             records.append(None)
             continue
         records.append(
-            FailureRecord(step=step, time_ps=step * dt_fs / 1000.0, rule=STOP_RULES[rule - 1], atoms=tuple(a for a in atoms if a >= 0))
+            FailureRecord(
+                step=step,
+                time_ps=step * dt_fs / 1000.0,
+                rule=STOP_RULES[rule - 1],
+                atoms=tuple(a for a in atoms if a >= 0),
+            )
         )
     return records

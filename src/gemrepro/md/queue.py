@@ -72,8 +72,13 @@ def failure_frame(source: str | Path, trajectory: int) -> dict:
     data = read_system(trajectory_path(source, trajectory), 0)
     if data["failure_step"] < 0 or int(data["step"][-1]) != data["failure_step"]:
         raise ValueError(f"trajectory {trajectory}: not failed, or its last frame is not its failure step")
-    return {"step": int(data["step"][-1]), "positions": data["positions"][-1], "forces": data["forces"][-1],
-            "energy": float(data["energy"][-1]), "temperature": float(data["temperature_kin"][-1])}
+    return {
+        "step": int(data["step"][-1]),
+        "positions": data["positions"][-1],
+        "forces": data["forces"][-1],
+        "energy": float(data["energy"][-1]),
+        "temperature": float(data["temperature_kin"][-1]),
+    }
 
 
 @dataclass(frozen=True)
@@ -128,22 +133,44 @@ def _positive_int(value: object, name: str) -> int:
 def _failure_record(step: int, rule: int, atoms: Sequence[int], dt_fs: float) -> FailureRecord | None:
     if rule == 0:
         return None
-    return FailureRecord(step=step, time_ps=step * dt_fs / 1000.0, rule=STOP_RULES[rule - 1],
-                         atoms=tuple(a for a in atoms if a >= 0))
+    return FailureRecord(
+        step=step, time_ps=step * dt_fs / 1000.0, rule=STOP_RULES[rule - 1], atoms=tuple(a for a in atoms if a >= 0)
+    )
 
 
 class _Campaign:
     """The batch, its slots and the queue; one instance per call of :func:`run_queue`."""
 
-    def __init__(self, potential: Potential, systems: list[Atoms], *, n_steps: int, folder: Path, slots: int,
-                 temperatures: list[float], frictions: list[float], seeds: list[int], dt_fs: float, integrator: str,
-                 frame_interval: int, checkpoint_interval: int, check_interval: int, criteria: StabilityCriteria,
-                 dtype: torch.dtype, device: torch.device, after_failure: str, refill: bool) -> None:
+    def __init__(
+        self,
+        potential: Potential,
+        systems: list[Atoms],
+        *,
+        n_steps: int,
+        folder: Path,
+        slots: int,
+        temperatures: list[float],
+        frictions: list[float],
+        seeds: list[int],
+        dt_fs: float,
+        integrator: str,
+        frame_interval: int,
+        checkpoint_interval: int,
+        check_interval: int,
+        criteria: StabilityCriteria,
+        dtype: torch.dtype,
+        device: torch.device,
+        after_failure: str,
+        refill: bool,
+    ) -> None:
         self.potential, self.systems, self.n_steps, self.folder = potential, systems, n_steps, folder
         self.n_slots, self.temperatures, self.frictions, self.seeds = slots, temperatures, frictions, seeds
         self.dt_fs, self.integrator, self.step_fn = dt_fs, integrator, get_integrator(integrator)
-        self.frame_interval, self.checkpoint_interval, self.check_interval = frame_interval, checkpoint_interval, \
-            check_interval
+        self.frame_interval, self.checkpoint_interval, self.check_interval = (
+            frame_interval,
+            checkpoint_interval,
+            check_interval,
+        )
         self.criteria, self.dtype, self.device = criteria, dtype, device
         self.freeze, self.refill, self.after_failure = after_failure == "freeze", refill, after_failure
         self.slots: list[_Slot] = []
@@ -157,10 +184,21 @@ class _Campaign:
 
     # --- identity -------------------------------------------------------------------------------
     def _fingerprint(self) -> str:
-        config = dict(n_steps=self.n_steps, slots=self.n_slots, dt_fs=self.dt_fs, integrator=self.integrator,
-                      frame_interval=self.frame_interval, check_interval=self.check_interval,
-                      criteria=repr(self.criteria), dtype=str(self.dtype), after_failure=self.after_failure,
-                      refill=self.refill, temperatures=self.temperatures, frictions=self.frictions, seeds=self.seeds)
+        config = dict(
+            n_steps=self.n_steps,
+            slots=self.n_slots,
+            dt_fs=self.dt_fs,
+            integrator=self.integrator,
+            frame_interval=self.frame_interval,
+            check_interval=self.check_interval,
+            criteria=repr(self.criteria),
+            dtype=str(self.dtype),
+            after_failure=self.after_failure,
+            refill=self.refill,
+            temperatures=self.temperatures,
+            frictions=self.frictions,
+            seeds=self.seeds,
+        )
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
         for atoms in self.systems:
             digest.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
@@ -179,8 +217,9 @@ class _Campaign:
         slot = self.slots[s]
         view = select_systems(self.state, [s])
         failed = view.failure_step >= 0
-        return view.replace(step=self._local(slot), failure_step=torch.where(failed, view.failure_step - slot.start,
-                                                                              view.failure_step))
+        return view.replace(
+            step=self._local(slot), failure_step=torch.where(failed, view.failure_step - slot.start, view.failure_step)
+        )
 
     def _start(self, trajectory: int, start: int) -> tuple[MDState, _Slot] | None:
         """Step 0 of ``trajectory``: momenta from its seed, forces, the step-0 check, its file and first frame.
@@ -188,22 +227,37 @@ class _Campaign:
         None when the trajectory ended at step 0 (its file is then complete).
         """
         atoms = self.systems[trajectory]
-        single = build_state([atoms.positions], [atoms.numbers], [atoms.get_masses()], [self.temperatures[trajectory]],
-                             [self.frictions[trajectory]], [self.seeds[trajectory]],
-                             remove_com_dof=self.integrator == "verlet", dtype=self.dtype, device=self.device)
+        single = build_state(
+            [atoms.positions],
+            [atoms.numbers],
+            [atoms.get_masses()],
+            [self.temperatures[trajectory]],
+            [self.frictions[trajectory]],
+            [self.seeds[trajectory]],
+            remove_com_dof=self.integrator == "verlet",
+            dtype=self.dtype,
+            device=self.device,
+        )
         energy, forces = evaluate(single, self.potential, single.positions)
         single = self._check(single.replace(energy=energy, forces=forces), FailureDetector(single, self.criteria))
-        writer = TrajectoryWriter.create(trajectory_path(self.folder, trajectory), single, dt_fs=self.dt_fs,
-                                         integrator=self.integrator, frame_interval=self.frame_interval,
-                                         seeds=[self.seeds[trajectory]], formulas=[atoms.get_chemical_formula()],
-                                         after_failure=self.after_failure)
+        writer = TrajectoryWriter.create(
+            trajectory_path(self.folder, trajectory),
+            single,
+            dt_fs=self.dt_fs,
+            integrator=self.integrator,
+            frame_interval=self.frame_interval,
+            seeds=[self.seeds[trajectory]],
+            formulas=[atoms.get_chemical_formula()],
+            after_failure=self.after_failure,
+        )
         writer.append(single, self.dt_fs)
         if self._ends_at_start(single):
             self._close(trajectory, writer, single)
             return None
         failed = single.failure_step >= 0
-        in_batch = single.replace(step=start, failure_step=torch.where(failed, single.failure_step + start,
-                                                                       single.failure_step))
+        in_batch = single.replace(
+            step=start, failure_step=torch.where(failed, single.failure_step + start, single.failure_step)
+        )
         return in_batch, _Slot(trajectory, start, writer)
 
     def _check(self, state: MDState, detector: FailureDetector) -> MDState:
@@ -230,7 +284,9 @@ class _Campaign:
         failed = int(view.failure_rule[0]) > 0
         last = int(view.failure_step[0]) if self.freeze and failed else view.step
         self.results[trajectory] = {
-            "steps": last, "failure_step": int(view.failure_step[0]), "failure_rule": int(view.failure_rule[0]),
+            "steps": last,
+            "failure_step": int(view.failure_step[0]),
+            "failure_rule": int(view.failure_rule[0]),
             "failure_atoms": [int(a) for a in view.failure_atoms[0].tolist()],
         }
 
@@ -289,8 +345,9 @@ class _Campaign:
         self.batch_steps += 1
         self.evaluated += self.state.n_systems
         local = torch.tensor([self._local(slot) for slot in self.slots], device=self.device)
-        due = (local % self.check_interval == 0) & torch.tensor([not slot.ended for slot in self.slots],
-                                                                device=self.device)
+        due = (local % self.check_interval == 0) & torch.tensor(
+            [not slot.ended for slot in self.slots], device=self.device
+        )
         if bool(due.any()):
             checked = self._check(self.state, self.detector)
             keep = ~due
@@ -314,10 +371,21 @@ class _Campaign:
     def save(self) -> None:
         """Atomically write the campaign (batch, slots, queue position, frame counts, results)."""
         payload = {
-            "version": CHECKPOINT_VERSION, "fingerprint": self.fingerprint, "next_trajectory": self.next_trajectory,
-            "results": self.results, "batch_steps": self.batch_steps, "evaluated": self.evaluated,
-            "slots": [{"trajectory": s.trajectory, "start": s.start, "ended": s.ended,
-                       "n_frames": None if s.ended else s.writer.n_frames} for s in self.slots],
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": self.fingerprint,
+            "next_trajectory": self.next_trajectory,
+            "results": self.results,
+            "batch_steps": self.batch_steps,
+            "evaluated": self.evaluated,
+            "slots": [
+                {
+                    "trajectory": s.trajectory,
+                    "start": s.start,
+                    "ended": s.ended,
+                    "n_frames": None if s.ended else s.writer.n_frames,
+                }
+                for s in self.slots
+            ],
             "step": None if self.state is None else self.state.step,
             "tensors": None if self.state is None else {k: t.detach().cpu() for k, t in self.state.tensors().items()},
             "generators": None if self.state is None else [g.get_state() for g in self.state.generators],
@@ -335,10 +403,15 @@ class _Campaign:
         if payload.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{self.checkpoint_path}: expected campaign checkpoint version {CHECKPOINT_VERSION}")
         if payload["fingerprint"] != self.fingerprint:
-            raise ValueError(f"folder: {self.checkpoint_path} belongs to a different campaign (systems or settings "
-                             "differ); use another folder")
-        self.next_trajectory, self.batch_steps, self.evaluated = (payload["next_trajectory"], payload["batch_steps"],
-                                                                  payload["evaluated"])
+            raise ValueError(
+                f"folder: {self.checkpoint_path} belongs to a different campaign (systems or settings "
+                "differ); use another folder"
+            )
+        self.next_trajectory, self.batch_steps, self.evaluated = (
+            payload["next_trajectory"],
+            payload["batch_steps"],
+            payload["evaluated"],
+        )
         self.results = {int(k): v for k, v in payload["results"].items()}
         if payload["tensors"] is not None:
             generators = []
@@ -422,8 +495,11 @@ def run_queue(
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
         raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps!r}")
     slots = _positive_int(slots, "slots")
-    for name, value in (("frame_interval", frame_interval), ("checkpoint_interval", checkpoint_interval),
-                        ("check_interval", check_interval)):
+    for name, value in (
+        ("frame_interval", frame_interval),
+        ("checkpoint_interval", checkpoint_interval),
+        ("check_interval", check_interval),
+    ):
         _positive_int(value, name)
     if not (np.isfinite(dt_fs) and dt_fs > 0):
         raise ValueError(f"dt_fs: expected a positive time step in fs, got {dt_fs!r}")
@@ -432,12 +508,24 @@ def run_queue(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder: {folder} is a file; expected a folder for the campaign's trajectories")
     campaign = _Campaign(
-        potential, systems, n_steps=int(n_steps), folder=folder, slots=slots,
-        temperatures=_values(temperatures, n, "temperatures"), frictions=_values(friction, n, "friction"),
-        seeds=system_seeds(seeds, n), dt_fs=float(dt_fs), integrator=integrator, frame_interval=int(frame_interval),
-        checkpoint_interval=int(checkpoint_interval), check_interval=int(check_interval),
-        criteria=criteria or StabilityCriteria(), dtype=dtype, device=resolve_device(device),
-        after_failure=after_failure, refill=bool(refill),
+        potential,
+        systems,
+        n_steps=int(n_steps),
+        folder=folder,
+        slots=slots,
+        temperatures=_values(temperatures, n, "temperatures"),
+        frictions=_values(friction, n, "friction"),
+        seeds=system_seeds(seeds, n),
+        dt_fs=float(dt_fs),
+        integrator=integrator,
+        frame_interval=int(frame_interval),
+        checkpoint_interval=int(checkpoint_interval),
+        check_interval=int(check_interval),
+        criteria=criteria or StabilityCriteria(),
+        dtype=dtype,
+        device=resolve_device(device),
+        after_failure=after_failure,
+        refill=bool(refill),
     )
     resumed_from: int | None = None
     if campaign.checkpoint_path.exists():
@@ -445,8 +533,10 @@ def run_queue(
     else:
         existing = sorted(folder.glob("trajectory_*.h5")) if folder.is_dir() else []
         if existing and not overwrite:
-            raise ValueError(f"folder: {folder} holds {len(existing)} trajectory files but no {CHECKPOINT_NAME}; "
-                             "pass overwrite=True to replace them, or use another folder")
+            raise ValueError(
+                f"folder: {folder} holds {len(existing)} trajectory files but no {CHECKPOINT_NAME}; "
+                "pass overwrite=True to replace them, or use another folder"
+            )
         for path in existing:
             path.unlink()
         (folder / SUMMARY_NAME).unlink(missing_ok=True)
@@ -469,18 +559,40 @@ def run_queue(
     wall = time.perf_counter() - started
     results = [campaign.results[k] for k in range(n)]
     summary = QueueSummary(
-        folder=folder, paths=[trajectory_path(folder, k) for k in range(n)], steps=[r["steps"] for r in results],
-        failures=[_failure_record(r["failure_step"], r["failure_rule"], r["failure_atoms"], campaign.dt_fs)
-                  for r in results],
-        system_steps=int(sum(r["steps"] for r in results)), evaluated_system_steps=campaign.evaluated,
-        batch_steps=campaign.batch_steps, resumed_from_step=resumed_from, wall_time_s=wall,
+        folder=folder,
+        paths=[trajectory_path(folder, k) for k in range(n)],
+        steps=[r["steps"] for r in results],
+        failures=[
+            _failure_record(r["failure_step"], r["failure_rule"], r["failure_atoms"], campaign.dt_fs) for r in results
+        ],
+        system_steps=int(sum(r["steps"] for r in results)),
+        evaluated_system_steps=campaign.evaluated,
+        batch_steps=campaign.batch_steps,
+        resumed_from_step=resumed_from,
+        wall_time_s=wall,
     )
-    _write_json(folder / SUMMARY_NAME, {
-        "n_trajectories": n, "slots": slots, "refill": campaign.refill, "n_steps": int(n_steps), "dt_fs": float(dt_fs),
-        "after_failure": after_failure, "system_steps": summary.system_steps,
-        "evaluated_system_steps": summary.evaluated_system_steps, "batch_steps": summary.batch_steps,
-        "trajectories": [{"path": p.name, "steps": s, "failure": None if f is None else
-                          {"step": f.step, "time_ps": f.time_ps, "rule": f.rule, "atoms": list(f.atoms)}}
-                         for p, s, f in zip(summary.paths, summary.steps, summary.failures, strict=True)],
-    })
+    _write_json(
+        folder / SUMMARY_NAME,
+        {
+            "n_trajectories": n,
+            "slots": slots,
+            "refill": campaign.refill,
+            "n_steps": int(n_steps),
+            "dt_fs": float(dt_fs),
+            "after_failure": after_failure,
+            "system_steps": summary.system_steps,
+            "evaluated_system_steps": summary.evaluated_system_steps,
+            "batch_steps": summary.batch_steps,
+            "trajectories": [
+                {
+                    "path": p.name,
+                    "steps": s,
+                    "failure": None
+                    if f is None
+                    else {"step": f.step, "time_ps": f.time_ps, "rule": f.rule, "atoms": list(f.atoms)},
+                }
+                for p, s, f in zip(summary.paths, summary.steps, summary.failures, strict=True)
+            ],
+        },
+    )
     return summary

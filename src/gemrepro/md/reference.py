@@ -53,8 +53,9 @@ def ase_langevin_temperatures(
     rng = np.random.default_rng(seed)
     thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
     Stationary(atoms, preserve_temperature=False)
-    dyn = Langevin(atoms, dt_fs * units.fs, temperature_K=temperature_K, friction=friction_per_fs / units.fs,
-                   fixcm=False, rng=rng)
+    dyn = Langevin(
+        atoms, dt_fs * units.fs, temperature_K=temperature_K, friction=friction_per_fs / units.fs, fixcm=False, rng=rng
+    )
     temperatures = np.empty(n_steps)
     for k in range(n_steps):
         dyn.run(1)

@@ -121,8 +121,10 @@ def _schedule(schedule: np.ndarray | None, n_steps: int, n_systems: int, integra
     if values.ndim == 1:
         values = np.repeat(values[:, None], n_systems, axis=1)
     if values.shape != (n_steps + 1, n_systems):
-        raise ValueError(f"temperature_schedule: expected shape ({n_steps + 1},) or ({n_steps + 1}, {n_systems}), "
-                         f"got {np.shape(schedule)}")
+        raise ValueError(
+            f"temperature_schedule: expected shape ({n_steps + 1},) or ({n_steps + 1}, {n_systems}), "
+            f"got {np.shape(schedule)}"
+        )
     if not (np.isfinite(values).all() and (values >= 0).all()):
         raise ValueError("temperature_schedule: expected finite non-negative temperatures in K")
     return np.ascontiguousarray(values)
@@ -225,8 +227,11 @@ def run_md(
     n = len(systems)
     if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 0):
         raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps!r}")
-    for name, value in (("frame_interval", frame_interval), ("checkpoint_interval", checkpoint_interval),
-                        ("check_interval", check_interval)):
+    for name, value in (
+        ("frame_interval", frame_interval),
+        ("checkpoint_interval", checkpoint_interval),
+        ("check_interval", check_interval),
+    ):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
     if not (np.isfinite(dt_fs) and dt_fs > 0):
@@ -242,11 +247,25 @@ def run_md(
     ckpt = checkpoint_path_for(path)
 
     state = build_state(
-        [a.positions for a in systems], [a.numbers for a in systems], [a.get_masses() for a in systems],
-        temps, frictions, seed_list, remove_com_dof=integrator == "verlet", dtype=dtype, device=device,
+        [a.positions for a in systems],
+        [a.numbers for a in systems],
+        [a.get_masses() for a in systems],
+        temps,
+        frictions,
+        seed_list,
+        remove_com_dof=integrator == "verlet",
+        dtype=dtype,
+        device=device,
     )
-    config = dict(dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval, check_interval=check_interval,
-                  criteria=repr(criteria), seeds=seed_list, dtype=str(dtype))
+    config = dict(
+        dt_fs=dt_fs,
+        integrator=integrator,
+        frame_interval=frame_interval,
+        check_interval=check_interval,
+        criteria=repr(criteria),
+        seeds=seed_list,
+        dtype=str(dtype),
+    )
     if stop is not None:  # absent otherwise, so runs without a stop keep their fingerprints
         config["stop"] = repr(stop)
     if not freeze:  # likewise: frozen runs keep their fingerprints
@@ -270,7 +289,9 @@ def run_md(
     resumed_from: int | None = None
     if ckpt.exists():
         if not path.exists():
-            raise ValueError(f"path: checkpoint {ckpt} exists but its trajectory {path} does not; delete the checkpoint")
+            raise ValueError(
+                f"path: checkpoint {ckpt} exists but its trajectory {path} does not; delete the checkpoint"
+            )
         state, n_frames, stored = load_checkpoint(ckpt, device)
         if stored != fingerprint:
             raise ValueError(f"path: {ckpt} belongs to a different run (systems or settings differ); use another path")
@@ -281,9 +302,16 @@ def run_md(
         path.parent.mkdir(parents=True, exist_ok=True)
         energy, forces = evaluate(state, potential, state.positions)
         state = detector(state.replace(energy=energy, forces=forces))
-        writer = TrajectoryWriter.create(path, state, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval,
-                                         seeds=seed_list, formulas=[a.get_chemical_formula() for a in systems],
-                                         after_failure=after_failure)
+        writer = TrajectoryWriter.create(
+            path,
+            state,
+            dt_fs=dt_fs,
+            integrator=integrator,
+            frame_interval=frame_interval,
+            seeds=seed_list,
+            formulas=[a.get_chemical_formula() for a in systems],
+            after_failure=after_failure,
+        )
         writer.append(state, dt_fs)
         save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
 

@@ -81,8 +81,9 @@ def batch_inputs(
     positions: Sequence, numbers: Sequence, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (positions (N, 3), numbers (N,), system_index (N,)) a potential takes, from per-system arrays."""
-    all_positions = torch.as_tensor(np.concatenate([np.asarray(p).reshape(-1, 3) for p in positions]), dtype=dtype,
-                                    device=device)
+    all_positions = torch.as_tensor(
+        np.concatenate([np.asarray(p).reshape(-1, 3) for p in positions]), dtype=dtype, device=device
+    )
     counts = torch.as_tensor([len(z) for z in numbers], device=device)
     all_numbers = torch.as_tensor(np.concatenate([np.asarray(z).reshape(-1) for z in numbers]), device=device)
     return all_positions, all_numbers, torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
@@ -99,17 +100,13 @@ def kinetic_temperature(state: MDState) -> torch.Tensor:
     return 2.0 * kinetic_energy(state) / (state.degrees_of_freedom * KB)
 
 
-def maxwell_boltzmann_momenta(
-    masses: torch.Tensor, temperature: float, generator: torch.Generator
-) -> torch.Tensor:
+def maxwell_boltzmann_momenta(masses: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
     """Momenta of one system drawn at ``temperature`` (K), then made free of centre-of-mass motion.
 
     Removing the centre-of-mass momentum leaves ``3N - 3`` thermal degrees of freedom, as ASE's
     ``MaxwellBoltzmannDistribution`` followed by ``Stationary`` does; no rescaling.
     """
-    noise = torch.randn(
-        (len(masses), 3), generator=generator, dtype=masses.dtype, device=masses.device
-    )
+    noise = torch.randn((len(masses), 3), generator=generator, dtype=masses.dtype, device=masses.device)
     momenta = noise * torch.sqrt(masses * KB * temperature)[:, None]
     return momenta - masses[:, None] * (momenta.sum(0) / masses.sum())
 
@@ -171,8 +168,16 @@ def build_state(
 
 
 _ATOM_FIELDS = ("positions", "momenta", "masses", "numbers", "reference_positions", "forces")
-_SYSTEM_FIELDS = ("temperature", "friction", "degrees_of_freedom", "energy", "alive", "failure_step", "failure_rule",
-                  "failure_atoms")
+_SYSTEM_FIELDS = (
+    "temperature",
+    "friction",
+    "degrees_of_freedom",
+    "energy",
+    "alive",
+    "failure_step",
+    "failure_rule",
+    "failure_atoms",
+)
 
 
 def select_systems(state: MDState, systems: Sequence[int]) -> MDState:
@@ -184,8 +189,11 @@ def select_systems(state: MDState, systems: Sequence[int]) -> MDState:
     systems = [int(s) for s in systems]
     offsets = state.atom_offsets().tolist()
     device = state.positions.device
-    atoms = torch.cat([torch.arange(offsets[s], offsets[s + 1], device=device) for s in systems]) if systems else \
-        torch.zeros(0, dtype=torch.long, device=device)
+    atoms = (
+        torch.cat([torch.arange(offsets[s], offsets[s + 1], device=device) for s in systems])
+        if systems
+        else torch.zeros(0, dtype=torch.long, device=device)
+    )
     counts = torch.tensor([offsets[s + 1] - offsets[s] for s in systems], dtype=torch.long, device=device)
     chosen = torch.tensor(systems, dtype=torch.long, device=device)
     return MDState(

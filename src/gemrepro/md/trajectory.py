@@ -119,7 +119,9 @@ class TrajectoryWriter:
     def write_failures(self, state: MDState) -> None:
         failure = self.file["failure"]
         failure["step"][...] = state.failure_step.cpu().numpy()
-        failure["rule"][...] = np.asarray(["" if r == 0 else STOP_RULES[r - 1] for r in state.failure_rule.tolist()], dtype=object)
+        failure["rule"][...] = np.asarray(
+            ["" if r == 0 else STOP_RULES[r - 1] for r in state.failure_rule.tolist()], dtype=object
+        )
         failure["atoms"][...] = state.failure_atoms.cpu().numpy()
 
     def truncate(self, n_frames: int, state: MDState) -> None:
@@ -185,7 +187,7 @@ def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
             "energy": frames["energy"][:, system],
             "temperature_kin": frames["temperature_kin"][:, system],
             "alive": frames["alive"][:, system],
-            "failed": failed_frames(frames["step"][()], f["failure/step"][system:system + 1])[:, 0],
+            "failed": failed_frames(frames["step"][()], f["failure/step"][system : system + 1])[:, 0],
             "failure_step": int(f["failure/step"][system]),
             "failure_rule": f["failure/rule"].asstr()[system],
             "failure_atoms": f["failure/atoms"][system],
@@ -207,8 +209,12 @@ def export_extxyz(path: str | Path, system: int, out_path: str | Path) -> int:
     images = []
     for k in range(keep):
         atoms = Atoms(numbers=data["numbers"], positions=data["positions"][k], masses=data["masses"])
-        atoms.info.update(step=int(data["step"][k]), time_ps=float(data["time_ps"][k]), alive=bool(alive[k]),
-                          failed=bool(data["failed"][k]))
+        atoms.info.update(
+            step=int(data["step"][k]),
+            time_ps=float(data["time_ps"][k]),
+            alive=bool(alive[k]),
+            failed=bool(data["failed"][k]),
+        )
         atoms.info["temperature_kin"] = float(data["temperature_kin"][k])
         atoms.calc = SinglePointCalculator(atoms, energy=float(data["energy"][k]), forces=data["forces"][k])
         images.append(atoms)

@@ -287,22 +287,19 @@ class SphericalBasis(torch.nn.Module):
     roots: torch.Tensor  # buffers (registered in __init__)
     norms: torch.Tensor
 
-    def __init__(
-        self, num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int = 5
-    ) -> None:
+    def __init__(self, num_spherical: int, num_radial: int, cutoff: float, envelope_exponent: int = 5) -> None:
         super().__init__()
         if num_spherical < 1 or num_radial < 1:
-            raise ValueError(
-                f"num_spherical and num_radial must be >= 1, got {num_spherical}, {num_radial}"
-            )
+            raise ValueError(f"num_spherical and num_radial must be >= 1, got {num_spherical}, {num_radial}")
         self.num_spherical = num_spherical
         self.num_radial = num_radial
         self.cutoff = float(cutoff)
         self.envelope = PolynomialEnvelope(envelope_exponent)
         roots = spherical_bessel_roots(num_spherical, num_radial)
-        norms = np.stack(
-            [1.0 / np.sqrt(0.5 * spherical_jn(l + 1, roots[l]) ** 2) for l in range(num_spherical)]
-        ) * self.cutoff**-1.5
+        norms = (
+            np.stack([1.0 / np.sqrt(0.5 * spherical_jn(l + 1, roots[l]) ** 2) for l in range(num_spherical)])
+            * self.cutoff**-1.5
+        )
         dtype = torch.get_default_dtype()
         self.register_buffer("roots", torch.tensor(roots, dtype=dtype), persistent=False)
         self.register_buffer("norms", torch.tensor(norms, dtype=dtype), persistent=False)
@@ -371,15 +368,16 @@ def normalised_legendre(num_spherical: int, polar: torch.Tensor) -> torch.Tensor
         if m + 1 < num_spherical:
             legendre[(m + 1, m)] = (2 * m + 1) * cos_polar * diagonal
         for l in range(m + 2, num_spherical):
-            legendre[(l, m)] = (
-                (2 * l - 1) * cos_polar * legendre[(l - 1, m)] - (l + m - 1) * legendre[(l - 2, m)]
-            ) / (l - m)
+            legendre[(l, m)] = ((2 * l - 1) * cos_polar * legendre[(l - 1, m)] - (l + m - 1) * legendre[(l - 2, m)]) / (
+                l - m
+            )
     columns, norms = [], []
     for l, m in _harmonic_orders(num_spherical):
         k = abs(m)
         columns.append(legendre[(l, k)])
-        norms.append(math.sqrt((2.0 if m else 1.0) * (2 * l + 1) / (4 * math.pi)
-                               * math.factorial(l - k) / math.factorial(l + k)))
+        norms.append(
+            math.sqrt((2.0 if m else 1.0) * (2 * l + 1) / (4 * math.pi) * math.factorial(l - k) / math.factorial(l + k))
+        )
     return torch.stack(columns, dim=-1) * torch.tensor(norms, dtype=polar.dtype, device=polar.device)
 
 
@@ -393,9 +391,7 @@ def azimuthal_harmonics(num_spherical: int, azimuth: torch.Tensor) -> torch.Tens
     return table[:, columns]
 
 
-def real_spherical_harmonics(
-    num_spherical: int, polar: torch.Tensor, azimuth: torch.Tensor
-) -> torch.Tensor:
+def real_spherical_harmonics(num_spherical: int, polar: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
     """Real spherical harmonics Y_lm(polar, azimuth) for l < num_spherical, all m: (n, L^2).
 
     Orthonormal on the sphere, with the Condon-Shortley phase; m > 0 carries cos(m azimuth),

@@ -44,8 +44,12 @@ class TripletInteraction(torch.nn.Module):
     """Directional message passing over triplets (GemNet eq. for m_ji from m_kj, angle kji)."""
 
     def __init__(
-        self, emb_size_edge: int, emb_size_trip: int, emb_size_bilinear: int,
-        emb_size_rbf: int, emb_size_cbf: int,
+        self,
+        emb_size_edge: int,
+        emb_size_trip: int,
+        emb_size_bilinear: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
     ) -> None:
         super().__init__()
         self.dense_in = Dense(emb_size_edge, emb_size_edge, activation=True)
@@ -84,8 +88,13 @@ class QuadrupletInteraction(torch.nn.Module):
     """
 
     def __init__(
-        self, emb_size_edge: int, emb_size_quad: int, emb_size_bilinear: int, emb_size_rbf: int,
-        emb_size_cbf: int, emb_size_sbf: int,
+        self,
+        emb_size_edge: int,
+        emb_size_quad: int,
+        emb_size_bilinear: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
+        emb_size_sbf: int,
     ) -> None:
         super().__init__()
         self.dense_in = Dense(emb_size_edge, emb_size_edge, activation=True)
@@ -155,15 +164,21 @@ class InteractionBlock(torch.nn.Module):
     """One GemNet-T interaction: triplet messages, residual edge updates, atom update, concat."""
 
     def __init__(
-        self, emb_size_atom: int, emb_size_edge: int, emb_size_trip: int, emb_size_rbf: int,
-        emb_size_cbf: int, emb_size_bil_trip: int, num_before_skip: int, num_after_skip: int,
-        num_concat: int, num_atom: int,
+        self,
+        emb_size_atom: int,
+        emb_size_edge: int,
+        emb_size_trip: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
+        emb_size_bil_trip: int,
+        num_before_skip: int,
+        num_after_skip: int,
+        num_concat: int,
+        num_atom: int,
     ) -> None:
         super().__init__()
         self.dense_skip = Dense(emb_size_edge, emb_size_edge, activation=True)
-        self.triplet = TripletInteraction(
-            emb_size_edge, emb_size_trip, emb_size_bil_trip, emb_size_rbf, emb_size_cbf
-        )
+        self.triplet = TripletInteraction(emb_size_edge, emb_size_trip, emb_size_bil_trip, emb_size_rbf, emb_size_cbf)
         self.layers_before_skip = torch.nn.Sequential(*[ResidualLayer(emb_size_edge) for _ in range(num_before_skip)])
         self.layers_after_skip = torch.nn.Sequential(*[ResidualLayer(emb_size_edge) for _ in range(num_after_skip)])
         self.atom_update = AtomUpdateBlock(emb_size_atom, emb_size_edge, emb_size_rbf, num_atom)
@@ -200,14 +215,32 @@ class QuadrupletInteractionBlock(InteractionBlock):
     """One GemNet-Q interaction: the GemNet-T block with quadruplet messages merged in."""
 
     def __init__(
-        self, emb_size_atom: int, emb_size_edge: int, emb_size_trip: int, emb_size_quad: int,
-        emb_size_rbf: int, emb_size_cbf: int, emb_size_sbf: int, emb_size_bil_trip: int,
-        emb_size_bil_quad: int, num_before_skip: int, num_after_skip: int, num_concat: int,
+        self,
+        emb_size_atom: int,
+        emb_size_edge: int,
+        emb_size_trip: int,
+        emb_size_quad: int,
+        emb_size_rbf: int,
+        emb_size_cbf: int,
+        emb_size_sbf: int,
+        emb_size_bil_trip: int,
+        emb_size_bil_quad: int,
+        num_before_skip: int,
+        num_after_skip: int,
+        num_concat: int,
         num_atom: int,
     ) -> None:
         super().__init__(
-            emb_size_atom, emb_size_edge, emb_size_trip, emb_size_rbf, emb_size_cbf,
-            emb_size_bil_trip, num_before_skip, num_after_skip, num_concat, num_atom,
+            emb_size_atom,
+            emb_size_edge,
+            emb_size_trip,
+            emb_size_rbf,
+            emb_size_cbf,
+            emb_size_bil_trip,
+            num_before_skip,
+            num_after_skip,
+            num_concat,
+            num_atom,
         )
         self.quadruplet = QuadrupletInteraction(
             emb_size_edge, emb_size_quad, emb_size_bil_quad, emb_size_rbf, emb_size_cbf, emb_size_sbf
@@ -227,7 +260,6 @@ class QuadrupletInteractionBlock(InteractionBlock):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         graph = quads.edges
         x = (
-            self.dense_skip(m) + self.triplet(m, rbf3, cbf3, graph)
-            + self.quadruplet(m, rbf4, cbf4, sbf4, quads)
+            self.dense_skip(m) + self.triplet(m, rbf3, cbf3, graph) + self.quadruplet(m, rbf4, cbf4, sbf4, quads)
         ) * _INV_SQRT_3
         return self.update(h, m, x, rbf_h, graph)

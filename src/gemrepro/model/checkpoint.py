@@ -60,7 +60,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception:  # noqa: BLE001 - torch's message advises unsafe loading; the user needs what the file is not
-        raise ValueError(f"{str(path)!r} is not a gemrepro model file (torch cannot read it as saved weights)") from None
+        raise ValueError(
+            f"{str(path)!r} is not a gemrepro model file (torch cannot read it as saved weights)"
+        ) from None
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike, what: str) -> None:
@@ -70,8 +72,10 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLi
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()
         detail = first[1].strip() if len(first) > 1 else (first[0] if first else type(exc).__name__)
-        raise ValueError(f"{str(path)!r}: its weights do not fit the {what} its config describes "
-                         f"(a file of another variant or preset? {detail[:120]})") from None
+        raise ValueError(
+            f"{str(path)!r}: its weights do not fit the {what} its config describes "
+            f"(a file of another variant or preset? {detail[:120]})"
+        ) from None
 
 
 def _class_path(obj: object) -> str:
@@ -93,15 +97,18 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str,
     """
     wrapped = as_energy_shift(model)
     network = wrapped.model
-    return save_payload(path, {
-        "format": MODEL_FORMAT,
-        "model_class": _class_path(network),
-        "model_config": _config_dict(network),
-        "config_class": _class_path(network.config) if hasattr(network, "config") else None,
-        "state_dict": {key: value.detach().cpu() for key, value in wrapped.state_dict().items()},
-        "element_energies": wrapped.reference_energies(),
-        "metadata": metadata or {},
-    })
+    return save_payload(
+        path,
+        {
+            "format": MODEL_FORMAT,
+            "model_class": _class_path(network),
+            "model_config": _config_dict(network),
+            "config_class": _class_path(network.config) if hasattr(network, "config") else None,
+            "state_dict": {key: value.detach().cpu() for key, value in wrapped.state_dict().items()},
+            "element_energies": wrapped.reference_energies(),
+            "metadata": metadata or {},
+        },
+    )
 
 
 def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,8 +145,10 @@ def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
         config = dict(payload["config"])
         variant = config.get("variant", "T")  # version-1 files predate GemNet-Q
         dtype = getattr(torch, payload.get("dtype", "float32"))
-        state = {f"model.{key}": value.to(dtype) if value.is_floating_point() else value
-                 for key, value in payload["state_dict"].items()}
+        state = {
+            f"model.{key}": value.to(dtype) if value.is_floating_point() else value
+            for key, value in payload["state_dict"].items()
+        }
         state["element_energies"] = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.float64)
         state = upgrade_state_dict(state)
         references = _nonzero_references(state["element_energies"])
@@ -175,8 +184,9 @@ def _build_network(class_path: str, config: dict | None, config_class: str | Non
     return cls(values)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "auto", *,
-               model: nn.Module | None = None) -> EnergyShift:
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "auto", *, model: nn.Module | None = None
+) -> EnergyShift:
     """The model in ``path`` as an ``EnergyShift`` (references included), in eval mode on ``device``.
 
     ``model`` (same architecture) receives the weights instead of a network rebuilt from the file.

@@ -64,9 +64,7 @@ class EnergyShift(nn.Module):
         batch = getattr(data, "batch", None)
         if batch is None:
             batch = torch.zeros_like(data.z)
-        shift = scatter(
-            self.element_energies[data.z], batch, dim=0, dim_size=energy.shape[0], reduce="sum"
-        )
+        shift = scatter(self.element_energies[data.z], batch, dim=0, dim_size=energy.shape[0], reduce="sum")
         out["energy"] = energy + shift.to(energy.dtype)
         return out
 

@@ -70,8 +70,7 @@ class GemNet(torch.nn.Module):
         self.edge_embedding = EdgeEmbedding(c.emb_size_atom, c.num_radial, c.emb_size_edge)
         self.interaction_blocks = torch.nn.ModuleList(self._interaction_block(c) for _ in range(c.num_blocks))
         self.output_blocks = torch.nn.ModuleList(
-            OutputBlock(c.emb_size_atom, c.emb_size_edge, c.emb_size_rbf, c.num_atom)
-            for _ in range(c.num_blocks + 1)
+            OutputBlock(c.emb_size_atom, c.emb_size_edge, c.emb_size_rbf, c.num_atom) for _ in range(c.num_blocks + 1)
         )
         # Topology of the last call, reused while no pair crosses the cutoff (MD steps).
         self.graph_cache = GraphCache(c.cutoff)
@@ -119,8 +118,13 @@ class GemNet(torch.nn.Module):
             radial3, vectors / distances[:, None], graph.neighbourhoods, self.cbf_basis.angular
         )
         bases = {
-            "vectors": vectors, "radial3": radial3, "rbf": rbf, "rbf3": self.mlp_rbf3(rbf),
-            "cbf3": cbf3, "rbf_h": self.mlp_rbf_h(rbf), "rbf_out": self.mlp_rbf_out(rbf),
+            "vectors": vectors,
+            "radial3": radial3,
+            "rbf": rbf,
+            "rbf3": self.mlp_rbf3(rbf),
+            "cbf3": cbf3,
+            "rbf_h": self.mlp_rbf_h(rbf),
+            "rbf_out": self.mlp_rbf_out(rbf),
         }
         h = self.atom_embedding(z)
         m = self.edge_embedding(h, rbf, graph.edge_src, graph.edge_dst)
@@ -165,8 +169,16 @@ class GemNetT(GemNet):
 
     def _interaction_block(self, c: GemNetConfig) -> InteractionBlock:
         return InteractionBlock(
-            c.emb_size_atom, c.emb_size_edge, c.emb_size_trip, c.emb_size_rbf, c.emb_size_cbf,
-            c.emb_size_bil_trip, c.num_before_skip, c.num_after_skip, c.num_concat, c.num_atom,
+            c.emb_size_atom,
+            c.emb_size_edge,
+            c.emb_size_trip,
+            c.emb_size_rbf,
+            c.emb_size_cbf,
+            c.emb_size_bil_trip,
+            c.num_before_skip,
+            c.num_after_skip,
+            c.num_concat,
+            c.num_atom,
         )
 
     def atomic_energies(self, z: torch.Tensor, positions: torch.Tensor, graph: MolecularGraph) -> torch.Tensor:
@@ -202,9 +214,19 @@ class GemNetQ(GemNet):
 
     def _interaction_block(self, c: GemNetConfig) -> QuadrupletInteractionBlock:
         return QuadrupletInteractionBlock(
-            c.emb_size_atom, c.emb_size_edge, c.emb_size_trip, c.emb_size_quad, c.emb_size_rbf,
-            c.emb_size_cbf, c.emb_size_sbf, c.emb_size_bil_trip, c.emb_size_bil_quad,
-            c.num_before_skip, c.num_after_skip, c.num_concat, c.num_atom,
+            c.emb_size_atom,
+            c.emb_size_edge,
+            c.emb_size_trip,
+            c.emb_size_quad,
+            c.emb_size_rbf,
+            c.emb_size_cbf,
+            c.emb_size_sbf,
+            c.emb_size_bil_trip,
+            c.emb_size_bil_quad,
+            c.num_before_skip,
+            c.num_after_skip,
+            c.num_concat,
+            c.num_atom,
         )
 
     def build_graph(self, positions: torch.Tensor, batch: torch.Tensor | None) -> QuadrupletGraph:
@@ -218,7 +240,8 @@ class GemNetQ(GemNet):
         cbf4 = self.mlp_cbf4(self.cbf4_basis.full(d_ab, cos_abd, graph.db_int))
         # The 3D basis shares its radial part (edge c->a, same cutoff) with the triplet basis.
         sbf4 = self.mlp_sbf4.coefficients(
-            self.sbf4_basis.repeat_orders(bases["radial3"]), self.sbf4_basis.angular(angle_cab, dihedral, graph.quad_ca),
+            self.sbf4_basis.repeat_orders(bases["radial3"]),
+            self.sbf4_basis.angular(angle_cab, dihedral, graph.quad_ca),
             graph.quad_padding,
         )
         for interaction, output in zip(self.interaction_blocks, self.output_blocks[1:]):
@@ -230,9 +253,7 @@ class GemNetQ(GemNet):
 MODEL_CLASSES: dict[str, type[GemNet]] = {"T": GemNetT, "Q": GemNetQ}
 
 
-def build_model(
-    variant: str | GemNetConfig = "T", preset: str | None = "tiny", **overrides: Any
-) -> GemNet:
+def build_model(variant: str | GemNetConfig = "T", preset: str | None = "tiny", **overrides: Any) -> GemNet:
     """A GemNet of ``variant`` ("T" or "Q") from a named preset, or rebuilt from a config.
 
     ``build_model("Q", "paper")`` is ``GemNetQ.from_preset("paper")``; ``build_model(config)``

@@ -98,7 +98,9 @@ class Neighbourhoods:
 BLOCK_OVERHEAD_SLOTS = 4000
 
 
-def degree_groups(degrees: list[int], counts: list[int], overhead: float = BLOCK_OVERHEAD_SLOTS) -> list[tuple[int, int]]:
+def degree_groups(
+    degrees: list[int], counts: list[int], overhead: float = BLOCK_OVERHEAD_SLOTS
+) -> list[tuple[int, int]]:
     """Split degrees (descending, distinct, ``counts`` atoms each) into blocks of least total cost.
 
     A block padded to its largest degree D costs n_atoms * D^2 slot pairs plus ``overhead``;
@@ -209,9 +211,7 @@ def radius_edges(
     return src[keep], dst[keep]
 
 
-def build_graph(
-    positions: torch.Tensor, batch: torch.Tensor | None, cutoff: float
-) -> MolecularGraph:
+def build_graph(positions: torch.Tensor, batch: torch.Tensor | None, cutoff: float) -> MolecularGraph:
     """Radius graph, reverse-edge map and triplets for a batch of molecules."""
     num_atoms = int(positions.shape[0])
     batch, num_graphs = check_batch(batch, num_atoms, positions.device)
@@ -225,8 +225,9 @@ def graph_from_edges(src: torch.Tensor, dst: torch.Tensor, batch: torch.Tensor, 
     # Reverse edges: edges are sorted by the key dst * N + src, so look the swapped key up.
     key = dst * num_atoms + src
     swap = torch.searchsorted(key, src * num_atoms + dst)
-    return MolecularGraph(edge_src=src, edge_dst=dst, edge_swap=swap, num_atoms=num_atoms, num_graphs=num_graphs,
-                          batch=batch)
+    return MolecularGraph(
+        edge_src=src, edge_dst=dst, edge_swap=swap, num_atoms=num_atoms, num_graphs=num_graphs, batch=batch
+    )
 
 
 def triplets(
@@ -354,13 +355,20 @@ class QuadrupletGraph:
     def quad_db_padded(self) -> torch.Tensor:
         """(n_edges, k_max) db triplet of each (receiving edge, slot); ``n_db`` marks an empty slot."""
         return padding_index(
-            self.quad_edge, self.quad_slot, self.k_max, self.edges.num_edges, self.quad_db,
+            self.quad_edge,
+            self.quad_slot,
+            self.k_max,
+            self.edges.num_edges,
+            self.quad_db,
             int(self.db_edge.shape[0]),
         )
 
 
 def _neighbour_triplets(
-    int_atom: torch.Tensor, other_atom: torch.Tensor, src: torch.Tensor, in_start: torch.Tensor,
+    int_atom: torch.Tensor,
+    other_atom: torch.Tensor,
+    src: torch.Tensor,
+    in_start: torch.Tensor,
     in_degree: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every edge x -> int_atom[e] for every interaction edge e, except x == other_atom[e]."""
@@ -370,9 +378,7 @@ def _neighbour_triplets(
     return edge[keep], owner[keep]
 
 
-def build_quadruplets(
-    graph: MolecularGraph, positions: torch.Tensor, int_cutoff: float
-) -> QuadrupletGraph:
+def build_quadruplets(graph: MolecularGraph, positions: torch.Tensor, int_cutoff: float) -> QuadrupletGraph:
     """Quadruplets of GemNet-Q for the batch described by ``graph`` (see ``QuadrupletGraph``)."""
     src, dst = graph.edge_src, graph.edge_dst
     int_src, int_dst = radius_edges(positions.detach(), graph.batch, graph.num_graphs, int_cutoff)
@@ -399,9 +405,18 @@ def build_quadruplets(
     _, quad_slot = _ragged_arange(per_edge)
     k_max = int(per_edge.max()) if per_edge.numel() else 0
     return QuadrupletGraph(
-        edges=graph, int_src=int_src, int_dst=int_dst, ca_edge=ca_edge, ca_int=ca_int,
-        db_edge=db_edge, db_int=db_int, quad_ca=quad_ca, quad_db=quad_db, quad_edge=quad_edge,
-        quad_slot=quad_slot, k_max=k_max,
+        edges=graph,
+        int_src=int_src,
+        int_dst=int_dst,
+        ca_edge=ca_edge,
+        ca_int=ca_int,
+        db_edge=db_edge,
+        db_int=db_int,
+        quad_ca=quad_ca,
+        quad_db=quad_db,
+        quad_edge=quad_edge,
+        quad_slot=quad_slot,
+        k_max=k_max,
     )
 
 

@@ -86,14 +86,30 @@ class GemNetConfig:
 PRESETS: dict[str, GemNetConfig] = {
     # CPU-friendly: thousands of small molecules per minute of training.
     "tiny": GemNetConfig(
-        num_blocks=2, emb_size_atom=32, emb_size_edge=32, emb_size_trip=16, emb_size_rbf=8,
-        emb_size_cbf=8, emb_size_bil_trip=16, num_before_skip=1, num_after_skip=1,
-        num_concat=1, num_atom=1,
+        num_blocks=2,
+        emb_size_atom=32,
+        emb_size_edge=32,
+        emb_size_trip=16,
+        emb_size_rbf=8,
+        emb_size_cbf=8,
+        emb_size_bil_trip=16,
+        num_before_skip=1,
+        num_after_skip=1,
+        num_concat=1,
+        num_atom=1,
     ),
     "small": GemNetConfig(
-        num_blocks=3, emb_size_atom=64, emb_size_edge=64, emb_size_trip=32, emb_size_rbf=16,
-        emb_size_cbf=16, emb_size_bil_trip=32, num_before_skip=1, num_after_skip=1,
-        num_concat=1, num_atom=2,
+        num_blocks=3,
+        emb_size_atom=64,
+        emb_size_edge=64,
+        emb_size_trip=32,
+        emb_size_rbf=16,
+        emb_size_cbf=16,
+        emb_size_bil_trip=32,
+        num_before_skip=1,
+        num_after_skip=1,
+        num_concat=1,
+        num_atom=2,
     ),
     "paper": GemNetConfig(),
 }
@@ -104,11 +120,19 @@ PRESETS: dict[str, GemNetConfig] = {
 # reference's 10 Å, and ``paper`` is the reference configuration itself.
 PRESETS_Q: dict[str, GemNetConfig] = {
     "tiny": replace(
-        PRESETS["tiny"], variant="Q", emb_size_quad=8, emb_size_sbf=8, emb_size_bil_quad=8,
+        PRESETS["tiny"],
+        variant="Q",
+        emb_size_quad=8,
+        emb_size_sbf=8,
+        emb_size_bil_quad=8,
         int_cutoff=6.0,
     ),
     "small": replace(
-        PRESETS["small"], variant="Q", emb_size_quad=16, emb_size_sbf=16, emb_size_bil_quad=16,
+        PRESETS["small"],
+        variant="Q",
+        emb_size_quad=16,
+        emb_size_sbf=16,
+        emb_size_bil_quad=16,
     ),
     "paper": GemNetConfig(variant="Q"),
 }

@@ -18,8 +18,12 @@ def _require(table: pd.DataFrame, columns, name: str) -> None:
         raise ValueError(f"{name}: missing column(s) {missing}")
 
 
-def disagreement_timelines(disagreement: pd.DataFrame, trajectories: pd.DataFrame, threshold: float | None = None,
-                           signal: str = "force_disagreement") -> plt.Figure:
+def disagreement_timelines(
+    disagreement: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    threshold: float | None = None,
+    signal: str = "force_disagreement",
+) -> plt.Figure:
     """One panel per training size: the committee's disagreement vs time for every trajectory.
 
     Failed trajectories are red and end in a cross at their failure; stable ones are grey. A
@@ -29,8 +33,9 @@ def disagreement_timelines(disagreement: pd.DataFrame, trajectories: pd.DataFram
     _require(disagreement, [*keys, "time_ps", signal], "disagreement")
     _require(trajectories, [*keys, "failed", "time_to_failure_ps"], "trajectories")
     sizes = sorted(disagreement["train_size"].unique())
-    fig, axes = plt.subplots(1, len(sizes), figsize=(3.4 * len(sizes), 3.4), sharey=True, constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(sizes), figsize=(3.4 * len(sizes), 3.4), sharey=True, constrained_layout=True, squeeze=False
+    )
     fate = trajectories.set_index(keys)
     for ax, size in zip(axes[0], sizes):
         for key, group in disagreement[disagreement["train_size"] == size].groupby(keys):
@@ -40,8 +45,14 @@ def disagreement_timelines(disagreement: pd.DataFrame, trajectories: pd.DataFram
             if failed:
                 group = group[group["time_ps"] <= row["time_to_failure_ps"]]
             values = group[signal].clip(upper=1e3)
-            ax.plot(group["time_ps"], values, color=FAILED if failed else STABLE, lw=1.2 if failed else 0.7,
-                    alpha=0.9 if failed else 0.5, zorder=3 if failed else 2)
+            ax.plot(
+                group["time_ps"],
+                values,
+                color=FAILED if failed else STABLE,
+                lw=1.2 if failed else 0.7,
+                alpha=0.9 if failed else 0.5,
+                zorder=3 if failed else 2,
+            )
             if failed and len(group):
                 ax.plot(group["time_ps"].iloc[-1], values.iloc[-1], "x", color=FAILED, ms=6, zorder=4)
         if threshold is not None:
@@ -59,10 +70,17 @@ def tradeoff_plot(tradeoff: pd.DataFrame, recommended: float | None = None) -> p
     _require(tradeoff, ["threshold", "detection_rate", "false_alarm_rate"], "tradeoff")
     table = tradeoff.sort_values("threshold")
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
-    left.step(table["threshold"], table["detection_rate"], where="post", color=FAILED, lw=2,
-              label="failures warned in time")
-    left.step(table["threshold"], table["false_alarm_rate"], where="post", color=STABLE, lw=2,
-              label="false alarms on stable runs")
+    left.step(
+        table["threshold"], table["detection_rate"], where="post", color=FAILED, lw=2, label="failures warned in time"
+    )
+    left.step(
+        table["threshold"],
+        table["false_alarm_rate"],
+        where="post",
+        color=STABLE,
+        lw=2,
+        label="false alarms on stable runs",
+    )
     left.set(xscale="log", xlabel="threshold (eV/Å)", ylabel="fraction of trajectories", ylim=(-0.03, 1.03))
     right.plot(table["false_alarm_rate"], table["detection_rate"], "-o", color="#34495e", ms=3)
     right.plot([0, 1], [0, 1], ls=":", color="grey", lw=1)
@@ -90,8 +108,9 @@ def lead_time_plot(warnings: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Fi
     return fig
 
 
-def proxy_plot(frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae",
-               ax: plt.Axes | None = None) -> plt.Figure:
+def proxy_plot(
+    frames: pd.DataFrame, signal: str = "force_disagreement", error: str = "forces_mae", ax: plt.Axes | None = None
+) -> plt.Figure:
     """The committee's disagreement against the true force error of the relabelled frames (log-log)."""
     _require(frames, ["train_size", signal, error], "frames")
     if ax is None:
@@ -100,10 +119,15 @@ def proxy_plot(frames: pd.DataFrame, signal: str = "force_disagreement", error: 
         fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     usable = frames.replace([np.inf, -np.inf], np.nan).dropna(subset=[signal, error])
     usable = usable[(usable[signal] > 0) & (usable[error] > 0)]
-    sns.scatterplot(data=usable, x=signal, y=error, hue="train_size", palette="viridis_r", ax=ax, s=18,
-                    edgecolor="none", alpha=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="max per-atom force disagreement (eV/Å)",
-           ylabel="force MAE vs reference (eV/Å)")
+    sns.scatterplot(
+        data=usable, x=signal, y=error, hue="train_size", palette="viridis_r", ax=ax, s=18, edgecolor="none", alpha=0.8
+    )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="max per-atom force disagreement (eV/Å)",
+        ylabel="force MAE vs reference (eV/Å)",
+    )
     ax.legend(title="training configurations", frameon=False, fontsize="small")
     return fig
 
@@ -118,11 +142,20 @@ def proxy_by_error_plot(result, ax: plt.Axes | None = None) -> plt.Figure:
         fig = cast(plt.Figure, ax.figure)  # an Axes the caller made in a Figure (not a SubFigure)
     ax.plot(bins["median_error"], bins["median_signal"], "o-", color="#2c3e50", label="median per error bin")
     for row in bins.itertuples():
-        ax.annotate(f"n={row.n_frames}", (row.median_error, row.median_signal), textcoords="offset points",
-                    xytext=(4, -10), fontsize="x-small")
+        ax.annotate(
+            f"n={row.n_frames}",
+            (row.median_error, row.median_signal),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize="x-small",
+        )
     ax.axhline(result.alarm_threshold, color=FAILED, linestyle="--", label="alarm threshold")
     ax.axvline(result.large_error, color=STABLE, linestyle=":", label="large error")
-    ax.set(xscale="log", yscale="log", xlabel="true force MAE of the frame (eV/Å)",
-           ylabel="max per-atom force disagreement (eV/Å)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="true force MAE of the frame (eV/Å)",
+        ylabel="max per-atom force disagreement (eV/Å)",
+    )
     ax.legend(frameon=False, fontsize="small", loc="lower right")
     return fig

@@ -39,8 +39,12 @@ def dataset_energies_forces(table: pd.DataFrame, force_components: np.ndarray) -
     displaced = table[table["geometry"] != "opt"]
     per_atom = displaced["displacement_energy"] / displaced["n_atoms"]
     sns.histplot(per_atom, bins=40, ax=axes[1], color="C1")
-    axes[1].axvline(displaced.attrs.get("kT_expected", 1.5 * 8.617333e-5 * 1500), color="k", ls="--",
-                    label=r"$\frac{3}{2}k_BT$, 1500 K")
+    axes[1].axvline(
+        displaced.attrs.get("kT_expected", 1.5 * 8.617333e-5 * 1500),
+        color="k",
+        ls="--",
+        label=r"$\frac{3}{2}k_BT$, 1500 K",
+    )
     axes[1].set(title="energy above the relaxed structure", xlabel="eV / atom")
     axes[1].legend(fontsize="small")
     sns.histplot(force_components, bins=80, ax=axes[2], color="C2", log_scale=(False, True), element="step", fill=False)
@@ -51,8 +55,9 @@ def dataset_energies_forces(table: pd.DataFrame, force_components: np.ndarray) -
 def bond_deviation_comparison(bonds: pd.DataFrame) -> plt.Figure:
     """Bond-length deviations from their mean, ours vs real QM7-X, per bond type."""
     fig, ax = plt.subplots(figsize=(8, 3.6), constrained_layout=True)
-    sns.violinplot(data=bonds, x="bond", y="deviation", hue="source", split=True, inner="quart",
-                   density_norm="width", ax=ax, cut=0)
+    sns.violinplot(
+        data=bonds, x="bond", y="deviation", hue="source", split=True, inner="quart", density_norm="width", ax=ax, cut=0
+    )
     ax.set(xlabel="bond", ylabel="length − mean length (Å)", title="bond stretching by normal-mode sampling")
     ax.legend(title=None, fontsize="small")
     return fig
@@ -68,8 +73,12 @@ def labelling_cost(labels: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def learning_curves(ours: pd.DataFrame, paper_points: pd.DataFrame, peer_forces_mae: float | None = None,
-                    peer_label: str = "SpookyNet (paper)") -> plt.Figure:
+def learning_curves(
+    ours: pd.DataFrame,
+    paper_points: pd.DataFrame,
+    peer_forces_mae: float | None = None,
+    peer_label: str = "SpookyNet (paper)",
+) -> plt.Figure:
     """Fig. 1: test AE MAE and force MAE against training-set size, log-log, ours beside the paper's.
 
     ``ours`` and ``paper_points`` hold ``train_size``, ``energy_mae`` (eV) and ``forces_mae``
@@ -91,8 +100,15 @@ def learning_curves(ours: pd.DataFrame, paper_points: pd.DataFrame, peer_forces_
             n_seeds = int(by_size.size().max())
             if n_seeds > 1:
                 ax.plot(rows["train_size"], rows[column], ".", color=color, alpha=0.5, ms=5)
-                ax.fill_between(by_size.min().index, by_size.min(), by_size.max(), color=color, alpha=0.2,
-                                lw=0, label=f"{label}: range of {n_seeds} seeds")
+                ax.fill_between(
+                    by_size.min().index,
+                    by_size.min(),
+                    by_size.max(),
+                    color=color,
+                    alpha=0.2,
+                    lw=0,
+                    label=f"{label}: range of {n_seeds} seeds",
+                )
                 label = f"{label}: mean of {n_seeds} seeds"
             ax.plot(by_size.mean().index, by_size.mean(), style, color=color, label=label)
         ax.plot(paper_points["train_size"], paper_points[column], "s--", color="C3", label="GemNet (paper)")
@@ -136,8 +152,7 @@ def molecule_drawings(molecules, columns: int = 5, size: int = 260) -> plt.Figur
         raise ValueError("molecules: expected at least one molecule to draw")
     columns = min(columns, len(molecules))
     rows = -(-len(molecules) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), constrained_layout=True, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, molecule in zip(axes.ravel(), molecules):

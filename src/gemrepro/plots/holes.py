@@ -20,8 +20,14 @@ from gemrepro.plots.style import size_palette
 from gemrepro.plots.survival import survival_plot
 
 
-def error_timeline(timeline: pd.DataFrame, *, tolerance: float = 0.5, failure_ps: float | None = None,
-                   title: str = "", paper_error_ev: float | None = None) -> plt.Figure:
+def error_timeline(
+    timeline: pd.DataFrame,
+    *,
+    tolerance: float = 0.5,
+    failure_ps: float | None = None,
+    title: str = "",
+    paper_error_ev: float | None = None,
+) -> plt.Figure:
     """|AE error| and the bond-criterion signal of one trajectory against time (Fig. 2e).
 
     Top: |model - reference| atomization energy per relabelled frame (log scale); frames whose
@@ -39,18 +45,29 @@ def error_timeline(timeline: pd.DataFrame, *, tolerance: float = 0.5, failure_ps
         failed = timeline[timeline["converged"].eq(False)]
         if len(failed):
             low = labelled["energy_error"].abs().min() if len(labelled) else 1e-3
-            top.plot(failed["time_ps"], np.full(len(failed), low), "x", color="C3",
-                     label="reference did not converge")
+            top.plot(failed["time_ps"], np.full(len(failed), low), "x", color="C3", label="reference did not converge")
     if paper_error_ev is not None:
         top.axhline(paper_error_ev, color="k", ls=":", lw=1)
-        top.annotate(f"paper: > {paper_error_ev:g} eV after its hole", (0.01, paper_error_ev),
-                     xycoords=("axes fraction", "data"), xytext=(0, 3), textcoords="offset points", fontsize="small")
+        top.annotate(
+            f"paper: > {paper_error_ev:g} eV after its hole",
+            (0.01, paper_error_ev),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize="small",
+        )
     top.set(yscale="log", ylabel="|AE error| (eV)", title=title)
     top.legend(fontsize="small", loc="lower right")
     bottom.plot(timeline["time_ps"], timeline["max_bond_deviation"], color="C1", lw=1.5)
     bottom.axhline(tolerance, color="k", ls="--", lw=1)
-    bottom.annotate(f"bond rule: {tolerance:g} Å", (0.01, tolerance), xycoords=("axes fraction", "data"),
-                    xytext=(0, 3), textcoords="offset points", fontsize="small")
+    bottom.annotate(
+        f"bond rule: {tolerance:g} Å",
+        (0.01, tolerance),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize="small",
+    )
     bottom.set(xlabel="simulation time (ps)", ylabel="max |bond deviation| (Å)")
     for ax in (top, bottom):
         if failure_ps is not None and np.isfinite(failure_ps):
@@ -65,8 +82,9 @@ def _projection(reference_positions: np.ndarray) -> np.ndarray:
     return vt[:2].T
 
 
-def structures(snapshots: dict[str, tuple[float, Atoms]], reference_positions: np.ndarray,
-               tolerance: float = 0.5) -> plt.Figure:
+def structures(
+    snapshots: dict[str, tuple[float, Atoms]], reference_positions: np.ndarray, tolerance: float = 0.5
+) -> plt.Figure:
     """Ball-and-stick drawings of ``{label: (time_ps, atoms)}`` seen along the start structure's
     principal plane; the start structure's bonds are drawn red where they deviate more than
     ``tolerance`` from their start length (the bond rule), grey otherwise."""
@@ -77,8 +95,9 @@ def structures(snapshots: dict[str, tuple[float, Atoms]], reference_positions: n
     start = Atoms(numbers, reference_positions)
     bonds, lengths = reference_bonds(numbers, reference_positions)
     axes_2d = _projection(np.asarray(reference_positions, dtype=float))
-    fig, axes = plt.subplots(1, len(snapshots), figsize=(3.2 * len(snapshots), 3.2), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(snapshots), figsize=(3.2 * len(snapshots), 3.2), constrained_layout=True, squeeze=False
+    )
     origin = np.asarray(reference_positions, dtype=float).mean(axis=0)
     for ax, (label, (time_ps, atoms)) in zip(axes[0], snapshots.items()):
         atoms = atoms.copy()
@@ -89,19 +108,33 @@ def structures(snapshots: dict[str, tuple[float, Atoms]], reference_positions: n
         current = np.linalg.norm(atoms.positions[bonds[:, 0]] - atoms.positions[bonds[:, 1]], axis=-1)
         for (i, j), deviation in zip(bonds, np.abs(current - lengths)):
             broken = deviation > tolerance
-            ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="C3" if broken else "0.5", lw=3 if broken else 2,
-                    ls="--" if broken else "-", zorder=1)
+            ax.plot(
+                xy[[i, j], 0],
+                xy[[i, j], 1],
+                color="C3" if broken else "0.5",
+                lw=3 if broken else 2,
+                ls="--" if broken else "-",
+                zorder=1,
+            )
         for k in depth:
-            ax.scatter(*xy[k], s=900 * covalent_radii[numbers[k]] ** 2, color=jmol_colors[numbers[k]],
-                       edgecolors="k", linewidths=0.6, zorder=2)
+            ax.scatter(
+                *xy[k],
+                s=900 * covalent_radii[numbers[k]] ** 2,
+                color=jmol_colors[numbers[k]],
+                edgecolors="k",
+                linewidths=0.6,
+                zorder=2,
+            )
         n_broken = int((np.abs(current - lengths) > tolerance).sum())
         ax.set_title(f"{label}, {time_ps:.3g} ps\n{n_broken} bond(s) past {tolerance:g} Å", fontsize="small")
         ax.set_aspect("equal")
         ax.margins(0.15)
         ax.axis("off")
     elements = sorted(set(numbers.tolist()))
-    handles = [plt.Line2D([], [], marker="o", ls="none", color=jmol_colors[z], markeredgecolor="k",
-                          label=chemical_symbols[z]) for z in elements]
+    handles = [
+        plt.Line2D([], [], marker="o", ls="none", color=jmol_colors[z], markeredgecolor="k", label=chemical_symbols[z])
+        for z in elements
+    ]
     axes[0, -1].legend(handles=handles, fontsize="small", loc="upper right", frameon=False, bbox_to_anchor=(1.15, 1))
     return fig
 
@@ -111,17 +144,28 @@ def cross_trajectory(table: pd.DataFrame, paper: dict[str, float] | None = None)
     missing = [c for c in ("model", "trajectory_of", "forces_mae") if c not in table.columns]
     if missing:
         raise ValueError(f"table: missing column(s) {missing}; expected holes.cross_trajectory() output")
-    data = table.assign(model=table["model"].map(lambda n: f"{int(n):,}-configuration model"),
-                        trajectory_of=table["trajectory_of"].map(lambda n: f"{int(n):,} model's"))
+    data = table.assign(
+        model=table["model"].map(lambda n: f"{int(n):,}-configuration model"),
+        trajectory_of=table["trajectory_of"].map(lambda n: f"{int(n):,} model's"),
+    )
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
     sns.barplot(data=data, x="trajectory_of", y="forces_mae", hue="model", palette="viridis_r", ax=ax)
     if paper:
         for x, key in enumerate(("own trajectory", "exhaustive model's trajectory")):
             ax.plot(x - 0.2, paper[key], "*", color="k", ms=12)
-            ax.annotate(f"paper {paper[key]:g}", (x - 0.2, paper[key]), xytext=(6, 2), textcoords="offset points",
-                        fontsize="small")
-    ax.set(yscale="log", xlabel="frames from the trajectory of the", ylabel="force MAE (eV/Å)",
-           title="each model on its own and on the other model's trajectory")
+            ax.annotate(
+                f"paper {paper[key]:g}",
+                (x - 0.2, paper[key]),
+                xytext=(6, 2),
+                textcoords="offset points",
+                fontsize="small",
+            )
+    ax.set(
+        yscale="log",
+        xlabel="frames from the trajectory of the",
+        ylabel="force MAE (eV/Å)",
+        title="each model on its own and on the other model's trajectory",
+    )
     ax.legend(fontsize="small", frameon=False)
     return fig
 
@@ -133,32 +177,54 @@ def survival_by_temperature(curves: pd.DataFrame) -> plt.Figure:
         raise ValueError(f"curves: missing column(s) {missing}; expected survival_curves(by=[temperature, train_size])")
     temperatures = sorted(curves["temperature"].unique())
     palette = size_palette(curves["train_size"].unique())
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(3.6 * len(temperatures), 3.4), sharey=True,
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(temperatures),
+        figsize=(3.6 * len(temperatures), 3.4),
+        sharey=True,
+        constrained_layout=True,
+        squeeze=False,
+    )
     for ax, temperature in zip(axes[0], temperatures):
         part = curves[curves["temperature"] == temperature]
         survival_plot(part, hue="train_size", ax=ax, title=f"{temperature:g} K", palette=palette)
         ax.get_legend().remove()
-    axes[0, -1].legend(title="training\nconfigurations", fontsize="small", frameon=False, loc="upper left",
-                       bbox_to_anchor=(1.02, 1.0))
+    axes[0, -1].legend(
+        title="training\nconfigurations", fontsize="small", frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     return fig
 
 
-def error_vs_survival(table: pd.DataFrame, correlation=None, error: str = "test_forces_mae",
-                      survival: str = "mean_stable_fraction") -> plt.Figure:
+def error_vs_survival(
+    table: pd.DataFrame, correlation=None, error: str = "test_forces_mae", survival: str = "mean_stable_fraction"
+) -> plt.Figure:
     """Each (model, temperature): test-set error against the mean stable fraction of its trajectories."""
     missing = [c for c in (error, survival, "temperature", "train_size") if c not in table.columns]
     if missing:
         raise ValueError(f"table: missing column(s) {missing}; expected holes.error_vs_survival() output")
     fig, ax = plt.subplots(figsize=(6.0, 3.6), constrained_layout=True)
-    sns.scatterplot(data=table, x=error, y=survival, hue="temperature", style="temperature", palette="flare",
-                    s=70, ax=ax)
+    sns.scatterplot(
+        data=table, x=error, y=survival, hue="temperature", style="temperature", palette="flare", s=70, ax=ax
+    )
     for _, row in table.drop_duplicates("train_size").iterrows():
-        ax.annotate(f"{int(row['train_size']):,}", (row[error], row[survival]), xytext=(4, -10),
-                    textcoords="offset points", fontsize="x-small")
-    text = "" if correlation is None else (
-        f"Spearman ρ = {correlation.rho:.2f} (p = {correlation.p_value:.2g}, n = {correlation.n})")
-    ax.set(xscale="log", xlabel="test-set force MAE (eV/Å)", ylabel="mean stable fraction of the run",
-           ylim=(-0.02, 1.05), title=text)
+        ax.annotate(
+            f"{int(row['train_size']):,}",
+            (row[error], row[survival]),
+            xytext=(4, -10),
+            textcoords="offset points",
+            fontsize="x-small",
+        )
+    text = (
+        ""
+        if correlation is None
+        else (f"Spearman ρ = {correlation.rho:.2f} (p = {correlation.p_value:.2g}, n = {correlation.n})")
+    )
+    ax.set(
+        xscale="log",
+        xlabel="test-set force MAE (eV/Å)",
+        ylabel="mean stable fraction of the run",
+        ylim=(-0.02, 1.05),
+        title=text,
+    )
     ax.legend(title="T (K)", fontsize="small", frameon=False)
     return fig

@@ -14,8 +14,9 @@ import seaborn as sns
 from gemrepro.plots.style import size_palette
 
 
-def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper_points: pd.DataFrame | None = None
-                          ) -> plt.Figure:
+def errors_vs_temperature(
+    trajectories: pd.DataFrame, means: pd.DataFrame, paper_points: pd.DataFrame | None = None
+) -> plt.Figure:
     """AE and force MAE vs temperature per training size (Fig. 2b, c), log y.
 
     Thin transparent lines are single molecules, thick opaque lines their mean. ``paper_points``
@@ -24,8 +25,10 @@ def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper
     """
     colors = size_palette(trajectories["train_size"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for ax, column, title, unit in ((axes[0], "energy_mae", "atomization energy", "eV"),
-                                    (axes[1], "forces_mae", "forces", "eV/Å")):
+    for ax, column, title, unit in (
+        (axes[0], "energy_mae", "atomization energy", "eV"),
+        (axes[1], "forces_mae", "forces", "eV/Å"),
+    ):
         for (size, _), rows in trajectories.groupby(["train_size", "molecule"], sort=True):
             ax.plot(rows["temperature"], rows[column], color=colors[int(size)], alpha=0.25, lw=1)
         for size, rows in means.groupby("train_size", sort=True):
@@ -34,29 +37,45 @@ def errors_vs_temperature(trajectories: pd.DataFrame, means: pd.DataFrame, paper
             for _, p in paper_points[paper_points["quantity"] == column].iterrows():
                 marker = "^" if p.get("bound", "") == ">" else "*"
                 ax.plot(p["temperature"], p["value"], marker, color="k", ms=10, ls="none")
-                ax.annotate(f"paper {p['label']}", (p["temperature"], p["value"]), textcoords="offset points",
-                            xytext=(6, 4), fontsize="small")
+                ax.annotate(
+                    f"paper {p['label']}",
+                    (p["temperature"], p["value"]),
+                    textcoords="offset points",
+                    xytext=(6, 4),
+                    fontsize="small",
+                )
         ax.set(yscale="log", xlabel="temperature (K)", ylabel=f"MAE ({unit})", title=f"{title} MAE on MD frames")
         ax.set_xticks(sorted(trajectories["temperature"].unique()))
     handles, labels = axes[0].get_legend_handles_labels()  # beside the panels, off the curves and paper points
-    fig.legend(handles, labels, title="training\nconfigurations", fontsize="small", loc="outside right upper",
-               frameon=False)
+    fig.legend(
+        handles, labels, title="training\nconfigurations", fontsize="small", loc="outside right upper", frameon=False
+    )
     return fig
 
 
 def stable_fraction(table: pd.DataFrame) -> plt.Figure:
     """Share of trajectories without a failure, per training size and temperature."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
-    data = table.assign(percent=100 * table["stable_fraction"], train_size=table["train_size"].map(lambda n: f"{int(n):,}"))
+    data = table.assign(
+        percent=100 * table["stable_fraction"], train_size=table["train_size"].map(lambda n: f"{int(n):,}")
+    )
     sns.barplot(data=data, x="train_size", y="percent", hue="temperature", palette="flare", ax=ax)
-    ax.set(xlabel="training configurations", ylabel="stable trajectories (%)", ylim=(0, 105),
-           title="trajectories that stayed stable")
+    ax.set(
+        xlabel="training configurations",
+        ylabel="stable trajectories (%)",
+        ylim=(0, 105),
+        title="trajectories that stayed stable",
+    )
     ax.legend(title="T (K)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
-def converged_percent(xtb: pd.DataFrame, dft: pd.DataFrame | None = None, paper: pd.DataFrame | None = None,
-                      labels: tuple[str, str] = ("GFN2-xTB, all sampled frames", "PBE0, subsample")) -> plt.Figure:
+def converged_percent(
+    xtb: pd.DataFrame,
+    dft: pd.DataFrame | None = None,
+    paper: pd.DataFrame | None = None,
+    labels: tuple[str, str] = ("GFN2-xTB, all sampled frames", "PBE0, subsample"),
+) -> plt.Figure:
     """% of converged reference calculations per model and temperature (Fig. 2d).
 
     ``xtb`` and ``dft`` come from :func:`gemrepro.analysis.errors.converged_percent`; bars carry the
@@ -74,7 +93,9 @@ def converged_percent(xtb: pd.DataFrame, dft: pd.DataFrame | None = None, paper:
         ax.legend(title="T (K)", fontsize="small", loc="lower right")
     if paper is not None and dft is not None:
         axis = axes[0][-1]
-        text = "; ".join(f"{r['model']} at {r['temperature']:.0f} K: {r['converged_percent']:.0f} %" for _, r in paper.iterrows())
+        text = "; ".join(
+            f"{r['model']} at {r['temperature']:.0f} K: {r['converged_percent']:.0f} %" for _, r in paper.iterrows()
+        )
         axis.text(0.0, -0.32, f"paper (PBE0+MBD): {text}", transform=axis.transAxes, fontsize="x-small", wrap=True)
     return fig
 
@@ -85,8 +106,12 @@ def frame_geometry(frames: pd.DataFrame, hue: str = "outcome") -> plt.Figure:
     ``frames`` needs ``shortest_bond``, ``longest_bond``, ``min_distance`` and a ``hue`` column
     (e.g. "converged" / "not converged" / "not converged, after failure").
     """
-    long = frames.melt(id_vars=[hue], value_vars=["min_distance", "shortest_bond", "longest_bond"],
-                       var_name="descriptor", value_name="length")
+    long = frames.melt(
+        id_vars=[hue],
+        value_vars=["min_distance", "shortest_bond", "longest_bond"],
+        var_name="descriptor",
+        value_name="length",
+    )
     long = long[np.isfinite(long["length"])]
     fig, ax = plt.subplots(figsize=(8, 3.8), constrained_layout=True)
     sns.stripplot(data=long, x="descriptor", y="length", hue=hue, dodge=True, alpha=0.6, size=3, jitter=0.25, ax=ax)
@@ -104,8 +129,13 @@ def time_to_failure(trajectories: pd.DataFrame, md_time_ps: float) -> plt.Figure
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
     sns.stripplot(data=data, x="model", y="time", hue="temperature", palette="flare", dodge=True, size=5, ax=ax)
     ax.axhline(md_time_ps, color="0.4", ls="--", lw=1)
-    ax.annotate("end of run (stable)", (ax.get_xlim()[0], md_time_ps), textcoords="offset points", xytext=(4, -10),
-                fontsize="x-small")
+    ax.annotate(
+        "end of run (stable)",
+        (ax.get_xlim()[0], md_time_ps),
+        textcoords="offset points",
+        xytext=(4, -10),
+        fontsize="x-small",
+    )
     ax.set(xlabel="training configurations", ylabel="time to failure (ps)", title="when trajectories failed")
     ax.legend(title="T (K)", fontsize="small")
     return fig

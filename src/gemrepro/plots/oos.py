@@ -26,16 +26,42 @@ def error_kdes(frames: pd.DataFrame, force_errors: pd.DataFrame, paper_shift: fl
     order = _order(frames)
     converged = frames[frames["converged"].astype(bool)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    sns.kdeplot(data=converged, x="energy_error", hue="molecule", hue_order=order, fill=True, alpha=0.25,
-                common_norm=False, warn_singular=False, ax=axes[0])
+    sns.kdeplot(
+        data=converged,
+        x="energy_error",
+        hue="molecule",
+        hue_order=order,
+        fill=True,
+        alpha=0.25,
+        common_norm=False,
+        warn_singular=False,
+        ax=axes[0],
+    )
     axes[0].axvline(0.0, color="0.5", lw=0.8)
     if paper_shift is not None:
         axes[0].axvline(paper_shift, color="k", ls="--", lw=1.2, label="paper: tripeptide shift")
-        axes[0].annotate("paper, tripeptide", (paper_shift, 0.0), xytext=(3, 6), textcoords="offset points",
-                         fontsize="small", rotation=90, va="bottom")
+        axes[0].annotate(
+            "paper, tripeptide",
+            (paper_shift, 0.0),
+            xytext=(3, 6),
+            textcoords="offset points",
+            fontsize="small",
+            rotation=90,
+            va="bottom",
+        )
     axes[0].set(xlabel="AE error, model − reference (eV)", ylabel="density", title="(a) atomization energy")
-    sns.kdeplot(data=force_errors, x="error", hue="molecule", hue_order=order, fill=True, alpha=0.25,
-                common_norm=False, warn_singular=False, legend=False, ax=axes[1])
+    sns.kdeplot(
+        data=force_errors,
+        x="error",
+        hue="molecule",
+        hue_order=order,
+        fill=True,
+        alpha=0.25,
+        common_norm=False,
+        warn_singular=False,
+        legend=False,
+        ax=axes[1],
+    )
     axes[1].axvline(0.0, color="0.5", lw=0.8)
     axes[1].set(xlabel="force-component error, model − reference (eV/Å)", ylabel="density", title="(b) forces")
     return fig
@@ -47,17 +73,24 @@ def shift_vs_size(shares: pd.DataFrame, paper_shift: tuple[int, float] | None = 
     ``shares`` is :func:`gemrepro.analysis.shift.dispersion_share`; ``paper_shift`` is (atoms,
     shift in eV) of the paper's tripeptide, drawn as a black star.
     """
-    parts = [("mean_shift", "mean AE shift (model − reference)", "o-", "k"),
-             ("missing_total", "all dispersion of the reference", "s--", None),
-             ("missing_beyond_cutoff", "dispersion beyond the cutoff", "^--", None),
-             ("missing_beyond_receptive_field", "dispersion beyond the receptive field", "v--", None)]
+    parts = [
+        ("mean_shift", "mean AE shift (model − reference)", "o-", "k"),
+        ("missing_total", "all dispersion of the reference", "s--", None),
+        ("missing_beyond_cutoff", "dispersion beyond the cutoff", "^--", None),
+        ("missing_beyond_receptive_field", "dispersion beyond the receptive field", "v--", None),
+    ]
     colors = iter(sns.color_palette("colorblind", len(parts)))
     fig, ax = plt.subplots(figsize=(7.0, 4.0), constrained_layout=True)
     for column, label, style, color in parts:
         ax.plot(shares["n_atoms"], shares[column], style, color=color or next(colors), label=label)
     for _, row in shares.iterrows():
-        ax.annotate(row["molecule"], (row["n_atoms"], row["mean_shift"]), xytext=(4, 4), textcoords="offset points",
-                    fontsize="x-small")
+        ax.annotate(
+            row["molecule"],
+            (row["n_atoms"], row["mean_shift"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize="x-small",
+        )
     if paper_shift is not None:
         ax.plot(*paper_shift, "*", color="k", ms=12, ls="none", label="paper: tripeptide shift (PBE0+MBD)")
     ax.axhline(0.0, color="0.5", lw=0.8)

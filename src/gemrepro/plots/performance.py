@@ -15,7 +15,14 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["labelling_scaling", "md_profile", "md_speedup", "measurements_by_hardware", "model_cost", "training_throughput"]
+__all__ = [
+    "labelling_scaling",
+    "md_profile",
+    "md_speedup",
+    "measurements_by_hardware",
+    "model_cost",
+    "training_throughput",
+]
 
 
 def _mark_hardware(fig: Figure, hardware: str) -> None:
@@ -26,11 +33,15 @@ def md_speedup(result: dict, hardware: str) -> Figure:
     """System-steps per second of the batched engine and of the ASE loop, with their ratio."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     speeds = [result["ase_steps_per_s"], result["batched_steps_per_s"]]
-    ax.bar(["ASE Langevin loop\n(one system at a time)", "batched engine\n(all systems, one graph)"], speeds,
-           color=sns.color_palette()[:2])
+    ax.bar(
+        ["ASE Langevin loop\n(one system at a time)", "batched engine\n(all systems, one graph)"],
+        speeds,
+        color=sns.color_palette()[:2],
+    )
     ax.set_ylabel("system-steps per second")
-    ax.set_title(f"MD: {result['n_systems']} systems x {result['n_steps']} steps, ratio {result['ratio']:.1f}x",
-                 fontsize=10)
+    ax.set_title(
+        f"MD: {result['n_systems']} systems x {result['n_steps']} steps, ratio {result['ratio']:.1f}x", fontsize=10
+    )
     _mark_hardware(fig, f"{hardware} ({result['device']})")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
@@ -45,8 +56,11 @@ def md_profile(result: dict, hardware: str) -> Figure:
     for y, (ms, share) in enumerate(zip(rows["ms_per_call"], rows["share"])):
         ax.text(ms, y, f" {share:.0%}", va="center", fontsize=8)
     ax.set_xlabel("ms per energy-and-forces call")
-    ax.set_title(f"{result['n_atoms']} atoms, {result['n_edges']:,} edges, {result['n_triplets']:,} triplets: "
-                 f"{result['wall_ms_per_call']:.0f} ms per call", fontsize=10)
+    ax.set_title(
+        f"{result['n_atoms']} atoms, {result['n_edges']:,} edges, {result['n_triplets']:,} triplets: "
+        f"{result['wall_ms_per_call']:.0f} ms per call",
+        fontsize=10,
+    )
     ax.margins(x=0.15)
     _mark_hardware(fig, f"{hardware} ({result['device']})")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
@@ -58,16 +72,30 @@ def batch_scaling(result: dict, hardware: str) -> Figure:
     rows = pd.DataFrame(result["rows"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
     counts = np.linspace(0, rows["n_systems"].max(), 50)
-    left.plot(rows["n_systems"], rows["one_at_a_time_ms"], "s", color=sns.color_palette()[0],
-              label="one system at a time (sum)")
+    left.plot(
+        rows["n_systems"],
+        rows["one_at_a_time_ms"],
+        "s",
+        color=sns.color_palette()[0],
+        label="one system at a time (sum)",
+    )
     left.plot(rows["n_systems"], rows["batched_ms"], "o", color=sns.color_palette()[1], label="one batched call")
-    left.plot(counts, result["fixed_ms"] + result["ms_per_system"] * counts, "--", color="0.4",
-              label=f"{result['fixed_ms']:.1f} ms + {result['ms_per_system']:.2f} ms per system")
+    left.plot(
+        counts,
+        result["fixed_ms"] + result["ms_per_system"] * counts,
+        "--",
+        color="0.4",
+        label=f"{result['fixed_ms']:.1f} ms + {result['ms_per_system']:.2f} ms per system",
+    )
     left.set(xlabel="systems", ylabel="ms per energy-and-forces call")
     left.legend(fontsize=8)
     right.plot(rows["n_systems"], rows["ratio"], "o-", color=sns.color_palette()[1], label="measured")
-    right.axhline(result["ratio_bound"], ls="--", color="0.4",
-                  label=f"bound: single call / per-system cost = {result['ratio_bound']:.1f}x")
+    right.axhline(
+        result["ratio_bound"],
+        ls="--",
+        color="0.4",
+        label=f"bound: single call / per-system cost = {result['ratio_bound']:.1f}x",
+    )
     right.set(xlabel="systems in the batch", ylabel="speed-up of the force calls", ylim=(0, None))
     right.legend(fontsize=8)
     _mark_hardware(fig, f"{hardware} ({result['device']})")
@@ -111,8 +139,11 @@ def labelling_scaling(rows: list[dict], reference: str, hardware: str) -> Figure
 def training_throughput(result: dict, hardware: str) -> Figure:
     """Training samples per second of one configuration (forward, double backward, update)."""
     fig, ax = plt.subplots(figsize=(5.0, 2.6))
-    ax.barh([f"batch {result['batch_size']} x {result['atoms_per_molecule']} atoms"], [result["samples_per_s"]],
-            color=sns.color_palette()[2])
+    ax.barh(
+        [f"batch {result['batch_size']} x {result['atoms_per_molecule']} atoms"],
+        [result["samples_per_s"]],
+        color=sns.color_palette()[2],
+    )
     ax.set_xlabel("training samples per second")
     ax.set_title(f"{result['parameters']:,} parameters, {result['seconds_per_step']:.2g} s per update", fontsize=10)
     _mark_hardware(fig, hardware)

@@ -19,8 +19,13 @@ def force_errors(errors: pd.DataFrame, paper_forces_mae: float | None = None) ->
         ax.annotate(f"{v:.0f}", (x, v), ha="center", va="bottom", fontsize="small")
     if paper_forces_mae is not None:
         ax.axhline(1000 * paper_forces_mae, color="0.3", ls="--", lw=1)
-        ax.annotate("paper (both)", (ax.get_xlim()[0], 1000 * paper_forces_mae), textcoords="offset points",
-                    xytext=(4, 3), fontsize="x-small")
+        ax.annotate(
+            "paper (both)",
+            (ax.get_xlim()[0], 1000 * paper_forces_mae),
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize="x-small",
+        )
     ax.set(ylabel="test force MAE (meV/Å)", xlabel="", title="same held-out frames")
     return fig
 
@@ -30,8 +35,17 @@ def stable_times(trajectories: pd.DataFrame, horizon_ps: float, models: list[str
     data = trajectories if models is None else trajectories[trajectories["model"].isin(models)]
     data = data.assign(outcome=np.where(data["failed"], "failed", "stable to the end"))
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
-    sns.stripplot(data=data, x="model", y="stable_time_ps", hue="outcome", order=models,
-                  palette={"failed": "#d55e00", "stable to the end": "#009e73"}, size=4, jitter=0.25, ax=ax)
+    sns.stripplot(
+        data=data,
+        x="model",
+        y="stable_time_ps",
+        hue="outcome",
+        order=models,
+        palette={"failed": "#d55e00", "stable to the end": "#009e73"},
+        size=4,
+        jitter=0.25,
+        ax=ax,
+    )
     ax.axhline(horizon_ps, color="0.4", ls="--", lw=1)
     ax.set(xlabel="", ylabel="stable time (ps)", title="time to failure, one dot per seed", ylim=(0, 1.1 * horizon_ps))
     ax.tick_params(axis="x", labelrotation=20)
@@ -41,8 +55,9 @@ def stable_times(trajectories: pd.DataFrame, horizon_ps: float, models: list[str
 
 def distance_histograms(table: pd.DataFrame) -> plt.Figure:
     """h(r) of the reference MD and each model's stable frames, and their difference to the reference."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 4.6), sharex=True, constrained_layout=True,
-                                      gridspec_kw={"height_ratios": (2, 1)})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6.5, 4.6), sharex=True, constrained_layout=True, gridspec_kw={"height_ratios": (2, 1)}
+    )
     reference = table[table["source"] == "reference MD"].set_index("r")["h"]
     for source, curve in table.groupby("source", sort=False):
         color = MODEL_COLORS.get(source)
@@ -63,14 +78,31 @@ def distance_histograms(table: pd.DataFrame) -> plt.Figure:
 def mae_vs_stability(overview: pd.DataFrame, horizon_ps: float) -> plt.Figure:
     """Test force MAE against median stable time for every model of the book."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
-    sns.scatterplot(data=overview.assign(forces_mae_mev=1000 * overview["forces_mae"]), x="forces_mae_mev",
-                    y="median_stable_time_ps", hue="kind", style="kind", s=80, ax=ax)
+    sns.scatterplot(
+        data=overview.assign(forces_mae_mev=1000 * overview["forces_mae"]),
+        x="forces_mae_mev",
+        y="median_stable_time_ps",
+        hue="kind",
+        style="kind",
+        s=80,
+        ax=ax,
+    )
     for k, (_, row) in enumerate(overview.sort_values("forces_mae").iterrows()):
         label = str(row["model"]).replace("QM7-X-style ", "n = ")
-        ax.annotate(label, (1000 * row["forces_mae"], row["median_stable_time_ps"]), textcoords="offset points",
-                    xytext=(-4, 7 if k % 2 == 0 else -13), fontsize="x-small")  # alternate: close points stay legible
+        ax.annotate(
+            label,
+            (1000 * row["forces_mae"], row["median_stable_time_ps"]),
+            textcoords="offset points",
+            xytext=(-4, 7 if k % 2 == 0 else -13),
+            fontsize="x-small",
+        )  # alternate: close points stay legible
     ax.axhline(horizon_ps, color="0.4", ls="--", lw=1)
-    ax.set(xscale="log", xlabel="test force MAE (meV/Å)", ylabel="median stable time (ps)",
-           title="test force error against MD stability", ylim=(0, 1.12 * horizon_ps))
+    ax.set(
+        xscale="log",
+        xlabel="test force MAE (meV/Å)",
+        ylabel="median stable time (ps)",
+        title="test force error against MD stability",
+        ylim=(0, 1.12 * horizon_ps),
+    )
     ax.legend(title=None, fontsize="small")
     return fig

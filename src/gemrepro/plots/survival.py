@@ -11,8 +11,15 @@ import seaborn as sns
 HUE_LABELS = {"train_size": "training configurations", "temperature": "T (K)", "model": "model"}
 
 
-def survival_plot(curves: pd.DataFrame, *, hue: str, ax: plt.Axes | None = None, title: str = "",
-                  palette: dict | None = None, offset: float = 0.015) -> plt.Figure:
+def survival_plot(
+    curves: pd.DataFrame,
+    *,
+    hue: str,
+    ax: plt.Axes | None = None,
+    title: str = "",
+    palette: dict | None = None,
+    offset: float = 0.015,
+) -> plt.Figure:
     """Fraction of trajectories still stable vs time, one step curve and shaded 95 % band per ``hue``.
 
     ``curves`` is the table of :func:`gemrepro.analysis.survival.survival_curves`. Curves that
@@ -33,8 +40,9 @@ def survival_plot(curves: pd.DataFrame, *, hue: str, ax: plt.Axes | None = None,
         shift = k * offset
         label = f"{int(key):,}" if hue == "train_size" else str(key)
         ax.step(curve["time_ps"], curve["survival"] - shift, where="post", color=color, lw=2, label=label)
-        ax.fill_between(curve["time_ps"], curve["lower"] - shift, curve["upper"] - shift, step="post", color=color,
-                        alpha=0.15)
+        ax.fill_between(
+            curve["time_ps"], curve["lower"] - shift, curve["upper"] - shift, step="post", color=color, alpha=0.15
+        )
     ylabel = "fraction still stable" + (f"\n(curve k drawn k·{offset:g} lower)" if offset and len(groups) > 1 else "")
     ax.set(xlabel="time (ps)", ylabel=ylabel, ylim=(-0.02 - offset * len(groups), 1.02), title=title)
     ax.legend(title=HUE_LABELS.get(hue, hue), frameon=False, loc="lower left")

@@ -62,8 +62,9 @@ def d4_energy(numbers: np.ndarray, positions: np.ndarray, charge: int = 0) -> fl
     return float(d4_pair_energies(numbers, positions, charge).sum())
 
 
-def dispersion_beyond(numbers: np.ndarray, positions: np.ndarray, distances: list[float] | tuple[float, ...],
-                      charge: int = 0) -> np.ndarray:
+def dispersion_beyond(
+    numbers: np.ndarray, positions: np.ndarray, distances: list[float] | tuple[float, ...], charge: int = 0
+) -> np.ndarray:
     """D4 energy (eV) of the atom pairs farther apart than each of ``distances`` (Å), one value each.
 
     With ``distances`` = (a model's cutoff, its receptive field) this is the dispersion the model

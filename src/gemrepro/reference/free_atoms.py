@@ -22,10 +22,26 @@ PAYLOAD = "energy.json"
 
 #: Spin multiplicity of each atom's ground state (Hund's rules), H to Ar plus Br and I.
 GROUND_STATE_MULTIPLICITY: dict[int, int] = {
-    1: 2, 2: 1,
-    3: 2, 4: 1, 5: 2, 6: 3, 7: 4, 8: 3, 9: 2, 10: 1,
-    11: 2, 12: 1, 13: 2, 14: 3, 15: 4, 16: 3, 17: 2, 18: 1,
-    35: 2, 53: 2,
+    1: 2,
+    2: 1,
+    3: 2,
+    4: 1,
+    5: 2,
+    6: 3,
+    7: 4,
+    8: 3,
+    9: 2,
+    10: 1,
+    11: 2,
+    12: 1,
+    13: 2,
+    14: 3,
+    15: 4,
+    16: 3,
+    17: 2,
+    18: 1,
+    35: 2,
+    53: 2,
 }
 
 
@@ -43,19 +59,25 @@ def free_atom_energy(
     z = int(element)
     if multiplicity is None:
         if z not in GROUND_STATE_MULTIPLICITY:
-            raise ValueError(f"no ground-state multiplicity tabulated for {describe_element(z)}; "
-                             f"pass multiplicities={{{z}: ...}}")
+            raise ValueError(
+                f"no ground-state multiplicity tabulated for {describe_element(z)}; pass multiplicities={{{z}: ...}}"
+            )
         multiplicity = GROUND_STATE_MULTIPLICITY[z]
-    params = {"method": method.name, "options": method.options(), "element": z,
-              "multiplicity": int(multiplicity)}
+    params = {"method": method.name, "options": method.options(), "element": z, "multiplicity": int(multiplicity)}
 
     def build(folder: Path) -> dict:
         result = method.compute(np.array([z]), np.zeros((1, 3)), charge=0, multiplicity=multiplicity)
         if not result.converged:
-            raise FreeAtomError(f"free {describe_element(z)} atom (multiplicity {multiplicity}) "
-                                f"failed with {method.name}: {result.error}")
-        payload = {"element": z, "multiplicity": int(multiplicity), "energy_eV": result.energy,
-                   "wall_time_s": result.wall_time}
+            raise FreeAtomError(
+                f"free {describe_element(z)} atom (multiplicity {multiplicity}) "
+                f"failed with {method.name}: {result.error}"
+            )
+        payload = {
+            "element": z,
+            "multiplicity": int(multiplicity),
+            "energy_eV": result.energy,
+            "wall_time_s": result.wall_time,
+        }
         (folder / PAYLOAD).write_text(json.dumps(payload, indent=2))
         return {"energy_eV": result.energy}
 
@@ -84,6 +106,8 @@ def atomization_energy(total_energy: float, numbers: Iterable[int], free_atoms: 
     z = np.array(numbers if isinstance(numbers, np.ndarray) else list(numbers), dtype=np.int64).ravel()
     missing = sorted({int(a) for a in z} - {int(a) for a in free_atoms})
     if missing:
-        raise ValueError(f"no free-atom energy for {', '.join(describe_element(a) for a in missing)}; "
-                         f"have Z={sorted(int(a) for a in free_atoms)}")
+        raise ValueError(
+            f"no free-atom energy for {', '.join(describe_element(a) for a in missing)}; "
+            f"have Z={sorted(int(a) for a in free_atoms)}"
+        )
     return float(total_energy) - float(sum(free_atoms[int(a)] for a in z))

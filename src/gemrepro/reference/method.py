@@ -105,8 +105,7 @@ class ReferenceMethod(ABC):
         Raises ``ValueError`` for invalid input only; every failure of the calculation itself
         comes back as a result with ``converged=False``.
         """
-        z, r, mult = validate_structure(numbers, positions, charge, multiplicity,
-                                        self.supported_elements, self.name)
+        z, r, mult = validate_structure(numbers, positions, charge, multiplicity, self.supported_elements, self.name)
         self._check_runtime()
         start = time.perf_counter()
         try:
@@ -126,6 +125,5 @@ class ReferenceMethod(ABC):
         """Raise ``ValueError`` when the settings cannot run here (e.g. a GPU that is absent)."""
 
     @abstractmethod
-    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int,
-                   multiplicity: int) -> ReferenceResult:
+    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int, multiplicity: int) -> ReferenceResult:
         """Run the engine on validated input; may raise, ``compute`` records it as a failure."""

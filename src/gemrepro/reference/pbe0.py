@@ -77,8 +77,7 @@ class PBE0(ReferenceMethod):
 
     def __post_init__(self) -> None:
         if self.dispersion is not None and self.dispersion not in DISPERSIONS:
-            raise ValueError(f"dispersion must be None or one of {', '.join(DISPERSIONS)}, "
-                             f"got {self.dispersion!r}")
+            raise ValueError(f"dispersion must be None or one of {', '.join(DISPERSIONS)}, got {self.dispersion!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         for field_name in ("max_cycle", "threads"):
@@ -104,8 +103,7 @@ class PBE0(ReferenceMethod):
         if self.device == "gpu" and not gpu_available():
             raise ValueError("device='gpu' needs gpu4pyscf and a CUDA device; neither is usable here")
 
-    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int,
-                   multiplicity: int) -> ReferenceResult:
+    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int, multiplicity: int) -> ReferenceResult:
         # Imported here: PySCF is slow to import and only PBE0 needs it.
         from pyscf import dft, gto, lib
 
@@ -134,8 +132,14 @@ class PBE0(ReferenceMethod):
         info = {"scf_cycles": int(getattr(mf, "cycles", -1)), "device": "gpu" if _on_gpu(mf) else "cpu"}
         if not mf.converged:
             # Gradients of an unconverged density are forces of no state: keep only the energy.
-            return ReferenceResult(energy, np.full((len(numbers), 3), np.nan), False, 0.0,
-                                   f"SCF not converged in {self.max_cycle} cycles", info)
+            return ReferenceResult(
+                energy,
+                np.full((len(numbers), 3), np.nan),
+                False,
+                0.0,
+                f"SCF not converged in {self.max_cycle} cycles",
+                info,
+            )
         gradient = _to_numpy(mf.nuc_grad_method().kernel())
         forces = -np.asarray(gradient, dtype=np.float64) * (Hartree / Bohr)
         return ReferenceResult(energy, forces, True, 0.0, None, info)

@@ -45,8 +45,7 @@ class GFN2xTB(ReferenceMethod):
     def __post_init__(self) -> None:
         if not self.accuracy > 0:
             raise ValueError(f"accuracy must be > 0, got {self.accuracy!r}")
-        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) \
-                or self.max_iterations < 1:
+        if isinstance(self.max_iterations, bool) or not isinstance(self.max_iterations, int) or self.max_iterations < 1:
             raise ValueError(f"max_iterations must be a positive integer, got {self.max_iterations!r}")
         if not self.electronic_temperature >= 0:
             raise ValueError(f"electronic_temperature must be >= 0 K, got {self.electronic_temperature!r}")
@@ -65,15 +64,19 @@ class GFN2xTB(ReferenceMethod):
             del options["dispersion"]
         return options
 
-    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int,
-                   multiplicity: int) -> ReferenceResult:
+    def _calculate(self, numbers: np.ndarray, positions: np.ndarray, charge: int, multiplicity: int) -> ReferenceResult:
         # Imported here: tblite loads its native library on import, and the engine stays out of the pickled method.
         from tblite.interface import Calculator
 
         method: str | dict = "GFN2-xTB" if self.dispersion else gfn2_parameters(dispersion=False)
         calculator = Calculator(
-            method, numbers, positions / Bohr, charge=float(charge), uhf=multiplicity - 1,
-            color=False, logger=_silent,
+            method,
+            numbers,
+            positions / Bohr,
+            charge=float(charge),
+            uhf=multiplicity - 1,
+            color=False,
+            logger=_silent,
         )
         calculator.set("verbosity", 0)
         calculator.set("accuracy", float(self.accuracy))

@@ -49,9 +49,13 @@ class Verdict:
     n_trajectories: int
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "min_stable_ps": self.min_stable_ps,
-                "shortest_stable_ps": self.shortest_stable_ps, "n_failed_early": self.n_failed_early,
-                "n_trajectories": self.n_trajectories}
+        return {
+            "passed": self.passed,
+            "min_stable_ps": self.min_stable_ps,
+            "shortest_stable_ps": self.shortest_stable_ps,
+            "n_failed_early": self.n_failed_early,
+            "n_trajectories": self.n_trajectories,
+        }
 
 
 @dataclass
@@ -74,8 +78,10 @@ class AuditResult:
     def verdict(self, min_stable_ps: float) -> Verdict:
         """The CI gate: every trajectory must be stable for ``min_stable_ps`` (≤ the run length)."""
         if not (np.isfinite(min_stable_ps) and 0 < min_stable_ps <= self.horizon_ps + 1e-12):
-            raise ValueError(f"--min-stable-ps: expected a time in (0, {self.horizon_ps:g}] ps (the run length), "
-                             f"got {min_stable_ps!r}")
+            raise ValueError(
+                f"--min-stable-ps: expected a time in (0, {self.horizon_ps:g}] ps (the run length), "
+                f"got {min_stable_ps!r}"
+            )
         times = self.trajectories["stable_time_ps"].to_numpy(dtype=float)
         early = int(np.sum(times < min_stable_ps - 1e-12))
         return Verdict(early == 0, float(min_stable_ps), float(times.min()), early, len(times))
@@ -150,10 +156,18 @@ def run_audit(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     capture = FailureCapture()
-    settings: dict[str, Any] = dict(n_steps=protocol.n_steps, temperatures=[t for _, t, _ in systems],
-                    seeds=[system_seed(seed, name, t, k) for name, t, k in systems], dt_fs=protocol.dt_fs,
-                    friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
-                    checkpoint_interval=max(protocol.n_steps, 1), criteria=criteria, device=device, progress=progress)
+    settings: dict[str, Any] = dict(
+        n_steps=protocol.n_steps,
+        temperatures=[t for _, t, _ in systems],
+        seeds=[system_seed(seed, name, t, k) for name, t, k in systems],
+        dt_fs=protocol.dt_fs,
+        friction=protocol.friction_per_fs,
+        frame_interval=protocol.frame_interval,
+        checkpoint_interval=max(protocol.n_steps, 1),
+        criteria=criteria,
+        device=device,
+        progress=progress,
+    )
     starts = [molecules[name] for name, _, _ in systems]
     if slots is None:
         path = workdir / "trajectory.h5"
@@ -171,15 +185,22 @@ def run_audit(
     rows = []
     for s, ((name, temperature, k), failure) in enumerate(zip(systems, summary.failures, strict=True)):
         atoms = molecules[name]
-        rows.append({
-            "system": s, "molecule": name, "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms),
-            "temperature": temperature, "seed": k, "failed": failure is not None,
-            "time_to_failure_ps": np.nan if failure is None else failure.time_ps,
-            "stable_time_ps": horizon if failure is None else min(failure.time_ps, horizon),
-            "rule": "" if failure is None else failure.rule,
-            "atoms": "" if failure is None else " ".join(map(str, failure.atoms)),
-            "detail": errors.get(s, ""),
-        })
+        rows.append(
+            {
+                "system": s,
+                "molecule": name,
+                "formula": atoms.get_chemical_formula(),
+                "n_atoms": len(atoms),
+                "temperature": temperature,
+                "seed": k,
+                "failed": failure is not None,
+                "time_to_failure_ps": np.nan if failure is None else failure.time_ps,
+                "stable_time_ps": horizon if failure is None else min(failure.time_ps, horizon),
+                "rule": "" if failure is None else failure.rule,
+                "atoms": "" if failure is None else " ".join(map(str, failure.atoms)),
+                "detail": errors.get(s, ""),
+            }
+        )
     trajectories = pd.DataFrame(rows)
     frames = _relabel(path, trajectories, capture.frames, protocol.n_sampled_frames, reference)
     if reference is not None:
@@ -188,12 +209,27 @@ def run_audit(
     scores = None
     if field is not None:
         scores = FieldScores(
-            audit_scores(trajectories, path, capture.frames, n_steps=protocol.n_steps,
-                         interval=protocol.frame_interval, dt_fs=protocol.dt_fs),
+            audit_scores(
+                trajectories,
+                path,
+                capture.frames,
+                n_steps=protocol.n_steps,
+                interval=protocol.frame_interval,
+                dt_fs=protocol.dt_fs,
+            ),
             nve_scores(potential, molecules, workdir, nve_ps=field.nve_ps, seed=seed, device=device, progress=progress),
-            heating_ramp_scores(potential, molecules, workdir, ramp_ps=field.ramp_ps, dt_fs=protocol.dt_fs,
-                                friction_per_fs=protocol.friction_per_fs, seed=seed, criteria=criteria,
-                                device=device, progress=progress),
+            heating_ramp_scores(
+                potential,
+                molecules,
+                workdir,
+                ramp_ps=field.ramp_ps,
+                dt_fs=protocol.dt_fs,
+                friction_per_fs=protocol.friction_per_fs,
+                seed=seed,
+                criteria=criteria,
+                device=device,
+                progress=progress,
+            ),
             field,
         )
     return AuditResult(protocol, trajectories, frames, path, reference, failure_positions, scores)
@@ -227,13 +263,28 @@ class FailureCapture:
             }
 
 
-def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], n_frames: int,
-             reference: str | None) -> pd.DataFrame:
+def _relabel(
+    path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], n_frames: int, reference: str | None
+) -> pd.DataFrame:
     """Relabelled frames of every trajectory: its start (frame 0), up to ``n_frames`` stored frames
     while it was alive and, for a failed one, the failed geometry (frame -1)."""
-    columns = ["system", "molecule", "temperature", "seed", "frame", "step", "time_ps", "failure_frame",
-               "model_energy", "reference_energy", "energy_error", "forces_mae", "max_force_error", "converged",
-               "error"]
+    columns = [
+        "system",
+        "molecule",
+        "temperature",
+        "seed",
+        "frame",
+        "step",
+        "time_ps",
+        "failure_frame",
+        "model_energy",
+        "reference_energy",
+        "energy_error",
+        "forces_mae",
+        "max_force_error",
+        "converged",
+        "error",
+    ]
     if reference is None:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -243,11 +294,22 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
         chosen = np.unique(np.concatenate([[0], sample_frames(np.ones(max(n_alive, 1), bool), n_frames)]))
         if trajectory.system in failures:  # the last frame before the failure: what failure_origin compares with
             chosen = np.unique(np.append(chosen, max(n_alive - 1, 0)))
-        samples = [(int(k), int(data["step"][k]), float(data["time_ps"][k]), data["positions"][k], data["forces"][k],
-                    float(data["energy"][k])) for k in chosen]
+        samples = [
+            (
+                int(k),
+                int(data["step"][k]),
+                float(data["time_ps"][k]),
+                data["positions"][k],
+                data["forces"][k],
+                float(data["energy"][k]),
+            )
+            for k in chosen
+        ]
         if trajectory.system in failures:
             f = failures[trajectory.system]
-            samples.append((-1, f["step"], float(trajectory.time_to_failure_ps), f["positions"], f["forces"], f["energy"]))
+            samples.append(
+                (-1, f["step"], float(trajectory.time_to_failure_ps), f["positions"], f["forces"], f["energy"])
+            )
         labels = label_frames(reference, {}, data["numbers"], [sample[3] for sample in samples])
         offset = np.nan
         for (k, step, time_ps, _, model_forces, model_energy), label in zip(samples, labels, strict=True):
@@ -255,16 +317,25 @@ def _relabel(path: Path, trajectories: pd.DataFrame, failures: dict[int, dict], 
             gap = model_energy - label["energy"]
             if k == 0:
                 offset = gap
-            rows.append({
-                "system": trajectory.system, "molecule": trajectory.molecule, "temperature": trajectory.temperature,
-                "seed": trajectory.seed, "frame": k, "step": step,
-                "time_ps": time_ps, "failure_frame": k == -1,
-                "model_energy": model_energy, "reference_energy": label["energy"],
-                "energy_error": gap - offset,
-                "forces_mae": force_mae(model_forces, label["forces"]),
-                "max_force_error": float(np.max(difference)),
-                "converged": label["converged"], "error": label["error"],
-            })
+            rows.append(
+                {
+                    "system": trajectory.system,
+                    "molecule": trajectory.molecule,
+                    "temperature": trajectory.temperature,
+                    "seed": trajectory.seed,
+                    "frame": k,
+                    "step": step,
+                    "time_ps": time_ps,
+                    "failure_frame": k == -1,
+                    "model_energy": model_energy,
+                    "reference_energy": label["energy"],
+                    "energy_error": gap - offset,
+                    "forces_mae": force_mae(model_forces, label["forces"]),
+                    "max_force_error": float(np.max(difference)),
+                    "converged": label["converged"],
+                    "error": label["error"],
+                }
+            )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -288,8 +359,12 @@ def failure_origins(trajectories: pd.DataFrame, frames: pd.DataFrame) -> pd.Data
             continue
         b, a = before.iloc[-1], after.iloc[0]
         energy = {k: float(v["reference_energy"]) if bool(v["converged"]) else np.nan for k, v in (("b", b), ("a", a))}
-        origin = failure_origin(model_before=float(b["model_energy"]), model_after=float(a["model_energy"]),
-                                reference_before=energy["b"], reference_after=energy["a"],
-                                temperature_K=float(trajectory.temperature))
+        origin = failure_origin(
+            model_before=float(b["model_energy"]),
+            model_after=float(a["model_energy"]),
+            reference_before=energy["b"],
+            reference_after=energy["a"],
+            temperature_K=float(trajectory.temperature),
+        )
         rows[trajectory.system] = {"origin": origin.verdict, "origin_excess_eV": origin.excess_eV}
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -43,11 +43,14 @@ class CalculatorPotential:
         # structure at every step, and that answer is already known
         self._first: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
 
-    def __call__(self, positions: torch.Tensor, numbers: torch.Tensor,
-                 system_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if positions.dim() != 2 or positions.shape[1] != 3 or numbers.shape != positions.shape[:1]:
-            raise ValueError(f"positions/numbers: expected shapes (N, 3) and (N,), got "
-                             f"{tuple(positions.shape)} and {tuple(numbers.shape)}")
+            raise ValueError(
+                f"positions/numbers: expected shapes (N, 3) and (N,), got "
+                f"{tuple(positions.shape)} and {tuple(numbers.shape)}"
+            )
         x = positions.detach().cpu().double().numpy()
         z = numbers.detach().cpu().numpy()
         counts = torch.bincount(system_index.detach().cpu()).tolist()

@@ -30,7 +30,7 @@ from gemrepro.md.trajectory import read_system
 __all__ = ["FieldProtocol", "FieldScores", "SOURCES", "audit_scores", "heating_ramp_scores", "nve_scores"]
 
 SOURCES: dict[str, str] = {
-    "mdsim": "MDsim: Fu et al., \"Forces are Not Enough\", TMLR 2023, arXiv:2210.07237 (github.com/kyonofx/MDsim)",
+    "mdsim": 'MDsim: Fu et al., "Forces are Not Enough", TMLR 2023, arXiv:2210.07237 (github.com/kyonofx/MDsim)',
     "mlipaudit": "MLIPAudit stability benchmark: InstaDeep, github.com/instadeepai/mlipaudit (mlipaudit 0.1.8)",
     "lambench": "LAMBench NVE MD: github.com/deepmodeling/LAMBench (tasks/calculator/nve_md, metrics_calculations.py)",
     "mlip_arena": "MLIP Arena stability (heating): github.com/atomind-ai/mlip-arena (tasks/stability/flow.py)",
@@ -70,27 +70,31 @@ class FieldScores:
         fired = ramp["first_failure_K"].dropna()
         return {
             "mdsim": f"MDsim (bond deviation > 0.5 Å): {int(t['mdsim_unstable'].sum())} of {len(t)} trajectories "
-                     f"unstable, median stable time {np.median(t['mdsim_stable_ps']):.4g} ps "
-                     f"({int(t['mdsim_censored'].sum())} censored)",
+            f"unstable, median stable time {np.median(t['mdsim_stable_ps']):.4g} ps "
+            f"({int(t['mdsim_censored'].sum())} censored)",
             "mlipaudit": f"MLIPAudit stability score: {t['mlipaudit_score'].mean():.3f} (mean of n={len(t)}; "
-                         f"{int((t['mlipaudit_explosion_frame'] >= 0).sum())} explosions, "
-                         f"{int((t['mlipaudit_drift_frame'] >= 0).sum())} drifting hydrogens, "
-                         f"{int(t['mlipaudit_censored'].sum())} censored)",
+            f"{int((t['mlipaudit_explosion_frame'] >= 0).sum())} explosions, "
+            f"{int((t['mlipaudit_drift_frame'] >= 0).sum())} drifting hydrogens, "
+            f"{int(t['mlipaudit_censored'].sum())} censored)",
             "lambench": f"LAMBench NVE ({self.protocol.nve_ps:g} ps, {NVE_DT_FS:g} fs, {NVE_TEMPERATURE_K:g} K): "
-                        f"instability {nve['lambench_instability'].mean():.3f} (0 best, 5 worst, on LAMBench's drift "
-                        f"convention; n={len(nve)}), "
-                        + (f"median drift {np.median(drift):.3g} eV/atom/ps" if len(drift) else "no drift fitted"),
+            f"instability {nve['lambench_instability'].mean():.3f} (0 best, 5 worst, on LAMBench's drift "
+            f"convention; n={len(nve)}), "
+            + (f"median drift {np.median(drift):.3g} eV/atom/ps" if len(drift) else "no drift fitted"),
             "mlip_arena": f"MLIP Arena heating {scores.ARENA_START_K:g} -> {scores.ARENA_STOP_K:g} K "
-                          f"({self.protocol.ramp_ps:g} ps): fraction of steps completed "
-                          f"{ramp['arena_fraction'].mean():.3f} (mean of n={len(ramp)}); the audit's rules fired in "
-                          f"{len(fired)} of {len(ramp)}"
-                          + (f", at median {np.median(fired):.0f} K" if len(fired) else ""),
+            f"({self.protocol.ramp_ps:g} ps): fraction of steps completed "
+            f"{ramp['arena_fraction'].mean():.3f} (mean of n={len(ramp)}); the audit's rules fired in "
+            f"{len(fired)} of {len(ramp)}" + (f", at median {np.median(fired):.0f} K" if len(fired) else ""),
         }
 
     def as_dict(self) -> dict:
         return {
-            "protocol": {"nve_ps": self.protocol.nve_ps, "nve_dt_fs": NVE_DT_FS, "nve_temperature_K": NVE_TEMPERATURE_K,
-                         "ramp_ps": self.protocol.ramp_ps, "ramp_K": [scores.ARENA_START_K, scores.ARENA_STOP_K]},
+            "protocol": {
+                "nve_ps": self.protocol.nve_ps,
+                "nve_dt_fs": NVE_DT_FS,
+                "nve_temperature_K": NVE_TEMPERATURE_K,
+                "ramp_ps": self.protocol.ramp_ps,
+                "ramp_K": [scores.ARENA_START_K, scores.ARENA_STOP_K],
+            },
             "scores": {key: {"line": line, "source": SOURCES[key]} for key, line in self.lines().items()},
             "trajectories": json.loads(self.trajectories.to_json(orient="records")),
             "nve": json.loads(self.nve.to_json(orient="records")),
@@ -116,8 +120,9 @@ def frozen_frames(data: dict, failure: dict | None, n_steps: int, interval: int)
     return {"step": steps, "positions": np.stack(positions), "temperature": np.asarray(temperatures)}
 
 
-def audit_scores(trajectories: pd.DataFrame, path: Path, failures: Mapping[int, dict], *, n_steps: int,
-                 interval: int, dt_fs: float) -> pd.DataFrame:
+def audit_scores(
+    trajectories: pd.DataFrame, path: Path, failures: Mapping[int, dict], *, n_steps: int, interval: int, dt_fs: float
+) -> pd.DataFrame:
     """MDsim and MLIPAudit on every audit trajectory (a failure captured by
     :class:`~gemrepro.stress.audit.FailureCapture`, with its kinetic temperature)."""
     rows = []
@@ -130,18 +135,30 @@ def audit_scores(trajectories: pd.DataFrame, path: Path, failures: Mapping[int, 
         step = n_steps if unstable < 0 else int(frames["step"][unstable])
         if failure is not None and unstable >= 0:
             step = min(step, failure["step"])  # the failed geometry belongs to its own step
-        audit = scores.mlipaudit_stability(data["numbers"], frames["positions"], frames["temperature"],
-                                           float(row.temperature), n_expected_frames=n_steps // interval,
-                                           reference_positions=reference)
+        audit = scores.mlipaudit_stability(
+            data["numbers"],
+            frames["positions"],
+            frames["temperature"],
+            float(row.temperature),
+            n_expected_frames=n_steps // interval,
+            reference_positions=reference,
+        )
         crashed = row.rule == "nonfinite"  # MLIPAudit scores a simulation that raised as 0
-        rows.append({
-            "system": int(row.system), "molecule": row.molecule, "temperature": float(row.temperature),
-            "seed": int(row.seed), "mdsim_unstable": unstable >= 0, "mdsim_stable_ps": step * dt_fs / 1000.0,
-            "mdsim_censored": unstable < 0 and failure is not None,
-            "mlipaudit_explosion_frame": audit["explosion_frame"], "mlipaudit_drift_frame": audit["drift_frame"],
-            "mlipaudit_score": 0.0 if crashed else audit["score"],
-            "mlipaudit_censored": failure is not None and not crashed and audit["score"] == 1.0,
-        })
+        rows.append(
+            {
+                "system": int(row.system),
+                "molecule": row.molecule,
+                "temperature": float(row.temperature),
+                "seed": int(row.seed),
+                "mdsim_unstable": unstable >= 0,
+                "mdsim_stable_ps": step * dt_fs / 1000.0,
+                "mdsim_censored": unstable < 0 and failure is not None,
+                "mlipaudit_explosion_frame": audit["explosion_frame"],
+                "mlipaudit_drift_frame": audit["drift_frame"],
+                "mlipaudit_score": 0.0 if crashed else audit["score"],
+                "mlipaudit_censored": failure is not None and not crashed and audit["score"] == 1.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -158,8 +175,16 @@ def _seed(seed: int, tag: str, name: str) -> int:
     return system_seed(seed, f"{tag}:{name}", NVE_TEMPERATURE_K, 0)
 
 
-def nve_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Path, *, nve_ps: float,
-               seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> pd.DataFrame:
+def nve_scores(
+    potential: Potential,
+    molecules: Mapping[str, Atoms],
+    workdir: Path,
+    *,
+    nve_ps: float,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> pd.DataFrame:
     """LAMBench's NVE run per molecule: velocity Verlet, 1 fs, from 300 K, energy logged every
     ``n_steps // 100`` steps; a run stops counting when its numbers turn non-finite."""
     n_steps = max(1, int(round(nve_ps * 1000.0 / NVE_DT_FS)))
@@ -168,10 +193,21 @@ def nve_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Pa
     path = Path(workdir) / "nve.h5"
     checkpoint_path_for(path).unlink(missing_ok=True)
     _reset(potential)
-    summary = run_md(potential, [molecules[n] for n in names], n_steps=n_steps, path=path,
-                     temperatures=NVE_TEMPERATURE_K, seeds=[_seed(seed, "nve", n) for n in names], dt_fs=NVE_DT_FS,
-                     integrator="verlet", frame_interval=interval, checkpoint_interval=n_steps,
-                     criteria=StabilityCriteria(rules=("nonfinite",)), device=device, progress=progress)
+    summary = run_md(
+        potential,
+        [molecules[n] for n in names],
+        n_steps=n_steps,
+        path=path,
+        temperatures=NVE_TEMPERATURE_K,
+        seeds=[_seed(seed, "nve", n) for n in names],
+        dt_fs=NVE_DT_FS,
+        integrator="verlet",
+        frame_interval=interval,
+        checkpoint_interval=n_steps,
+        criteria=StabilityCriteria(rules=("nonfinite",)),
+        device=device,
+        progress=progress,
+    )
     rows = []
     for s, (name, failure) in enumerate(zip(names, summary.failures, strict=True)):
         data = read_system(path, s)
@@ -180,12 +216,21 @@ def nve_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Pa
         total = data["energy"] + 0.5 * dof * units.kB * data["temperature_kin"]
         live = data["step"] < (failure.step if failure is not None else np.inf)
         completed = failure is None and bool(np.all(total[live] < ENERGY_LIMIT_EV))
-        drift = scores.lambench_energy_drift(data["step"][live], total[live], dt_fs=NVE_DT_FS, n_atoms=n_atoms,
-                                             n_steps=n_steps)
+        drift = scores.lambench_energy_drift(
+            data["step"][live], total[live], dt_fs=NVE_DT_FS, n_atoms=n_atoms, n_steps=n_steps
+        )
         reported = None if drift is None else drift * scores.LAMBENCH_TIME_FACTOR
-        rows.append({"molecule": name, "n_atoms": n_atoms, "n_steps": n_steps, "completed": completed,
-                     "drift_ev_atom_ps": drift, "lambench_reported_drift": reported,
-                     "lambench_instability": scores.lambench_instability(reported, completed)})
+        rows.append(
+            {
+                "molecule": name,
+                "n_atoms": n_atoms,
+                "n_steps": n_steps,
+                "completed": completed,
+                "drift_ev_atom_ps": drift,
+                "lambench_reported_drift": reported,
+                "lambench_instability": scores.lambench_instability(reported, completed),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -200,9 +245,19 @@ class _FrozenStep:
             self.steps.setdefault(s, int(state.step))
 
 
-def heating_ramp_scores(potential: Potential, molecules: Mapping[str, Atoms], workdir: Path, *, ramp_ps: float,
-                        dt_fs: float, friction_per_fs: float, seed: int = 0, criteria: StabilityCriteria | None = None,
-                        device: str | torch.device = "cpu", progress: bool = False) -> pd.DataFrame:
+def heating_ramp_scores(
+    potential: Potential,
+    molecules: Mapping[str, Atoms],
+    workdir: Path,
+    *,
+    ramp_ps: float,
+    dt_fs: float,
+    friction_per_fs: float,
+    seed: int = 0,
+    criteria: StabilityCriteria | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> pd.DataFrame:
     """MLIP Arena's heating ramp per molecule (Langevin here, Nosé–Hoover there): the fraction of steps
     completed before the numbers turn non-finite; failed systems go on (``after_failure="continue"``),
     so the audit's own rules also say at which ramp temperature they first fire."""
@@ -213,17 +268,36 @@ def heating_ramp_scores(potential: Potential, molecules: Mapping[str, Atoms], wo
     checkpoint_path_for(path).unlink(missing_ok=True)
     frozen = _FrozenStep()
     _reset(potential)
-    summary = run_md(potential, [molecules[n] for n in names], n_steps=n_steps, path=path,
-                     temperatures=float(schedule[0]), seeds=[_seed(seed, "ramp", n) for n in names], dt_fs=dt_fs,
-                     friction=friction_per_fs, frame_interval=max(1, n_steps // 100), checkpoint_interval=n_steps,
-                     criteria=criteria, device=device, progress=progress, callback=frozen, after_failure="continue",
-                     temperature_schedule=schedule)
+    summary = run_md(
+        potential,
+        [molecules[n] for n in names],
+        n_steps=n_steps,
+        path=path,
+        temperatures=float(schedule[0]),
+        seeds=[_seed(seed, "ramp", n) for n in names],
+        dt_fs=dt_fs,
+        friction=friction_per_fs,
+        frame_interval=max(1, n_steps // 100),
+        checkpoint_interval=n_steps,
+        criteria=criteria,
+        device=device,
+        progress=progress,
+        callback=frozen,
+        after_failure="continue",
+        temperature_schedule=schedule,
+    )
     rows = []
     for s, (name, failure) in enumerate(zip(names, summary.failures, strict=True)):
         # the state at the step it froze is the first non-finite one; the step before was whole
         final = n_steps if s not in frozen.steps else max(frozen.steps[s] - 1, 0)
-        rows.append({"molecule": name, "n_steps": n_steps, "final_step": final,
-                     "arena_fraction": scores.mlip_arena_fraction(final, n_steps),
-                     "first_failure_rule": "" if failure is None else failure.rule,
-                     "first_failure_K": np.nan if failure is None else float(schedule[failure.step])})
+        rows.append(
+            {
+                "molecule": name,
+                "n_steps": n_steps,
+                "final_step": final,
+                "arena_fraction": scores.mlip_arena_fraction(final, n_steps),
+                "first_failure_rule": "" if failure is None else failure.rule,
+                "first_failure_K": np.nan if failure is None else float(schedule[failure.step]),
+            }
+        )
     return pd.DataFrame(rows)

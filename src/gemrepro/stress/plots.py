@@ -54,8 +54,7 @@ def structures(images: Sequence[Atoms], titles: Sequence[str], columns: int = 4)
         raise ValueError(f"images, titles: expected equally many (at least one), got {len(images)} and {len(titles)}")
     columns = min(columns, len(images))
     rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.0 * rows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.0 * rows), squeeze=False, constrained_layout=True)
     for ax, atoms, title in zip(axes.flat, images, titles):
         atoms = atoms.copy()
         atoms.positions -= atoms.positions.mean(0)

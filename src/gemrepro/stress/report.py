@@ -21,9 +21,11 @@ from gemrepro.stress import plots
 from gemrepro.stress.audit import AuditResult
 from gemrepro.stress.field import SOURCES
 
-ORIGIN_RULE = (f"hole when the reference charges more than {HOLE_THRESHOLD_KT:g} kT above the model for the step from "
-               "the last frame before the failure into the failed geometry, else chemistry (gemrepro; none of the "
-               "field's benchmarks asks)")
+ORIGIN_RULE = (
+    f"hole when the reference charges more than {HOLE_THRESHOLD_KT:g} kT above the model for the step from "
+    "the last frame before the failure into the failed geometry, else chemistry (gemrepro; none of the "
+    "field's benchmarks asks)"
+)
 
 
 def origin_line(facts: dict) -> str | None:
@@ -31,8 +33,10 @@ def origin_line(facts: dict) -> str | None:
     origins = facts.get("failure_origins")
     if not origins or facts["n_failed"] == 0:
         return None
-    return (f"failures: {origins['hole']} holes in the learned surface, {origins['chemistry']} real chemistry, "
-            f"{origins['undetermined']} undetermined, of {facts['n_failed']}")
+    return (
+        f"failures: {origins['hole']} holes in the learned surface, {origins['chemistry']} real chemistry, "
+        f"{origins['undetermined']} undetermined, of {facts['n_failed']}"
+    )
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -45,15 +49,20 @@ def summary(result: AuditResult, label: str, min_stable_ps: float | None = None)
     t = result.trajectories
     per_temperature = []
     for temperature, group in t.groupby("temperature", sort=True):
-        per_temperature.append({
-            "temperature_K": float(temperature), "n_trajectories": int(len(group)), "n_failed": int(group["failed"].sum()),
-            "median_stable_ps": float(np.median(group["stable_time_ps"])),
-        })
+        per_temperature.append(
+            {
+                "temperature_K": float(temperature),
+                "n_trajectories": int(len(group)),
+                "n_failed": int(group["failed"].sum()),
+                "median_stable_ps": float(np.median(group["stable_time_ps"])),
+            }
+        )
     labelled = result.frames[result.frames["converged"].astype(bool)] if len(result.frames) else result.frames
     errors = None
     if len(labelled):
         errors = {
-            "n_frames": int(len(result.frames)), "n_converged": int(len(labelled)),
+            "n_frames": int(len(result.frames)),
+            "n_converged": int(len(labelled)),
             "forces_mae_median": _finite_or_none(np.nanmedian(labelled["forces_mae"])),
             "forces_mae_max": _finite_or_none(np.nanmax(labelled["forces_mae"])),
             "energy_error_abs_max": _finite_or_none(np.nanmax(np.abs(labelled["energy_error"]))),
@@ -65,11 +74,18 @@ def summary(result: AuditResult, label: str, min_stable_ps: float | None = None)
         origins = {"rule": ORIGIN_RULE, **{verdict: int((failed["origin"] == verdict).sum()) for verdict in ORIGINS}}
     return {
         "potential": label,
-        "protocol": {"temperatures_K": list(p.temperatures), "time_ps": result.horizon_ps, "dt_fs": p.dt_fs,
-                     "friction_per_fs": p.friction_per_fs, "n_steps": p.n_steps,
-                     "n_sampled_frames": p.n_sampled_frames, "reference": result.reference},
+        "protocol": {
+            "temperatures_K": list(p.temperatures),
+            "time_ps": result.horizon_ps,
+            "dt_fs": p.dt_fs,
+            "friction_per_fs": p.friction_per_fs,
+            "n_steps": p.n_steps,
+            "n_sampled_frames": p.n_sampled_frames,
+            "reference": result.reference,
+        },
         "verdict": None if min_stable_ps is None else result.verdict(min_stable_ps).as_dict(),
-        "n_trajectories": int(len(t)), "n_failed": int(t["failed"].sum()),
+        "n_trajectories": int(len(t)),
+        "n_failed": int(t["failed"].sum()),
         "shortest_stable_ps": float(t["stable_time_ps"].min()),
         "per_temperature": per_temperature,
         "errors": errors,
@@ -99,8 +115,10 @@ def worst_frames_figure(result: AuditResult, n: int = 4) -> plt.Figure | None:
     for row in worst.itertuples():
         images.append(result.atoms_of(row.system, row.frame))
         where = "failed geometry" if row.frame == -1 else f"frame {row.frame}"
-        titles.append(f"{row.molecule}, {row.temperature:g} K, seed {row.seed}\n{row.time_ps:.3g} ps ({where}), "
-                      f"force MAE {row.forces_mae:.2g} eV/Å")
+        titles.append(
+            f"{row.molecule}, {row.temperature:g} K, seed {row.seed}\n{row.time_ps:.3g} ps ({where}), "
+            f"force MAE {row.forces_mae:.2g} eV/Å"
+        )
     return plots.structures(images, titles)
 
 
@@ -108,8 +126,10 @@ def _field_section(result: AuditResult) -> list[str]:
     """The field's four scores, one line each with its source, and their tables."""
     field = result.field
     assert field is not None  # called only for an audit with field scores
-    items = "".join(f"<li>{html.escape(line)}<br><small>{html.escape(SOURCES[key])}</small></li>"
-                    for key, line in field.lines().items())
+    items = "".join(
+        f"<li>{html.escape(line)}<br><small>{html.escape(SOURCES[key])}</small></li>"
+        for key, line in field.lines().items()
+    )
     table = {"float_format": lambda v: f"{v:.4g}", "index": False}
     return [
         "<h2>The field's stability scores</h2>",
@@ -134,9 +154,11 @@ def render_html(result: AuditResult, label: str, min_stable_ps: float | None = N
         headline = "no gate (--min-stable-ps not given)"
     else:
         outcome = "PASSED" if verdict["passed"] else "FAILED"
-        headline = (f"{outcome}: {verdict['n_trajectories'] - verdict['n_failed_early']} of {verdict['n_trajectories']} "
-                    f"trajectories stable for at least {verdict['min_stable_ps']:g} ps "
-                    f"(shortest {verdict['shortest_stable_ps']:.3g} ps)")
+        headline = (
+            f"{outcome}: {verdict['n_trajectories'] - verdict['n_failed_early']} of {verdict['n_trajectories']} "
+            f"trajectories stable for at least {verdict['min_stable_ps']:g} ps "
+            f"(shortest {verdict['shortest_stable_ps']:.3g} ps)"
+        )
     p = facts["protocol"]
     sections = [
         f"<h1>Robustness audit: {html.escape(label)}</h1>",
@@ -159,23 +181,32 @@ def render_html(result: AuditResult, label: str, min_stable_ps: float | None = N
             sections += ["<h2>Worst frames</h2>", _image(figure, "worst frames")]
     line = origin_line(facts)
     if line is not None:
-        sections += ["<h2>Hole or real chemistry?</h2>",
-                     f"<p>{html.escape(line)}.<br><small>Rule: {html.escape(ORIGIN_RULE)}.</small></p>"]
+        sections += [
+            "<h2>Hole or real chemistry?</h2>",
+            f"<p>{html.escape(line)}.<br><small>Rule: {html.escape(ORIGIN_RULE)}.</small></p>",
+        ]
     if result.field is not None:
         sections += _field_section(result)
     columns = ["molecule", "formula", "temperature", "seed", "failed", "stable_time_ps", "rule", "atoms", "detail"]
     columns += [c for c in ("origin", "origin_excess_eV") if c in result.trajectories.columns]
-    sections += ["<h2>Trajectories</h2>",
-                 result.trajectories[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")]
-    style = ("body{font-family:sans-serif;max-width:60em;margin:auto;padding:1em}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-             ".verdict{font-size:1.2em;font-weight:bold}img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>gemrepro stress: {html.escape(label)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+    sections += [
+        "<h2>Trajectories</h2>",
+        result.trajectories[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}"),
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:auto;padding:1em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        ".verdict{font-size:1.2em;font-weight:bold}img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>gemrepro stress: {html.escape(label)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
 
 
-def write_report(result: AuditResult, html_path: str | Path, json_path: str | Path, label: str,
-                 min_stable_ps: float | None = None) -> dict:
+def write_report(
+    result: AuditResult, html_path: str | Path, json_path: str | Path, label: str, min_stable_ps: float | None = None
+) -> dict:
     """Write the HTML report and the JSON summary; returns the summary."""
     facts = summary(result, label, min_stable_ps)
     html_path, json_path = Path(html_path), Path(json_path)

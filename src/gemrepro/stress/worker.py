@@ -92,8 +92,12 @@ class CalculatorWorker:
     or a module-level function or class.
     """
 
-    def __init__(self, factory: str | Callable[[], object], timeout_s: float,
-                 startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        factory: str | Callable[[], object],
+        timeout_s: float,
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+    ) -> None:
         if not (np.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s: expected a positive time limit per call in s, got {timeout_s!r}")
         self.factory, self.timeout_s, self.startup_timeout_s = factory, float(timeout_s), float(startup_timeout_s)

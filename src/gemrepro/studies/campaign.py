@@ -47,8 +47,18 @@ from gemrepro.studies.sweep import (
     start_structures,
 )
 
-__all__ = ["Campaign", "CampaignRun", "Task", "dataset_params", "describe", "md_params", "plan_campaign", "run_campaign",
-           "start_params", "summarize"]
+__all__ = [
+    "Campaign",
+    "CampaignRun",
+    "Task",
+    "dataset_params",
+    "describe",
+    "md_params",
+    "plan_campaign",
+    "run_campaign",
+    "start_params",
+    "summarize",
+]
 
 
 @dataclass(frozen=True)
@@ -92,8 +102,15 @@ class Campaign:
         rows = []
         for task in self.tasks:
             found = task.locate()
-            rows.append({"task": task.name, "stage": task.stage, "done": found is not None,
-                         "key": found.key if found is not None else "", "inputs": task.inputs})
+            rows.append(
+                {
+                    "task": task.name,
+                    "stage": task.stage,
+                    "done": found is not None,
+                    "key": found.key if found is not None else "",
+                    "inputs": task.inputs,
+                }
+            )
         return pd.DataFrame(rows, columns=["task", "stage", "done", "key", "inputs"])
 
 
@@ -125,6 +142,7 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
     """
     # Imported here: dask.distributed is slow to import and only a cluster run needs it.
     from distributed import as_completed
+
     status = campaign.status()
     done = dict(zip(status["task"], status["done"]))
     pending = [t for t in campaign.tasks if not done[t.name]]
@@ -135,8 +153,13 @@ def run_campaign(campaign: Campaign, client, progress: bool = True) -> CampaignR
         futures[task.name] = client.submit(_execute, task.run, *upstream, key=f"{task.name}-{token}", pure=False)
     names = {future.key: name for name, future in futures.items()}
     finished, failed = {}, {}
-    with tqdm(total=len(campaign.tasks), initial=len(campaign.tasks) - len(pending), desc=f"campaign {campaign.scale}",
-              unit="task", disable=not progress or not pending) as bar:
+    with tqdm(
+        total=len(campaign.tasks),
+        initial=len(campaign.tasks) - len(pending),
+        desc=f"campaign {campaign.scale}",
+        unit="task",
+        disable=not progress or not pending,
+    ) as bar:
         for future in as_completed(futures.values()):
             name = names[future.key]
             if future.status == "finished":
@@ -177,15 +200,18 @@ def _starts(n_molecules: int, seed: int, root: str) -> Artifact:
     return start_structures(n_molecules, seed, root)
 
 
-def _md(scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
-        device: str) -> Artifact:
+def _md(
+    scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str, device: str
+) -> Artifact:
     model = _train(scale, train_size, seed, reference, variant, root, device)
-    return run_sweep_md(model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device,
-                        scale=scale)
+    return run_sweep_md(
+        model, _starts(n_molecules, seed, root), protocol_for(scale), seed, root, device=device, scale=scale
+    )
 
 
-def _relabel(scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str,
-             device: str) -> Artifact:
+def _relabel(
+    scale: Scale, train_size: int, seed: int, reference: str, variant: str, n_molecules: int, root: str, device: str
+) -> Artifact:
     """Relabel one run's sampled frames. On a Dask worker the frames fan out over the same
     cluster; the task steps out of its worker slot meanwhile, so it cannot starve the labels."""
     md = _md(scale, train_size, seed, reference, variant, n_molecules, root, device)
@@ -219,12 +245,25 @@ def plan_campaign(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root
     for molecule in molecule_tasks:
         name = f"labels/{molecule.smiles}"
         label_names.append(name)
-        tasks.append(Task(name, "labels", {"molecule": molecule.smiles, "seed": seed, "reference": reference},
-                          partial(_label_molecule, molecule, root),
-                          partial(load_artifact, "labels", molecule.params(), root)))
-    tasks.append(Task("dataset", "dataset", {"scale": scale.name, "seed": seed, "reference": reference},
-                      partial(_build_dataset, scale, reference, seed, root),
-                      partial(load_artifact, "dataset", data_params, root), tuple(label_names)))
+        tasks.append(
+            Task(
+                name,
+                "labels",
+                {"molecule": molecule.smiles, "seed": seed, "reference": reference},
+                partial(_label_molecule, molecule, root),
+                partial(load_artifact, "labels", molecule.params(), root),
+            )
+        )
+    tasks.append(
+        Task(
+            "dataset",
+            "dataset",
+            {"scale": scale.name, "seed": seed, "reference": reference},
+            partial(_build_dataset, scale, reference, seed, root),
+            partial(load_artifact, "dataset", data_params, root),
+            tuple(label_names),
+        )
+    )
 
     variants = tuple(dict.fromkeys((*scale.learning_curve_variants, scale.default_variant)))
     model_keys = {}
@@ -232,28 +271,59 @@ def plan_campaign(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root
         for size in scale.train_sizes:
             params = model_params(scale, size, seed, reference, variant, dataset_key)
             model_keys[variant, size] = artifact_key(params)
-            tasks.append(Task(f"model/{variant}/{size}", MODEL_STAGE,
-                              {"scale": scale.name, "variant": variant, "train_size": size, "seed": seed},
-                              partial(_train, scale, size, seed, reference, variant, root, device),
-                              partial(load_artifact, MODEL_STAGE, params, root), ("dataset",)))
+            tasks.append(
+                Task(
+                    f"model/{variant}/{size}",
+                    MODEL_STAGE,
+                    {"scale": scale.name, "variant": variant, "train_size": size, "seed": seed},
+                    partial(_train, scale, size, seed, reference, variant, root, device),
+                    partial(load_artifact, MODEL_STAGE, params, root),
+                    ("dataset",),
+                )
+            )
 
     n_molecules = max(scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS)
     starts = start_params(n_molecules, seed)
-    tasks.append(Task("md-start", START_STAGE, {"molecules": n_molecules, "seed": seed},
-                      partial(_starts, n_molecules, seed, root), partial(load_artifact, START_STAGE, starts, root)))
+    tasks.append(
+        Task(
+            "md-start",
+            START_STAGE,
+            {"molecules": n_molecules, "seed": seed},
+            partial(_starts, n_molecules, seed, root),
+            partial(load_artifact, START_STAGE, starts, root),
+        )
+    )
     variant = scale.default_variant
     for size in scale.train_sizes:
         params = md_params(model_keys[variant, size], artifact_key(starts), protocol, seed)
-        sweep_inputs = {"model": f"{variant}/{size}", "molecules": n_molecules,
-                        "temperatures": list(protocol.temperatures), "md_time_ps": protocol.md_time_ps, "seed": seed}
+        sweep_inputs = {
+            "model": f"{variant}/{size}",
+            "molecules": n_molecules,
+            "temperatures": list(protocol.temperatures),
+            "md_time_ps": protocol.md_time_ps,
+            "seed": seed,
+        }
         args = (scale, size, seed, reference, variant, n_molecules, root, device)
-        tasks.append(Task(f"md/{variant}/{size}", "md-sweep", sweep_inputs, partial(_md, *args),
-                          partial(load_artifact, "md-sweep", params, root), (f"model/{variant}/{size}", "md-start")))
-        tasks.append(Task(f"relabel/{variant}/{size}", "md-labels",
-                          {**sweep_inputs, "frames": protocol.n_sampled_frames, "reference": reference},
-                          partial(_relabel, *args),
-                          partial(_find_labels, params, reference, protocol.n_sampled_frames, root),
-                          (f"md/{variant}/{size}",)))
+        tasks.append(
+            Task(
+                f"md/{variant}/{size}",
+                "md-sweep",
+                sweep_inputs,
+                partial(_md, *args),
+                partial(load_artifact, "md-sweep", params, root),
+                (f"model/{variant}/{size}", "md-start"),
+            )
+        )
+        tasks.append(
+            Task(
+                f"relabel/{variant}/{size}",
+                "md-labels",
+                {**sweep_inputs, "frames": protocol.n_sampled_frames, "reference": reference},
+                partial(_relabel, *args),
+                partial(_find_labels, params, reference, protocol.n_sampled_frames, root),
+                (f"md/{variant}/{size}",),
+            )
+        )
     return Campaign(scale.name, tuple(tasks), Path(root))
 
 
@@ -276,5 +346,3 @@ def describe(status: pd.DataFrame, limit: int = 8) -> list[str]:
             more = group.iloc[limit:]
             lines.append(f"  ... {len(more)} more {stage} tasks ({int(more['done'].sum())} done)")
     return lines
-
-

@@ -96,8 +96,7 @@ def md_seed(seed: int, molecule: str, temperature: float, replica: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the runs
-def post_hoc_failures(trajectory: dict, dt_fs: float, criteria: StabilityCriteria = ANALYSIS_CRITERIA
-                      ) -> dict:
+def post_hoc_failures(trajectory: dict, dt_fs: float, criteria: StabilityCriteria = ANALYSIS_CRITERIA) -> dict:
     """The first failure of one stored trajectory under ``criteria``: ``failed``, step, time, rule.
 
     ``trajectory`` is :func:`gemrepro.md.trajectory.read_system` output. A system the run itself
@@ -105,47 +104,91 @@ def post_hoc_failures(trajectory: dict, dt_fs: float, criteria: StabilityCriteri
     """
     frames = _until_stop(trajectory)
     record = detect_failure(
-        frames["positions"], frames["numbers"], steps=frames["step"], times_ps=frames["time_ps"],
-        reference_positions=frames["reference_positions"], energies=frames["energy"], forces=frames["forces"],
+        frames["positions"],
+        frames["numbers"],
+        steps=frames["step"],
+        times_ps=frames["time_ps"],
+        reference_positions=frames["reference_positions"],
+        energies=frames["energy"],
+        forces=frames["forces"],
         criteria=criteria,
     )
     if record is None and trajectory["failure_step"] >= 0:  # stopped between stored frames
         step = int(trajectory["failure_step"])
-        return {"failed": True, "failure_step": step, "time_to_failure_ps": step * dt_fs / 1000.0,
-                "failure_rule": trajectory["failure_rule"]}
+        return {
+            "failed": True,
+            "failure_step": step,
+            "time_to_failure_ps": step * dt_fs / 1000.0,
+            "failure_rule": trajectory["failure_rule"],
+        }
     if record is None:
         return {"failed": False, "failure_step": -1, "time_to_failure_ps": float("nan"), "failure_rule": ""}
-    return {"failed": True, "failure_step": record.step, "time_to_failure_ps": record.time_ps,
-            "failure_rule": record.rule}
+    return {
+        "failed": True,
+        "failure_step": record.step,
+        "time_to_failure_ps": record.time_ps,
+        "failure_rule": record.rule,
+    }
 
 
-def run_systems(potential, systems: Sequence[tuple[Atoms, float, int]], seeds: Sequence[int], protocol: Protocol,
-                path: Path, progress: bool = False, device: str = "cpu"):
+def run_systems(
+    potential,
+    systems: Sequence[tuple[Atoms, float, int]],
+    seeds: Sequence[int],
+    protocol: Protocol,
+    path: Path,
+    progress: bool = False,
+    device: str = "cpu",
+):
     """Run ``(atoms, temperature, replica)`` systems as one batch to ``path``; a table row per system.
 
     Only :data:`RUN_CRITERIA` stop a system during the run; the failure columns come from
     :func:`post_hoc_failures` on the stored frames. Returns ``(rows, MDSummary)``.
     """
     summary = run_md(
-        potential, [a for a, _, _ in systems], n_steps=protocol.n_steps, path=path,
-        temperatures=[t for _, t, _ in systems], seeds=list(seeds), dt_fs=protocol.dt_fs,
-        friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
-        checkpoint_interval=max(protocol.frame_interval, 1000), criteria=RUN_CRITERIA,
-        dtype=torch.float64, device=device, progress=progress,
+        potential,
+        [a for a, _, _ in systems],
+        n_steps=protocol.n_steps,
+        path=path,
+        temperatures=[t for _, t, _ in systems],
+        seeds=list(seeds),
+        dt_fs=protocol.dt_fs,
+        friction=protocol.friction_per_fs,
+        frame_interval=protocol.frame_interval,
+        checkpoint_interval=max(protocol.frame_interval, 1000),
+        criteria=RUN_CRITERIA,
+        dtype=torch.float64,
+        device=device,
+        progress=progress,
     )
     rows = []
     for s, ((atoms, t, r), stop) in enumerate(zip(systems, summary.failures)):
-        rows.append({
-            "system": s, "molecule": atoms.info.get("name", atoms.get_chemical_formula()),
-            "formula": atoms.get_chemical_formula(), "n_atoms": len(atoms), "temperature": float(t),
-            "replica": int(r), "md_seed": int(seeds[s]),
-            **post_hoc_failures(read_system(path, s), protocol.dt_fs), "stop_rule": stop.rule if stop else "",
-        })
+        rows.append(
+            {
+                "system": s,
+                "molecule": atoms.info.get("name", atoms.get_chemical_formula()),
+                "formula": atoms.get_chemical_formula(),
+                "n_atoms": len(atoms),
+                "temperature": float(t),
+                "replica": int(r),
+                "md_seed": int(seeds[s]),
+                **post_hoc_failures(read_system(path, s), protocol.dt_fs),
+                "stop_rule": stop.rule if stop else "",
+            }
+        )
     return rows, summary
 
 
-def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: SeedsDesign, seed: int = 0,
-              root=None, progress: bool = False, device: str = "cpu") -> Artifact:
+def seed_runs(
+    model: Artifact,
+    starts: Artifact,
+    protocol: Protocol,
+    design: SeedsDesign,
+    seed: int = 0,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> Artifact:
     """One batched MD run of every (molecule, temperature, seed) of ``design`` with ``model``; cached.
 
     The artifact holds ``trajectory.h5`` and ``systems.csv`` (system, molecule, formula, n_atoms,
@@ -156,24 +199,38 @@ def seed_runs(model: Artifact, starts: Artifact, protocol: Protocol, design: See
     root = Path(root) if root else artifacts_dir()
     images = start_images(starts)
     if design.n_molecules > len(images):
-        raise ValueError(f"design.n_molecules: expected at most the {len(images)} start structures, "
-                         f"got {design.n_molecules}")
+        raise ValueError(
+            f"design.n_molecules: expected at most the {len(images)} start structures, got {design.n_molecules}"
+        )
     temperatures = design.temperatures or protocol.temperatures
-    systems = [(atoms, t, r) for atoms in images[: design.n_molecules] for t in temperatures
-               for r in range(design.n_seeds)]
+    systems = [
+        (atoms, t, r) for atoms in images[: design.n_molecules] for t in temperatures for r in range(design.n_seeds)
+    ]
     seeds = [md_seed(seed, atoms.info["name"], t, r) for atoms, t, r in systems]
-    params = {"model": model.key, "starts": starts.key, "protocol": asdict(protocol), "design": asdict(design),
-              "seed": int(seed), "run_criteria": repr(RUN_CRITERIA), "criteria": repr(ANALYSIS_CRITERIA),
-              "stage_version": STAGE_VERSION}
+    params = {
+        "model": model.key,
+        "starts": starts.key,
+        "protocol": asdict(protocol),
+        "design": asdict(design),
+        "seed": int(seed),
+        "run_criteria": repr(RUN_CRITERIA),
+        "criteria": repr(ANALYSIS_CRITERIA),
+        "stage_version": STAGE_VERSION,
+    }
 
     def build(folder: Path, workdir: Path) -> dict:
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         rows, summary = run_systems(potential, systems, seeds, protocol, workdir / "trajectory.h5", progress, device)
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
         pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-        return {"steps": summary.step, "n_frames": summary.n_frames, "n_systems": len(rows),
-                "md_wall_time_s": round(summary.wall_time_s, 2), "steps_per_second": round(summary.steps_per_second, 2),
-                "n_failed": int(sum(r["failed"] for r in rows))}
+        return {
+            "steps": summary.step,
+            "n_frames": summary.n_frames,
+            "n_systems": len(rows),
+            "md_wall_time_s": round(summary.wall_time_s, 2),
+            "steps_per_second": round(summary.steps_per_second, 2),
+            "n_failed": int(sum(r["failed"] for r in rows)),
+        }
 
     return get_or_create(SEEDS_STAGE, params, build, root, resumable=True)
 
@@ -199,9 +256,18 @@ class SeedsStudy:
     test_errors: pd.DataFrame  # the learning-curve table (test-set MAEs per training size)
 
 
-def seeds_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
-                design: SeedsDesign | None = None, protocol: Protocol | None = None, root=None,
-                progress: bool = False, device: str = "cpu") -> SeedsStudy:
+def seeds_study(
+    scale: Scale,
+    *,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    variant: str | None = None,
+    design: SeedsDesign | None = None,
+    protocol: Protocol | None = None,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> SeedsStudy:
     """The scale's models (trained or loaded) run on every system of ``design`` (default: the scale's).
 
     Start structures and models come from the same cached functions as the temperature sweep, so
@@ -213,8 +279,9 @@ def seeds_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", var
     protocol = protocol or short_run_protocol(scale)
     root = Path(root) if root else artifacts_dir()
     variant = resolve_variant(scale, variant)
-    curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root,
-                           progress=progress, device=device)
+    curve = learning_curve(
+        scale=scale, seed=seed, reference=reference, variant=variant, root=root, progress=progress, device=device
+    )
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
     starts = start_structures(max(scale.n_md_molecules, MD_MOLECULES_COVER_ALL_ELEMENTS), seed, root)
     md = {n: seed_runs(model, starts, protocol, design, seed, root, progress, device) for n, model in models.items()}
@@ -229,8 +296,9 @@ def _require(table: pd.DataFrame, columns: Sequence[str], name: str = "trajector
         raise ValueError(f"{name}: missing column(s) {missing}")
 
 
-def survival_summary(trajectories: pd.DataFrame, horizon_ps: float,
-                     by: Sequence[str] = ("train_size", "temperature")) -> pd.DataFrame:
+def survival_summary(
+    trajectories: pd.DataFrame, horizon_ps: float, by: Sequence[str] = ("train_size", "temperature")
+) -> pd.DataFrame:
     """Per group: trajectories, failed ones, median and mean stable time (ps) and mean stable fraction.
 
     A survivor's stable time is the run length (censored), so means and medians are lower bounds
@@ -240,18 +308,19 @@ def survival_summary(trajectories: pd.DataFrame, horizon_ps: float,
     _require(trajectories, [*by, "failed", "time_to_failure_ps"])
     work = trajectories.assign(_stable=stable_times(trajectories, horizon_ps))
     grouped = work.groupby(by, sort=True)
-    table = pd.DataFrame({
-        "trajectories": grouped.size(),
-        "failed": grouped["failed"].sum().astype(int),
-        "median_stable_ps": grouped["_stable"].median(),
-        "mean_stable_ps": grouped["_stable"].mean(),
-    })
+    table = pd.DataFrame(
+        {
+            "trajectories": grouped.size(),
+            "failed": grouped["failed"].sum().astype(int),
+            "median_stable_ps": grouped["_stable"].median(),
+            "mean_stable_ps": grouped["_stable"].mean(),
+        }
+    )
     table["mean_stable_fraction"] = table["mean_stable_ps"] / float(horizon_ps)
     return table.reset_index()
 
 
-def sparse_model(trajectories: pd.DataFrame, horizon_ps: float, temperature: float,
-                 min_fraction: float = 0.5) -> int:
+def sparse_model(trajectories: pd.DataFrame, horizon_ps: float, temperature: float, min_fraction: float = 0.5) -> int:
     """The sparsest model whose median trajectory at ``temperature`` stays stable ``min_fraction`` of the run.
 
     A model below that fails "at once": its trajectories end before they could show a hole that
@@ -262,18 +331,23 @@ def sparse_model(trajectories: pd.DataFrame, horizon_ps: float, temperature: flo
     _require(trajectories, ["train_size", "temperature"])
     at_t = trajectories[np.isclose(trajectories["temperature"], temperature)]
     if at_t.empty:
-        raise ValueError(f"temperature: no trajectories at {temperature} K; expected one of "
-                         f"{sorted(trajectories['temperature'].unique())}")
+        raise ValueError(
+            f"temperature: no trajectories at {temperature} K; expected one of "
+            f"{sorted(trajectories['temperature'].unique())}"
+        )
     summary = survival_summary(at_t, horizon_ps, by=["train_size"])
     fine = summary[summary["median_stable_ps"] >= min_fraction * horizon_ps]
     if fine.empty:
-        raise ValueError(f"trajectories: no model keeps its median trajectory stable for {min_fraction:.0%} "
-                         f"of the run at {temperature} K")
+        raise ValueError(
+            f"trajectories: no model keeps its median trajectory stable for {min_fraction:.0%} "
+            f"of the run at {temperature} K"
+        )
     return int(fine["train_size"].min())
 
 
-def hole_search(trajectories: pd.DataFrame, train_size: int, temperature: float, horizon_ps: float,
-                min_fraction: float = 0.25) -> pd.DataFrame:
+def hole_search(
+    trajectories: pd.DataFrame, train_size: int, temperature: float, horizon_ps: float, min_fraction: float = 0.25
+) -> pd.DataFrame:
     """Every trajectory of one model at one temperature, latest failure first, with the search verdict.
 
     ``stable_fraction`` is the stable time over the run length; ``hole`` marks a trajectory that
@@ -282,8 +356,9 @@ def hole_search(trajectories: pd.DataFrame, train_size: int, temperature: float,
     if not 0 <= min_fraction < 1:
         raise ValueError(f"min_fraction: expected a fraction of the run in [0, 1), got {min_fraction!r}")
     _require(trajectories, ["train_size", "temperature", "molecule", "system", "failed", "time_to_failure_ps"])
-    rows = trajectories[(trajectories["train_size"] == train_size)
-                        & np.isclose(trajectories["temperature"], temperature)].copy()
+    rows = trajectories[
+        (trajectories["train_size"] == train_size) & np.isclose(trajectories["temperature"], temperature)
+    ].copy()
     if rows.empty:
         raise ValueError(f"train_size, temperature: no trajectories of the {train_size} model at {temperature} K")
     rows["stable_fraction"] = stable_times(rows, horizon_ps) / float(horizon_ps)
@@ -301,8 +376,13 @@ def pick_hole(search: pd.DataFrame) -> pd.Series | None:
     return holes.sort_values(["stable_fraction", "system"], ascending=[False, True]).iloc[0]
 
 
-def find_hole(trajectories: pd.DataFrame, train_sizes: Sequence[int], temperatures: Sequence[float],
-              horizon_ps: float, min_fraction: float = 0.25) -> tuple[pd.DataFrame, pd.Series | None]:
+def find_hole(
+    trajectories: pd.DataFrame,
+    train_sizes: Sequence[int],
+    temperatures: Sequence[float],
+    horizon_ps: float,
+    min_fraction: float = 0.25,
+) -> tuple[pd.DataFrame, pd.Series | None]:
     """:func:`hole_search` over models and temperatures, in the order given, until one holds a hole.
 
     The paper's hole belongs to its sparsest model at 600 K. A short run may hold none there, so
@@ -344,8 +424,15 @@ def _until_stop(trajectory: dict) -> dict:
     return {k: (v[:last] if k in _PER_FRAME else v) for k, v in trajectory.items()}
 
 
-def hole_timeline(md: Artifact, row: pd.Series, reference: str = "gfn2-xtb", *, root=None,
-                  scheduler: str | None = None, n_workers: int | None = None) -> Hole:
+def hole_timeline(
+    md: Artifact,
+    row: pd.Series,
+    reference: str = "gfn2-xtb",
+    *,
+    root=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+) -> Hole:
     """Every stored frame of the trajectory ``row`` (a seeds-table row), up to where its run stopped,
     relabelled with ``reference``.
 
@@ -368,8 +455,10 @@ def snapshots(hole: Hole, tolerance: float = ANALYSIS_CRITERIA.bond_tolerance) -
     intact = int(broken[0]) - 1 if len(broken) else len(timeline) - 1
     finite = np.flatnonzero(np.isfinite(trajectory["positions"]).all(axis=(1, 2)))
     picks = {"start": 0, "last intact": max(intact, 0), "end": int(finite[-1])}
-    return {label: (float(trajectory["time_ps"][k]), Atoms(trajectory["numbers"], trajectory["positions"][k]))
-            for label, k in picks.items()}
+    return {
+        label: (float(trajectory["time_ps"][k]), Atoms(trajectory["numbers"], trajectory["positions"][k]))
+        for label, k in picks.items()
+    }
 
 
 # ----------------------------------------------------------------------------- cross-trajectory errors
@@ -388,26 +477,32 @@ def forces_on_frames(model: Artifact, md: Artifact, labels: Artifact, system: in
     if len(rows) == 0:
         raise ValueError(f"system: the labels {labels.key} hold no frame of system {system}")
     with h5py.File(md.file("trajectory.h5"), "r") as f:
-        a, b = (int(x) for x in f["systems/atom_offset"][system:system + 2])
+        a, b = (int(x) for x in f["systems/atom_offset"][system : system + 2])
         numbers = f["systems/numbers"][a:b]
         positions = np.stack([f["frames/positions"][int(k), a:b] for k in table.loc[rows, "frame"]])
     potential = potential_from_checkpoint(model.file("model.pt"), device=device)
     n_frames, n_atoms = positions.shape[:2]
-    _, predicted = potential(torch.as_tensor(positions.reshape(-1, 3)), torch.as_tensor(numbers).repeat(n_frames),
-                             torch.arange(n_frames).repeat_interleave(n_atoms))
+    _, predicted = potential(
+        torch.as_tensor(positions.reshape(-1, 3)),
+        torch.as_tensor(numbers).repeat(n_frames),
+        torch.arange(n_frames).repeat_interleave(n_atoms),
+    )
     predicted_forces = predicted.numpy().reshape(n_frames, n_atoms, 3)
     out = table.loc[rows, ["frame", "time_ps", "converged"]].reset_index(drop=True)
     flag = next((c for c in ("after_failure", "failure_frame") if c in table.columns), None)
     out["after_failure"] = table.loc[rows, flag].astype(bool).to_numpy() if flag else False
     out["forces_mae"] = [
-        force_mae(predicted_forces[i], reference_forces[offsets[r]:offsets[r + 1]]) if out.loc[i, "converged"] else np.nan
+        force_mae(predicted_forces[i], reference_forces[offsets[r] : offsets[r + 1]])
+        if out.loc[i, "converged"]
+        else np.nan
         for i, r in enumerate(rows)
     ]
     return out
 
 
-def cross_trajectory(sweep, molecule: str, temperature: float, *, sizes: Sequence[int] | None = None,
-                     device: str = "cpu") -> pd.DataFrame:
+def cross_trajectory(
+    sweep, molecule: str, temperature: float, *, sizes: Sequence[int] | None = None, device: str = "cpu"
+) -> pd.DataFrame:
     """Each of ``sizes`` (default: sparsest and largest) on each one's sweep trajectory of ``molecule``
     at ``temperature``: rows ``model``, ``trajectory_of``, ``frames``, ``forces_mae`` (eV/Å, mean
     over converged frames), ``own`` (the model's own trajectory), ``frames_after_failure`` (how many
@@ -421,29 +516,43 @@ def cross_trajectory(sweep, molecule: str, temperature: float, *, sizes: Sequenc
     sizes = [int(n) for n in (sizes or (min(sweep.models), max(sweep.models)))]
     unknown = [n for n in sizes if n not in sweep.models]
     if unknown:
-        raise ValueError(f"sizes: no model of {unknown} configurations in the sweep; "
-                         f"expected some of {sorted(sweep.models)}")
+        raise ValueError(
+            f"sizes: no model of {unknown} configurations in the sweep; expected some of {sorted(sweep.models)}"
+        )
     trajectories = sweep.trajectories
     rows = []
     for trajectory_of in sizes:
-        match = trajectories[(trajectories["train_size"] == trajectory_of) & (trajectories["molecule"] == molecule)
-                             & np.isclose(trajectories["temperature"], temperature)]
+        match = trajectories[
+            (trajectories["train_size"] == trajectory_of)
+            & (trajectories["molecule"] == molecule)
+            & np.isclose(trajectories["temperature"], temperature)
+        ]
         if match.empty:
             raise ValueError(f"molecule, temperature: no sweep trajectory of {molecule!r} at {temperature} K")
         system = int(match["system"].iloc[0])
         for model in sizes:
-            per_frame = forces_on_frames(sweep.models[model], sweep.md[trajectory_of], sweep.labels[trajectory_of],
-                                         system, device)
+            per_frame = forces_on_frames(
+                sweep.models[model], sweep.md[trajectory_of], sweep.labels[trajectory_of], system, device
+            )
             converged = per_frame["converged"].astype(bool)
-            rows.append({"model": model, "trajectory_of": trajectory_of, "frames": int(converged.sum()),
-                         "forces_mae": float(per_frame["forces_mae"].mean()), "own": model == trajectory_of,
-                         "frames_after_failure": int((converged & per_frame["after_failure"]).sum())})
+            rows.append(
+                {
+                    "model": model,
+                    "trajectory_of": trajectory_of,
+                    "frames": int(converged.sum()),
+                    "forces_mae": float(per_frame["forces_mae"].mean()),
+                    "own": model == trajectory_of,
+                    "frames_after_failure": int((converged & per_frame["after_failure"]).sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- test error vs survival
 def error_vs_survival(
-    test_errors: pd.DataFrame, survival: pd.DataFrame, error: str = "forces_mae",
+    test_errors: pd.DataFrame,
+    survival: pd.DataFrame,
+    error: str = "forces_mae",
     survival_column: str = "mean_stable_fraction",
 ) -> tuple[pd.DataFrame, dict[str, Correlation | None]]:
     """Test-set error of each model next to its survival per temperature, and Spearman's rho.
@@ -478,8 +587,19 @@ def failure_origins(trajectories: pd.DataFrame, frames: pd.DataFrame) -> pd.Data
     ``before_ps`` and ``after_ps`` say how far from the failure they are.
     """
     usable = frames[frames["converged"].astype(bool) & np.isfinite(frames["reference_atomization_energy"])]
-    columns = ["train_size", "molecule", "temperature", "failure_ps", "before_ps", "after_ps", "model_delta_eV",
-               "reference_delta_eV", "excess_eV", "threshold_eV", "verdict"]
+    columns = [
+        "train_size",
+        "molecule",
+        "temperature",
+        "failure_ps",
+        "before_ps",
+        "after_ps",
+        "model_delta_eV",
+        "reference_delta_eV",
+        "excess_eV",
+        "threshold_eV",
+        "verdict",
+    ]
     rows = []
     for row in trajectories[trajectories["failed"]].itertuples():
         mine = usable[(usable["train_size"] == row.train_size) & (usable["system"] == row.system)].sort_values("step")
@@ -488,13 +608,26 @@ def failure_origins(trajectories: pd.DataFrame, frames: pd.DataFrame) -> pd.Data
         if before.empty or after.empty:
             continue
         b, a = before.iloc[-1], after.iloc[0]
-        origin = failure_origin(model_before=b["model_energy"], model_after=a["model_energy"],
-                                reference_before=b["reference_atomization_energy"],
-                                reference_after=a["reference_atomization_energy"], temperature_K=row.temperature)
-        rows.append({"train_size": int(row.train_size), "molecule": row.molecule, "temperature": row.temperature,
-                     "failure_ps": float(row.time_to_failure_ps),
-                     "before_ps": float(row.time_to_failure_ps - b["time_ps"]),
-                     "after_ps": float(a["time_ps"] - row.time_to_failure_ps),
-                     "model_delta_eV": origin.model_delta_eV, "reference_delta_eV": origin.reference_delta_eV,
-                     "excess_eV": origin.excess_eV, "threshold_eV": origin.threshold_eV, "verdict": origin.verdict})
+        origin = failure_origin(
+            model_before=b["model_energy"],
+            model_after=a["model_energy"],
+            reference_before=b["reference_atomization_energy"],
+            reference_after=a["reference_atomization_energy"],
+            temperature_K=row.temperature,
+        )
+        rows.append(
+            {
+                "train_size": int(row.train_size),
+                "molecule": row.molecule,
+                "temperature": row.temperature,
+                "failure_ps": float(row.time_to_failure_ps),
+                "before_ps": float(row.time_to_failure_ps - b["time_ps"]),
+                "after_ps": float(a["time_ps"] - row.time_to_failure_ps),
+                "model_delta_eV": origin.model_delta_eV,
+                "reference_delta_eV": origin.reference_delta_eV,
+                "excess_eV": origin.excess_eV,
+                "threshold_eV": origin.threshold_eV,
+                "verdict": origin.verdict,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)

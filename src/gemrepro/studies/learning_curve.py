@@ -107,10 +107,21 @@ def train_config(scale: Scale, train_size: int, seed: int = 0, *, device: str = 
     r = recipe(scale)
     steps = r.max_steps[_size_index(scale, train_size)]
     return TrainConfig(
-        lr=r.lr, batch_size=min(r.batch_size, train_size), max_steps=steps, warmup_steps=r.warmup_steps,
-        decay_steps=r.decay_steps, decay_rate=r.decay_rate, ema_decay=r.ema_decay,
-        energy_weight=r.energy_weight, force_weight=r.force_weight, patience=r.patience,
-        min_relative_delta=r.min_relative_delta, eval_every=r.eval_every, checkpoint_every=r.checkpoint_every, seed=member_seed(seed, member), device=device,
+        lr=r.lr,
+        batch_size=min(r.batch_size, train_size),
+        max_steps=steps,
+        warmup_steps=r.warmup_steps,
+        decay_steps=r.decay_steps,
+        decay_rate=r.decay_rate,
+        ema_decay=r.ema_decay,
+        energy_weight=r.energy_weight,
+        force_weight=r.force_weight,
+        patience=r.patience,
+        min_relative_delta=r.min_relative_delta,
+        eval_every=r.eval_every,
+        checkpoint_every=r.checkpoint_every,
+        seed=member_seed(seed, member),
+        device=device,
         dtype=r.dtype,
     )
 
@@ -134,8 +145,9 @@ def _dataset_artifact(scale: Scale, reference: str, seed: int, root) -> Artifact
     return build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
 
 
-def load_scale_data(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None,
-                    *, artifact: Artifact | None = None) -> ScaleData:
+def load_scale_data(
+    scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None, *, artifact: Artifact | None = None
+) -> ScaleData:
     """The scale's dataset (built if missing) as graphs, with nested train/val splits and one test set."""
     artifact = artifact or _dataset_artifact(scale, reference, seed, root)
     graphs = AtomsDataset.from_atoms(read(artifact.file("qm7x.hdf5")), energy_key="atomization_energy")
@@ -143,8 +155,9 @@ def load_scale_data(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", ro
     return ScaleData(artifact, graphs, splits)
 
 
-def model_params(scale: Scale, train_size: int, seed: int, reference: str, variant: str, dataset_key: str,
-                 member: int = 0) -> dict:
+def model_params(
+    scale: Scale, train_size: int, seed: int, reference: str, variant: str, dataset_key: str, member: int = 0
+) -> dict:
     """Cache parameters of one learning-curve model (what its artifact key hashes; the scale by its name)."""
     config = train_config(scale, train_size, seed, device="cpu", member=member)
     params = {
@@ -152,8 +165,13 @@ def model_params(scale: Scale, train_size: int, seed: int, reference: str, varia
         "seed": seed,
         "reference": reference,
         "dataset": dataset_key,
-        "split": {"train_size": train_size, "train_sizes": scale.train_sizes, "test_size": scale.test_size,
-                  "validation_fraction": 0.25, "max_validation": recipe(scale).max_validation},
+        "split": {
+            "train_size": train_size,
+            "train_sizes": scale.train_sizes,
+            "test_size": scale.test_size,
+            "validation_fraction": 0.25,
+            "max_validation": recipe(scale).max_validation,
+        },
         "model": model_config(scale, variant).to_dict(),
         "train": config.to_dict(),
         "stage_version": STAGE_VERSION,
@@ -255,8 +273,11 @@ def train_scale_model(
         result = train_model(model, train_set, val_set, config, workdir, progress=progress)
         test = evaluate(result.model, test_set, config.eval_batch_size or 32)
         wall = float(load_checkpoint(workdir / "checkpoint.pt")["state"]["total_wall_time_s"])
-        save_model(result.model, folder / "model.pt",
-                   metadata={"train_config": config.to_dict(), "best_metrics": result.best_metrics})
+        save_model(
+            result.model,
+            folder / "model.pt",
+            metadata={"train_config": config.to_dict(), "best_metrics": result.best_metrics},
+        )
         result.history.to_csv(folder / "history.csv", index=False)
         keep = ("energy_mae", "forces_mae", "forces_rmse", "n")
         return {
@@ -329,8 +350,9 @@ def learning_curve(
             params = model_params(scale, size, seed, reference, variant, dataset.key, member)
             if load_artifact(STAGE, params, root) is None and data is None:
                 data = load_scale_data(scale, seed, reference, root, artifact=dataset)
-            artifact = train_scale_model(scale, size, seed, reference, variant, root, progress, device, data,
-                                         member=member)
+            artifact = train_scale_model(
+                scale, size, seed, reference, variant, root, progress, device, data, member=member
+            )
             rows.append(_curve_row(artifact, size, variant, member))
     table = pd.DataFrame(rows)
     table.attrs["dataset"] = dataset
@@ -352,8 +374,10 @@ class ConvergenceStatus:
     @property
     def sentence(self) -> str:
         """What the chapter prints: how many models converged, and which did not."""
-        head = (f"{self.n_converged} of {self.n_models} models stopped because their validation loss "
-                "stopped improving (early stopping)")
+        head = (
+            f"{self.n_converged} of {self.n_models} models stopped because their validation loss "
+            "stopped improving (early stopping)"
+        )
         if self.all_converged:
             return head + "; none hit the step cap."
         hit = ", ".join(f"{n:,} configurations seed {k} ({steps:,} steps)" for n, k, steps in self.capped)
@@ -447,10 +471,19 @@ def sanity_check_real_data(
         )
     r = recipe(scale)
     config = TrainConfig(
-        lr=r.lr, batch_size=min(r.batch_size, n_train), max_steps=steps, warmup_steps=min(r.warmup_steps, steps),
-        decay_steps=steps, decay_rate=0.1, energy_weight=r.energy_weight, force_weight=r.force_weight,
-        patience=r.patience, eval_every=max(1, steps // 5),
-        checkpoint_every=max(1, steps // 5), seed=seed, dtype=r.dtype,
+        lr=r.lr,
+        batch_size=min(r.batch_size, n_train),
+        max_steps=steps,
+        warmup_steps=min(r.warmup_steps, steps),
+        decay_steps=steps,
+        decay_rate=0.1,
+        energy_weight=r.energy_weight,
+        force_weight=r.force_weight,
+        patience=r.patience,
+        eval_every=max(1, steps // 5),
+        checkpoint_every=max(1, steps // 5),
+        seed=seed,
+        dtype=r.dtype,
     )
     params = {
         "file": path.name,
@@ -543,11 +576,13 @@ def training_step_cost(
                 torch.cuda.synchronize()
             if i:
                 times.append(time.perf_counter() - start)
-        rows.append({
-            "preset": name,
-            "variant": variant,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "batch_size": int(batch.num_graphs),
-            "seconds_per_step": float(np.median(times)),
-        })
+        rows.append(
+            {
+                "preset": name,
+                "variant": variant,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "batch_size": int(batch.num_graphs),
+                "seconds_per_step": float(np.median(times)),
+            }
+        )
     return pd.DataFrame(rows)

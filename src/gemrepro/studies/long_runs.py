@@ -53,13 +53,30 @@ unlike the sweep's per-system seeds, so these are new replicas, not the sweep's 
 
 
 def _params(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int) -> dict:
-    return {"scale": scale.name, "model": model.key, "starts": starts.key, "design": asdict(design),
-            "seed": int(seed), "dt_fs": DEFAULT_DT_FS, "friction_per_fs": DEFAULT_FRICTION_PER_FS,
-            "criteria": repr(StabilityCriteria()), "stage_version": STAGE_VERSION}
+    return {
+        "scale": scale.name,
+        "model": model.key,
+        "starts": starts.key,
+        "design": asdict(design),
+        "seed": int(seed),
+        "dt_fs": DEFAULT_DT_FS,
+        "friction_per_fs": DEFAULT_FRICTION_PER_FS,
+        "criteria": repr(StabilityCriteria()),
+        "stage_version": STAGE_VERSION,
+    }
 
 
-def long_run(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDesign, seed: int = 0, root=None,
-             progress: bool = False, device: str = "cpu", shipped: bool = True) -> Artifact:
+def long_run(
+    scale: Scale,
+    model: Artifact,
+    starts: Artifact,
+    design: LongRunDesign,
+    seed: int = 0,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+    shipped: bool = True,
+) -> Artifact:
     """The long run of ``model`` on every start structure x ``design.n_seeds``; cached, shipped at ``tiny``.
 
     ``shipped=False`` computes it even when the scale's bundle holds it (the test that the bundle is
@@ -78,21 +95,42 @@ def long_run(scale: Scale, model: Artifact, starts: Artifact, design: LongRunDes
     def build(folder: Path, workdir: Path) -> dict:
         with one_torch_thread():
             potential = potential_from_checkpoint(model.file("model.pt"), device=device)
-            summary = run_queue(potential, systems, n_steps=design.n_steps, folder=workdir / "runs",
-                                slots=len(systems), temperatures=design.temperature, seeds=SEED_BASE + int(seed),
-                                frame_interval=design.frame_interval, checkpoint_interval=design.checkpoint_interval,
-                                device=device, progress=progress)
+            summary = run_queue(
+                potential,
+                systems,
+                n_steps=design.n_steps,
+                folder=workdir / "runs",
+                slots=len(systems),
+                temperatures=design.temperature,
+                seeds=SEED_BASE + int(seed),
+                frame_interval=design.frame_interval,
+                checkpoint_interval=design.checkpoint_interval,
+                device=device,
+                progress=progress,
+            )
         rows = []
         for k, (atoms, steps, failure) in enumerate(zip(systems, summary.steps, summary.failures, strict=True)):
-            rows.append({"system": k, "molecule": atoms.info["name"], "replica": k % design.n_seeds,
-                         "temperature": design.temperature, "failed": failure is not None,
-                         "failure_step": -1 if failure is None else failure.step,
-                         "time_to_failure_ps": np.nan if failure is None else failure.time_ps,
-                         "failure_rule": "" if failure is None else failure.rule, "steps": steps})
+            rows.append(
+                {
+                    "system": k,
+                    "molecule": atoms.info["name"],
+                    "replica": k % design.n_seeds,
+                    "temperature": design.temperature,
+                    "failed": failure is not None,
+                    "failure_step": -1 if failure is None else failure.step,
+                    "time_to_failure_ps": np.nan if failure is None else failure.time_ps,
+                    "failure_rule": "" if failure is None else failure.rule,
+                    "steps": steps,
+                }
+            )
         shutil.move(str(workdir / "runs"), folder / "runs")
         pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-        return {"n_systems": len(rows), "n_failed": int(sum(r["failed"] for r in rows)),
-                "system_steps": summary.system_steps, "md_wall_time_s": round(summary.wall_time_s, 2)}
+        return {
+            "n_systems": len(rows),
+            "n_failed": int(sum(r["failed"] for r in rows)),
+            "system_steps": summary.system_steps,
+            "md_wall_time_s": round(summary.wall_time_s, 2),
+        }
 
     return get_or_create(STAGE, params, build, root, resumable=True)
 
@@ -114,21 +152,34 @@ class LongRuns:
     trajectories: pd.DataFrame  # one row per (train_size, system)
 
 
-def long_runs(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", variant: str | None = None,
-              root=None, progress: bool = False, device: str = "cpu") -> LongRuns:
+def long_runs(
+    scale: Scale,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    variant: str | None = None,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> LongRuns:
     """The scale's long runs of its sparsest and densest learning-curve models (seed ``seed``)."""
     root = Path(root) if root else artifacts_dir()
     design = scale.long_runs
     if design is None:
         raise ValueError(f"scale {scale.name!r} has no long-run design (Scale.long_runs)")
-    curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=resolve_variant(scale, variant),
-                           root=root, progress=progress, device=device)
+    curve = learning_curve(
+        scale=scale,
+        seed=seed,
+        reference=reference,
+        variant=resolve_variant(scale, variant),
+        root=root,
+        progress=progress,
+        device=device,
+    )
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
     chosen = {n: models[n] for n in (min(models), max(models))}
     starts = start_structures(n_md_molecules(scale), seed, root)
     runs = {n: long_run(scale, model, starts, design, seed, root, progress, device) for n, model in chosen.items()}
-    trajectories = pd.concat([long_runs_table(run).assign(train_size=n) for n, run in runs.items()],
-                             ignore_index=True)
+    trajectories = pd.concat([long_runs_table(run).assign(train_size=n) for n, run in runs.items()], ignore_index=True)
     return LongRuns(design, chosen, runs, trajectories)
 
 
@@ -146,7 +197,10 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     curve = learning_curves(scale, root=root, progress=progress, members=None)
     swept = temperature_sweep(scale, root=root, progress=progress)
     runs = long_runs(scale, root=root, progress=progress)
-    entries = ([f"{MODEL_STAGE}/{key}" for key in curve["key"]] + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
-               + [f"{STAGE}/{run.key}" for run in runs.runs.values()])
+    entries = (
+        [f"{MODEL_STAGE}/{key}" for key in curve["key"]]
+        + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
+        + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
+    )
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
     return output, len(entries)

@@ -74,15 +74,21 @@ NO_DISPERSION: dict[str, dict] = {"gfn2-xtb": {"dispersion": False}, "pbe0": {"d
 
 def out_of_sample_protocol(scale: Scale) -> Protocol:
     """The scale's MD protocol (length, time step, 72 frames) at the paper's single temperature, 1200 K."""
-    return Protocol(scale.md_time_ps, (float(paper.OUT_OF_SAMPLE["temperature"]),),
-                    n_sampled_frames=scale.n_sampled_frames)
+    return Protocol(
+        scale.md_time_ps, (float(paper.OUT_OF_SAMPLE["temperature"]),), n_sampled_frames=scale.n_sampled_frames
+    )
 
 
 def out_of_sample_starts(seed: int = 0, root=None) -> Artifact:
     """The four out-of-sample molecules, conformer-embedded and relaxed with GFN2-xTB (:data:`RELAX`); ``start.xyz``."""
     molecules = molecules_of_fig3()
-    params = {"molecules": {m.name: m.smiles for m in molecules}, "seed": int(seed), "relax": SAMPLER_METHOD,
-              "relax_settings": RELAX, "stage_version": STAGE_VERSION}
+    params = {
+        "molecules": {m.name: m.smiles for m in molecules},
+        "seed": int(seed),
+        "relax": SAMPLER_METHOD,
+        "relax_settings": RELAX,
+        "stage_version": STAGE_VERSION,
+    }
 
     def build(folder: Path) -> dict:
         method = get_method(SAMPLER_METHOD)
@@ -134,8 +140,9 @@ def frame_dispersion(md: Artifact, frames: pd.DataFrame, beyond: dict[str, float
     if bad:
         raise ValueError(f"beyond: expected positive distances in Å, got {bad}")
     rows = []
-    for (s, k), (numbers, positions) in zip(frames[["system", "frame"]].astype(int).itertuples(index=False),
-                                            _frame_geometries(md, frames)):
+    for (s, k), (numbers, positions) in zip(
+        frames[["system", "frame"]].astype(int).itertuples(index=False), _frame_geometries(md, frames)
+    ):
         row = {"system": s, "frame": k, "d4_energy": np.nan, **{name: np.nan for name in beyond}}
         if np.all(np.isfinite(positions)):
             pairs = d4_pair_energies(numbers, positions)
@@ -152,8 +159,11 @@ def force_component_errors(labels: Artifact) -> pd.DataFrame:
     with np.load(labels.file("forces.npz")) as forces:
         difference = forces["model"] - forces["reference"]
         offsets = forces["atom_offset"]
-    parts = [pd.DataFrame({"molecule": row.molecule, "error": difference[offsets[i]:offsets[i + 1]].ravel()})
-             for i, row in enumerate(frames.itertuples(index=False)) if row.converged]
+    parts = [
+        pd.DataFrame({"molecule": row.molecule, "error": difference[offsets[i] : offsets[i + 1]].ravel()})
+        for i, row in enumerate(frames.itertuples(index=False))
+        if row.converged
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({"molecule": [], "error": []})
 
 
@@ -201,27 +211,46 @@ def out_of_sample(
     variant = resolve_variant(scale, variant)
     root = Path(root) if root else artifacts_dir()
     protocol = out_of_sample_protocol(scale)
-    curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root,
-                           progress=progress, device=device)
+    curve = learning_curve(
+        scale=scale, seed=seed, reference=reference, variant=variant, root=root, progress=progress, device=device
+    )
     largest = int(np.argmax(curve["train_size"].to_numpy()))
     model = model_artifacts(curve, root=root)[largest]
     starts = out_of_sample_starts(seed, root)
     md = run_sweep_md(model, starts, protocol, seed, root, progress, device)
     chosen = sampled_frames(md, protocol.n_sampled_frames)
-    labels = relabel_runs({"full": (md, chosen)}, reference, root=root, scheduler=scheduler,
-                          n_workers=n_workers)["full"]
-    bare = relabel_runs({"bare": (md, chosen)}, reference, NO_DISPERSION[reference], root=root,
-                        scheduler=scheduler, n_workers=n_workers)["bare"]
+    labels = relabel_runs({"full": (md, chosen)}, reference, root=root, scheduler=scheduler, n_workers=n_workers)[
+        "full"
+    ]
+    bare = relabel_runs(
+        {"bare": (md, chosen)}, reference, NO_DISPERSION[reference], root=root, scheduler=scheduler, n_workers=n_workers
+    )["bare"]
     cutoff, reach = model_ranges(model)
 
     frames = load_frames(labels)
     without = load_frames(bare)[["system", "frame", "reference_atomization_energy"]]
-    frames = frames.merge(without.rename(columns={"reference_atomization_energy":
-                                                  "reference_atomization_energy_no_dispersion"}),
-                          on=["system", "frame"], how="left", validate="one_to_one")
-    frames["dispersion_energy"] = (frames["reference_atomization_energy"]
-                                   - frames["reference_atomization_energy_no_dispersion"])
+    frames = frames.merge(
+        without.rename(columns={"reference_atomization_energy": "reference_atomization_energy_no_dispersion"}),
+        on=["system", "frame"],
+        how="left",
+        validate="one_to_one",
+    )
+    frames["dispersion_energy"] = (
+        frames["reference_atomization_energy"] - frames["reference_atomization_energy_no_dispersion"]
+    )
     d4 = frame_dispersion(md, frames, {"d4_beyond_cutoff": cutoff, "d4_beyond_receptive_field": reach})
     frames = frames.merge(d4, on=["system", "frame"], how="left", validate="one_to_one")
-    return OutOfSample(protocol, starts, model, int(curve["train_size"].iloc[largest]), md, labels, bare,
-                       cutoff, reach, systems_table(md), frames, force_component_errors(labels))
+    return OutOfSample(
+        protocol,
+        starts,
+        model,
+        int(curve["train_size"].iloc[largest]),
+        md,
+        labels,
+        bare,
+        cutoff,
+        reach,
+        systems_table(md),
+        frames,
+        force_component_errors(labels),
+    )

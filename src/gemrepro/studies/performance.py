@@ -85,8 +85,13 @@ def hardware_fingerprint(device: str | torch.device = "auto") -> dict[str, str |
     gpu = None
     if resolved.type == "cuda":
         gpu = torch.cuda.get_device_name(resolved)
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": gpu, "device": resolved.type}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "device": resolved.type,
+    }
 
 
 def hardware_label(fingerprint: dict) -> str:
@@ -108,9 +113,18 @@ def _measure(kind: str, params: dict, run, device: str | torch.device, root) -> 
 
 
 # ----------------------------------------------------------------------------- the four measurements
-def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tiny", *, variant: str = "T",
-                       seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
+def measure_md_speedup(
+    n_systems: int = 4,
+    n_steps: int = 20,
+    preset: str = "tiny",
+    *,
+    variant: str = "T",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    root=None,
+) -> Artifact:
     """Batched MD against the ASE Langevin loop, same systems and steps: ``result`` of ``benchmark_md``."""
+
     def run() -> dict:
         torch.manual_seed(seed)
         model = build_model(variant, preset)
@@ -120,9 +134,18 @@ def measure_md_speedup(n_systems: int = 4, n_steps: int = 20, preset: str = "tin
     return _measure("md-speedup", params, run, device, root)
 
 
-def measure_md_profile(n_systems: int = 60, *, calls: int = 5, preset: str = "tiny", variant: str = "T", seed: int = 0,
-                       device: str | torch.device = "auto", root=None) -> Artifact:
+def measure_md_profile(
+    n_systems: int = 60,
+    *,
+    calls: int = 5,
+    preset: str = "tiny",
+    variant: str = "T",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    root=None,
+) -> Artifact:
     """Where one batched energy-and-forces call spends its time: ``result`` of ``profile_potential``."""
+
     def run() -> dict:
         torch.manual_seed(seed)
         return profile_potential(build_model(variant, preset), benchmark_systems(n_systems, seed), device, calls)
@@ -131,20 +154,38 @@ def measure_md_profile(n_systems: int = 60, *, calls: int = 5, preset: str = "ti
     return _measure("md-profile", params, run, device, root)
 
 
-def measure_batch_scaling(n_systems: int = 60, *, repeats: int = 3, preset: str = "tiny", variant: str = "T",
-                          seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
+def measure_batch_scaling(
+    n_systems: int = 60,
+    *,
+    repeats: int = 3,
+    preset: str = "tiny",
+    variant: str = "T",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    root=None,
+) -> Artifact:
     """Force-call time against batch size, and the speed-up bound it implies: ``result`` of ``batch_scaling``."""
+
     def run() -> dict:
         torch.manual_seed(seed)
-        return batch_scaling(build_model(variant, preset), benchmark_systems(n_systems, seed), device=device,
-                             repeats=repeats)
+        return batch_scaling(
+            build_model(variant, preset), benchmark_systems(n_systems, seed), device=device, repeats=repeats
+        )
 
     params = {"n_systems": n_systems, "repeats": repeats, "preset": preset, "variant": variant, "seed": seed}
     return _measure("batch-scaling", params, run, device, root)
 
 
-def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: str = "tiny", *, variant: str = "T",
-                       repeats: int = 3, seed: int = 0, device: str | torch.device = "auto", root=None) -> Artifact:
+def measure_model_cost(
+    sizes: tuple[int, ...] = (8, 16, 32, 64, 128),
+    preset: str = "tiny",
+    *,
+    variant: str = "T",
+    repeats: int = 3,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    root=None,
+) -> Artifact:
     """Energy+force cost of one molecule-like cluster per size: ``result["rows"]`` of ``benchmark_model``."""
     if not sizes or any(int(n) < 1 for n in sizes):
         raise ValueError(f"sizes: expected positive atom counts, got {sizes!r}")
@@ -152,15 +193,18 @@ def measure_model_cost(sizes: tuple[int, ...] = (8, 16, 32, 64, 128), preset: st
     def run() -> dict:
         torch.manual_seed(seed)
         model = build_model(variant, preset).to(resolve_device(device))
-        rows = bench.benchmark_model(model, batch_size=8, sizes=tuple(int(n) for n in sizes), repeats=repeats, seed=seed)
+        rows = bench.benchmark_model(
+            model, batch_size=8, sizes=tuple(int(n) for n in sizes), repeats=repeats, seed=seed
+        )
         return {"rows": rows, "linearity": cost_linearity(rows)}
 
     params = {"sizes": list(sizes), "preset": preset, "variant": variant, "repeats": repeats, "seed": seed}
     return _measure("model-cost", params, run, device, root)
 
 
-def measure_labelling(n_configurations: int = 240, workers: tuple[int, ...] = (1, 2), reference: str = "gfn2-xtb",
-                      root=None) -> Artifact:
+def measure_labelling(
+    n_configurations: int = 240, workers: tuple[int, ...] = (1, 2), reference: str = "gfn2-xtb", root=None
+) -> Artifact:
     """Reference labels per second for each number of Dask workers: ``result["rows"]``."""
     workers = tuple(sorted({int(w) for w in workers}))
     if not workers or workers[0] < 1:
@@ -180,9 +224,17 @@ def measure_labelling(n_configurations: int = 240, workers: tuple[int, ...] = (1
     return _measure("labelling", params, run, "cpu", root)
 
 
-def measure_training(preset: str = "tiny", *, variant: str = "T", batch_size: int = 8, n_steps: int = 6,
-                     atoms_per_molecule: int = 17, seed: int = 0, device: str | torch.device = "auto",
-                     root=None) -> Artifact:
+def measure_training(
+    preset: str = "tiny",
+    *,
+    variant: str = "T",
+    batch_size: int = 8,
+    n_steps: int = 6,
+    atoms_per_molecule: int = 17,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    root=None,
+) -> Artifact:
     """Training updates (forward, force double-backward, AMSGrad, EMA) per second, in samples per second.
 
     The rate is timed between the first and the last update, so start-up, validation and
@@ -196,24 +248,55 @@ def measure_training(preset: str = "tiny", *, variant: str = "T", batch_size: in
         structures = []
         for _ in range(batch_size * n_steps + 1):
             cluster = molecule_like_cluster(atoms_per_molecule, generator)
-            structures.append(Data(z=cluster.z, pos=cluster.pos, energy=torch.zeros(1, dtype=torch.float64),
-                                   forces=torch.zeros(atoms_per_molecule, 3, dtype=torch.float64)))
+            structures.append(
+                Data(
+                    z=cluster.z,
+                    pos=cluster.pos,
+                    energy=torch.zeros(1, dtype=torch.float64),
+                    forces=torch.zeros(atoms_per_molecule, 3, dtype=torch.float64),
+                )
+            )
         torch.manual_seed(seed)
         model = build_model(variant, preset)
-        config = TrainConfig(batch_size=batch_size, max_steps=n_steps, warmup_steps=1, eval_every=10**9,
-                             checkpoint_every=10**9, seed=seed, device=str(resolve_device(device)),
-                             fit_element_references=False)
+        config = TrainConfig(
+            batch_size=batch_size,
+            max_steps=n_steps,
+            warmup_steps=1,
+            eval_every=10**9,
+            checkpoint_every=10**9,
+            seed=seed,
+            device=str(resolve_device(device)),
+            fit_element_references=False,
+        )
         stamps: list[float] = []
         with tempfile.TemporaryDirectory(prefix="gemrepro-bench-train-") as folder:
-            train_model(model, structures[:-1], structures[-1:], config, folder, progress=False,
-                        callback=lambda step, info: stamps.append(time.perf_counter()))
+            train_model(
+                model,
+                structures[:-1],
+                structures[-1:],
+                config,
+                folder,
+                progress=False,
+                callback=lambda step, info: stamps.append(time.perf_counter()),
+            )
         seconds_per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-        return {"batch_size": batch_size, "atoms_per_molecule": atoms_per_molecule, "n_steps": n_steps,
-                "parameters": sum(p.numel() for p in model.parameters()), "seconds_per_step": seconds_per_step,
-                "samples_per_s": batch_size / seconds_per_step}
+        return {
+            "batch_size": batch_size,
+            "atoms_per_molecule": atoms_per_molecule,
+            "n_steps": n_steps,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds_per_step": seconds_per_step,
+            "samples_per_s": batch_size / seconds_per_step,
+        }
 
-    params = {"preset": preset, "variant": variant, "batch_size": batch_size, "n_steps": n_steps,
-              "atoms_per_molecule": atoms_per_molecule, "seed": seed}
+    params = {
+        "preset": preset,
+        "variant": variant,
+        "batch_size": batch_size,
+        "n_steps": n_steps,
+        "atoms_per_molecule": atoms_per_molecule,
+        "seed": seed,
+    }
     return _measure("training", params, run, device, root)
 
 
@@ -235,8 +318,12 @@ def cost_linearity(rows: list[dict]) -> dict[str, float]:
     r_squared = 1.0 - float(residual @ residual) / float(((seconds - seconds.mean()) ** 2).sum())
     order = np.argsort(atoms)
     per_atom = seconds / atoms
-    return {"slope_us_per_atom": 1e6 * float(slope), "intercept_ms": 1e3 * float(intercept), "r_squared": r_squared,
-            "per_atom_ratio": float(per_atom[order[-1]] / per_atom[order[len(order) // 2]])}
+    return {
+        "slope_us_per_atom": 1e6 * float(slope),
+        "intercept_ms": 1e3 * float(intercept),
+        "r_squared": r_squared,
+        "per_atom_ratio": float(per_atom[order[-1]] / per_atom[order[len(order) // 2]]),
+    }
 
 
 @dataclass(frozen=True)
@@ -252,17 +339,25 @@ class PerformanceResults:
         return self.md, self.model, self.labelling, self.training
 
 
-def performance_suite(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb",
-                      device: str | torch.device = "auto", root=None) -> PerformanceResults:
+def performance_suite(
+    scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", device: str | torch.device = "auto", root=None
+) -> PerformanceResults:
     """All four measurements of ``scale`` on this machine (each cached on its own)."""
     plan = plan_for(scale)
     return PerformanceResults(
         md=measure_md_speedup(plan.md_systems, plan.md_steps, plan.model_preset, seed=seed, device=device, root=root),
-        model=measure_model_cost(plan.model_sizes, plan.model_preset, repeats=plan.model_repeats, seed=seed,
-                                 device=device, root=root),
+        model=measure_model_cost(
+            plan.model_sizes, plan.model_preset, repeats=plan.model_repeats, seed=seed, device=device, root=root
+        ),
         labelling=measure_labelling(plan.label_configurations, plan.label_workers, reference, root=root),
-        training=measure_training(plan.train_preset, batch_size=plan.train_batch_size, n_steps=plan.train_steps,
-                                  seed=seed, device=device, root=root),
+        training=measure_training(
+            plan.train_preset,
+            batch_size=plan.train_batch_size,
+            n_steps=plan.train_steps,
+            seed=seed,
+            device=device,
+            root=root,
+        ),
     )
 
 
@@ -296,9 +391,17 @@ def collect_measurements(root=None, like: PerformanceResults | None = None) -> p
         if wanted is not None and _without_hardware(params) not in wanted:
             continue
         quantity, headline = _HEADLINE[kind]
-        rows.append({"measurement": kind, "hardware": hardware_label(params["hardware"]),
-                     "device": params["hardware"]["device"], "quantity": quantity, "value": float(headline(result)),
-                     "created": manifest.get("created"), "key": manifest_path.parent.name})
+        rows.append(
+            {
+                "measurement": kind,
+                "hardware": hardware_label(params["hardware"]),
+                "device": params["hardware"]["device"],
+                "quantity": quantity,
+                "value": float(headline(result)),
+                "created": manifest.get("created"),
+                "key": manifest_path.parent.name,
+            }
+        )
     return pd.DataFrame(rows, columns=["measurement", "hardware", "device", "quantity", "value", "created", "key"])
 
 

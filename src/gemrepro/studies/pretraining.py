@@ -118,15 +118,16 @@ class Target:
 
 def _split(n: int, plan: Plan, seed: int, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if plan.n_target_frames > n:
-        raise ValueError(f"{name}: holds {n} frames, expected at least {plan.n_target_frames} "
-                         f"({plan.n_train} train + {plan.n_validation} validation + {plan.n_test} test)")
+        raise ValueError(
+            f"{name}: holds {n} frames, expected at least {plan.n_target_frames} "
+            f"({plan.n_train} train + {plan.n_validation} validation + {plan.n_test} test)"
+        )
     order = np.random.default_rng(seed).permutation(n)
     a, b = plan.n_train, plan.n_train + plan.n_validation
-    return order[:a], order[a:b], order[b:plan.n_target_frames]
+    return order[:a], order[a:b], order[b : plan.n_target_frames]
 
 
-def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", target_file=None,
-                      root=None) -> Target:
+def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", target_file=None, root=None) -> Target:
     """The MD17-style frames to fine-tune on: reference-method MD of the plan's molecule (cached), or
     ``target_file`` (a real MD17/rMD17 ``.npz`` or any file :func:`gemrepro.data.read` loads).
 
@@ -139,8 +140,9 @@ def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", 
         name = str(frames[0].info.get("name", path.stem)) if frames else path.stem
         train, validation, test = _split(len(frames), plan, seed, f"target_file {path.name}")
         return Target(name, frames, train, validation, test, frames[0].copy(), f"file:{_file_digest(path)}")
-    recipe = MDRecipe(temperature=plan.target_temperature, n_frames=plan.n_target_frames,
-                      frame_interval=plan.target_frame_interval)
+    recipe = MDRecipe(
+        temperature=plan.target_temperature, n_frames=plan.n_target_frames, frame_interval=plan.target_frame_interval
+    )
     artifact = reference_md_frames(MD17[plan.molecule], recipe, reference, seed, name=plan.molecule, root=root)
     frames = read_frames(artifact)
     train, validation, test = _split(len(frames), plan, seed, f"reference MD of {plan.molecule}")
@@ -149,19 +151,26 @@ def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", 
 
 
 # ----------------------------------------------------------------------------- the corpus
-def hot_samples(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "",
-                root=None) -> list[Artifact]:
+def hot_samples(
+    scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "", root=None
+) -> list[Artifact]:
     """High-temperature reference-MD frames of the first molecules of the MD list (one artifact each).
 
     Molecules with ``exclude_formula`` (the fine-tuning target's) are skipped.
     """
     plan = plan_for(scale)
-    recipe = MDRecipe(temperature=plan.hot_temperature, n_frames=plan.hot_frames, frame_interval=5,
-                      equilibration_steps=100)
-    chosen = [(name, smiles) for name, smiles in MD_MOLECULES.items()
-              if Atoms(molecule_from_smiles(smiles).formula).get_chemical_formula() != exclude_formula]
-    return [reference_md_frames(smiles, recipe, reference, seed, name=name, root=root)
-            for name, smiles in chosen[:plan.hot_molecules]]
+    recipe = MDRecipe(
+        temperature=plan.hot_temperature, n_frames=plan.hot_frames, frame_interval=5, equilibration_steps=100
+    )
+    chosen = [
+        (name, smiles)
+        for name, smiles in MD_MOLECULES.items()
+        if Atoms(molecule_from_smiles(smiles).formula).get_chemical_formula() != exclude_formula
+    ]
+    return [
+        reference_md_frames(smiles, recipe, reference, seed, name=name, root=root)
+        for name, smiles in chosen[: plan.hot_molecules]
+    ]
 
 
 @dataclass(frozen=True)
@@ -174,8 +183,9 @@ class Corpus:
     n_excluded: int
 
 
-def pretraining_corpus(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
-                       exclude_formula: str = "", root=None) -> Corpus:
+def pretraining_corpus(
+    scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None, exclude_formula: str = "", root=None
+) -> Corpus:
     """The scale's QM7-X-style dataset plus hot samples of many molecules, or ``corpus_file``.
 
     Configurations whose formula is ``exclude_formula`` are dropped (the target must stay unseen).
@@ -202,10 +212,20 @@ def _train_config(scale: Scale, steps: int, seed: int):
     """The learning-curve recipe of the scale with ``steps`` updates: both target models share it."""
     r = recipe(scale)
     return TrainConfig(
-        lr=r.lr, batch_size=r.batch_size, max_steps=steps, warmup_steps=r.warmup_steps, decay_steps=steps,
-        decay_rate=r.decay_rate, ema_decay=r.ema_decay, energy_weight=r.energy_weight,
-        force_weight=r.force_weight, patience=r.patience, eval_every=r.eval_every,
-        checkpoint_every=r.checkpoint_every, seed=seed, dtype=r.dtype,
+        lr=r.lr,
+        batch_size=r.batch_size,
+        max_steps=steps,
+        warmup_steps=r.warmup_steps,
+        decay_steps=steps,
+        decay_rate=r.decay_rate,
+        ema_decay=r.ema_decay,
+        energy_weight=r.energy_weight,
+        force_weight=r.force_weight,
+        patience=r.patience,
+        eval_every=r.eval_every,
+        checkpoint_every=r.checkpoint_every,
+        seed=seed,
+        dtype=r.dtype,
     )
 
 
@@ -220,8 +240,19 @@ def _fresh_model(scale: Scale, train_set, config) -> torch.nn.Module:
     return model
 
 
-def _train(stage: str, params: dict, scale: Scale, model_factory, train_set, val_set, test_set, config, root: Path,
-           progress: bool, device: str) -> Artifact:
+def _train(
+    stage: str,
+    params: dict,
+    scale: Scale,
+    model_factory,
+    train_set,
+    val_set,
+    test_set,
+    config,
+    root: Path,
+    progress: bool,
+    device: str,
+) -> Artifact:
     """Train (resumably, in a work folder) and store ``model.pt``, ``history.csv`` and the errors."""
     config = replace(config, device=device)
 
@@ -234,14 +265,26 @@ def _train(stage: str, params: dict, scale: Scale, model_factory, train_set, val
             metrics["test"] = {k: test[k] for k in keep}
         save_model(result.model, folder / "model.pt", metadata={"train_config": config.to_dict()})
         result.history.to_csv(folder / "history.csv", index=False)
-        return {"metrics": metrics, "steps": result.steps, "best_step": result.best_metrics["step"],
-                "stop_reason": result.stop_reason, "training_wall_time_s": round(result.wall_time_s, 2)}
+        return {
+            "metrics": metrics,
+            "steps": result.steps,
+            "best_step": result.best_metrics["step"],
+            "stop_reason": result.stop_reason,
+            "training_wall_time_s": round(result.wall_time_s, 2),
+        }
 
     return get_or_create(stage, params, build, root, resumable=True)
 
 
-def pretrain_model(corpus: Corpus, scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", root=None,
-                   progress: bool = False, device: str = "cpu") -> Artifact:
+def pretrain_model(
+    corpus: Corpus,
+    scale: Scale,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> Artifact:
     """GemNet-T trained on the corpus (a random 4:1 train/validation split; validation capped as in the
     learning curves). Stands in for the OC20-pretrained GemNet-T of the paper."""
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
@@ -250,22 +293,48 @@ def pretrain_model(corpus: Corpus, scale: Scale, seed: int = 0, reference: str =
     max_validation = recipe(scale).max_validation
     if max_validation is not None:
         n_val = min(n_val, max_validation)
-    params = {"scale": scale.name, "seed": int(seed), "reference": reference, "corpus": corpus.sources,
-              "n_excluded": corpus.n_excluded, "n_validation": n_val, "model": _model_config(scale).to_dict(),
-              "train": config.to_dict(), "stage_version": STAGE_VERSION}
+    params = {
+        "scale": scale.name,
+        "seed": int(seed),
+        "reference": reference,
+        "corpus": corpus.sources,
+        "n_excluded": corpus.n_excluded,
+        "n_validation": n_val,
+        "model": _model_config(scale).to_dict(),
+        "train": config.to_dict(),
+        "stage_version": STAGE_VERSION,
+    }
     found = load_artifact(PRETRAIN_STAGE, params, root)
     if found is not None:
         return found
     graphs = AtomsDataset.from_atoms(corpus.frames, energy_key="atomization_energy")
     order = np.random.default_rng(seed).permutation(len(graphs))
     val_set, train_set = graphs.subset(order[:n_val]), graphs.subset(order[n_val:])
-    return _train(PRETRAIN_STAGE, params, scale, lambda: _fresh_model(scale, train_set, config), train_set, val_set,
-                  None, config, root, progress, device)
+    return _train(
+        PRETRAIN_STAGE,
+        params,
+        scale,
+        lambda: _fresh_model(scale, train_set, config),
+        train_set,
+        val_set,
+        None,
+        config,
+        root,
+        progress,
+        device,
+    )
 
 
-def train_target_model(target: Target, scale: Scale, seed: int = 0, reference: str = "gfn2-xtb",
-                       init: Artifact | None = None, root=None, progress: bool = False,
-                       device: str = "cpu") -> Artifact:
+def train_target_model(
+    target: Target,
+    scale: Scale,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    init: Artifact | None = None,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> Artifact:
     """A model of the target molecule: from scratch (``init=None``) or fine-tuned from ``init``.
 
     Both use the same recipe, steps and split; the fine-tuned one keeps the pretrained weights and
@@ -274,10 +343,17 @@ def train_target_model(target: Target, scale: Scale, seed: int = 0, reference: s
     """
     plan, root = plan_for(scale), Path(root) if root else artifacts_dir()
     config = _train_config(scale, plan.finetune_steps, seed)
-    params = {"scale": scale.name, "seed": int(seed), "reference": reference, "target": target.source,
-              "split": [len(target.train), len(target.validation), len(target.test)],
-              "init": init.key if init is not None else None, "model": _model_config(scale).to_dict(),
-              "train": config.to_dict(), "stage_version": STAGE_VERSION}
+    params = {
+        "scale": scale.name,
+        "seed": int(seed),
+        "reference": reference,
+        "target": target.source,
+        "split": [len(target.train), len(target.validation), len(target.test)],
+        "init": init.key if init is not None else None,
+        "model": _model_config(scale).to_dict(),
+        "train": config.to_dict(),
+        "stage_version": STAGE_VERSION,
+    }
     found = load_artifact(MODEL_STAGE, params, root)
     if found is not None:
         return found
@@ -295,34 +371,68 @@ def train_target_model(target: Target, scale: Scale, seed: int = 0, reference: s
 
 
 # ----------------------------------------------------------------------------- stability MD
-def stability_run(model: Artifact, target: Target, protocol: StabilityProtocol, seed: int = 0, root=None,
-                  progress: bool = False, device: str = "cpu") -> Artifact:
+def stability_run(
+    model: Artifact,
+    target: Target,
+    protocol: StabilityProtocol,
+    seed: int = 0,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> Artifact:
     """``protocol.n_seeds`` trajectories of the target's start structure with one model, as one batch.
 
     Holds ``trajectory.h5`` and ``systems.csv`` (system, failed, failure step/time/rule). Each seed
     draws its own velocities and noise, so a trajectory does not depend on the others.
     """
     root = Path(root) if root else artifacts_dir()
-    start_digest = hashlib.sha256(np.ascontiguousarray(target.start.positions).tobytes()
-                                  + target.start.numbers.tobytes()).hexdigest()[:16]
-    params = {"model": model.key, "start": start_digest, "target": target.source, "protocol": asdict(protocol),
-              "seed": int(seed), "stage_version": STAGE_VERSION}
+    start_digest = hashlib.sha256(
+        np.ascontiguousarray(target.start.positions).tobytes() + target.start.numbers.tobytes()
+    ).hexdigest()[:16]
+    params = {
+        "model": model.key,
+        "start": start_digest,
+        "target": target.source,
+        "protocol": asdict(protocol),
+        "seed": int(seed),
+        "stage_version": STAGE_VERSION,
+    }
 
     def build(folder: Path, workdir: Path) -> dict:
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
-        summary = run_md(potential, [target.start] * protocol.n_seeds, n_steps=protocol.n_steps,
-                         path=workdir / "trajectory.h5", temperatures=protocol.temperature, seeds=int(seed),
-                         dt_fs=protocol.dt_fs, friction=protocol.friction_per_fs,
-                         frame_interval=protocol.frame_interval,
-                         checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64,
-                         device=device, progress=progress)
+        summary = run_md(
+            potential,
+            [target.start] * protocol.n_seeds,
+            n_steps=protocol.n_steps,
+            path=workdir / "trajectory.h5",
+            temperatures=protocol.temperature,
+            seeds=int(seed),
+            dt_fs=protocol.dt_fs,
+            friction=protocol.friction_per_fs,
+            frame_interval=protocol.frame_interval,
+            checkpoint_interval=max(protocol.frame_interval, 1000),
+            dtype=torch.float64,
+            device=device,
+            progress=progress,
+        )
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
-        rows = [{"system": s, "failed": f is not None, "failure_step": f.step if f else -1,
-                 "time_to_failure_ps": f.time_ps if f else float("nan"), "failure_rule": f.rule if f else ""}
-                for s, f in enumerate(summary.failures)]
+        rows = [
+            {
+                "system": s,
+                "failed": f is not None,
+                "failure_step": f.step if f else -1,
+                "time_to_failure_ps": f.time_ps if f else float("nan"),
+                "failure_rule": f.rule if f else "",
+            }
+            for s, f in enumerate(summary.failures)
+        ]
         pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-        return {"steps": summary.step, "n_frames": summary.n_frames, "n_failed": sum(r["failed"] for r in rows),
-                "md_wall_time_s": round(summary.wall_time_s, 2)}
+        return {
+            "steps": summary.step,
+            "n_frames": summary.n_frames,
+            "n_failed": sum(r["failed"] for r in rows),
+            "md_wall_time_s": round(summary.wall_time_s, 2),
+        }
 
     return get_or_create(MD_STAGE, params, build, root, resumable=True)
 
@@ -342,7 +452,7 @@ def stable_positions(run: Artifact) -> np.ndarray:
         offsets = f["systems/atom_offset"][()]
         positions, alive = f["frames/positions"][()], f["frames/alive"][()]
         stable = alive & ~failed_frames(f["frames/step"][()], f["failure/step"][()])  # == alive in a frozen run
-    chunks = [positions[stable[:, s], offsets[s]:offsets[s + 1]] for s in range(len(offsets) - 1)]
+    chunks = [positions[stable[:, s], offsets[s] : offsets[s + 1]] for s in range(len(offsets) - 1)]
     return np.concatenate(chunks) if chunks else np.empty((0, 0, 3))
 
 
@@ -372,9 +482,18 @@ def _test_errors(artifact: Artifact) -> dict:
     return artifact.manifest["metrics"]["test"]
 
 
-def pretraining_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", corpus_file=None,
-                      target_file=None, learning_curve_models: bool = True, root=None, progress: bool = False,
-                      device: str = "cpu") -> PretrainingStudy:
+def pretraining_study(
+    scale: Scale,
+    *,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    corpus_file=None,
+    target_file=None,
+    learning_curve_models: bool = True,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> PretrainingStudy:
     """The whole experiment of the second paper at one scale; every piece cached.
 
     ``learning_curve_models`` adds the learning-curve models of the scale (their own QM7-X-style
@@ -384,35 +503,65 @@ def pretraining_study(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb
     target = finetuning_target(scale, seed, reference, target_file, root)
     corpus = pretraining_corpus(scale, seed, reference, corpus_file, target.formula, root)
     pretrained = pretrain_model(corpus, scale, seed, reference, root, progress, device)
-    models = {"scratch": train_target_model(target, scale, seed, reference, None, root, progress, device),
-              "pretrained": train_target_model(target, scale, seed, reference, pretrained, root, progress, device)}
+    models = {
+        "scratch": train_target_model(target, scale, seed, reference, None, root, progress, device),
+        "pretrained": train_target_model(target, scale, seed, reference, pretrained, root, progress, device),
+    }
     runs = {name: stability_run(m, target, plan.stability, seed, root, progress, device) for name, m in models.items()}
     errors = pd.DataFrame([{"model": name, **_test_errors(m)} for name, m in models.items()])
 
-    overview = [{"model": name, "kind": f"{target.name} ({'fine-tuned' if name == 'pretrained' else 'from scratch'})",
-                 "forces_mae": _test_errors(m)["forces_mae"], "test_set": f"{target.name} MD frames"}
-                for name, m in models.items()]
+    overview = [
+        {
+            "model": name,
+            "kind": f"{target.name} ({'fine-tuned' if name == 'pretrained' else 'from scratch'})",
+            "forces_mae": _test_errors(m)["forces_mae"],
+            "test_set": f"{target.name} MD frames",
+        }
+        for name, m in models.items()
+    ]
     if learning_curve_models:
-        curve = learning_curve(scale=scale, seed=seed, reference=reference, root=root, progress=progress,
-                               device=device)
+        curve = learning_curve(scale=scale, seed=seed, reference=reference, root=root, progress=progress, device=device)
         for (_, row), artifact in zip(curve.iterrows(), model_artifacts(curve, root=root)):
             name = f"QM7-X-style {int(row['train_size']):,}"
             runs[name] = stability_run(artifact, target, plan.stability, seed, root, progress, device)
-            overview.append({"model": name, "kind": "learning curve", "forces_mae": float(row["forces_mae"]),
-                             "test_set": "QM7-X-style test set"})
-    trajectories = pd.concat([stability_table(run, plan.stability.time_ps).assign(model=name)
-                              for name, run in runs.items()], ignore_index=True)
+            overview.append(
+                {
+                    "model": name,
+                    "kind": "learning curve",
+                    "forces_mae": float(row["forces_mae"]),
+                    "test_set": "QM7-X-style test set",
+                }
+            )
+    trajectories = pd.concat(
+        [stability_table(run, plan.stability.time_ps).assign(model=name) for name, run in runs.items()],
+        ignore_index=True,
+    )
     medians = trajectories.groupby("model")["stable_time_ps"].median()
     fractions = trajectories.groupby("model")["failed"].mean()
     overview = pd.DataFrame(overview)
     overview["median_stable_time_ps"] = overview["model"].map(medians)
     overview["failed_fraction"] = overview["model"].map(fractions)
-    return PretrainingStudy(plan, target, corpus.sources, len(corpus.frames), corpus.artifacts, pretrained, models,
-                            runs, errors, trajectories, overview)
+    return PretrainingStudy(
+        plan,
+        target,
+        corpus.sources,
+        len(corpus.frames),
+        corpus.artifacts,
+        pretrained,
+        models,
+        runs,
+        errors,
+        trajectories,
+        overview,
+    )
 
 
-def distance_histograms(study: PretrainingStudy, models: tuple[str, ...] = MODELS,
-                        n_bins: int | None = None, max_distance: float | None = None) -> pd.DataFrame:
+def distance_histograms(
+    study: PretrainingStudy,
+    models: tuple[str, ...] = MODELS,
+    n_bins: int | None = None,
+    max_distance: float | None = None,
+) -> pd.DataFrame:
     """h(r) of the reference MD and of each model's stable frames (MDsim: 500 bins up to 10 Å).
 
     Long form: source, r (Å), h (1/Å), plus ``distance`` — ∫|h − h_reference| dr — per source.
@@ -425,6 +574,18 @@ def distance_histograms(study: PretrainingStudy, models: tuple[str, ...] = MODEL
         positions = stable_positions(study.runs[name])
         if len(positions):
             curves[name] = distance_histogram(positions, n_bins, max_distance)
-    return pd.concat([pd.DataFrame({"source": name, "r": h.r, "h": h.h, "n_frames": h.n_frames,
-                                    "distance": histogram_distance(h, reference)}) for name, h in curves.items()],
-                     ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "source": name,
+                    "r": h.r,
+                    "h": h.h,
+                    "n_frames": h.n_frames,
+                    "distance": histogram_distance(h, reference),
+                }
+            )
+            for name, h in curves.items()
+        ],
+        ignore_index=True,
+    )

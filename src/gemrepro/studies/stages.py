@@ -53,10 +53,14 @@ STAGE_CODE: tuple[StageCode, ...] = (
     StageCode("md-seeds", "gemrepro.studies.holes:STAGE_VERSION", "gemrepro.studies.holes"),
     StageCode("md-long", "gemrepro.studies.long_runs:STAGE_VERSION", "gemrepro.studies.long_runs"),
     StageCode("oos-start, oos", "gemrepro.studies.out_of_sample:STAGE_VERSION", "gemrepro.studies.out_of_sample"),
-    StageCode("pretrained, md17-models, stability-md", "gemrepro.studies.pretraining:STAGE_VERSION",
-              "gemrepro.studies.pretraining"),
-    StageCode("committee-disagreement, md-committee", "gemrepro.studies.committee:STAGE_VERSION",
-              "gemrepro.studies.committee"),
+    StageCode(
+        "pretrained, md17-models, stability-md",
+        "gemrepro.studies.pretraining:STAGE_VERSION",
+        "gemrepro.studies.pretraining",
+    ),
+    StageCode(
+        "committee-disagreement, md-committee", "gemrepro.studies.committee:STAGE_VERSION", "gemrepro.studies.committee"
+    ),
     StageCode("performance", "gemrepro.studies.performance:STAGE_VERSION", "gemrepro.studies.performance"),
     StageCode("cost-measurements", "gemrepro.studies.estimate:STAGE_VERSION", "gemrepro.studies.estimate"),
     StageCode("reference-md", "gemrepro.data.reference_md:STAGE_VERSION", "gemrepro.data.reference_md"),
@@ -82,8 +86,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -159,11 +167,15 @@ def stale_stages(recorded: dict[str, dict]) -> list[str]:
         if before is None:
             problems.append(f"{stage}: not recorded (new stage); run python -m gemrepro.studies.stages --record")
         elif now["version"] == before["version"] and now["digest"] != before["digest"]:
-            problems.append(f"{stage}: its code changed at version {now['version']}; bump the version if its "
-                            "outputs change, else record the new digest (python -m gemrepro.studies.stages --record)")
+            problems.append(
+                f"{stage}: its code changed at version {now['version']}; bump the version if its "
+                "outputs change, else record the new digest (python -m gemrepro.studies.stages --record)"
+            )
         elif now != before:
-            problems.append(f"{stage}: version {before['version']} -> {now['version']}; record it "
-                            "(python -m gemrepro.studies.stages --record)")
+            problems.append(
+                f"{stage}: version {before['version']} -> {now['version']}; record it "
+                "(python -m gemrepro.studies.stages --record)"
+            )
     return problems
 
 

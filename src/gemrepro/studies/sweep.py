@@ -129,8 +129,12 @@ def short_run_protocol(scale: Scale) -> Protocol:
 # ----------------------------------------------------------------------------- start structures
 def start_params(n_molecules: int, seed: int = 0) -> dict:
     """Cache parameters of :func:`start_structures` (a campaign asks for them without building)."""
-    return {"molecules": {m.name: m.smiles for m in md_molecules(n_molecules)}, "seed": int(seed),
-            "relax": SAMPLER_METHOD, "stage_version": START_STAGE_VERSION}
+    return {
+        "molecules": {m.name: m.smiles for m in md_molecules(n_molecules)},
+        "seed": int(seed),
+        "relax": SAMPLER_METHOD,
+        "stage_version": START_STAGE_VERSION,
+    }
 
 
 def start_structures(n_molecules: int, seed: int = 0, root=None) -> Artifact:
@@ -159,8 +163,14 @@ def start_images(artifact: Artifact) -> list[Atoms]:
 # ----------------------------------------------------------------------------- MD
 def md_params(model_key: str, starts_key: str, protocol: Protocol, seed: int = 0) -> dict:
     """Cache parameters of :func:`run_sweep_md` (a campaign asks for them without running)."""
-    return {"model": model_key, "starts": starts_key, "protocol": asdict(protocol), "seed": int(seed),
-            "after_failure": AFTER_FAILURE, "stage_version": STAGE_VERSION}
+    return {
+        "model": model_key,
+        "starts": starts_key,
+        "protocol": asdict(protocol),
+        "seed": int(seed),
+        "after_failure": AFTER_FAILURE,
+        "stage_version": STAGE_VERSION,
+    }
 
 
 def sweep_systems(starts: Artifact, protocol: Protocol) -> list[tuple[Atoms, float]]:
@@ -168,8 +178,17 @@ def sweep_systems(starts: Artifact, protocol: Protocol) -> list[tuple[Atoms, flo
     return [(atoms, t) for atoms in start_images(starts) for t in protocol.temperatures]
 
 
-def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: int, path: Path, *,
-                   n_steps: int | None = None, progress: bool = False, device: str = "cpu"):
+def simulate_sweep(
+    model: Artifact,
+    starts: Artifact,
+    protocol: Protocol,
+    seed: int,
+    path: Path,
+    *,
+    n_steps: int | None = None,
+    progress: bool = False,
+    device: str = "cpu",
+):
     """The sweep's batched Langevin run of every (molecule, temperature) into ``path``; its summary.
 
     ``n_steps`` (default the protocol's) runs only a prefix with the same frame interval and noise,
@@ -180,17 +199,35 @@ def simulate_sweep(model: Artifact, starts: Artifact, protocol: Protocol, seed: 
     with one_torch_thread():
         potential = potential_from_checkpoint(model.file("model.pt"), device=device)
         return run_md(
-            potential, [a for a, _ in systems], n_steps=protocol.n_steps if n_steps is None else int(n_steps),
-            path=path, temperatures=[t for _, t in systems], seeds=int(seed), dt_fs=protocol.dt_fs,
-            friction=protocol.friction_per_fs, frame_interval=protocol.frame_interval,
-            checkpoint_interval=max(protocol.frame_interval, 1000), dtype=torch.float64, device=device,
-            progress=progress, after_failure=AFTER_FAILURE,
+            potential,
+            [a for a, _ in systems],
+            n_steps=protocol.n_steps if n_steps is None else int(n_steps),
+            path=path,
+            temperatures=[t for _, t in systems],
+            seeds=int(seed),
+            dt_fs=protocol.dt_fs,
+            friction=protocol.friction_per_fs,
+            frame_interval=protocol.frame_interval,
+            checkpoint_interval=max(protocol.frame_interval, 1000),
+            dtype=torch.float64,
+            device=device,
+            progress=progress,
+            after_failure=AFTER_FAILURE,
         )
 
 
-def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: int = 0, root=None,
-                 progress: bool = False, device: str = "cpu", *, scale: Scale | None = None,
-                 shipped: bool = True) -> Artifact:
+def run_sweep_md(
+    model: Artifact,
+    starts: Artifact,
+    protocol: Protocol,
+    seed: int = 0,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+    *,
+    scale: Scale | None = None,
+    shipped: bool = True,
+) -> Artifact:
     """One batched MD run of every (molecule, temperature) with the model of ``model``.
 
     The artifact holds ``trajectory.h5`` (format of :mod:`gemrepro.md.trajectory`) and
@@ -212,21 +249,33 @@ def run_sweep_md(model: Artifact, starts: Artifact, protocol: Protocol, seed: in
 
     def build(folder: Path, workdir: Path) -> dict:
         systems = sweep_systems(starts, protocol)
-        summary = simulate_sweep(model, starts, protocol, seed, workdir / "trajectory.h5", progress=progress,
-                                 device=device)
+        summary = simulate_sweep(
+            model, starts, protocol, seed, workdir / "trajectory.h5", progress=progress, device=device
+        )
         shutil.move(str(workdir / "trajectory.h5"), folder / "trajectory.h5")
         rows = []
         for s, ((atoms, t), failure) in enumerate(zip(systems, summary.failures)):
-            rows.append({
-                "system": s, "molecule": atoms.info["name"], "formula": atoms.get_chemical_formula(),
-                "n_atoms": len(atoms), "temperature": t, "failed": failure is not None,
-                "failure_step": failure.step if failure else -1,
-                "time_to_failure_ps": failure.time_ps if failure else float("nan"),
-                "failure_rule": failure.rule if failure else "",
-            })
+            rows.append(
+                {
+                    "system": s,
+                    "molecule": atoms.info["name"],
+                    "formula": atoms.get_chemical_formula(),
+                    "n_atoms": len(atoms),
+                    "temperature": t,
+                    "failed": failure is not None,
+                    "failure_step": failure.step if failure else -1,
+                    "time_to_failure_ps": failure.time_ps if failure else float("nan"),
+                    "failure_rule": failure.rule if failure else "",
+                }
+            )
         pd.DataFrame(rows).to_csv(folder / "systems.csv", index=False)
-        return {"steps": summary.step, "n_frames": summary.n_frames, "md_wall_time_s": round(summary.wall_time_s, 2),
-                "steps_per_second": round(summary.steps_per_second, 2), "n_failed": sum(r["failed"] for r in rows)}
+        return {
+            "steps": summary.step,
+            "n_frames": summary.n_frames,
+            "md_wall_time_s": round(summary.wall_time_s, 2),
+            "steps_per_second": round(summary.steps_per_second, 2),
+            "n_failed": sum(r["failed"] for r in rows),
+        }
 
     return get_or_create(MD_STAGE, params, build, root, resumable=True)
 
@@ -287,16 +336,25 @@ def sampled_frames(md: Artifact, n: int, until_failure: bool = False) -> pd.Data
     for s in systems["system"]:
         usable = alive[:, s].copy()
         if until_failure and first_failed[s] >= 0:
-            usable[first_failed[s]:] = False  # the failure frame is then the first "dead" one
+            usable[first_failed[s] :] = False  # the failure frame is then the first "dead" one
         for k in sample_frames(usable, n):
-            rows.append({"system": int(s), "frame": int(k), "step": int(steps[k]), "time_ps": float(times[k]),
-                         "failure_frame": bool(k == first_failed[s]), "after_failure": bool(failed[k, s])})
+            rows.append(
+                {
+                    "system": int(s),
+                    "frame": int(k),
+                    "step": int(steps[k]),
+                    "time_ps": float(times[k]),
+                    "failure_frame": bool(k == first_failed[s]),
+                    "after_failure": bool(failed[k, s]),
+                }
+            )
     table = pd.DataFrame(rows)
     return table.merge(systems[["system", "molecule", "temperature"]], on="system")
 
 
-def pbe0_subsample(frames: pd.DataFrame, systems: pd.DataFrame, per_cell: int,
-                   temperatures: Sequence[float] | None = None) -> pd.DataFrame:
+def pbe0_subsample(
+    frames: pd.DataFrame, systems: pd.DataFrame, per_cell: int, temperatures: Sequence[float] | None = None
+) -> pd.DataFrame:
     """A small, deterministic subsample for an expensive method: per temperature, the last
     ``per_cell`` sampled frames of the trajectory of the molecule with the fewest electrons.
 
@@ -330,13 +388,26 @@ def label_frames(method_name: str, options: dict, numbers: np.ndarray, positions
     out = []
     for r in positions:
         if not np.all(np.isfinite(r)):
-            out.append({"energy": float("nan"), "forces": np.full((len(numbers), 3), np.nan), "converged": False,
-                        "error": "non-finite coordinates", "wall_time": 0.0})
+            out.append(
+                {
+                    "energy": float("nan"),
+                    "forces": np.full((len(numbers), 3), np.nan),
+                    "converged": False,
+                    "error": "non-finite coordinates",
+                    "wall_time": 0.0,
+                }
+            )
             continue
         result = method.compute(numbers, r)
-        out.append({"energy": float(result.energy), "forces": np.asarray(result.forces, dtype=float),
-                    "converged": bool(result.converged), "error": result.error or "",
-                    "wall_time": float(result.wall_time)})
+        out.append(
+            {
+                "energy": float(result.energy),
+                "forces": np.asarray(result.forces, dtype=float),
+                "converged": bool(result.converged),
+                "error": result.error or "",
+                "wall_time": float(result.wall_time),
+            }
+        )
     return out
 
 
@@ -345,8 +416,16 @@ def _chunks(items: list, n_chunks: int) -> list[list]:
     return [items[i::n_chunks] for i in range(n_chunks)]
 
 
-def relabel(md: Artifact, frames: pd.DataFrame, method: str = "gfn2-xtb", *, options: dict | None = None,
-            root=None, scheduler: str | None = None, n_workers: int | None = None) -> Artifact:
+def relabel(
+    md: Artifact,
+    frames: pd.DataFrame,
+    method: str = "gfn2-xtb",
+    *,
+    options: dict | None = None,
+    root=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+) -> Artifact:
     """``frames`` of the run ``md`` relabelled with ``method``, in parallel on Dask; cached.
 
     The artifact holds ``frames.csv`` — the chosen frames with the model's atomization energy
@@ -360,8 +439,14 @@ def relabel(md: Artifact, frames: pd.DataFrame, method: str = "gfn2-xtb", *, opt
     return relabel_runs({0: (md, frames)}, method, options, root, scheduler, n_workers)[0]
 
 
-def relabel_runs(runs: dict, method: str = "gfn2-xtb", options: dict | None = None, root=None,
-                 scheduler: str | None = None, n_workers: int | None = None) -> dict:
+def relabel_runs(
+    runs: dict,
+    method: str = "gfn2-xtb",
+    options: dict | None = None,
+    root=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+) -> dict:
     """:func:`relabel` for several ``{name: (md artifact, frames)}`` at once; ``{name: artifact}``.
 
     The frames of every run not yet cached go to one Dask cluster together, so a few expensive
@@ -393,8 +478,13 @@ def label_params(md: Artifact, frames: pd.DataFrame, reference) -> tuple[dict, p
     if missing:
         raise ValueError(f"frames: missing column(s) {missing}; expected a table from sampled_frames")
     chosen = frames[["system", "frame"]].astype(int).drop_duplicates().sort_values(["system", "frame"])
-    params = {"md": md.key, "method": reference.name, "options": reference.options(),
-              "frames": chosen.to_numpy().tolist(), "stage_version": STAGE_VERSION}
+    params = {
+        "md": md.key,
+        "method": reference.name,
+        "options": reference.options(),
+        "frames": chosen.to_numpy().tolist(),
+        "stage_version": STAGE_VERSION,
+    }
     return params, chosen
 
 
@@ -408,11 +498,22 @@ def _jobs(md: Artifact, chosen: pd.DataFrame) -> list[dict]:
         first_failed = _first_failed(failed)
         for s, k in chosen.itertuples(index=False):
             a, b = int(offsets[s]), int(offsets[s + 1])
-            jobs.append({"system": int(s), "frame": int(k), "numbers": numbers_all[a:b], "start": reference_all[a:b],
-                         "positions": f["frames/positions"][k, a:b], "model_forces": f["frames/forces"][k, a:b],
-                         "model_energy": float(f["frames/energy"][k, s]), "step": int(f["frames/step"][k]),
-                         "time_ps": float(f["frames/time_ps"][k]), "alive": bool(f["frames/alive"][k, s]),
-                         "after_failure": bool(failed[k, s]), "failure_frame": bool(k == first_failed[s])})
+            jobs.append(
+                {
+                    "system": int(s),
+                    "frame": int(k),
+                    "numbers": numbers_all[a:b],
+                    "start": reference_all[a:b],
+                    "positions": f["frames/positions"][k, a:b],
+                    "model_forces": f["frames/forces"][k, a:b],
+                    "model_energy": float(f["frames/energy"][k, s]),
+                    "step": int(f["frames/step"][k]),
+                    "time_ps": float(f["frames/time_ps"][k]),
+                    "alive": bool(f["frames/alive"][k, s]),
+                    "after_failure": bool(failed[k, s]),
+                    "failure_frame": bool(k == first_failed[s]),
+                }
+            )
     return jobs
 
 
@@ -429,8 +530,14 @@ def _compute(jobs: dict[object, list[dict]], method: str, options: dict, client)
             # about four chunks per worker overall, so the cores stay busy to the end
             n_chunks = max(1, round(4 * workers * len(indices) / max(total, 1)))
             for chunk in _chunks(indices, n_chunks):
-                future = client.submit(label_frames, method, options, run_jobs[chunk[0]]["numbers"],
-                                       [run_jobs[i]["positions"] for i in chunk], pure=False)
+                future = client.submit(
+                    label_frames,
+                    method,
+                    options,
+                    run_jobs[chunk[0]]["numbers"],
+                    [run_jobs[i]["positions"] for i in chunk],
+                    pure=False,
+                )
                 tasks.append((name, chunk, future))
     results: dict[object, list] = {name: [None] * len(run_jobs) for name, run_jobs in jobs.items()}
     for name, chunk, future in tasks:
@@ -439,8 +546,7 @@ def _compute(jobs: dict[object, list[dict]], method: str, options: dict, client)
     return results
 
 
-def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results: list[dict], reference,
-                  root) -> dict:
+def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results: list[dict], reference, root) -> dict:
     """``frames.csv`` and ``forces.npz`` of one relabelled run (see :func:`relabel`)."""
     elements = sorted({int(z) for job in jobs for z in job["numbers"]} | {1})
     free_atoms = free_atom_energies(reference, elements, root=root)
@@ -450,29 +556,54 @@ def _write_labels(folder: Path, systems: pd.DataFrame, jobs: list[dict], results
         ae = atomization_energy(res["energy"], job["numbers"], free_atoms) if converged else float("nan")
         fmae = force_mae(job["model_forces"], res["forces"]) if converged else float("nan")
         info = systems.loc[job["system"]]
-        rows.append({
-            "system": job["system"], "frame": job["frame"], "step": job["step"], "time_ps": job["time_ps"],
-            "molecule": info["molecule"], "temperature": float(info["temperature"]), "n_atoms": len(job["numbers"]),
-            "failure_frame": job["failure_frame"], "after_failure": job["after_failure"],
-            "model_energy": job["model_energy"],
-            "reference_energy": res["energy"] if converged else float("nan"),
-            "reference_atomization_energy": ae, "energy_error": job["model_energy"] - ae, "forces_mae": fmae,
-            "converged": converged, "error": res["error"], "wall_time": res["wall_time"],
-            **frame_geometry(job["numbers"], job["positions"], job["start"]),
-        })
+        rows.append(
+            {
+                "system": job["system"],
+                "frame": job["frame"],
+                "step": job["step"],
+                "time_ps": job["time_ps"],
+                "molecule": info["molecule"],
+                "temperature": float(info["temperature"]),
+                "n_atoms": len(job["numbers"]),
+                "failure_frame": job["failure_frame"],
+                "after_failure": job["after_failure"],
+                "model_energy": job["model_energy"],
+                "reference_energy": res["energy"] if converged else float("nan"),
+                "reference_atomization_energy": ae,
+                "energy_error": job["model_energy"] - ae,
+                "forces_mae": fmae,
+                "converged": converged,
+                "error": res["error"],
+                "wall_time": res["wall_time"],
+                **frame_geometry(job["numbers"], job["positions"], job["start"]),
+            }
+        )
         model_forces.append(job["model_forces"])
         reference_forces.append(res["forces"])
     pd.DataFrame(rows).to_csv(folder / "frames.csv", index=False)
-    np.savez_compressed(folder / "forces.npz", model=np.concatenate(model_forces),
-                        reference=np.concatenate(reference_forces),
-                        atom_offset=np.cumsum([0] + [len(f) for f in model_forces]))
-    return {"n_frames": len(rows), "n_converged": int(sum(r["converged"] for r in rows)),
-            "reference_cpu_time_s": round(float(sum(r["wall_time"] for r in rows)), 2),
-            "free_atom_energies": {str(z): e for z, e in free_atoms.items()}}
+    np.savez_compressed(
+        folder / "forces.npz",
+        model=np.concatenate(model_forces),
+        reference=np.concatenate(reference_forces),
+        atom_offset=np.cumsum([0] + [len(f) for f in model_forces]),
+    )
+    return {
+        "n_frames": len(rows),
+        "n_converged": int(sum(r["converged"] for r in rows)),
+        "reference_cpu_time_s": round(float(sum(r["wall_time"] for r in rows)), 2),
+        "free_atom_energies": {str(z): e for z, e in free_atoms.items()},
+    }
 
 
-def dft_convergence(result: "Sweep", scale: Scale, method: str = "pbe0", per_cell: int | None = None,
-                    temperatures: Sequence[float] | None = None, root=None, scheduler: str | None = None) -> pd.DataFrame:
+def dft_convergence(
+    result: "Sweep",
+    scale: Scale,
+    method: str = "pbe0",
+    per_cell: int | None = None,
+    temperatures: Sequence[float] | None = None,
+    root=None,
+    scheduler: str | None = None,
+) -> pd.DataFrame:
     """The expensive method on the scale's subsample of every run of ``result`` (Fig. 2d); frames with train_size.
 
     ``per_cell`` and ``temperatures`` default to the scale's ``dft_frames_per_cell`` and
@@ -484,8 +615,9 @@ def dft_convergence(result: "Sweep", scale: Scale, method: str = "pbe0", per_cel
     for n, md in result.md.items():
         sampled = sampled_frames(md, result.protocol.n_sampled_frames)
         subsamples[n] = pbe0_subsample(sampled, systems_table(md), per_cell, temperatures)
-    labels = relabel_runs({n: (md, subsamples[n]) for n, md in result.md.items()}, method, root=root,
-                          scheduler=scheduler)
+    labels = relabel_runs(
+        {n: (md, subsamples[n]) for n, md in result.md.items()}, method, root=root, scheduler=scheduler
+    )
     frames = pd.concat([load_frames(a).assign(train_size=n) for n, a in labels.items()], ignore_index=True)
     frames.attrs["labels"] = labels
     return frames
@@ -544,15 +676,19 @@ def temperature_sweep(
     root = Path(root) if root else artifacts_dir()
     protocol = protocol or protocol_for(scale)
     n_molecules = n_md_molecules(scale, n_molecules)
-    curve = learning_curve(scale=scale, seed=seed, reference=reference, variant=variant, root=root, progress=progress,
-                           device=device)
+    curve = learning_curve(
+        scale=scale, seed=seed, reference=reference, variant=variant, root=root, progress=progress, device=device
+    )
     models = dict(zip((int(n) for n in curve["train_size"]), model_artifacts(curve, root=root)))
     starts = start_structures(n_molecules, seed, root)
-    md = {n: run_sweep_md(model, starts, protocol, seed, root, progress, device, scale=scale)
-          for n, model in models.items()}
+    md = {
+        n: run_sweep_md(model, starts, protocol, seed, root, progress, device, scale=scale)
+        for n, model in models.items()
+    }
     samples = {n: sampled_frames(run, protocol.n_sampled_frames) for n, run in md.items()}
-    labels = relabel_runs({n: (run, samples[n]) for n, run in md.items()}, reference, root=root,
-                          scheduler=scheduler, n_workers=n_workers)
+    labels = relabel_runs(
+        {n: (run, samples[n]) for n, run in md.items()}, reference, root=root, scheduler=scheduler, n_workers=n_workers
+    )
     trajectories = pd.concat([systems_table(run).assign(train_size=n) for n, run in md.items()], ignore_index=True)
     frames = pd.concat([load_frames(art).assign(train_size=n) for n, art in labels.items()], ignore_index=True)
     return Sweep(protocol, starts, models, md, labels, trajectories, frames)

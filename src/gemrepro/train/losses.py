@@ -21,8 +21,7 @@ def force_norm_error(predicted: Tensor, reference: Tensor) -> Tensor:
     """Mean over atoms of ‖F_pred − F_ref‖₂ (eV/Å); forces have shape (n_atoms, 3)."""
     if predicted.shape != reference.shape or predicted.shape[-1:] != (3,):
         raise ValueError(
-            f"forces: expected matching (n_atoms, 3) shapes, got {tuple(predicted.shape)} "
-            f"and {tuple(reference.shape)}"
+            f"forces: expected matching (n_atoms, 3) shapes, got {tuple(predicted.shape)} and {tuple(reference.shape)}"
         )
     return torch.linalg.vector_norm(predicted - reference, dim=-1).mean()
 

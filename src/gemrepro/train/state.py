@@ -43,8 +43,11 @@ class RunningLoss:
     def means(self) -> dict[str, float]:
         """The mean loss and terms (sums themselves before the first step: nothing to divide)."""
         count = max(self.count, 1)
-        return {"train_loss": self.loss / count, "train_force_term": self.force_term / count,
-                "train_energy_term": self.energy_term / count}
+        return {
+            "train_loss": self.loss / count,
+            "train_force_term": self.force_term / count,
+            "train_energy_term": self.energy_term / count,
+        }
 
 
 @dataclass
@@ -98,16 +101,24 @@ class TrainState:
         threshold = self.progress_loss
         return loss < min(threshold - min_delta, threshold * (1.0 - min_relative_delta))
 
-    def record_validation(self, metrics: dict[str, float], lr: float, *, patience: int, min_delta: float,
-                          min_relative_delta: float) -> None:
+    def record_validation(
+        self, metrics: dict[str, float], lr: float, *, patience: int, min_delta: float, min_relative_delta: float
+    ) -> None:
         """A validation into the history, the best metrics and the patience; ``early_stopping`` when it runs out."""
         loss = metrics["loss"]
         improved, progressed = self.improves(loss), self.progresses(loss, min_delta, min_relative_delta)
-        self.history.append({
-            "step": self.step, "epoch": self.epoch, "lr": lr, **self.running.means(),
-            "val_loss": loss, "val_energy_mae": metrics["energy_mae"], "val_forces_mae": metrics["forces_mae"],
-            "val_forces_rmse": metrics["forces_rmse"],
-        })
+        self.history.append(
+            {
+                "step": self.step,
+                "epoch": self.epoch,
+                "lr": lr,
+                **self.running.means(),
+                "val_loss": loss,
+                "val_energy_mae": metrics["energy_mae"],
+                "val_forces_mae": metrics["forces_mae"],
+                "val_forces_rmse": metrics["forces_rmse"],
+            }
+        )
         self.running = RunningLoss()
         if improved:
             self.best_val_loss, self.best_step, self.best_metrics = loss, self.step, dict(metrics)
@@ -126,12 +137,15 @@ class TrainState:
     def save(self, path: Path, optimization: Optimization, identity: dict[str, Any], wall_time_s: float) -> None:
         """Write the whole run to ``path`` atomically: ``identity`` (config, set sizes), weights,
         optimizer, RNG and this state."""
-        save_checkpoint(path, {
-            **identity,
-            **optimization.state_dict(),
-            "torch_rng_state": torch.get_rng_state(),
-            "state": self.to_dict(wall_time_s),
-        })
+        save_checkpoint(
+            path,
+            {
+                **identity,
+                **optimization.state_dict(),
+                "torch_rng_state": torch.get_rng_state(),
+                "state": self.to_dict(wall_time_s),
+            },
+        )
 
     @classmethod
     def restore(cls, saved: dict[str, Any], optimization: Optimization) -> TrainState:
@@ -151,8 +165,12 @@ class Optimization:
     schedule: WarmupExponentialDecay
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.to_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.to_dict(),
+        }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Weights, EMA and optimizer moments; the schedule is a function of the step, rebuilt from the config."""

@@ -40,10 +40,18 @@ class Strategy(Protocol):
 
     def device(self, requested: str) -> torch.device: ...
     def share_weights(self, model: nn.Module) -> None: ...
-    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
-                 dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]: ...
-    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
-                 loss_fn: EnergyForceLoss) -> dict[str, float]: ...
+    def backward(
+        self,
+        model: nn.Module,
+        dataset: GraphSet,
+        indices: Sequence[int],
+        loss_fn: EnergyForceLoss,
+        dtype: torch.dtype,
+        step: int,
+    ) -> tuple[torch.Tensor, Terms]: ...
+    def evaluate(
+        self, model: nn.Module, dataset: GraphSet, batch_size: int, loss_fn: EnergyForceLoss
+    ) -> dict[str, float]: ...
     def agree_on_stop(self, reason: str | None, wall_time_limited: bool, device: torch.device) -> str | None: ...
     def finish(self) -> None: ...
 
@@ -60,8 +68,15 @@ class SingleProcess:
     def share_weights(self, model: nn.Module) -> None:
         """Nothing to share: the weights are this process's own."""
 
-    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
-                 dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]:
+    def backward(
+        self,
+        model: nn.Module,
+        dataset: GraphSet,
+        indices: Sequence[int],
+        loss_fn: EnergyForceLoss,
+        dtype: torch.dtype,
+        step: int,
+    ) -> tuple[torch.Tensor, Terms]:
         """The batch's loss and terms, its gradient left in ``.grad`` (refused before backward if not finite)."""
         batch = prepare_batch(collate(dataset, indices), model_device(model), dtype)
         loss, terms = loss_fn(model(batch), batch)
@@ -69,8 +84,9 @@ class SingleProcess:
         loss.backward()
         return loss, terms
 
-    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
-                 loss_fn: EnergyForceLoss) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, dataset: GraphSet, batch_size: int, loss_fn: EnergyForceLoss
+    ) -> dict[str, float]:
         return evaluate(model, dataset, batch_size, loss_fn)
 
     def agree_on_stop(self, reason: str | None, wall_time_limited: bool, device: torch.device) -> str | None:
@@ -88,8 +104,15 @@ class DataParallel(SingleProcess):
         """Every rank starts from rank 0's weights, whatever each seeded."""
         distributed.broadcast_module(model)
 
-    def backward(self, model: nn.Module, dataset: GraphSet, indices: Sequence[int], loss_fn: EnergyForceLoss,
-                 dtype: torch.dtype, step: int) -> tuple[torch.Tensor, Terms]:
+    def backward(
+        self,
+        model: nn.Module,
+        dataset: GraphSet,
+        indices: Sequence[int],
+        loss_fn: EnergyForceLoss,
+        dtype: torch.dtype,
+        step: int,
+    ) -> tuple[torch.Tensor, Terms]:
         """Back-propagate this rank's shard; leave the global batch's gradient in ``.grad``.
 
         Returns the global batch's loss (every rank gets the same) and its two terms.
@@ -109,8 +132,9 @@ class DataParallel(SingleProcess):
         _check_finite(loss, step)
         return loss, {"force_term": totals[1], "energy_term": totals[2]}
 
-    def evaluate(self, model: nn.Module, dataset: GraphSet, batch_size: int,
-                 loss_fn: EnergyForceLoss) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, dataset: GraphSet, batch_size: int, loss_fn: EnergyForceLoss
+    ) -> dict[str, float]:
         sums = error_sums(model, dataset, distributed.shard(range(len(dataset)), self.world), batch_size)
         reduced = distributed.all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=model_device(model)))
         return metrics_from_sums(reduced.tolist(), loss_fn)

@@ -59,7 +59,12 @@ BEST_MODEL_NAME = "best_model.pt"
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Fields a resumed run may change; any other change would make the resumed run a different run.
 _RESUMABLE_CHANGES = {
-    "max_epochs", "max_steps", "max_wall_time_s", "patience", "checkpoint_every", "device",
+    "max_epochs",
+    "max_steps",
+    "max_wall_time_s",
+    "patience",
+    "checkpoint_every",
+    "device",
     "eval_batch_size",
 }
 
@@ -173,8 +178,7 @@ def _check_resumable(saved: dict, config: TrainConfig, n_train: int, n_val: int)
     )
     if changed:
         raise ValueError(
-            f"checkpoint: cannot resume with changed settings {changed}; use a new workdir "
-            f"or the checkpoint's values"
+            f"checkpoint: cannot resume with changed settings {changed}; use a new workdir or the checkpoint's values"
         )
     if (saved["n_train"], saved["n_val"]) != (n_train, n_val):
         raise ValueError(
@@ -300,11 +304,19 @@ class Trainer:
             metrics = self.strategy.evaluate(opt.model, self.val_set, self.eval_batch_size, self.loss_fn)
             if self.state.improves(metrics["loss"]):
                 self.state.best_state = {k: v.detach().clone() for k, v in opt.model.state_dict().items()}
-        self.state.record_validation(metrics, lr, patience=self.config.patience, min_delta=self.config.min_delta,
-                                     min_relative_delta=self.config.min_relative_delta)
+        self.state.record_validation(
+            metrics,
+            lr,
+            patience=self.config.patience,
+            min_delta=self.config.min_delta,
+            min_relative_delta=self.config.min_relative_delta,
+        )
         last = self.state.history[-1]
-        self._bar.set_postfix(loss=f"{last['train_loss']:.4g}", val_F_mae=f"{last['val_forces_mae']:.4g}",
-                              val_E_mae=f"{last['val_energy_mae']:.4g}")
+        self._bar.set_postfix(
+            loss=f"{last['train_loss']:.4g}",
+            val_F_mae=f"{last['val_forces_mae']:.4g}",
+            val_E_mae=f"{last['val_energy_mae']:.4g}",
+        )
 
     def checkpoint(self) -> None:
         """Everything an exact resume needs, written by the main process alone."""
@@ -390,8 +402,11 @@ class Trainer:
         best_path = self.workdir / BEST_MODEL_NAME
         config = self.config.to_dict()
         if self.strategy.world.is_main:
-            save_model(self.model, best_path,
-                       metadata={"train_config": config, "best_metrics": best_metrics, "steps": self.state.step})
+            save_model(
+                self.model,
+                best_path,
+                metadata={"train_config": config, "best_metrics": best_metrics, "steps": self.state.step},
+            )
             history.to_csv(self.workdir / "history.csv", index=False)
             (self.workdir / "train_config.json").write_text(json.dumps(config, indent=2))
         self.strategy.finish()

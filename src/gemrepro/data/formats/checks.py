@@ -21,7 +21,9 @@ def check_numbers(numbers: np.ndarray, source: Path | str, where: str = "") -> n
     """Atomic numbers as a 1-D int array, each in 1..118."""
     numbers = np.asarray(numbers)
     if numbers.ndim != 1 or numbers.size == 0:
-        raise ValueError(f"{source}{where}: expected a non-empty 1-D array of atomic numbers, got shape {numbers.shape}")
+        raise ValueError(
+            f"{source}{where}: expected a non-empty 1-D array of atomic numbers, got shape {numbers.shape}"
+        )
     if not np.issubdtype(numbers.dtype, np.number) or not np.all(np.isfinite(numbers)):
         raise ValueError(f"{source}{where}: atomic numbers must be finite integers")
     as_int = numbers.astype(np.int64)

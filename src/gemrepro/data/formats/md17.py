@@ -86,7 +86,9 @@ def read_md17(
     detected = npz_flavour(arrays.keys(), path)
     if flavour is not None and flavour != detected:
         key_numbers, key_positions = KEYS[flavour][:2]
-        raise ValueError(f"{path}: expected {flavour} keys {key_numbers!r} and {key_positions!r}, found a {detected} file")
+        raise ValueError(
+            f"{path}: expected {flavour} keys {key_numbers!r} and {key_positions!r}, found a {detected} file"
+        )
     numbers_key, positions_key, energies_key, forces_key = KEYS[detected]
     e_factor = energy_factor(energy_unit or FILE_UNIT)
     f_factor = force_factor(force_unit or energy_unit or FILE_UNIT)
@@ -104,7 +106,9 @@ def read_md17(
     if energies_key in arrays:
         energies = np.asarray(arrays[energies_key], dtype=np.float64)
         if energies.shape not in ((n_frames,), (n_frames, 1)):
-            raise ValueError(f"{path}: '{energies_key}' has shape {energies.shape}, expected ({n_frames},) or ({n_frames}, 1)")
+            raise ValueError(
+                f"{path}: '{energies_key}' has shape {energies.shape}, expected ({n_frames},) or ({n_frames}, 1)"
+            )
         if not np.all(np.isfinite(energies)):
             raise ValueError(f"{path}: '{energies_key}' (energies) contain NaN or infinite values")
         energies = energies.reshape(n_frames) * e_factor

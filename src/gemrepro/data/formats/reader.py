@@ -75,4 +75,6 @@ def read(
         return read_md17(path, name, energy_unit=energy_unit, force_unit=force_unit)
     if name == "ase" or name in ioformats:
         return read_ase(path, None if name == "ase" else name, energy_unit=energy_unit or "eV", force_unit=force_unit)
-    raise ValueError(f"{path}: unknown format {format!r}; expected one of {', '.join(FORMATS)} or an ase.io format name")
+    raise ValueError(
+        f"{path}: unknown format {format!r}; expected one of {', '.join(FORMATS)} or an ase.io format name"
+    )

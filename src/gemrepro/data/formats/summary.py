@@ -72,7 +72,8 @@ def format_summary(summary: dict) -> str:
     """A readable multi-line rendering of :func:`summarize`'s dictionary."""
     sizes = summary["atoms_per_configuration"]
     elements = ", ".join(
-        f"{symbol} {count}" for symbol, count in sorted(summary["elements"].items(), key=lambda kv: atomic_numbers[kv[0]])
+        f"{symbol} {count}"
+        for symbol, count in sorted(summary["elements"].items(), key=lambda kv: atomic_numbers[kv[0]])
     )
     lines = [
         f"file:               {summary['path']}",
