@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gemrepro.model.energy_shift import MAX_ATOMIC_NUMBER, EnergyShift, as_energy_shift
+from gemrepro.model.energy_shift import MAX_ATOMIC_NUMBER, EnergyShift, as_energy_shift, nonzero_references
 from gemrepro.model.gemnet import resolve_device
 
 MODEL_FORMAT = "gemrepro-model/2"
@@ -126,10 +126,6 @@ def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return state
 
 
-def _nonzero_references(table: torch.Tensor) -> dict[int, float]:
-    return {int(z): float(table[z]) for z in torch.nonzero(table).flatten()}
-
-
 def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
     """A payload of :data:`MODEL_FORMAT`, from a file of this format or of one of the two earlier ones."""
     if not isinstance(payload, dict):
@@ -139,7 +135,7 @@ def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
         return payload
     if kind == LEGACY_TRAINED_FORMAT:
         state = upgrade_state_dict(payload["state_dict"])
-        references = _nonzero_references(state["element_energies"])
+        references = nonzero_references(state["element_energies"])
         return {**payload, "format": MODEL_FORMAT, "state_dict": state, "element_energies": references}
     if kind == LEGACY_NETWORK_FORMAT:
         config = dict(payload["config"])
@@ -151,7 +147,7 @@ def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
         }
         state["element_energies"] = torch.zeros(MAX_ATOMIC_NUMBER + 1, dtype=torch.float64)
         state = upgrade_state_dict(state)
-        references = _nonzero_references(state["element_energies"])
+        references = nonzero_references(state["element_energies"])
         return {
             "format": MODEL_FORMAT,
             "model_class": f"gemrepro.model.gemnet:GemNet{variant}",

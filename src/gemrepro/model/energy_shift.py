@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-__all__ = ["EnergyShift", "MAX_ATOMIC_NUMBER", "as_energy_shift"]
+__all__ = ["EnergyShift", "MAX_ATOMIC_NUMBER", "as_energy_shift", "nonzero_references"]
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -55,8 +55,7 @@ class EnergyShift(nn.Module):
 
     def reference_energies(self) -> dict[int, float]:
         """The non-zero per-element references, ``{Z: eV}``."""
-        values = self.element_energies.detach().cpu()
-        return {int(z): float(values[z]) for z in torch.nonzero(values).flatten()}
+        return nonzero_references(self.element_energies.detach().cpu())
 
     def forward(self, data) -> dict[str, torch.Tensor]:
         out = dict(self.model(data))
@@ -67,6 +66,11 @@ class EnergyShift(nn.Module):
         shift = scatter(self.element_energies[data.z], batch, dim=0, dim_size=energy.shape[0], reduce="sum")
         out["energy"] = energy + shift.to(energy.dtype)
         return out
+
+
+def nonzero_references(table: torch.Tensor) -> dict[int, float]:
+    """``{Z: eV}`` of a reference table indexed by atomic number, where it is not zero."""
+    return {int(z): float(table[z]) for z in torch.nonzero(table).flatten()}
 
 
 def as_energy_shift(model: nn.Module) -> EnergyShift:
