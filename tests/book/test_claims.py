@@ -231,3 +231,85 @@ def test_snapshots_round_trip_and_the_glance_table_marks_verdicts(tmp_path):
     assert glance.loc[0, "ours (small)"].endswith("underpowered") and glance.loc[0, "rule"] == "r"
     with pytest.raises(ValueError, match="verdict"):
         claims.Outcome("1", "maybe")
+
+
+# ----------------------------------------------------------------------------- Maheshwari et al., as issue #31 designs it
+def _arm_trajectories(medians, n_md=16, horizon=20.0, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for arm, per_model in medians.items():
+        for training_seed, median in enumerate(per_model):
+            for k, t in enumerate(rng.exponential(median / np.log(2), n_md)):
+                rows.append(
+                    {
+                        "arm": arm,
+                        "training_seed": training_seed,
+                        "system": k,
+                        "failed": bool(t < horizon),
+                        "stable_time_ps": float(min(t, horizon)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "medians, verdict",
+    [
+        ({"scratch": [3.0, 3.5, 4.0], "pretrained": [9.0, 10.0, 12.0]}, claims.REPRODUCED),
+        ({"scratch": [9.0, 10.0, 12.0], "pretrained": [3.0, 3.5, 4.0]}, claims.NOT_REPRODUCED),  # against the paper
+        (
+            {"scratch": [4.0, 4.0, 4.0], "pretrained": [4.0, 4.0, 4.0]},
+            claims.NOT_REPRODUCED,
+        ),  # no effect, well measured
+        ({"scratch": [3.0, 3.5], "pretrained": [9.0, 10.0]}, claims.UNDERPOWERED),  # two seeds per arm
+        ({"scratch": [1e4, 1e4, 1e4], "pretrained": [1e4, 1e4, 1e4]}, claims.UNDERPOWERED),  # nothing fails
+    ],
+)
+def test_arms_stability_can_go_every_way(medians, verdict):
+    table = _arm_trajectories(medians, n_md=64 if verdict == claims.NOT_REPRODUCED else 16)
+    assert claims.arms_stability(table, 20.0).verdict == verdict
+
+
+def _arm_errors(scratch, tuned, matched=True):
+    rows = [{"arm": "scratch", "training_seed": k, "forces_mae": v, "matched": True} for k, v in enumerate(scratch)]
+    rows += [
+        {"arm": "pretrained", "training_seed": k, "forces_mae": v, "matched": matched} for k, v in enumerate(tuned)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_arms_matched_mae_rules():
+    equal = _arm_errors([0.050, 0.052, 0.049], [0.051, 0.050, 0.053])
+    assert claims.arms_matched_mae(equal).verdict == claims.REPRODUCED
+    apart = _arm_errors([0.050, 0.052, 0.049], [0.080, 0.082, 0.079])
+    assert claims.arms_matched_mae(apart).verdict == claims.NOT_REPRODUCED
+    never = _arm_errors([0.050, 0.052, 0.049], [0.051, 0.050, 0.053], matched=False)
+    outcome = claims.arms_matched_mae(never)
+    assert outcome.verdict == claims.NOT_REPRODUCED and "never reached" in outcome.value
+    assert claims.arms_matched_mae(_arm_errors([0.05, 0.05], [0.05, 0.05])).verdict == claims.UNDERPOWERED
+
+
+def _same_mae_models(offset, pretrained_errors=(0.06, 0.04, 0.025)):
+    rng = np.random.default_rng(1)
+    rows = []
+    for arm, errors_, factor in (("scratch", (0.08, 0.05, 0.03), 1.0), ("pretrained", pretrained_errors, offset)):
+        for size, mae in zip((50, 150, 450), errors_):
+            for seed in range(3):
+                m = mae * float(np.exp(rng.normal(0, 0.05)))
+                rows.append(
+                    {
+                        "arm": arm,
+                        "train_size": size,
+                        "training_seed": seed,
+                        "forces_mae": m,
+                        "median_stable_time_ps": factor * 0.5 * m**-1.5 * float(np.exp(rng.normal(0, 0.1))),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_arms_same_mae_rules():
+    assert claims.arms_same_mae(_same_mae_models(3.0)).verdict == claims.REPRODUCED
+    assert claims.arms_same_mae(_same_mae_models(0.3)).verdict == claims.NOT_REPRODUCED
+    apart = claims.arms_same_mae(_same_mae_models(3.0, pretrained_errors=(0.01, 0.008, 0.006)))
+    assert apart.verdict == claims.UNDERPOWERED and "do not overlap" in apart.value
