@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_DT_FS",
+    "ArmsDesign",
     "CommitteeDesign",
     "LongRunDesign",
     "PerformancePlan",
@@ -109,6 +110,87 @@ class Plan:
     @property
     def n_target_frames(self) -> int:
         return self.n_train + self.n_validation + self.n_test
+
+
+@dataclass(frozen=True)
+class ArmsDesign:
+    """The second paper's experiment as two arms of models (issue #31), at one scale.
+
+    The target follows MD17's recipe: ``target_runs`` independent reference-method MD runs of
+    one molecule at ``target_temperature``; training and validation frames come from all runs
+    but the last, test frames from the last (frames of one run are correlated, a held-out run is
+    not). The corpus standing in for OC20 is the scale's normal-mode dataset plus hot reference
+    MD (``corpus_temperatures``) of ``corpus_molecules`` of its molecules, the target's formula
+    left out. Each arm trains ``training_seeds`` models per fine-tuning set size, in epochs,
+    until the validation loss stops improving for ``patience_epochs``. A pilot of the scratch
+    arm at ``pilot_temperatures`` picks the temperature of the stability runs (the lowest at
+    which the scratch arm's median failure falls inside ``time_ps``).
+    """
+
+    molecule: str  # an MD17 molecule (gemrepro.catalog.MD17)
+    target_runs: int
+    frames_per_run: int
+    target_frame_interval: int  # reference-MD steps between frames
+    train_sizes: tuple[int, ...]  # fine-tuning set sizes of the MAE-vs-stability picture, smallest first
+    primary_size: int  # the set size of the MAE-matched comparison (one of train_sizes)
+    n_validation: int
+    training_seeds: int
+    corpus_molecules: int
+    corpus_frames: int  # frames per corpus molecule and hot temperature
+    pretrain_max_epochs: int
+    finetune_max_epochs: int
+    patience_epochs: int
+    pretrain_decay_epochs: int  # the learning rate falls tenfold every this many epochs
+    finetune_decay_epochs: int
+    pilot_temperatures: tuple[float, ...]
+    pilot_seeds: int  # trajectories per scratch model and pilot temperature
+    time_ps: float  # the length of every pilot and stability run
+    md_seeds: int  # trajectories per model of the matched comparison
+    family_md_seeds: int  # trajectories per model of the MAE-vs-stability picture
+    corpus_temperatures: tuple[float, ...] = (1000.0, 1500.0)
+    corpus_frame_interval: int = 10
+    pretrain_batch_size: int = 16
+    target_temperature: float = 500.0  # MD17's
+    md_frame_interval: int = 100  # MDsim stores a frame every 0.05 ps
+
+    def __post_init__(self) -> None:
+        counts = (
+            "target_runs", "frames_per_run", "target_frame_interval", "n_validation", "training_seeds",
+            "corpus_molecules", "corpus_frames", "pretrain_max_epochs", "finetune_max_epochs", "patience_epochs",
+            "pretrain_decay_epochs", "finetune_decay_epochs", "pilot_seeds", "md_seeds", "family_md_seeds",
+            "corpus_frame_interval", "pretrain_batch_size", "md_frame_interval",
+        )  # fmt: skip
+        for name in counts:
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if self.target_runs < 2:
+            raise ValueError(
+                f"target_runs: expected at least 2 (training runs and a held-out test run), got {self.target_runs}"
+            )
+        sizes = tuple(self.train_sizes)
+        if not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < 1:
+            raise ValueError(f"train_sizes: expected increasing positive sizes, got {self.train_sizes!r}")
+        if self.primary_size not in sizes:
+            raise ValueError(f"primary_size: expected one of train_sizes {sizes}, got {self.primary_size!r}")
+        pool = (self.target_runs - 1) * self.frames_per_run
+        if sizes[-1] + self.n_validation > pool:
+            raise ValueError(
+                f"train_sizes: the largest ({sizes[-1]}) plus {self.n_validation} validation frames exceeds the "
+                f"{pool} frames of the {self.target_runs - 1} training runs"
+            )
+        temperatures = (*self.pilot_temperatures, *self.corpus_temperatures, self.target_temperature)
+        if not self.pilot_temperatures or any(not (math.isfinite(t) and t > 0) for t in temperatures):
+            raise ValueError("pilot_temperatures, corpus_temperatures, target_temperature: expected positive kelvins")
+        if list(self.pilot_temperatures) != sorted(set(self.pilot_temperatures)):
+            raise ValueError(f"pilot_temperatures: expected increasing temperatures, got {self.pilot_temperatures!r}")
+        if not (math.isfinite(self.time_ps) and self.time_ps > 0):
+            raise ValueError(f"time_ps: expected a positive duration in ps, got {self.time_ps!r}")
+
+    @property
+    def n_test(self) -> int:
+        """Test frames: every frame of the held-out run."""
+        return self.frames_per_run
 
 
 # ----------------------------------------------------------------------------- seeds study

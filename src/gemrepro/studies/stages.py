@@ -59,6 +59,11 @@ STAGE_CODE: tuple[StageCode, ...] = (
         "gemrepro.studies.pretraining",
     ),
     StageCode(
+        "arms-pretrained, arms-models, arms-md",
+        "gemrepro.studies.pretraining_arms:STAGE_VERSION",
+        "gemrepro.studies.pretraining_arms",
+    ),
+    StageCode(
         "committee-disagreement, md-committee", "gemrepro.studies.committee:STAGE_VERSION", "gemrepro.studies.committee"
     ),
     StageCode("performance", "gemrepro.studies.performance:STAGE_VERSION", "gemrepro.studies.performance"),
