@@ -157,3 +157,22 @@ def test_a_matched_fine_tuned_model_has_its_own_weights_and_errors(water_files, 
     assert never.manifest["matched_step"] is None and not never.file(pa.MATCHED_MODEL).is_file()
     with pytest.raises(ValueError, match="pretrained"):
         pa.arm_model(tgt, micro, "scratch", 12, 0, pretrained=pretrained, root=tmp_path)
+
+
+def test_corpus_sources_are_known_before_the_corpus_is_built(tmp_path):
+    # A micro scale: the first four MD molecules (ethanol is the fourth), one conformer, two displacements;
+    # two hot frames each at two temperatures.
+    scale = dataclasses.replace(
+        SCALES["tiny"],
+        n_molecules=4,
+        n_conformers=1,
+        n_displaced=2,
+        n_md_molecules=4,
+        arms=_design(corpus_molecules=4, corpus_frames=2, corpus_frame_interval=2),
+    )
+    expected = pa.corpus_sources(scale, exclude_formula="C2H6O")
+    built = pa.corpus(scale, exclude_formula="C2H6O", root=tmp_path)
+    assert built.sources == expected
+    names = {a.info.get("name") for a in built.frames}
+    assert "ethanol" not in names and all(a.get_chemical_formula() != "C2H6O" for a in built.frames)
+    assert len(expected) == 1 + 3 * 2  # the dataset, then three molecules (ethanol left out) at two temperatures

@@ -30,7 +30,15 @@ from gemrepro.data.build import SAMPLER_METHOD, molecule_seed
 from gemrepro.data.sampling import MethodCalculator, embed_conformers, relax
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
-__all__ = ["MDRecipe", "ReferenceTrajectory", "read_frames", "reference_md_frames", "relaxed_start", "run_reference_md"]
+__all__ = [
+    "MDRecipe",
+    "ReferenceTrajectory",
+    "read_frames",
+    "reference_md_frames",
+    "reference_md_params",
+    "relaxed_start",
+    "run_reference_md",
+]
 
 STAGE = "reference-md"
 STAGE_VERSION = 1  # bump when the frames or how they are computed change
@@ -136,6 +144,18 @@ def run_reference_md(
     return ReferenceTrajectory(frames, steps, error)
 
 
+def reference_md_params(smiles: str, recipe: MDRecipe, reference: str = "gfn2-xtb", seed: int = 0) -> dict:
+    """The cache parameters of :func:`reference_md_frames`: its key is known before anything is run."""
+    return {
+        "smiles": smiles,
+        "recipe": asdict(recipe),
+        "reference": reference,
+        "seed": int(seed),
+        "relax": SAMPLER_METHOD,
+        "stage_version": STAGE_VERSION,
+    }
+
+
 def reference_md_frames(
     smiles: str, recipe: MDRecipe, reference: str = "gfn2-xtb", seed: int = 0, *, name: str = "", root=None
 ) -> Artifact:
@@ -144,14 +164,7 @@ def reference_md_frames(
     The manifest records how many frames were made and, when the reference failed, where.
     """
     molecule_from_smiles(smiles)  # one-line error for an invalid SMILES before any work
-    params = {
-        "smiles": smiles,
-        "recipe": asdict(recipe),
-        "reference": reference,
-        "seed": int(seed),
-        "relax": SAMPLER_METHOD,
-        "stage_version": STAGE_VERSION,
-    }
+    params = reference_md_params(smiles, recipe, reference, seed)
 
     def build(folder: Path) -> dict:
         method = get_method(reference)

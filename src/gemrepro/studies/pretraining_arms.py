@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -40,14 +40,14 @@ from torch_geometric.data import Batch
 
 from gemrepro.analysis.arms import matched_step, pilot_temperature
 from gemrepro.analysis.survival import stable_times
-from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD17, dataset_molecules
 from gemrepro.config.designs import ArmsDesign
 from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data import read
-from gemrepro.data.build import build_dataset
-from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames
+from gemrepro.data.build import build_dataset, dataset_params
+from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frames, reference_md_params
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
@@ -64,9 +64,11 @@ __all__ = [
     "arm_model",
     "arms_study",
     "corpus",
+    "corpus_sources",
     "design_for",
     "epoch_config",
     "pretrain",
+    "pretrained_params",
     "stability_run",
     "target",
 ]
@@ -175,34 +177,55 @@ class Corpus:
     n_excluded: int
 
 
+def _hot_runs(scale: Scale, seed: int, exclude_formula: str) -> list[tuple[str, str, MDRecipe]]:
+    """(name, SMILES, recipe) of every hot reference run of the corpus, in order."""
+    design = design_for(scale)
+    molecules = dataset_molecules(scale.n_molecules, scale.n_md_molecules, seed)[: design.corpus_molecules]
+    kept = [m for m in molecules if Atoms(m.formula).get_chemical_formula() != exclude_formula]
+    return [
+        (
+            m.name,
+            m.smiles,
+            MDRecipe(
+                temperature=temperature,
+                n_frames=design.corpus_frames,
+                frame_interval=design.corpus_frame_interval,
+                equilibration_steps=100,
+            ),
+        )
+        for temperature in design.corpus_temperatures
+        for m in kept
+    ]
+
+
+def corpus_sources(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "") -> list[str]:
+    """The artifact keys the corpus is made of (dataset, then hot runs), known before anything runs:
+    a cached or shipped pretrained model is found without rebuilding its corpus."""
+    dataset = artifact_key(dataset_params(scale, reference, seed, None, None)[0])
+    hot = [
+        artifact_key(reference_md_params(smiles, r, reference, seed))
+        for _, smiles, r in _hot_runs(scale, seed, exclude_formula)
+    ]
+    return [dataset, *hot]
+
+
 def corpus(
     scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", exclude_formula: str = "", corpus_file=None, root=None
 ) -> Corpus:
     """The normal-mode dataset of the scale plus hot reference MD of its molecules, or ``corpus_file``.
 
     Configurations with ``exclude_formula`` (the target's) are dropped: pretraining never sees
-    the target molecule, nor its isomers.
+    the target molecule, nor its isomers. The hot runs' molecules with that formula are not run.
     """
-    design = design_for(scale)
     if corpus_file is not None:
         path = _existing_file(corpus_file, "corpus_file")
         frames, sources, artifacts = read(path), [f"file:{_file_digest(path)}"], []
     else:
         dataset = build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
-        molecules = dataset_molecules(scale.n_molecules, scale.n_md_molecules, seed)[: design.corpus_molecules]
-        hot: list[Artifact] = []
-        for temperature in design.corpus_temperatures:
-            md_recipe = MDRecipe(
-                temperature=temperature,
-                n_frames=design.corpus_frames,
-                frame_interval=design.corpus_frame_interval,
-                equilibration_steps=100,
-            )
-            hot += [
-                reference_md_frames(m.smiles, md_recipe, reference, seed, name=m.name, root=root)
-                for m in molecules
-                if Atoms(m.formula).get_chemical_formula() != exclude_formula
-            ]
+        hot = [
+            reference_md_frames(smiles, r, reference, seed, name=name, root=root)
+            for name, smiles, r in _hot_runs(scale, seed, exclude_formula)
+        ]
         frames = read(dataset.file("qm7x.hdf5"))
         for artifact in hot:
             frames += read_frames(artifact)
@@ -288,6 +311,7 @@ def _train(
     progress: bool,
     device: str,
     match_forces_mae: float | None = None,
+    note: dict | None = None,
 ) -> Artifact:
     """Train (resumably) and store ``model.pt``, ``history.csv``, errors and, when matching, the matched model."""
     config = TrainConfig.from_dict({**config.to_dict(), "device": device})
@@ -319,9 +343,32 @@ def _train(
             "stop_reason": result.stop_reason,
             "training_wall_time_s": round(result.wall_time_s, 2),
             **extra,
+            **(note or {}),
         }
 
     return get_or_create(stage, params, build, root, resumable=True)
+
+
+def pretrained_params(scale: Scale, sources: list[str], seed: int = 0, reference: str = "gfn2-xtb") -> dict:
+    """The pretrained model's cache parameters: the corpus's sources and the design, nothing that
+    needs the corpus read (its size follows from its sources)."""
+    design = design_for(scale)
+    return {
+        "scale": scale.name,
+        "seed": int(seed),
+        "reference": reference,
+        "corpus": list(sources),
+        "model": model_config(scale, "T").to_dict(),
+        "recipe": asdict(recipe(scale)),
+        "epochs": {
+            "batch_size": design.pretrain_batch_size,
+            "max_epochs": design.pretrain_max_epochs,
+            "decay_epochs": design.pretrain_decay_epochs,
+            "patience_epochs": design.patience_epochs,
+        },
+        "validation": "5 % of the corpus, at most 1000",
+        "stage_version": STAGE_VERSION,
+    }
 
 
 def pretrain(
@@ -329,6 +376,10 @@ def pretrain(
 ) -> Artifact:
     """GemNet-T trained on the corpus in epochs to a validation plateau (5 % validation, at most 1,000)."""
     design, root = design_for(scale), Path(root) if root else artifacts_dir()
+    params = pretrained_params(scale, data.sources, seed, reference)
+    found = load_artifact(PRETRAIN_STAGE, params, root)
+    if found is not None:
+        return found
     n_val = min(1000, max(1, len(data.frames) // 20))
     config = epoch_config(
         scale,
@@ -338,25 +389,12 @@ def pretrain(
         decay_epochs=design.pretrain_decay_epochs,
         seed=seed,
     )
-    params = {
-        "scale": scale.name,
-        "seed": int(seed),
-        "reference": reference,
-        "corpus": data.sources,
-        "n_excluded": data.n_excluded,
-        "n_validation": n_val,
-        "model": model_config(scale, "T").to_dict(),
-        "train": config.to_dict(),
-        "stage_version": STAGE_VERSION,
-    }
-    found = load_artifact(PRETRAIN_STAGE, params, root)
-    if found is not None:
-        return found
     graphs = AtomsDataset.from_atoms(data.frames, energy_key="atomization_energy")
     order = np.random.default_rng(seed).permutation(len(graphs))
     val_set, train_set = graphs.subset(order[:n_val]), graphs.subset(order[n_val:])
     factory = lambda: _fresh_model(scale, train_set, config)  # noqa: E731
-    return _train(PRETRAIN_STAGE, params, factory, train_set, val_set, None, config, root, progress, device)
+    note = {"n_train": len(train_set), "n_validation": n_val, "n_excluded": data.n_excluded}
+    return _train(PRETRAIN_STAGE, params, factory, train_set, val_set, None, config, root, progress, device, note=note)
 
 
 def arm_model(
@@ -520,8 +558,6 @@ class ArmsStudy:
 
     design: ArmsDesign
     target: Target
-    corpus_size: int
-    corpus_artifacts: list[Artifact]
     pretrained: Artifact
     models: pd.DataFrame  # arm, size, training_seed, errors, epochs, stop reason, matched step, key
     artifacts: dict[tuple[str, int, int], Artifact]  # (arm, size, training seed) -> model
@@ -612,8 +648,13 @@ def arms_study(
     chosen = pilot_temperature(pilot, design.time_ps)
     temperature = chosen if chosen is not None else design.pilot_temperatures[-1]
 
-    data = corpus(scale, seed, reference, tgt.formula, corpus_file, root)
-    pretrained = pretrain(data, scale, seed, reference, root, progress, device)
+    pretrained = None
+    if corpus_file is None:  # a cached or shipped model is found without reading its corpus
+        sources = corpus_sources(scale, seed, reference, tgt.formula)
+        pretrained = load_artifact(PRETRAIN_STAGE, pretrained_params(scale, sources, seed, reference), root)
+    if pretrained is None:
+        data = corpus(scale, seed, reference, tgt.formula, corpus_file, root)
+        pretrained = pretrain(data, scale, seed, reference, root, progress, device)
     target_mae = float(np.mean([m.manifest["metrics"]["validation"]["forces_mae"] for m in primary]))
     for size in design.train_sizes:
         match = target_mae if size == design.primary_size else None
@@ -670,8 +711,6 @@ def arms_study(
     return ArmsStudy(
         design,
         tgt,
-        len(data.frames),
-        data.artifacts,
         pretrained,
         models,
         artifacts,
