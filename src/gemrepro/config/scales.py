@@ -164,6 +164,7 @@ SCALES: dict[str, Scale] = {
             time_ps=20.0,
             md_seeds=16,
             family_md_seeds=8,
+            md_frame_interval=1000,  # a frame every 0.5 ps (MDsim: 0.05 ps), so the runs ship in a few MB
         ),
         seeds=SeedsDesign(n_molecules=2, n_seeds=3, temperatures=(600.0, 1200.0)),
         # Every size, with the three training seeds of the learning-curve chapter as members, so the
