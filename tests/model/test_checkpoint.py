@@ -137,3 +137,32 @@ def test_an_unknown_format_is_a_one_line_error(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="holds a list"):
         load_model(tmp_path / "list.pt", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"model_class": "subprocess:run", "config_class": None}, "model_class 'subprocess:run' is not a network"),
+        ({"config_class": "subprocess:Popen"}, "config_class 'subprocess:Popen' is not a network"),
+        ({"model_class": "os:system"}, "model_class 'os:system'"),
+        ({"model_config": ["touch"]}, "model_config is a list"),
+    ],
+)
+def test_a_model_file_names_its_network_from_an_allowlist_and_runs_nothing(tmp_path, changes, match):
+    marker = tmp_path / "ran"
+    path = save_model(network(), tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    payload.update({"model_config": {"args": ["touch", str(marker)]}, **changes})
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=match) as error:
+        load_model(path, device="cpu")
+    assert "\n" not in str(error.value) and not marker.exists()
+
+
+def test_a_model_file_without_its_class_is_a_one_line_error(tmp_path):
+    path = save_model(network(), tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["model_class"]
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="model file without model_class"):
+        load_model(path, device="cpu")

@@ -15,7 +15,6 @@ Files of the two earlier formats (a bare GemNet, ``gemrepro.gemnet-t``; a traine
 
 from __future__ import annotations
 
-import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +24,8 @@ import torch
 from torch import nn
 
 from gemrepro.model.energy_shift import MAX_ATOMIC_NUMBER, EnergyShift, as_energy_shift, nonzero_references
-from gemrepro.model.gemnet import resolve_device
+from gemrepro.model.gemnet import GemNetQ, GemNetT, resolve_device
+from gemrepro.model.presets import GemNetConfig
 
 MODEL_FORMAT = "gemrepro-model/2"
 
@@ -160,23 +160,41 @@ def upgrade_payload(payload: object, path: str | os.PathLike) -> dict[str, Any]:
     raise ValueError(f"{str(path)!r} is not a gemrepro model file (format {kind!r}, expected {MODEL_FORMAT!r})")
 
 
-def _import(class_path: str) -> Any:
-    module_name, _, qualname = class_path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+# The only classes a model file may name. A file is data: the class it names is looked up here,
+# never imported, so a file naming ``os:system`` (or anything else) runs nothing.
+NETWORKS: dict[str, type[nn.Module]] = {
+    "gemrepro.model.gemnet:GemNetT": GemNetT,
+    "gemrepro.model.gemnet:GemNetQ": GemNetQ,
+}
+CONFIGS: dict[str, type] = {"gemrepro.model.presets:GemNetConfig": GemNetConfig}
 
 
-def _build_network(class_path: str, config: dict | None, config_class: str | None) -> nn.Module:
-    """Instantiate ``module:Class`` as ``Class(ConfigClass(**config))`` (or ``from_dict``)."""
-    cls = _import(class_path)
-    if config is None:
-        return cls()
-    if config_class is None:
-        return cls(**config)
-    config_cls = _import(config_class)
-    values = config_cls.from_dict(config) if hasattr(config_cls, "from_dict") else config_cls(**config)
+def _allowed(table: dict[str, Any], class_path: object, field: str, path: str | os.PathLike) -> Any:
+    if not isinstance(class_path, str) or class_path not in table:
+        raise ValueError(
+            f"{str(path)!r}: {field} {class_path!r} is not a network of this package; expected one of {', '.join(table)}"
+        )
+    return table[class_path]
+
+
+def _build_network(payload: dict[str, Any], path: str | os.PathLike) -> nn.Module:
+    """``Class(Config.from_dict(config))`` for an allowlisted class and configuration; one-line errors otherwise."""
+    missing = [key for key in ("model_class", "model_config", "state_dict") if key not in payload]
+    if missing:
+        raise ValueError(f"{str(path)!r}: model file without {', '.join(missing)}; expected a file save_model wrote")
+    cls = _allowed(NETWORKS, payload["model_class"], "model_class", path)
+    config_cls = _allowed(
+        CONFIGS, payload.get("config_class") or "gemrepro.model.presets:GemNetConfig", "config_class", path
+    )
+    config = payload["model_config"]
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{str(path)!r}: model_config is a {type(config).__name__}; expected a dict of GemNet settings"
+        )
+    try:
+        values = config_cls.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{str(path)!r}: model_config does not describe a GemNet ({exc})".splitlines()[0]) from None
     return cls(values)
 
 
@@ -190,7 +208,7 @@ def load_model(
     """
     payload = upgrade_payload(read_checkpoint(path), path)
     if model is None:
-        model = _build_network(payload["model_class"], payload["model_config"], payload.get("config_class"))
+        model = _build_network(payload, path)
     wrapped = as_energy_shift(model)
     state = payload["state_dict"]
     dtype = next((v.dtype for k, v in state.items() if k.startswith("model.") and v.is_floating_point()), None)
