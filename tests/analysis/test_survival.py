@@ -1,5 +1,7 @@
 """Survival analysis: Kaplan–Meier against a hand computation, censoring, bootstrap ratios."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,3 +85,10 @@ def test_coinciding_survival_curves_are_offset_so_none_hides_another():
     levels = [line.get_ydata()[0] for line in fig.axes[0].get_lines()]
     assert levels == pytest.approx([1.0, 0.98]) and "lower" in fig.axes[0].get_ylabel()
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["100", "3,200"]
+
+
+def test_rank_correlation_of_a_constant_sample_is_undefined_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        corr = survival.rank_correlation([0.1, 0.2, 0.3], [5.0, 5.0, 5.0])
+    assert np.isnan(corr.rho) and np.isnan(corr.p_value) and corr.n == 3

@@ -137,6 +137,19 @@ def test_the_whole_experiment_runs_and_matches_by_the_rule(water_files, micro, t
     per_model = study.trajectories.groupby(["arm", "training_seed"]).size()
     assert (per_model == design.md_seeds).all()
     assert len(study.family) == 8 and np.all(study.family["median_stable_time_ps"] <= design.time_ps)
+    # what the chapter draws and judges comes from these tables
+    history = pa.histories(study)
+    assert set(history["arm"]) == {"scratch", "pretrained"} and history["stopped"].sum() == 8
+    assert history["matched"].sum() == study.models["matched_step"].notna().sum()
+    h = pa.distance_histograms(study)
+    assert h["source"].iloc[0] == "reference MD" and "scratch" in set(h["source"])
+    assert pa.detectable(study) == np.inf  # two models of two trajectories detect no ratio up to 8 with 80 % power
+    errors = study.errors()
+    assert list(errors.columns[:4]) == ["arm", "training_seed", "forces_mae", "matched"] and len(errors) == 4
+    from gemrepro.plots import pretraining as plots
+
+    plots.validation_curves(history)
+    plots.families(study.family, study.horizon_ps)
     # everything is cached: a second call computes nothing and returns the same runs
     again = pa.arms_study(
         micro, target_file=water_files / "target.xyz", corpus_file=water_files / "corpus.xyz", root=tmp_path

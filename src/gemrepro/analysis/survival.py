@@ -157,11 +157,17 @@ def bootstrap_ratio(
 
 
 def rank_correlation(x, y) -> Correlation:
-    """Spearman's rho between two samples (e.g. test force MAE and stable time), with its p-value."""
+    """Spearman's rho between two samples (e.g. test force MAE and stable time), with its p-value.
+
+    Undefined (NaN) when either sample is constant: every model surviving the whole run gives
+    no ranking of stability.
+    """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"x, y: expected two 1-d samples of equal length, got shapes {x.shape} and {y.shape}")
     if len(x) < 3:
         raise ValueError(f"x, y: expected at least 3 pairs for a rank correlation, got {len(x)}")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant sample has no ranks to correlate (scipy would warn)
+        return Correlation(float("nan"), float("nan"), int(len(x)))
     result = spearmanr(x, y)
     return Correlation(float(result.statistic), float(result.pvalue), int(len(x)))

@@ -165,6 +165,17 @@ def open_trajectory(path: str | Path) -> h5py.File:
     return handle
 
 
+def stable_positions(path: str | Path) -> np.ndarray:
+    """Positions (frames, atoms, 3) of every stored frame in which its system was still stable,
+    every system of the file in turn (all systems of a stability run hold the same molecule)."""
+    with open_trajectory(path) as f:
+        offsets = f["systems/atom_offset"][()]
+        positions, alive = f["frames/positions"][()], f["frames/alive"][()]
+        stable = alive & ~failed_frames(f["frames/step"][()], f["failure/step"][()])  # == alive in a frozen run
+    chunks = [positions[stable[:, s], offsets[s] : offsets[s + 1]] for s in range(len(offsets) - 1)]
+    return np.concatenate(chunks) if chunks else np.empty((0, 0, 3))
+
+
 def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
     """All frames of one system as numpy arrays, plus its numbers, masses and failure record.
 

@@ -106,3 +106,62 @@ def mae_vs_stability(overview: pd.DataFrame, horizon_ps: float) -> plt.Figure:
     )
     ax.legend(title=None, fontsize="small")
     return fig
+
+
+def validation_curves(histories: pd.DataFrame) -> plt.Figure:
+    """Validation force MAE per epoch of every model of both arms, one panel per fine-tuning set size.
+
+    ``histories``: arm, size, training_seed, epoch, val_forces_mae, stopped (the last epoch) and
+    matched (the epoch whose model entered the matched comparison). A cross marks where each run
+    stopped, a ring where a fine-tuned run was matched to the scratch arm.
+    """
+    sizes = sorted(histories["size"].unique())
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), sharey=True, constrained_layout=True)
+    for ax, size in zip(np.atleast_1d(axes), sizes):
+        for (arm, seed), run in histories[histories["size"] == size].groupby(["arm", "training_seed"]):
+            color = MODEL_COLORS.get(arm, "0.5")
+            label = f"{arm}" if seed == 0 else None
+            ax.plot(run["epoch"], 1000 * run["val_forces_mae"], color=color, lw=1, alpha=0.8, label=label)
+            last = run[run["stopped"]]
+            ax.scatter(last["epoch"], 1000 * last["val_forces_mae"], marker="x", color=color, s=25, zorder=3)
+            matched = run[run["matched"]]
+            ax.scatter(
+                matched["epoch"], 1000 * matched["val_forces_mae"], facecolors="none", edgecolors="k", s=45, zorder=4
+            )
+        ax.set(xscale="log", yscale="log", xlabel="epoch", title=f"{size:,} training frames")
+    first = np.atleast_1d(axes)[0]
+    first.set_ylabel("validation force MAE (meV/Å)")
+    first.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def families(family: pd.DataFrame, horizon_ps: float) -> plt.Figure:
+    """Median stable time against test force MAE for both families over the fine-tuning set sizes.
+
+    At one force error, the family drawn higher lasts longer: the thesis of both papers at a glance.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), constrained_layout=True)
+    for arm, rows in family.groupby("arm"):
+        color = MODEL_COLORS.get(arm, "0.5")
+        ax.scatter(1000 * rows["forces_mae"], rows["median_stable_time_ps"], color=color, s=30, alpha=0.7, label=arm)
+        means = rows.groupby("train_size")[["forces_mae", "median_stable_time_ps"]].median()
+        ax.plot(1000 * means["forces_mae"], means["median_stable_time_ps"], color=color, lw=1.2)
+        for size, row in means.iterrows():
+            ax.annotate(
+                f"{int(size):,}",
+                (1000 * row["forces_mae"], row["median_stable_time_ps"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="x-small",
+                color=color,
+            )
+    ax.axhline(horizon_ps, color="0.4", ls="--", lw=1)
+    ax.set(
+        xscale="log",
+        xlabel="test force MAE on the held-out run (meV/Å)",
+        ylabel="median stable time (ps)",
+        ylim=(0, 1.1 * horizon_ps),
+        title="same force error, same stability? (labels: training frames)",
+    )
+    ax.legend(frameon=False, fontsize="small")
+    return fig

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import cast
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -50,7 +49,7 @@ from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frame
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
-from gemrepro.md.trajectory import failed_frames
+from gemrepro.md.trajectory import stable_positions as trajectory_stable_positions
 from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, model_config, recipe
 from gemrepro.train import TrainConfig, evaluate, train_model
@@ -448,12 +447,7 @@ def stability_table(run: Artifact, horizon_ps: float) -> pd.DataFrame:
 def stable_positions(run: Artifact) -> np.ndarray:
     """Positions (frames, atoms, 3) of every stored frame in which its trajectory was still stable
     (before its failure, also in a run that continued failed trajectories)."""
-    with h5py.File(run.file("trajectory.h5"), "r") as f:
-        offsets = f["systems/atom_offset"][()]
-        positions, alive = f["frames/positions"][()], f["frames/alive"][()]
-        stable = alive & ~failed_frames(f["frames/step"][()], f["failure/step"][()])  # == alive in a frozen run
-    chunks = [positions[stable[:, s], offsets[s] : offsets[s + 1]] for s in range(len(offsets) - 1)]
-    return np.concatenate(chunks) if chunks else np.empty((0, 0, 3))
+    return trajectory_stable_positions(run.file("trajectory.h5"))
 
 
 # ----------------------------------------------------------------------------- the study

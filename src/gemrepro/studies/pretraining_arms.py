@@ -38,7 +38,8 @@ from ase import Atoms
 from ase.io import read as ase_read
 from torch_geometric.data import Batch
 
-from gemrepro.analysis.arms import matched_step, pilot_temperature
+from gemrepro.analysis.arms import detectable_ratio, matched_step, pilot_temperature
+from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
 from gemrepro.analysis.survival import stable_times
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
 from gemrepro.cache.paths import artifacts_dir
@@ -51,6 +52,7 @@ from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frame
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
+from gemrepro.md.trajectory import stable_positions
 from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
 from gemrepro.studies.learning_curve import model_config, recipe
 from gemrepro.train import TrainConfig, evaluate
@@ -66,6 +68,9 @@ __all__ = [
     "corpus",
     "corpus_sources",
     "design_for",
+    "detectable",
+    "distance_histograms",
+    "histories",
     "epoch_config",
     "pretrain",
     "pretrained_params",
@@ -567,6 +572,7 @@ class ArmsStudy:
     trajectories: pd.DataFrame  # the matched comparison: arm, training_seed, failed, stable_time_ps, ...
     family: pd.DataFrame  # every converged model: arm, size, test force MAE, median stable time
     runs: list[Artifact]
+    matched_runs: dict[str, list[Artifact]]  # the matched comparison's runs of each arm
 
     @property
     def horizon_ps(self) -> float:
@@ -680,14 +686,17 @@ def arms_study(
         )
 
     runs, matched_rows = [], []
+    matched_runs: dict[str, list[Artifact]] = {arm: [] for arm in ARMS}
     for k in seeds:
         scratch_run = run(artifacts["scratch", design.primary_size, k], design.md_seeds)
         runs.append(scratch_run)
+        matched_runs["scratch"].append(scratch_run)
         matched_rows.append(run_table(scratch_run, design.time_ps).assign(arm="scratch", training_seed=k))
         tuned = artifacts["pretrained", design.primary_size, k]
         if tuned.manifest.get("matched_step") is not None:
             tuned_run = run(tuned, design.md_seeds, MATCHED_MODEL)
             runs.append(tuned_run)
+            matched_runs["pretrained"].append(tuned_run)
             matched_rows.append(run_table(tuned_run, design.time_ps).assign(arm="pretrained", training_seed=k))
     trajectories = pd.concat(matched_rows, ignore_index=True)
 
@@ -720,4 +729,64 @@ def arms_study(
         trajectories,
         pd.DataFrame(family_rows),
         runs,
+        matched_runs,
+    )
+
+
+# ----------------------------------------------------------------------------- what the chapter draws
+def histories(study: ArmsStudy) -> pd.DataFrame:
+    """Every model's validation history: arm, size, training_seed, epoch, val_forces_mae, stopped, matched."""
+    frames = []
+    for (arm, size, k), artifact in study.artifacts.items():
+        history = pd.read_csv(artifact.file("history.csv"))
+        matched = artifact.manifest.get("matched_step")
+        frames.append(
+            history[["step", "epoch", "val_forces_mae"]].assign(
+                arm=arm,
+                size=size,
+                training_seed=k,
+                stopped=history["step"] == history["step"].max(),
+                matched=history["step"] == matched if matched is not None else False,
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def distance_histograms(study: ArmsStudy) -> pd.DataFrame:
+    """h(r) (MDsim's 500 bins up to 10 Å) of the reference MD and of each arm's stable frames, pooled
+    over its models; ``distance`` is ∫|h − h_reference| dr, 0 for identical and 2 for disjoint histograms."""
+    reference_positions = np.stack([a.positions for a in [*study.target.pool, *study.target.test]])
+    reference = distance_histogram(reference_positions, MDSIM_BINS, MDSIM_MAX_DISTANCE)
+    curves = {"reference MD": reference}
+    for arm, runs in study.matched_runs.items():
+        positions = [p for p in (stable_positions(r.file("trajectory.h5")) for r in runs) if len(p)]
+        if positions:
+            curves[arm] = distance_histogram(np.concatenate(positions), MDSIM_BINS, MDSIM_MAX_DISTANCE)
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "source": name,
+                    "r": h.r,
+                    "h": h.h,
+                    "n_frames": h.n_frames,
+                    "distance": histogram_distance(h, reference),
+                }
+            )
+            for name, h in curves.items()
+        ],
+        ignore_index=True,
+    )
+
+
+def detectable(study: ArmsStudy, seed: int = 0) -> float:
+    """The smallest median stable-time ratio the matched comparison detects with 80 % power (inf: none),
+    simulated from the scratch arm's own failures with the design's models and trajectories."""
+    return detectable_ratio(
+        study.trajectories,
+        "scratch",
+        study.horizon_ps,
+        n_models=study.design.training_seeds,
+        n_trajectories=study.design.md_seeds,
+        seed=seed,
     )
