@@ -189,3 +189,31 @@ def test_corpus_sources_are_known_before_the_corpus_is_built(tmp_path):
     names = {a.info.get("name") for a in built.frames}
     assert "ethanol" not in names and all(a.get_chemical_formula() != "C2H6O" for a in built.frames)
     assert len(expected) == 1 + 3 * 2  # the dataset, then three molecules (ethanol left out) at two temperatures
+
+
+def test_a_shipped_study_is_read_back_without_recomputing_its_corpus(tmp_path, monkeypatch):
+    """compute() on two processes, ship() into a bundle, then a fresh cache reads the whole study from it."""
+    from gemrepro.cache import paths
+
+    scale = dataclasses.replace(
+        SCALES["tiny"],
+        n_molecules=4,
+        n_conformers=1,
+        n_displaced=2,
+        n_md_molecules=4,
+        arms=_design(corpus_molecules=4, corpus_frames=4, corpus_frame_interval=2),
+    )
+    monkeypatch.setitem(SCALES, "tiny", scale)
+    checkout = tmp_path / "checkout"
+    (checkout / "models").mkdir(parents=True)
+    monkeypatch.setattr(paths, "repo_root", lambda: checkout)
+    monkeypatch.setattr(pa, "repo_root", lambda: checkout)
+    bundle, n = pa.ship(scale, tmp_path / "first", workers=2)
+    assert bundle == checkout / "models" / "tiny-arms.tar.xz" and bundle.is_file() and n > 10
+    first = pa.arms_study(scale, root=tmp_path / "first")
+
+    fresh = tmp_path / "fresh"
+    again = pa.arms_study(scale, root=fresh)  # unpacks the bundle; must find every artifact in it
+    assert [r.key for r in again.runs] == [r.key for r in first.runs]
+    assert again.pretrained.key == first.pretrained.key and again.temperature == first.temperature
+    assert not (fresh / "dataset").exists() and not (fresh / "labels").exists()  # the corpus was never rebuilt

@@ -53,8 +53,9 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-def shipped_models(scale: str) -> Path | None:
-    """The committed bundle of a scale's trained learning-curve models (``<repo>/models/<scale>.tar.xz``), if any.
+def shipped_models(scale: str, part: str = "") -> Path | None:
+    """The committed bundle of a scale's expensive results, if any: ``<repo>/models/<scale>.tar.xz``
+    (learning-curve models and long runs) or, for a ``part``, ``<repo>/models/<scale>-<part>.tar.xz``.
 
     Training every ``tiny`` model to convergence takes longer on 2 CPU cores than the book may;
     the bundle holds exactly the artifacts the training stage would write, under the same keys.
@@ -62,5 +63,5 @@ def shipped_models(scale: str) -> Path | None:
     root = repo_root()
     if root is None:
         return None
-    path = root / "models" / f"{scale}.tar.xz"
+    path = root / "models" / (f"{scale}-{part}.tar.xz" if part else f"{scale}.tar.xz")
     return path if path.is_file() else None

@@ -27,6 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ship.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
     ship.set_defaults(func=_ship)
 
+    arms = sub.add_parser(
+        "ship-arms",
+        help="compute (where missing) the pretraining chapter's arms study (models of both arms, pilot and "
+        "stability runs) on --workers processes and bundle it into models/<scale>-arms.tar.xz",
+    )
+    arms.add_argument("--scale", default="tiny", help="tiny, small or paper (default: tiny)")
+    arms.add_argument("--workers", type=int, default=2, help="processes, each single-threaded (default: 2)")
+    arms.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
+    arms.set_defaults(func=_ship_arms)
+
     unpack = sub.add_parser("unpack", help="verify a bundle and add its artifacts to the cache")
     unpack.add_argument("bundle")
     unpack.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data or $GEMREPRO_DATA)")
@@ -57,6 +67,19 @@ def _ship(args: argparse.Namespace) -> int:
         f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
         f"{out.stat().st_size / 1e6:.1f} MB"
     )
+    return 0
+
+
+def _ship_arms(args: argparse.Namespace) -> int:
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
+    from gemrepro.cache.paths import artifacts_dir
+    from gemrepro.config.scales import get_scale
+    from gemrepro.studies.pretraining_arms import ship
+
+    if args.workers < 1:
+        raise ValueError(f"--workers: expected a positive number of processes, got {args.workers}")
+    out, n = ship(get_scale(args.scale), artifacts_dir(args.data_dir), workers=args.workers)
+    print(f"{out}: {n} artifacts (the arms study) of scale {args.scale}, {out.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

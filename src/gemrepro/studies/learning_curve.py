@@ -56,6 +56,7 @@ __all__ = [
     "sanity_check_real_data",
     "seed_spread",
     "shipped_artifact",
+    "unpack_shipped",
     "train_config",
     "train_scale_model",
     "training_step_cost",
@@ -187,9 +188,9 @@ def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
     return file_digest(path)
 
 
-def _unpack_shipped(scale: Scale, root: Path) -> None:
-    """Unpack the scale's committed model bundle into ``root`` (once per bundle content), if there is one."""
-    bundle = shipped_models(scale.name)
+def unpack_shipped(scale: Scale, root: Path, part: str = "") -> None:
+    """Unpack the scale's committed bundle (or its ``part``) into ``root`` (once per bundle content), if any."""
+    bundle = shipped_models(scale.name, part)
     if bundle is None:
         return
     stat = bundle.stat()
@@ -202,7 +203,7 @@ def _unpack_shipped(scale: Scale, root: Path) -> None:
 
 def shipped_artifact(scale: Scale, stage: str, params: dict, root: Path) -> Artifact | None:
     """The ``stage`` artifact of ``params`` from the scale's committed bundle, if it holds it."""
-    _unpack_shipped(scale, root)
+    unpack_shipped(scale, root)
     return load_artifact(stage, params, root)
 
 
@@ -342,7 +343,7 @@ def learning_curve(
         raise ValueError(f"members: expected a positive number of training seeds or None, got {members!r}")
     root = Path(root) if root else artifacts_dir()
     dataset = _dataset_artifact(scale, reference, seed, root)
-    _unpack_shipped(scale, root)
+    unpack_shipped(scale, root)
     data: ScaleData | None = None
     rows = []
     for member in range(int(n_members)):

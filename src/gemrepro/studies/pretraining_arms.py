@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
@@ -42,7 +43,8 @@ from gemrepro.analysis.arms import detectable_ratio, matched_step, pilot_tempera
 from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
 from gemrepro.analysis.survival import stable_times
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.cache.paths import artifacts_dir
+from gemrepro.cache.bundle import pack
+from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.catalog import MD17, dataset_molecules
 from gemrepro.config.designs import ArmsDesign
 from gemrepro.config.scales import SCALES, Scale
@@ -52,9 +54,10 @@ from gemrepro.data.reference_md import MDRecipe, read_frames, reference_md_frame
 from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
+from gemrepro.md.runner import one_torch_thread
 from gemrepro.md.trajectory import stable_positions
 from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
-from gemrepro.studies.learning_curve import model_config, recipe
+from gemrepro.studies.learning_curve import model_config, recipe, unpack_shipped
 from gemrepro.train import TrainConfig, evaluate
 from gemrepro.train.trainer import Trainer
 
@@ -65,6 +68,7 @@ __all__ = [
     "Target",
     "arm_model",
     "arms_study",
+    "compute",
     "corpus",
     "corpus_sources",
     "design_for",
@@ -74,6 +78,7 @@ __all__ = [
     "epoch_config",
     "pretrain",
     "pretrained_params",
+    "ship",
     "stability_run",
     "target",
 ]
@@ -573,6 +578,7 @@ class ArmsStudy:
     family: pd.DataFrame  # every converged model: arm, size, test force MAE, median stable time
     runs: list[Artifact]
     matched_runs: dict[str, list[Artifact]]  # the matched comparison's runs of each arm
+    pilot_runs: list[Artifact]
 
     @property
     def horizon_ps(self) -> float:
@@ -624,6 +630,7 @@ def arms_study(
     validation force MAE; stability runs at the pilot's temperature.
     """
     design, root = design_for(scale), Path(root) if root else artifacts_dir()
+    unpack_shipped(scale, root, "arms")
     tgt = target(scale, seed, reference, target_file, root)
     seeds = range(design.training_seeds)
     common = dict(reference=reference, root=root, progress=progress, device=device)
@@ -730,6 +737,7 @@ def arms_study(
         pd.DataFrame(family_rows),
         runs,
         matched_runs,
+        pilot_runs,
     )
 
 
@@ -790,3 +798,86 @@ def detectable(study: ArmsStudy, seed: int = 0) -> float:
         n_trajectories=study.design.md_seeds,
         seed=seed,
     )
+
+
+# ----------------------------------------------------------------------------- computing and shipping it
+def _scratch_arm_and_pilot(scale: Scale, seed: int, reference: str, root: Path) -> float:
+    """Every scratch model (the primary size first) and the pilot; the mean validation force MAE."""
+    design, tgt = design_for(scale), target(scale, seed, reference, None, root)
+    sizes = (design.primary_size, *(n for n in design.train_sizes if n != design.primary_size))
+    models = {
+        (n, k): arm_model(tgt, scale, "scratch", n, k, reference=reference, root=root)
+        for n in sizes
+        for k in range(design.training_seeds)
+    }
+    primary = [models[design.primary_size, k] for k in range(design.training_seeds)]
+    for model in primary:
+        stability_run(model, tgt.start, list(design.pilot_temperatures), design.pilot_seeds, design.time_ps,
+                      seed=seed, frame_interval=design.md_frame_interval, root=root)  # fmt: skip
+    return float(np.mean([m.manifest["metrics"]["validation"]["forces_mae"] for m in primary]))
+
+
+def _pretrained(scale: Scale, seed: int, reference: str, root: Path) -> Artifact:
+    tgt = target(scale, seed, reference, None, root)
+    return pretrain(corpus(scale, seed, reference, tgt.formula, None, root), scale, seed, reference, root)
+
+
+def _finetuned(scale: Scale, size: int, k: int, match: float | None, seed: int, reference: str, root: Path) -> str:
+    tgt = target(scale, seed, reference, None, root)
+    pretrained = _pretrained(scale, seed, reference, root)  # cached by then
+    model = arm_model(
+        tgt, scale, "pretrained", size, k, pretrained=pretrained, match_forces_mae=match, reference=reference, root=root
+    )
+    return model.key
+
+
+def _in_one_thread(function, *args):
+    """Run a task of :func:`compute` in a worker with one torch thread (bit-reproducible on CPU)."""
+    with one_torch_thread():
+        return function(*args)
+
+
+def compute(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", root=None, workers: int = 2) -> ArmsStudy:
+    """The whole study of a scale with ``workers`` processes, each single-threaded, then :func:`arms_study`.
+
+    The scratch arm and its pilot run beside the corpus and pretraining; the fine-tuned models
+    and the stability runs are then shared out. Each task is a cached, resumable stage, so a
+    killed :func:`compute` continues where it stopped and its results are those of one process.
+    """
+    root = Path(root) if root else artifacts_dir()
+    design = design_for(scale)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        scratch = pool.submit(_in_one_thread, _scratch_arm_and_pilot, scale, seed, reference, root)
+        pretrained = pool.submit(_in_one_thread, _pretrained, scale, seed, reference, root)
+        target_mae, _ = scratch.result(), pretrained.result()
+        tuned = [
+            pool.submit(
+                _in_one_thread, _finetuned, scale, n, k, target_mae if n == design.primary_size else None, seed,
+                reference, root,
+            )
+            for n in design.train_sizes
+            for k in range(design.training_seeds)
+        ]  # fmt: skip
+        for task in tuned:
+            task.result()
+    # The stability runs follow from the models and the pilot: arms_study runs what is missing.
+    with one_torch_thread():
+        return arms_study(scale, seed=seed, reference=reference, root=root)
+
+
+def ship(scale: Scale, root=None, *, seed: int = 0, reference: str = "gfn2-xtb", workers: int = 2) -> tuple[Path, int]:
+    """Compute (where missing) the study of a scale and bundle what the chapter reads into
+    ``<repo>/models/<scale>-arms.tar.xz``: the target runs, every model, the pretrained model and
+    every stability run. The corpus is left out: the pretrained model is found by its sources' keys."""
+    checkout = repo_root()
+    if checkout is None:
+        raise ValueError("ship: no checkout found (models/<scale>-arms.tar.xz lives in the repository)")
+    root = Path(root) if root else artifacts_dir()
+    study = compute(scale, seed=seed, reference=reference, root=root, workers=workers)
+    entries = sorted(
+        {f"reference-md/{a.key}" for a in study.target.artifacts}
+        | {f"{MODEL_STAGE}/{a.key}" for a in study.artifacts.values()}
+        | {f"{PRETRAIN_STAGE}/{study.pretrained.key}"}
+        | {f"{MD_STAGE}/{r.key}" for r in [*study.runs, *study.pilot_runs]}
+    )
+    return pack(entries, checkout / "models" / f"{scale.name}-arms.tar.xz", scale.name, root), len(entries)
