@@ -135,3 +135,25 @@ def test_an_output_path_that_cannot_be_written_is_one_line(files, capsys, comman
         argv += ["--reference", "none", "--temperatures", "300", "--seeds", "1"]
     err = one_line_error(capsys, *argv)
     assert "a_file" in err and "expected a folder there" in err
+
+
+def test_md_export_keeps_an_existing_file(files, capsys):
+    (files / "kept.extxyz").write_text("someone's dataset\n")
+    err = one_line_error(capsys, "md-export", files / "dataset.h5", "--system", "0", "--out", files / "kept.extxyz")
+    assert "kept.extxyz: exists; pass --overwrite" in err
+    assert (files / "kept.extxyz").read_text() == "someone's dataset\n"
+
+
+def test_stress_keeps_a_finished_audit(files, capsys):
+    audit = files / "audit"
+    audit.mkdir()
+    (audit / "report.html").write_text("<p>last week's audit</p>\n")
+    argv = ["stress", "--model", files / "t.pt", "--molecules", "O", "--time-ps", "0.001", "--device", "cpu"]
+    argv += ["--quiet", "--reference", "none", "--temperatures", "300", "--seeds", "1", "--out", audit]
+    err = one_line_error(capsys, *argv)
+    assert "holds a finished audit (report.html); pass --overwrite" in err
+    assert (audit / "report.html").read_text() == "<p>last week's audit</p>\n"
+    assert not (audit / "trajectory.h5").exists()  # refused before any MD
+    code = cli_main([str(a) for a in [*argv, "--overwrite", "--no-field-scores"]])
+    assert code == 0, capsys.readouterr().err
+    assert "last week" not in (audit / "report.html").read_text()

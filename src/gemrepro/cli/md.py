@@ -199,6 +199,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if not Path(args.trajectory).is_file():
         raise FileNotFoundError(f"trajectory {args.trajectory!r} does not exist")
+    if Path(args.out).exists() and not args.overwrite:
+        raise ValueError(f"--out {args.out}: exists; pass --overwrite to replace it, or choose another path")
     n = export_extxyz(args.trajectory, args.system, args.out)
     print(f"{args.out}: {n} frames of system {args.system}")
     return 0
@@ -266,7 +268,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser("md-export", help="write one system of an MD trajectory file as extended XYZ")
     export.add_argument("trajectory", help="HDF5 trajectory written by `gemrepro md`")
     export.add_argument("--system", type=int, required=True, help="system index (as in the `gemrepro md` summary)")
-    export.add_argument("--out", required=True, help="output file (.extxyz)")
+    export.add_argument(
+        "--out", required=True, help="output file (.extxyz); an existing one is kept unless --overwrite"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     export.set_defaults(func=_export)
 
 

@@ -71,6 +71,12 @@ def _run(args: argparse.Namespace) -> int:
 
         get_method(reference)  # a one-line error before any MD
     out = Path(args.out)
+    finished = [name for name in ("report.html", "summary.json") if (out / name).exists()]
+    if finished and not args.overwrite:
+        raise ValueError(
+            f"--out {out}: holds a finished audit ({', '.join(finished)}); pass --overwrite to replace it, "
+            "or choose another folder"
+        )
     potential: GemNetPotential | CalculatorPotential
     device: str | torch.device
     if args.model is not None:
@@ -197,7 +203,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="for --model: run the trajectories on K batch slots, each refilled from the queue as "
         "its trajectory fails (default: all trajectories in one batch)",
     )
-    stress.add_argument("--out", default="stress", help="output folder (report.html, summary.json, trajectory.h5)")
+    stress.add_argument(
+        "--out",
+        default="stress",
+        help="output folder (report.html, summary.json, trajectory.h5); an audit in progress there resumes, "
+        "a finished one is kept unless --overwrite",
+    )
+    stress.add_argument("--overwrite", action="store_true", help="replace a finished audit in --out")
     stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")
     stress.add_argument("--quiet", action="store_true", help="no progress bar")
     stress.set_defaults(func=_run)
