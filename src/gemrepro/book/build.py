@@ -23,7 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from gemrepro.cache.artifacts import ACCESS_LOG_ENV
+from gemrepro.book.profile import profile_table, shipped_entries, summary
+from gemrepro.cache.artifacts import ACCESS_LOG_ENV, STAGE_LOG_ENV
 from gemrepro.cache.paths import repo_root
 from gemrepro.config.scales import get_scale
 
@@ -101,6 +102,16 @@ def build_html(source: Path, output: Path) -> Path:
     return output / "_build" / "html"
 
 
+def report_profile(executed: dict[str, tuple[Path, float]], root: Path, build_dir: Path) -> None:
+    """Print each executed chapter's wall time and where its artifacts came from; keep the stage
+    table in ``<build>/profile.csv`` (chapter, wall_s, stage, source, artifacts, seconds)."""
+    table = profile_table(executed, shipped_entries(root))
+    table.to_csv(build_dir / "profile.csv", index=False)
+    overview = summary(table, {name: wall for name, (_, wall) in executed.items()})
+    print("[book] profile (s; artifacts computed / from a bundle / from the cache):")
+    print(overview.to_string(index=False))
+
+
 def build_book(
     scale: str = DEFAULT_SCALE,
     build_dir: Path | None = None,
@@ -132,6 +143,9 @@ def build_book(
         log.unlink(missing_ok=True)
     os.environ[ACCESS_LOG_ENV] = str(log)
     names = chapters(root)
+    profile_dir = build_dir / "profile"
+    profile_dir.mkdir(exist_ok=True)
+    executed: dict[str, tuple[Path, float]] = {}
     for name in [n for n in names if n not in SUMMARY_CHAPTERS] + [n for n in names if n in SUMMARY_CHAPTERS]:
         committed = root / "book" / "chapters" / f"{name}.ipynb"
         staged = stage / "book" / "chapters" / f"{name}.ipynb"
@@ -140,10 +154,16 @@ def build_book(
                 shutil.copy2(committed, staged)
             continue
         print(f"[book] executing {name} at scale={scale} ...", flush=True)
+        stage_log = profile_dir / f"{name}.jsonl"
+        stage_log.unlink(missing_ok=True)
+        os.environ[STAGE_LOG_ENV] = str(stage_log)
         seconds = execute_chapter(root, name, staged, {"scale": scale})
+        executed[name] = (stage_log, seconds)
         print(f"[book] {name}: {seconds:.0f} s", flush=True)
         if update_committed:
             shutil.copy2(staged, committed)
+    os.environ.pop(STAGE_LOG_ENV, None)
+    report_profile(executed, root, build_dir)
 
     build_html(stage, build_dir)
     html = build_dir / "_build" / "html"

@@ -28,6 +28,19 @@ MANIFEST = "manifest.json"
 ACCESS_LOG_ENV = "GEMREPRO_ARTIFACT_LOG"
 """When set, every artifact a process loads or builds is appended to this file as ``stage/key``
 (the book runner uses it to know which artifacts a scale's chapters need, for ``artifacts pack``)."""
+STAGE_LOG_ENV = "GEMREPRO_STAGE_LOG"
+"""When set, every artifact read or computed is appended to this file as one JSON line (event
+``read`` or ``computed``, stage, key, seconds): the book runner's profile of where time goes."""
+
+
+def log_stage(event: str, stage: str, key: str, seconds: float = 0.0) -> None:
+    """Append one event to the stage log named by :data:`STAGE_LOG_ENV`, if any (one short line: safe
+    across processes)."""
+    log = os.environ.get(STAGE_LOG_ENV)
+    if log:
+        line = json.dumps({"event": event, "stage": stage, "key": key, "seconds": round(seconds, 3)})
+        with open(log, "a") as handle:
+            handle.write(line + "\n")
 
 
 def _canonical(value: Any) -> Any:
@@ -136,6 +149,7 @@ def load_artifact(stage: str, params: dict, root: str | os.PathLike | None = Non
     if log:
         with open(log, "a") as handle:  # one short line per append: safe across processes
             handle.write(f"{stage}/{folder.name}\n")
+    log_stage("read", stage, folder.name)
     return Artifact(folder, json.loads(manifest.read_text()))
 
 
@@ -196,6 +210,7 @@ def get_or_create(
         raise
     if work is not None:
         shutil.rmtree(work, ignore_errors=True)  # the checkpoints are not needed once the artifact exists
+    log_stage("computed", stage, final.name, time.perf_counter() - start)
     return load_artifact(stage, params, root)  # type: ignore[return-value]
 
 
