@@ -1,5 +1,6 @@
 # gemrepro: the two commands of the README.
 #   make book [SCALE=tiny|small|paper]   execute every chapter with papermill, build the HTML book in _build/
+#   make book FRESH=1                    ... recomputing everything the bundle ships, in a cache of its own (data/fresh)
 #   make test                            unit tests + nbval on the committed chapters
 #   make update-book                     make book at tiny and replace the committed chapters' outputs
 #   make publish [REMOTE=origin]          push the HTML of the committed book to the gh-pages branch
@@ -10,6 +11,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUILD := _build/$(SCALE)
 REMOTE ?= origin
+ifeq ($(FRESH),1)
+export GEMREPRO_FRESH := 1
+export GEMREPRO_DATA := $(CURDIR)/data/fresh
+BUILD := _build/$(SCALE)-fresh
+endif
 
 .PHONY: book test install clean-book publish update-book
 

@@ -95,3 +95,11 @@ def test_pack_cli_reads_the_log_and_names_the_bundle_by_version(tmp_path, monkey
         meta = json.loads(tar.extractfile("bundle.json").read())
     assert meta["artifacts"] == [f"models/{a.key}"] and meta["scale"] == "tiny"
     assert bundle.default_bundle_name("small").startswith("gemrepro-artifacts-small-v")
+
+
+def test_fresh_uses_no_committed_bundle(monkeypatch):
+    from gemrepro.cache.paths import FRESH_ENV, shipped_models
+
+    assert shipped_models("tiny") is not None  # the committed tiny bundle
+    monkeypatch.setenv(FRESH_ENV, "1")
+    assert shipped_models("tiny") is None

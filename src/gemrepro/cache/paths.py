@@ -53,6 +53,10 @@ def shared_data_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
+FRESH_ENV = "GEMREPRO_FRESH"
+"""``1``: no committed bundle is used, everything is recomputed (``make book FRESH=1``)."""
+
+
 def shipped_models(scale: str, part: str = "") -> Path | None:
     """The committed bundle of a scale's expensive results, if any: ``<repo>/models/<scale>.tar.xz``
     (learning-curve models and long runs) or, for a ``part``, ``<repo>/models/<scale>-<part>.tar.xz``.
@@ -61,7 +65,7 @@ def shipped_models(scale: str, part: str = "") -> Path | None:
     the bundle holds exactly the artifacts the training stage would write, under the same keys.
     """
     root = repo_root()
-    if root is None:
+    if root is None or os.environ.get(FRESH_ENV) == "1":
         return None
     path = root / "models" / (f"{scale}-{part}.tar.xz" if part else f"{scale}.tar.xz")
     return path if path.is_file() else None
