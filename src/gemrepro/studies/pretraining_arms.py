@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -846,7 +847,8 @@ def compute(scale: Scale, *, seed: int = 0, reference: str = "gfn2-xtb", root=No
     """
     root = Path(root) if root else artifacts_dir()
     design = design_for(scale)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a fork of a process whose OpenMP threads have run can hang.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         scratch = pool.submit(_in_one_thread, _scratch_arm_and_pilot, scale, seed, reference, root)
         pretrained = pool.submit(_in_one_thread, _pretrained, scale, seed, reference, root)
         target_mae, _ = scratch.result(), pretrained.result()
