@@ -15,10 +15,11 @@ import tarfile
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from gemrepro.cache.artifacts import artifact_key
+from gemrepro.cache.artifacts import Artifact, artifact_key
 from gemrepro.cache.paths import shipped_models
 from gemrepro.config.scales import get_scale
 from gemrepro.data.build import build_dataset
@@ -166,3 +167,42 @@ def test_the_bundle_holds_the_sweep_runs_and_their_first_half_picosecond_reruns(
     early = table["failed"] & (table["failure_step"] <= n_steps)
     assert [f is not None for f in prefix.failures] == early.tolist()
     assert [f.step for f in prefix.failures if f is not None] == table.loc[early, "failure_step"].tolist()
+
+
+#: A recomputed PBE0 single point against the shipped one: the same code on another CPU type.
+PBE0_ENERGY_ATOL = 1e-4  # eV
+PBE0_FORCES_ATOL = 1e-3  # eV/Å
+
+
+def test_shipped_pbe0_labels_match_a_recomputed_sample(tmp_path):
+    """The convergence chapter reads its PBE0 single points from the bundle: recompute a stratified
+    sample (the smallest converged frame and the smallest that did not converge) and compare."""
+    from gemrepro.cache.bundle import unpack
+    from gemrepro.reference import get_method
+
+    unpack(shipped_models("tiny"), tmp_path)
+    entries = [e for e in _bundle_metadata()["artifacts"] if e.startswith(f"{sweep.LABEL_STAGE}/")]
+    manifests = {e: json.loads((tmp_path / e / "manifest.json").read_text()) for e in entries}
+    pbe0 = [e for e, m in manifests.items() if m["params"]["method"] == "pbe0"]
+    assert pbe0, "the bundle holds no PBE0 labels: run `gemrepro artifacts ship-models --scale tiny`"
+    rows = []
+    for entry in pbe0:
+        table = sweep.load_frames(Artifact(tmp_path / entry, manifests[entry]))
+        rows.append(table.assign(entry=entry, row=range(len(table))))
+    frames = pd.concat(rows, ignore_index=True).sort_values(["n_atoms", "entry", "row"])
+    sample = [frames[frames["converged"]].iloc[0], frames[~frames["converged"]].iloc[0]]
+    method = get_method("pbe0")
+    for row in sample:
+        md = tmp_path / sweep.MD_STAGE / manifests[row["entry"]]["params"]["md"] / "trajectory.h5"
+        with h5py.File(md, "r") as f:
+            offsets = f["systems/atom_offset"][()]
+            a, b = int(offsets[row["system"]]), int(offsets[row["system"] + 1])
+            numbers, positions = f["systems/numbers"][a:b], f["frames/positions"][int(row["frame"]), a:b]
+        result = method.compute(numbers, positions)
+        assert result.converged == bool(row["converged"]), f"{row['molecule']} frame {row['frame']}"
+        if result.converged:
+            assert result.energy == pytest.approx(row["reference_energy"], abs=PBE0_ENERGY_ATOL)
+            forces = np.load(tmp_path / row["entry"] / "forces.npz")
+            k = int(row["row"])
+            shipped = forces["reference"][forces["atom_offset"][k] : forces["atom_offset"][k + 1]]
+            np.testing.assert_allclose(result.forces, shipped, atol=PBE0_FORCES_ATOL)

@@ -41,7 +41,15 @@ from gemrepro.studies.learning_curve import (
     resolve_variant,
     shipped_artifact,
 )
-from gemrepro.studies.sweep import MD_STAGE, n_md_molecules, start_images, start_structures, temperature_sweep
+from gemrepro.studies.sweep import (
+    LABEL_STAGE,
+    MD_STAGE,
+    dft_convergence,
+    n_md_molecules,
+    start_images,
+    start_structures,
+    temperature_sweep,
+)
 
 __all__ = ["LongRuns", "long_run", "long_runs", "long_runs_table", "ship"]
 
@@ -187,7 +195,8 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.xz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
-    sweep's runs and the long runs of its sparsest and densest models, under the keys the chapters
+    sweep's runs, the long runs of its sparsest and densest models and the PBE0 single points of the
+    convergence chapter, under the keys the chapters
     ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
     checkout = repo_root()
@@ -197,10 +206,13 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     curve = learning_curves(scale, root=root, progress=progress, members=None)
     swept = temperature_sweep(scale, root=root, progress=progress)
     runs = long_runs(scale, root=root, progress=progress)
+    # The convergence chapter's PBE0 single points (tens of minutes on two cores); a test recomputes a sample.
+    pbe0 = dft_convergence(swept, scale, root=root).attrs["labels"]
     entries = (
         [f"{MODEL_STAGE}/{key}" for key in curve["key"]]
         + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
         + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
+        + [f"{LABEL_STAGE}/{labels.key}" for labels in pbe0.values()]
     )
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
     return output, len(entries)
