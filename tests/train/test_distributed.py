@@ -142,7 +142,8 @@ def test_two_gloo_ranks_follow_the_single_process_run_and_resume_on_one(tmp_path
     assert len(ddp) == len(single.history) == 4
     pd.testing.assert_frame_equal(ddp[COMPARED], single.history[COMPARED], rtol=1e-9, atol=1e-12)
     assert single.history["train_loss"].iloc[-1] < single.history["train_loss"].iloc[0]  # it did learn
-    ddp_model, single_model = load_model(tmp_path / "ddp" / "best_model.pt", device="cpu"), single.model
+    ddp_model = load_model(tmp_path / "ddp" / "best_model.pt", device="cpu", model=make_model())
+    single_model = single.model
     for (name, a), b in zip(ddp_model.state_dict().items(), single_model.state_dict().values()):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-8, atol=1e-10, msg=name)
 
@@ -196,4 +197,4 @@ def test_gemrepro_train_under_torchrun_trains_on_two_ranks(tmp_path):
     assert summary["steps"] == 4 and summary["world_size"] == 2
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history["step"].tolist() == [2, 4]
-    assert load_model(summary["best_model"], device="cpu") is not None
+    assert load_model(summary["best_model"], device="cpu").metadata["steps"] == 4  # the file rank 0 wrote

@@ -77,7 +77,7 @@ def test_training_accepts_auto_and_matches_an_explicit_cpu_run(tmp_path, monkeyp
         make_model(), train_set, val_set, fast_config(device="cpu", max_steps=4), tmp_path / "c", progress=False
     )
     assert auto.history["val_loss"].tolist() == cpu.history["val_loss"].tolist()
-    loaded = load_model(auto.best_model_path, device="cpu")
+    loaded = load_model(auto.best_model_path, device="cpu", model=make_model())  # a toy network: not in the allowlist
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
 
 
@@ -137,7 +137,7 @@ def test_training_on_cuda_follows_cpu_and_saves_host_tensors(tmp_path):
         make_model(), train_set, val_set, fast_config(max_steps=6, device="cuda"), tmp_path / "gpu", progress=False
     )
     np.testing.assert_allclose(gpu.history["val_loss"], cpu.history["val_loss"], rtol=1e-6)
-    loaded = load_model(gpu.best_model_path, device="cpu")
+    loaded = load_model(gpu.best_model_path, device="cpu", model=make_model())
     assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
     resumed = train_model(
         make_model(), train_set, val_set, fast_config(max_steps=8, device="cuda"), tmp_path / "gpu", progress=False
