@@ -8,28 +8,8 @@ from lifelines.statistics import logrank_test
 from gemrepro.analysis import arms
 
 
-def _trajectories(medians: dict[str, list[float]], n_md: int = 16, horizon: float = 20.0, seed: int = 0):
-    """Exponential failures per model (one median per training seed), censored at ``horizon``."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for arm, per_model in medians.items():
-        for training_seed, median in enumerate(per_model):
-            draws = rng.exponential(median / np.log(2), n_md)
-            for k, t in enumerate(draws):
-                rows.append(
-                    {
-                        "arm": arm,
-                        "training_seed": training_seed,
-                        "system": k,
-                        "failed": bool(t < horizon),
-                        "stable_time_ps": float(min(t, horizon)),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def test_unstratified_logrank_matches_lifelines():
-    table = _trajectories({"scratch": [3.0], "pretrained": [9.0]}, n_md=40, seed=3)
+def test_unstratified_logrank_matches_lifelines(arm_trajectories):
+    table = arm_trajectories({"scratch": [3.0], "pretrained": [9.0]}, n_md=40, seed=3)
     ours = arms.stratified_logrank(table, "pretrained", "scratch")
     a, b = (table[table["arm"] == name] for name in ("pretrained", "scratch"))
     theirs = logrank_test(a["stable_time_ps"], b["stable_time_ps"], a["failed"], b["failed"])
@@ -38,8 +18,8 @@ def test_unstratified_logrank_matches_lifelines():
     assert ours.observed < ours.expected  # the longer-lived arm fails less than equal hazards predict
 
 
-def test_stratification_sums_the_strata():
-    table = _trajectories({"scratch": [2.0, 8.0], "pretrained": [4.0, 16.0]}, n_md=30, seed=1)
+def test_stratification_sums_the_strata(arm_trajectories):
+    table = arm_trajectories({"scratch": [2.0, 8.0], "pretrained": [4.0, 16.0]}, n_md=30, seed=1)
     both = arms.stratified_logrank(table, "pretrained", "scratch")
     parts = [arms.stratified_logrank(g, "pretrained", "scratch") for _, g in table.groupby("training_seed")]
     assert both.n_strata == 2
@@ -47,35 +27,35 @@ def test_stratification_sums_the_strata():
     assert both.expected == pytest.approx(sum(p.expected for p in parts))
 
 
-def test_no_failure_gives_p_one():
-    table = _trajectories({"scratch": [1e6], "pretrained": [1e6]}, n_md=5, horizon=1.0)
+def test_no_failure_gives_p_one(arm_trajectories):
+    table = arm_trajectories({"scratch": [1e6], "pretrained": [1e6]}, n_md=5, horizon=1.0)
     assert not table["failed"].any()
     assert arms.stratified_logrank(table, "pretrained", "scratch").p_value == 1.0
 
 
-def test_nested_ratio_finds_a_real_effect_and_none_where_there_is_none():
-    effect = _trajectories({"scratch": [2.0, 2.5, 3.0], "pretrained": [8.0, 9.0, 10.0]}, horizon=100.0)
+def test_nested_ratio_finds_a_real_effect_and_none_where_there_is_none(arm_trajectories):
+    effect = arm_trajectories({"scratch": [2.0, 2.5, 3.0], "pretrained": [8.0, 9.0, 10.0]}, horizon=100.0)
     ratio = arms.nested_median_ratio(effect, "pretrained", "scratch", n_boot=500)
     assert ratio.low > 1.5 and ratio.low <= ratio.ratio <= ratio.high
-    null = _trajectories({"scratch": [3.0, 3.0, 3.0], "pretrained": [3.0, 3.0, 3.0]}, horizon=100.0, seed=5)
+    null = arm_trajectories({"scratch": [3.0, 3.0, 3.0], "pretrained": [3.0, 3.0, 3.0]}, horizon=100.0, seed=5)
     ratio = arms.nested_median_ratio(null, "pretrained", "scratch", n_boot=500)
     assert ratio.low < 1.0 < ratio.high
 
 
-def test_nested_interval_is_wider_than_one_that_ignores_the_training_seeds():
+def test_nested_interval_is_wider_than_one_that_ignores_the_training_seeds(arm_trajectories):
     # Models of one arm differ a lot: trajectories of one model are not independent evidence.
-    table = _trajectories({"scratch": [1.0, 4.0, 16.0], "pretrained": [2.0, 8.0, 32.0]}, n_md=32, horizon=1e3)
+    table = arm_trajectories({"scratch": [1.0, 4.0, 16.0], "pretrained": [2.0, 8.0, 32.0]}, n_md=32, horizon=1e3)
     nested = arms.nested_median_ratio(table, "pretrained", "scratch", n_boot=800)
     flat = arms.nested_median_ratio(table.assign(training_seed=range(len(table))), "pretrained", "scratch", n_boot=800)
     assert (nested.high - nested.low) > 1.3 * (flat.high - flat.low)
 
 
-def test_detectable_ratio_falls_with_more_trajectories_and_is_inf_without_failures():
-    control = _trajectories({"scratch": [4.0, 5.0, 6.0]}, n_md=16, horizon=20.0)
+def test_detectable_ratio_falls_with_more_trajectories_and_is_inf_without_failures(arm_trajectories):
+    control = arm_trajectories({"scratch": [4.0, 5.0, 6.0]}, n_md=16, horizon=20.0)
     few = arms.detectable_ratio(control, "scratch", 20.0, n_models=3, n_trajectories=4, n_sim=60)
     many = arms.detectable_ratio(control, "scratch", 20.0, n_models=3, n_trajectories=32, n_sim=60)
     assert many < few
-    survivors = _trajectories({"scratch": [1e9, 1e9, 1e9]}, n_md=4, horizon=1.0)
+    survivors = arm_trajectories({"scratch": [1e9, 1e9, 1e9]}, n_md=4, horizon=1.0)
     assert arms.detectable_ratio(survivors, "scratch", 1.0, n_models=3, n_trajectories=16, n_sim=5) == np.inf
 
 

@@ -234,24 +234,6 @@ def test_snapshots_round_trip_and_the_glance_table_marks_verdicts(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Maheshwari et al., as issue #31 designs it
-def _arm_trajectories(medians, n_md=16, horizon=20.0, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for arm, per_model in medians.items():
-        for training_seed, median in enumerate(per_model):
-            for k, t in enumerate(rng.exponential(median / np.log(2), n_md)):
-                rows.append(
-                    {
-                        "arm": arm,
-                        "training_seed": training_seed,
-                        "system": k,
-                        "failed": bool(t < horizon),
-                        "stable_time_ps": float(min(t, horizon)),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
 @pytest.mark.parametrize(
     "medians, verdict",
     [
@@ -265,8 +247,8 @@ def _arm_trajectories(medians, n_md=16, horizon=20.0, seed=0):
         ({"scratch": [1e4, 1e4, 1e4], "pretrained": [1e4, 1e4, 1e4]}, claims.UNDERPOWERED),  # nothing fails
     ],
 )
-def test_arms_stability_can_go_every_way(medians, verdict):
-    table = _arm_trajectories(medians, n_md=64 if verdict == claims.NOT_REPRODUCED else 16)
+def test_arms_stability_can_go_every_way(medians, verdict, arm_trajectories):
+    table = arm_trajectories(medians, n_md=64 if verdict == claims.NOT_REPRODUCED else 16)
     assert claims.arms_stability(table, 20.0).verdict == verdict
 
 

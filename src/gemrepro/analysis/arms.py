@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
+from gemrepro.analysis.statistics import percentile_interval
 from gemrepro.analysis.survival import RatioEstimate
 
 __all__ = [
@@ -259,9 +260,8 @@ def same_error_offset(
     draws = np.array(
         [offset(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])) for _ in range(int(n_boot))]
     )
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(draws[np.isfinite(draws)], [tail, 100 - tail])
-    return RatioEstimate(estimate, float(low), float(high), confidence)
+    low, high = percentile_interval(draws, confidence)
+    return RatioEstimate(estimate, low, high, confidence)
 
 
 # ----------------------------------------------------------------------------- the design's own rules

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap_interval", "bootstrap_ratio_of_means", "loglog_slope_change", "loglog_slopes"]
+__all__ = [
+    "Interval",
+    "bootstrap_interval",
+    "bootstrap_ratio_of_means",
+    "loglog_slope_change",
+    "loglog_slopes",
+    "percentile_interval",
+]
 
 CONFIDENCE = 0.95
 N_BOOT = 2000
@@ -33,7 +40,8 @@ class Interval:
         return f"{self.estimate:{spec}}{unit} [{self.low:{spec}}, {self.high:{spec}}], n = {self.n}"
 
 
-def _percentiles(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The central ``confidence`` percentile interval of bootstrap draws (non-finite draws dropped)."""
     samples = samples[np.isfinite(samples)]
     if len(samples) == 0:
         return float("nan"), float("nan")
@@ -65,7 +73,7 @@ def bootstrap_interval(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(finite), size=(n_boot, len(finite)))
     samples = np.array([statistic(finite[d]) for d in draws], dtype=float)
-    low, high = _percentiles(samples, confidence)
+    low, high = percentile_interval(samples, confidence)
     return Interval(estimate, low, high, len(finite))
 
 
@@ -102,7 +110,7 @@ def bootstrap_ratio_of_means(
         samples = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1) / b[
             rng.integers(0, len(b), size=(n_boot, len(b)))
         ].mean(axis=1)
-    low, high = _percentiles(samples, confidence)
+    low, high = percentile_interval(samples, confidence)
     return Interval(estimate, low, high, int(min(len(a), len(b))))
 
 
@@ -157,7 +165,7 @@ def loglog_slopes(
     estimate, samples, n = _slope_samples(sizes, errors, segments, n_boot, seed)
     out = []
     for k, value in enumerate(estimate):
-        low, high = _percentiles(samples[:, k], confidence) if n > 1 else (value, value)
+        low, high = percentile_interval(samples[:, k], confidence) if n > 1 else (value, value)
         out.append(Interval(float(value), low, high, n))
     return out
 
@@ -179,5 +187,5 @@ def loglog_slope_change(
     estimate, samples, n = _slope_samples(sizes, errors, [lower, upper], n_boot, seed)
     change = samples[:, 1] - samples[:, 0]
     value = float(estimate[1] - estimate[0])
-    low, high = _percentiles(change, confidence) if n > 1 else (value, value)
+    low, high = percentile_interval(change, confidence) if n > 1 else (value, value)
     return Interval(value, low, high, n)

@@ -33,7 +33,6 @@ import pandas as pd
 import torch
 from ase import Atoms
 from ase.io import read as ase_read
-from torch_geometric.data import Batch
 
 from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
 from gemrepro.analysis.survival import stable_times
@@ -50,8 +49,9 @@ from gemrepro.data.torch_dataset import AtomsDataset, fit_element_references
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import run_md
 from gemrepro.md.trajectory import stable_positions as trajectory_stable_positions
-from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
+from gemrepro.model import load_model, save_model
 from gemrepro.studies.learning_curve import learning_curve, model_artifacts, model_config, recipe
+from gemrepro.studies.pretraining_arms import file_source, fresh_model
 from gemrepro.train import TrainConfig, evaluate, train_model
 
 __all__ = [
@@ -83,17 +83,6 @@ def plan_for(scale: Scale) -> Plan:
         planned = ", ".join(name for name, s in SCALES.items() if s.pretraining is not None)
         raise ValueError(f"scale {scale.name!r} has no pretraining plan: expected a Scale with one, as {planned}")
     return scale.pretraining
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _existing_file(path, name: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ValueError(f"{name}: expected a dataset file that gemrepro.data.read loads, got {str(path)!r}")
-    return path
 
 
 # ----------------------------------------------------------------------------- the target
@@ -134,11 +123,11 @@ def finetuning_target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", 
     """
     plan = plan_for(scale)
     if target_file is not None:
-        path = _existing_file(target_file, "target_file")
+        path, source = file_source(target_file, "target_file")
         frames = read(path)
         name = str(frames[0].info.get("name", path.stem)) if frames else path.stem
         train, validation, test = _split(len(frames), plan, seed, f"target_file {path.name}")
-        return Target(name, frames, train, validation, test, frames[0].copy(), f"file:{_file_digest(path)}")
+        return Target(name, frames, train, validation, test, frames[0].copy(), source)
     recipe = MDRecipe(
         temperature=plan.target_temperature, n_frames=plan.n_target_frames, frame_interval=plan.target_frame_interval
     )
@@ -190,8 +179,8 @@ def pretraining_corpus(
     Configurations whose formula is ``exclude_formula`` are dropped (the target must stay unseen).
     """
     if corpus_file is not None:
-        path = _existing_file(corpus_file, "corpus_file")
-        frames, sources, artifacts = read(path), [f"file:{_file_digest(path)}"], []
+        path, source = file_source(corpus_file, "corpus_file")
+        frames, sources, artifacts = read(path), [source], []
     else:
         dataset = build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
         hot = hot_samples(scale, seed, reference, exclude_formula, root)
@@ -230,13 +219,6 @@ def _train_config(scale: Scale, steps: int, seed: int):
 
 def _model_config(scale: Scale):
     return model_config(scale, "T")  # the second paper's GemNet-T at every scale
-
-
-def _fresh_model(scale: Scale, train_set, config) -> torch.nn.Module:
-    torch.manual_seed(config.seed)
-    model = build_model(_model_config(scale)).to(config.torch_dtype)
-    fit_scale_factors(model, Batch.from_data_list(train_set.to(config.torch_dtype).graphs[: config.batch_size]))
-    return model
 
 
 def _train(
@@ -313,7 +295,7 @@ def pretrain_model(
         PRETRAIN_STAGE,
         params,
         scale,
-        lambda: _fresh_model(scale, train_set, config),
+        lambda: fresh_model(scale, train_set, config),
         train_set,
         val_set,
         None,
@@ -361,7 +343,7 @@ def train_target_model(
 
     def factory():
         if init is None:
-            return _fresh_model(scale, train_set, config)
+            return fresh_model(scale, train_set, config)
         model = load_model(init.file("model.pt"), device="cpu").train()
         model.set_element_energies(fit_element_references(train_set))
         return model

@@ -44,7 +44,7 @@ from gemrepro.analysis.arms import detectable_ratio, matched_step, pilot_tempera
 from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
 from gemrepro.analysis.survival import stable_times
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.cache.bundle import pack
+from gemrepro.cache.bundle import file_digest, pack
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.catalog import MD17, dataset_molecules
 from gemrepro.config.designs import ArmsDesign
@@ -77,7 +77,10 @@ __all__ = [
     "distance_histograms",
     "histories",
     "epoch_config",
+    "file_source",
+    "fresh_model",
     "pretrain",
+    "pretrained_model",
     "pretrained_params",
     "ship",
     "stability_run",
@@ -98,15 +101,13 @@ def design_for(scale: Scale) -> ArmsDesign:
     return scale.arms
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _existing_file(path, name: str) -> Path:
+def file_source(path, name: str) -> tuple[Path, str]:
+    """An input file the user named (``name`` in the one-line error when it is missing) and its
+    source tag for cache keys: ``file:`` and the first 16 hex digits of its SHA-256."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"{name}: expected a dataset file that gemrepro.data.read loads, got {str(path)!r}")
-    return path
+    return path, f"file:{file_digest(path)[:16]}"
 
 
 # ----------------------------------------------------------------------------- the target
@@ -147,7 +148,7 @@ def target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", target_file
     """
     design = design_for(scale)
     if target_file is not None:
-        path = _existing_file(target_file, "target_file")
+        path, source = file_source(target_file, "target_file")
         frames = read(path)
         needed = design.train_sizes[-1] + design.n_validation + design.n_test
         if len(frames) < needed:
@@ -155,7 +156,7 @@ def target(scale: Scale, seed: int = 0, reference: str = "gfn2-xtb", target_file
         pool, test = frames[: -design.n_test], frames[-design.n_test :]
         validation, order = _split_pool(len(pool), design, seed)
         name = str(frames[0].info.get("name", path.stem))
-        return Target(name, pool, test, validation, order, frames[0].copy(), f"file:{_file_digest(path)}")
+        return Target(name, pool, test, validation, order, frames[0].copy(), source)
     md_recipe = MDRecipe(
         temperature=design.target_temperature,
         n_frames=design.frames_per_run,
@@ -229,8 +230,8 @@ def corpus(
     the target molecule, nor its isomers. The hot runs' molecules with that formula are not run.
     """
     if corpus_file is not None:
-        path = _existing_file(corpus_file, "corpus_file")
-        frames, sources, artifacts = read(path), [f"file:{_file_digest(path)}"], []
+        path, source = file_source(corpus_file, "corpus_file")
+        frames, sources, artifacts = read(path), [source], []
     else:
         dataset = build_dataset(scale=scale, reference=reference, seed=seed, progress=False, root=root)
         hot = [
@@ -300,7 +301,8 @@ class MatchingTrainer(Trainer):
                 save_model(opt.model, self.matched_path, metadata={"step": int(last["step"])})
 
 
-def _fresh_model(scale: Scale, train_set, config: TrainConfig) -> torch.nn.Module:
+def fresh_model(scale: Scale, train_set, config: TrainConfig) -> torch.nn.Module:
+    """The scale's GemNet-T, seeded by the config, its scale factors fitted on the first training batch."""
     torch.manual_seed(config.seed)
     model = build_model(model_config(scale, "T")).to(config.torch_dtype)
     fit_scale_factors(model, Batch.from_data_list(train_set.to(config.torch_dtype).graphs[: config.batch_size]))
@@ -403,9 +405,30 @@ def pretrain(
     graphs = AtomsDataset.from_atoms(data.frames, energy_key="atomization_energy")
     order = np.random.default_rng(seed).permutation(len(graphs))
     val_set, train_set = graphs.subset(order[:n_val]), graphs.subset(order[n_val:])
-    factory = lambda: _fresh_model(scale, train_set, config)  # noqa: E731
+    factory = lambda: fresh_model(scale, train_set, config)  # noqa: E731
     note = {"n_train": len(train_set), "n_validation": n_val, "n_excluded": data.n_excluded}
     return _train(PRETRAIN_STAGE, params, factory, train_set, val_set, None, config, root, progress, device, note=note)
+
+
+def pretrained_model(
+    scale: Scale,
+    exclude_formula: str,
+    seed: int = 0,
+    reference: str = "gfn2-xtb",
+    corpus_file=None,
+    root=None,
+    progress: bool = False,
+    device: str = "cpu",
+) -> Artifact:
+    """The pretrained model: a cached or shipped one is found by its corpus's keys without reading
+    the corpus (tens of thousands of frames); otherwise the corpus is built and the model trained."""
+    if corpus_file is None:
+        sources = corpus_sources(scale, seed, reference, exclude_formula)
+        found = load_artifact(PRETRAIN_STAGE, pretrained_params(scale, sources, seed, reference), root)
+        if found is not None:
+            return found
+    data = corpus(scale, seed, reference, exclude_formula, corpus_file, root)
+    return pretrain(data, scale, seed, reference, root, progress, device)
 
 
 def arm_model(
@@ -465,7 +488,7 @@ def arm_model(
 
     def factory() -> torch.nn.Module:
         if pretrained is None:
-            return _fresh_model(scale, train_set, config)
+            return fresh_model(scale, train_set, config)
         model = load_model(pretrained.file("model.pt"), device="cpu").train()
         model.set_element_energies(fit_element_references(train_set))
         return model
@@ -662,13 +685,7 @@ def arms_study(
     chosen = pilot_temperature(pilot, design.time_ps)
     temperature = chosen if chosen is not None else design.pilot_temperatures[-1]
 
-    pretrained = None
-    if corpus_file is None:  # a cached or shipped model is found without reading its corpus
-        sources = corpus_sources(scale, seed, reference, tgt.formula)
-        pretrained = load_artifact(PRETRAIN_STAGE, pretrained_params(scale, sources, seed, reference), root)
-    if pretrained is None:
-        data = corpus(scale, seed, reference, tgt.formula, corpus_file, root)
-        pretrained = pretrain(data, scale, seed, reference, root, progress, device)
+    pretrained = pretrained_model(scale, tgt.formula, seed, reference, corpus_file, root, progress, device)
     target_mae = float(np.mean([m.manifest["metrics"]["validation"]["forces_mae"] for m in primary]))
     for size in design.train_sizes:
         match = target_mae if size == design.primary_size else None
@@ -712,7 +729,8 @@ def arms_study(
     for (arm, size, k), model in artifacts.items():
         n = design.md_seeds if (arm == "scratch" and size == design.primary_size) else design.family_md_seeds
         family_run = run(model, n)
-        runs.append(family_run)
+        if family_run.key not in {r.key for r in runs}:  # the scratch arm's primary runs serve both
+            runs.append(family_run)
         table = run_table(family_run, design.time_ps)
         family_rows.append(
             {
@@ -819,13 +837,12 @@ def _scratch_arm_and_pilot(scale: Scale, seed: int, reference: str, root: Path) 
 
 
 def _pretrained(scale: Scale, seed: int, reference: str, root: Path) -> Artifact:
-    tgt = target(scale, seed, reference, None, root)
-    return pretrain(corpus(scale, seed, reference, tgt.formula, None, root), scale, seed, reference, root)
+    return pretrained_model(scale, target(scale, seed, reference, None, root).formula, seed, reference, root=root)
 
 
 def _finetuned(scale: Scale, size: int, k: int, match: float | None, seed: int, reference: str, root: Path) -> str:
     tgt = target(scale, seed, reference, None, root)
-    pretrained = _pretrained(scale, seed, reference, root)  # cached by then
+    pretrained = _pretrained(scale, seed, reference, root)  # cached by then: found by key, the corpus unread
     model = arm_model(
         tgt, scale, "pretrained", size, k, pretrained=pretrained, match_forces_mae=match, reference=reference, root=root
     )
