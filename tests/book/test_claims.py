@@ -295,3 +295,11 @@ def test_arms_same_mae_rules():
     assert claims.arms_same_mae(_same_mae_models(0.3)).verdict == claims.NOT_REPRODUCED
     apart = claims.arms_same_mae(_same_mae_models(3.0, pretrained_errors=(0.01, 0.008, 0.006)))
     assert apart.verdict == claims.UNDERPOWERED and "do not overlap" in apart.value
+
+
+def test_every_rule_revision_names_known_claims_and_a_commit():
+    known = {c.id for c in claims.CLAIMS} | {"pretraining-same-mae"}  # the arms study adds it when it ships
+    for revision in claims.RULE_REVISIONS:
+        named = {part.strip() for part in revision.claims.replace("and a new ", "").split(",")}
+        assert named <= known, named - known
+        assert len(revision.commit) >= 7 and revision.before and revision.now

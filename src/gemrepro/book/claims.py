@@ -882,6 +882,35 @@ CLAIMS: list[Claim] = [
 ]
 
 
+@dataclass(frozen=True)
+class RuleRevision:
+    """One change of a rule: tightened, never loosened to fit, and whether the data had been seen."""
+
+    date: str
+    claims: str
+    before: str
+    now: str
+    data_seen: bool
+    commit: str
+
+
+#: Every change of a rule, oldest first; the results page prints this log.
+RULE_REVISIONS: tuple[RuleRevision, ...] = (
+    RuleRevision(
+        "2026-12-07",
+        "pretraining-mae, pretraining-stability, and a new pretraining-same-mae",
+        "two single models' test force MAEs within 1.25x; median stable-time ratio > 1 by a bootstrap over one "
+        "model's trajectories, underpowered if nothing failed",
+        "written, in force once the arms study ships (arms_matched_mae, arms_stability, arms_same_mae): equal "
+        "force error by a matching rule fixed in advance; a nested bootstrap over training seeds then MD seeds "
+        "and a log-rank test stratified by training seed, underpowered below 3 seeds per arm or 3 failures; "
+        "the same-MAE offset of both families",
+        False,
+        "9a61828",
+    ),
+)
+
+
 def claim(claim_id: str) -> Claim:
     """The claim with ``claim_id`` (one-line error naming the known ids)."""
     for c in CLAIMS:
