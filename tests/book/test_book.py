@@ -83,6 +83,62 @@ def test_make_book_leaves_the_committed_notebooks_alone_unless_asked(tmp_path, m
         book.build_book("small", tmp_path / "build", update_committed=True)
 
 
+_TOY_CHAPTER = """---
+jupytext:
+  text_representation:
+    format_name: myst
+kernelspec:
+  name: python3
+---
+
+```{{code-cell}} ipython3
+:tags: [parameters]
+
+scale = "tiny"
+```
+
+```{{code-cell}} ipython3
+import time
+from pathlib import Path
+
+{body}
+```
+"""
+
+_MEETS = """Path("{me}.started").write_text(scale)
+deadline = time.monotonic() + 120
+while not Path("{other}.started").exists():  # only a chapter running at the same time makes it
+    if time.monotonic() > deadline:
+        raise RuntimeError("{other} never started while {me} ran")
+    time.sleep(0.2)
+Path("{me}.done").write_text(scale)"""
+
+
+def test_book_executes_independent_chapters_at_once_and_the_summary_after_them(tmp_path, monkeypatch):
+    """--jobs 2: two chapters that each wait for the other to start can only finish side by side;
+    the results page, executed after them, sees both done."""
+    from gemrepro.book import build as book
+
+    root = tmp_path / "checkout"
+    (root / "book" / "chapters").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    toc = "".join(f"  - file: book/chapters/{name}\n" for name in ("one", "two", "results"))
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n" + toc)
+    (root / "_config.yml").write_text("title: t\n")
+    (root / "references.bib").write_text("")
+    for me, other in (("one", "two"), ("two", "one")):
+        (root / "notebooks" / f"{me}.md").write_text(_TOY_CHAPTER.format(body=_MEETS.format(me=me, other=other)))
+    summary = 'assert Path("one.done").exists() and Path("two.done").exists()'
+    (root / "notebooks" / "results.md").write_text(_TOY_CHAPTER.format(body=summary))
+    monkeypatch.setattr(book, "repo_root", lambda: root)
+    monkeypatch.setattr(book, "build_html", lambda source, output: output)
+    book.build_book("tiny", tmp_path / "build", jobs=2)
+    executed = tmp_path / "build" / "src" / "book" / "chapters"
+    assert sorted(p.name for p in executed.glob("*.ipynb")) == ["one.ipynb", "results.ipynb", "two.ipynb"]
+    with pytest.raises(ValueError, match="--jobs: expected a positive number"):
+        book.build_book("tiny", tmp_path / "build", jobs=0)
+
+
 @pytest.fixture(scope="module")
 def built_book(tmp_path_factory) -> Path:
     """Build the committed book (no execution) into a temporary folder; a warning fails the build."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 
 from gemrepro.cache.artifacts import (
     artifact_key,
+    build_lock,
     get_or_create,
     load_artifact,
     remove_stale_temporaries,
@@ -164,3 +168,36 @@ def test_a_resumable_build_keeps_its_work_folder_across_a_crash_and_drops_it_whe
     assert artifact.file("result.txt").read_text() == "step 10 -> done"
     assert calls[0] == calls[1] == tmp_path / "long-work" / artifact_key(params)
     assert not work_folder("long", params, tmp_path).exists()
+
+
+def _slow_counted_build(root: str, log: str) -> str:
+    """Asks for one artifact whose build takes a second and appends to ``log`` when it runs."""
+
+    def build(folder):
+        with open(log, "a") as handle:
+            handle.write("built\n")
+        time.sleep(1.0)
+        (folder / "value.txt").write_text("7")
+
+    return get_or_create("stage", {"x": 7}, build, root=root).key
+
+
+def test_two_processes_asking_for_one_artifact_build_it_once(tmp_path):
+    log = tmp_path / "builds.log"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        keys = list(pool.map(_slow_counted_build, [str(tmp_path / "cache")] * 2, [str(log)] * 2))
+    assert keys[0] == keys[1]
+    assert log.read_text().splitlines() == ["built"]
+    assert [p.name for p in (tmp_path / "cache" / "stage").iterdir()] == [keys[0]]
+
+
+def test_the_temporary_folder_of_a_build_in_progress_is_not_removed(tmp_path):
+    key = artifact_key({"x": 8})
+    (tmp_path / "stage").mkdir()
+    running = tmp_path / "stage" / f".tmp-{key}-0123abcd"
+    running.mkdir()
+    with build_lock(tmp_path / "stage", key):  # as another process building it would hold it
+        assert remove_stale_temporaries(tmp_path) == 0
+        assert running.is_dir()
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert not running.exists()

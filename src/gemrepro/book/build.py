@@ -14,11 +14,13 @@ taken when a change of results is meant.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -112,17 +114,54 @@ def report_profile(executed: dict[str, tuple[Path, float]], root: Path, build_di
     print(overview.to_string(index=False))
 
 
+def _execute_logged(root: Path, name: str, staged: Path, stage_log: Path, scale: str, update: bool) -> float:
+    """Execute one chapter with its stage log (in a worker process of :func:`_execute_all`); with
+    ``update`` its executed notebook replaces the committed one as soon as it is done."""
+    print(f"[book] executing {name} at scale={scale} ...", flush=True)
+    stage_log.unlink(missing_ok=True)
+    os.environ[STAGE_LOG_ENV] = str(stage_log)  # the chapter's kernel inherits it
+    try:
+        seconds = execute_chapter(root, name, staged, {"scale": scale})
+    finally:
+        os.environ.pop(STAGE_LOG_ENV, None)
+    print(f"[book] {name}: {seconds:.0f} s", flush=True)
+    if update:
+        shutil.copy2(staged, root / "book" / "chapters" / f"{name}.ipynb")
+    return seconds
+
+
+def _execute_all(
+    root: Path, runs: list[tuple[str, Path, Path]], scale: str, jobs: int, update: bool
+) -> dict[str, tuple[Path, float]]:
+    """Execute ``runs`` (name, output notebook, stage log), ``jobs`` at a time; the first failure stops
+    the build with its chapter's name."""
+    if jobs == 1 or len(runs) < 2:
+        return {name: (log, _execute_logged(root, name, staged, log, scale, update)) for name, staged, log in runs}
+    # Spawned, not forked: the parent may have run OpenMP threads, and a fork of those can hang.
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {
+            name: (log, pool.submit(_execute_logged, root, name, staged, log, scale, update))
+            for name, staged, log in runs
+        }
+        return {name: (log, future.result()) for name, (log, future) in futures.items()}
+
+
 def build_book(
     scale: str = DEFAULT_SCALE,
     build_dir: Path | None = None,
     only: list[str] | None = None,
     update_committed: bool = False,
+    jobs: int = 1,
 ) -> Path:
     """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder.
 
     ``update_committed`` also copies the executed notebooks over the committed ones (only at the
-    committed book's scale, ``tiny``).
+    committed book's scale, ``tiny``). ``jobs`` chapters execute at once, each in a process of its
+    own (every chapter computes single-threaded); two chapters that need the same missing artifact
+    share it through the cache's per-key lock, so the book is the same whatever ``jobs`` is.
     """
+    if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
+        raise ValueError(f"--jobs: expected a positive number of chapters executed at once, got {jobs!r}")
     get_scale(scale)  # one-line error for an unknown scale before any work
     if update_committed and scale != DEFAULT_SCALE:
         raise ValueError(f"--update-committed: the committed book is the {DEFAULT_SCALE} scale, got --scale {scale}")
@@ -145,24 +184,20 @@ def build_book(
     names = chapters(root)
     profile_dir = build_dir / "profile"
     profile_dir.mkdir(exist_ok=True)
-    executed: dict[str, tuple[Path, float]] = {}
-    for name in [n for n in names if n not in SUMMARY_CHAPTERS] + [n for n in names if n in SUMMARY_CHAPTERS]:
+    runs = []
+    for name in names:
         committed = root / "book" / "chapters" / f"{name}.ipynb"
         staged = stage / "book" / "chapters" / f"{name}.ipynb"
         if only and name not in only:
             if committed.is_file():
                 shutil.copy2(committed, staged)
             continue
-        print(f"[book] executing {name} at scale={scale} ...", flush=True)
-        stage_log = profile_dir / f"{name}.jsonl"
-        stage_log.unlink(missing_ok=True)
-        os.environ[STAGE_LOG_ENV] = str(stage_log)
-        seconds = execute_chapter(root, name, staged, {"scale": scale})
-        executed[name] = (stage_log, seconds)
-        print(f"[book] {name}: {seconds:.0f} s", flush=True)
-        if update_committed:
-            shutil.copy2(staged, committed)
-    os.environ.pop(STAGE_LOG_ENV, None)
+        runs.append((name, staged, profile_dir / f"{name}.jsonl"))
+    executed: dict[str, tuple[Path, float]] = {}
+    first = [run for run in runs if run[0] not in SUMMARY_CHAPTERS]
+    last = [run for run in runs if run[0] in SUMMARY_CHAPTERS]
+    for group in (first, last):  # the summary pages read what the others computed: they wait for them
+        executed.update(_execute_all(root, group, scale, jobs, update_committed))
     report_profile(executed, root, build_dir)
 
     build_html(stage, build_dir)
@@ -182,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"replace the committed notebooks with the executed ones ({DEFAULT_SCALE} only)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="chapters executed at once, each single-threaded (default 1; make book uses 2)",
+    )
+    parser.add_argument(
         "--html-only",
         action="store_true",
         help="build the committed notebooks as they are (no execution), e.g. to publish",
@@ -195,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             html = build_html(root, (root / (args.build_dir or Path("_build") / "committed")).resolve())
             print(f"[book] HTML: {html / 'index.html'}")
         else:
-            build_book(args.scale, args.build_dir, args.only, args.update_committed)
+            build_book(args.scale, args.build_dir, args.only, args.update_committed, args.jobs)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"book: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ parameters. A folder is built under a temporary name and renamed into place only
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -15,7 +16,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -181,7 +183,16 @@ def get_or_create(
     base = (Path(root) if root else artifacts_dir()) / stage
     base.mkdir(parents=True, exist_ok=True)
     final = base / artifact_key(params)
-    tmp = base / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    with build_lock(base, final.name):
+        found = load_artifact(stage, params, root)  # another process may have built it while we waited
+        if found is not None:
+            return found
+        return _build(stage, params, build, root, final, resumable)
+
+
+def _build(stage: str, params: dict, build: Callable[..., dict | None], root, final: Path, resumable: bool) -> Artifact:
+    """Build one artifact under a temporary name and rename it into place (the caller holds its lock)."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     work = work_folder(stage, params, root) if resumable else None
     if work is not None:
@@ -203,7 +214,7 @@ def get_or_create(
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(tmp, final)
-        except OSError:  # another process finished the same artifact first: keep theirs
+        except OSError:  # present already (a process without the lock, e.g. an unpacked bundle): keep it
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,11 +225,38 @@ def get_or_create(
     return load_artifact(stage, params, root)  # type: ignore[return-value]
 
 
+@contextmanager
+def build_lock(base: Path, key: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the lock of one artifact key while it is built (``<artifacts>/.locks/<stage>-<key>``, an
+    advisory ``flock`` the kernel releases when its process dies).
+
+    Two processes asking for the same missing artifact (chapters or tests run in parallel) would
+    otherwise both compute it and share its resumable work folder; with the lock the second waits
+    and then reads the first one's result. With ``wait=False`` it yields whether the lock was free.
+    """
+    locks = base.parent / ".locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{base.name}-{key}", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_stale_temporaries(root: str | os.PathLike | None = None) -> int:
-    """Delete ``.tmp-*`` folders left by killed runs; returns how many were removed."""
+    """Delete ``.tmp-*`` folders left by killed runs; returns how many were removed. A folder whose
+    key is locked is a build in progress in another process and stays."""
     base = Path(root) if root else artifacts_dir()
     removed = 0
     for tmp in base.glob("*/.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
-        removed += 1
+        key = tmp.name.removeprefix(".tmp-").rsplit("-", 1)[0]
+        with build_lock(tmp.parent, key, wait=False) as free:
+            if free:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
     return removed

@@ -164,7 +164,13 @@ def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
                 present.append(entry)
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(Path(scratch) / "artifacts" / entry, final)  # same filesystem: atomic
+            try:
+                os.rename(Path(scratch) / "artifacts" / entry, final)  # same filesystem: atomic
+            except OSError:
+                if not (final / MANIFEST).is_file():
+                    raise
+                present.append(entry)  # another process unpacked or built it meanwhile
+                continue
             added.append(entry)
     return UnpackReport(added, present, {k: v for k, v in metadata.items() if k != "files"})
 
