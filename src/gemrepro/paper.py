@@ -114,6 +114,7 @@ OUT_OF_SAMPLE: dict[str, Any] = {
     "force MAE range (eV/Å)": (0.012, 0.036),
     "AE errors": "systematically positive",
     "instabilities": 0,
+    "trajectory length (ps)": 1000.0,
     "cause": "missing long-range interactions (dispersion, electrostatics) beyond the cutoff",
 }
 

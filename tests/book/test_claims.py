@@ -37,8 +37,10 @@ def _sweep(
     molecules=("a", "b", "c", "d", "e"),
     horizon=1.0,
     failure_ps=0.1,
+    energies=None,
 ):
-    """A stand-in temperature sweep: ``failed[(size, T)]`` molecules fail; ``forces[(size, T)]`` their force MAE."""
+    """A stand-in temperature sweep: ``failed[(size, T)]`` molecules fail; ``forces[(size, T)]`` their force MAE;
+    ``energies[(size, T)]`` scales their AE error before a failure."""
     trajectories, frames = [], []
     for size in SIZES:
         for t in temperatures:
@@ -68,7 +70,8 @@ def _sweep(
                             "time_ps": time_ps,
                             "converged": True,
                             "after_failure": after,
-                            "energy_error": (30.0 if after else 0.2) * (1 + 0.1 * k),
+                            "energy_error": (30.0 if after else 0.2 * (energies or {}).get((size, t), 1.0))
+                            * (1 + 0.1 * k),
                             "forces_mae": base,
                         }
                     )
@@ -107,26 +110,26 @@ def test_thesis_needs_a_good_test_error_and_more_failures_of_the_sparse_model():
     assert claims.thesis(bad_test_error, fails).verdict == claims.NOT_COMPARABLE
 
 
-def test_the_long_run_thesis_counts_failures_of_the_long_runs():
+def test_the_long_run_thesis_takes_the_molecule_as_its_unit():
     curve = _curve([0.3, 0.2, 0.14, 0.1])
     design = LongRunDesign(temperature=1200.0, n_seeds=4, time_ps=10.0)
 
-    def runs(failed_sparse, failed_dense, n=20):
-        t = pd.DataFrame(
-            {
-                "train_size": [100] * n + [3200] * n,
-                "failed": [k < failed_sparse for k in range(n)] + [k < failed_dense for k in range(n)],
-            }
-        )
-        return types.SimpleNamespace(trajectories=t, design=design)
+    def runs(failed_sparse, failed_dense):
+        """Four replicas of each molecule; ``failed_*[m]`` of molecule m's replicas fail."""
+        rows = [
+            {"train_size": size, "molecule": f"m{m}", "replica": r, "failed": r < failed[m]}
+            for size, failed in ((100, failed_sparse), (3200, failed_dense))
+            for m in range(len(failed))
+            for r in range(4)
+        ]
+        return types.SimpleNamespace(trajectories=pd.DataFrame(rows), design=design)
 
-    outcome = claims.thesis_long(curve, runs(19, 2))
-    assert (
-        outcome.verdict == claims.REPRODUCED
-        and "within 10 ps at 1200 K: 19 of 20 (100) vs 2 of 20 (3,200)" in outcome.value
-    )
-    assert claims.thesis_long(curve, runs(3, 3)).verdict == claims.NOT_REPRODUCED
-    assert claims.thesis_long(curve, runs(4, 2)).verdict == claims.UNDERPOWERED
+    outcome = claims.thesis_long(curve, runs([4, 4, 4, 3, 4], [0, 0, 1, 1, 0]))
+    assert outcome.verdict == claims.REPRODUCED
+    assert "fails more often on 5 of 5 molecules, less often on 0" in outcome.value and "p = 0.031" in outcome.value
+    assert claims.thesis_long(curve, runs([1, 1, 1, 1, 1], [1, 1, 1, 1, 1])).verdict == claims.NOT_REPRODUCED
+    # 12 of 20 against 0 of 20 is Fisher p < 1e-4 pooled, but on three molecules of five: chance allows it
+    assert claims.thesis_long(curve, runs([4, 4, 4, 0, 0], [0, 0, 0, 0, 0])).verdict == claims.UNDERPOWERED
 
 
 def test_errors_must_rise_with_temperature_for_the_sparse_model():
@@ -136,6 +139,38 @@ def test_errors_must_rise_with_temperature_for_the_sparse_model():
     assert claims.fig2bc_shape(_sweep({}, flat)).verdict == claims.NOT_REPRODUCED
     two = _sweep({}, rising, molecules=("a", "b"))
     assert claims.fig2bc_shape(two).verdict == claims.UNDERPOWERED
+    # the densest model's AE error rising tenfold is not "only slightly", whatever its forces do
+    ae_rise = _sweep({}, rising, energies={(3200, 1200.0): 10.0})
+    assert claims.fig2bc_shape(ae_rise).verdict == claims.NOT_REPRODUCED
+
+
+def test_equally_accurate_and_robust_needs_enough_hot_trajectories():
+    curve = _curve([0.3, 0.2, 0.1, 0.1])
+    many = tuple(f"m{k}" for k in range(20))
+    assert claims.exhaustive_pair(curve, _sweep({}, molecules=many)).verdict == claims.REPRODUCED
+    # five molecules at 600 and 1200 K: no failure in ten is still compatible with a 31 % failure rate
+    few = claims.exhaustive_pair(curve, _sweep({}))
+    assert few.verdict == claims.UNDERPOWERED and "0.00 [0.00, 0.31], n = 10 trajectories" in few.value
+    fragile = _sweep({(3200, 600.0): 4, (3200, 1200.0): 5})
+    assert claims.exhaustive_pair(curve, fragile).verdict == claims.NOT_REPRODUCED
+    apart = _curve([0.3, 0.2, 0.1, 0.05])
+    assert claims.exhaustive_pair(apart, _sweep({}, molecules=many)).verdict == claims.NOT_REPRODUCED
+
+
+def test_out_of_sample_sign_needs_a_sign_test_and_stability_the_papers_length():
+    def shifts(values):
+        return pd.DataFrame(
+            {"molecule": [f"m{k}" for k in range(len(values))], "n_atoms": range(10, 10 + len(values)),
+             "mean_shift": values, "stable": True}
+        )  # fmt: skip
+
+    assert claims.fig3_sign(shifts([0.1, 0.2, 0.3, 0.4])).verdict == claims.UNDERPOWERED  # p = 1/16
+    assert claims.fig3_sign(shifts([0.1, 0.2, 0.3, 0.4, 0.5])).verdict == claims.REPRODUCED  # p = 1/32
+    assert claims.fig3_sign(shifts([0.1, -0.2, 0.3, -0.4])).verdict == claims.NOT_REPRODUCED
+    stable = shifts([0.1, 0.2, 0.3, 0.4])
+    assert claims.fig3_stable(stable, 1.0).verdict == claims.NOT_COMPARABLE
+    assert claims.fig3_stable(stable, 1000.0).verdict == claims.REPRODUCED
+    assert claims.fig3_stable(stable.assign(stable=[True, False, True, True]), 1.0).verdict == claims.NOT_REPRODUCED
 
 
 def test_sparse_ae_error_is_judged_by_its_interval_against_the_papers_bound():
@@ -171,15 +206,23 @@ def test_cross_trajectory_needs_a_ratio_not_a_sign():
     assert claims.cross_trajectory(slightly, 100).verdict == claims.NOT_REPRODUCED
 
 
-def test_reference_convergence_needs_enough_dft_frames_per_cell():
-    few = pd.DataFrame({"train_size": [1000, 3200], "temperature": [1200.0, 1200.0], "converged": [True, True]})
-    assert claims.fig2d_exhaustive(few, list(SIZES)).verdict == claims.UNDERPOWERED
-    many = pd.DataFrame({"train_size": np.repeat([1000, 3200], 30), "temperature": 1200.0, "converged": True})
+def test_reference_convergence_needs_enough_dft_frames_from_enough_trajectories():
+    def frames(sizes, n, trajectories=3):
+        return pd.DataFrame(
+            {"train_size": np.repeat(sizes, n), "temperature": 1200.0, "converged": True,
+             "system": np.tile(np.arange(n) % trajectories, len(sizes))}
+        )  # fmt: skip
+
+    assert claims.fig2d_exhaustive(frames([1000, 3200], 1), list(SIZES)).verdict == claims.UNDERPOWERED
+    many = frames([1000, 3200], 30)
     assert claims.fig2d_exhaustive(many, list(SIZES)).verdict == claims.REPRODUCED
+    one_trajectory = frames([1000, 3200], 30, trajectories=1)  # 30 frames of one run are one sample
+    assert claims.fig2d_exhaustive(one_trajectory, list(SIZES)).verdict == claims.UNDERPOWERED
     many.loc[3, "converged"] = False
     assert claims.fig2d_exhaustive(many, list(SIZES)).verdict == claims.NOT_REPRODUCED
-    half = pd.DataFrame({"train_size": 100, "temperature": 1200.0, "converged": [True, False] * 15})
+    half = frames([100], 30).assign(converged=[True, False] * 15)
     assert claims.fig2d_sparse(half, 100, 1200.0).verdict == claims.REPRODUCED
+    assert claims.fig2d_sparse(half.assign(system=0), 100, 1200.0).verdict == claims.UNDERPOWERED
 
 
 def test_pretraining_equal_mae_has_one_tolerance():
