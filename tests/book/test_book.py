@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from gemrepro.book.build import BUILD_FLAGS, chapters
+from gemrepro.book.profile import recorded_profile
+from gemrepro.plots.performance import book_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = ROOT / "book" / "chapters"
@@ -77,8 +79,12 @@ def test_make_book_leaves_the_committed_notebooks_alone_unless_asked(tmp_path, m
     book.build_book("tiny", tmp_path / "build")
     assert committed.read_text() == "committed outputs"
     assert (tmp_path / "build" / "src" / "book" / "chapters" / "one.ipynb").read_text() == "fresh outputs at tiny"
-    book.build_book("tiny", tmp_path / "build", update_committed=True)
+    book.build_book("tiny", tmp_path / "build", update_committed=True, record_profile=True)
     assert committed.read_text() == "fresh outputs at tiny"
+    chapters, about = recorded_profile(root, "tiny")  # kept for the performance appendix
+    assert chapters["chapter"].tolist() == ["one"] and about["jobs"] == 1 and about["scale"] == "tiny"
+    fig = book_profile(chapters, about)
+    assert "1 chapters at once" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="--update-committed: the committed book is the tiny scale"):
         book.build_book("small", tmp_path / "build", update_committed=True)
 

@@ -14,6 +14,7 @@ taken when a change of results is meant.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -26,8 +27,8 @@ from pathlib import Path
 import yaml
 
 from gemrepro.book.profile import profile_table, shipped_entries, summary
-from gemrepro.cache.artifacts import ACCESS_LOG_ENV, STAGE_LOG_ENV
-from gemrepro.cache.paths import repo_root
+from gemrepro.cache.artifacts import ACCESS_LOG_ENV, STAGE_LOG_ENV, git_revision, hardware
+from gemrepro.cache.paths import FRESH_ENV, artifacts_dir, repo_root
 from gemrepro.config.scales import get_scale
 
 DEFAULT_SCALE = "tiny"
@@ -104,11 +105,17 @@ def build_html(source: Path, output: Path) -> Path:
     return output / "_build" / "html"
 
 
-def report_profile(executed: dict[str, tuple[Path, float]], root: Path, build_dir: Path) -> None:
+PROFILES = Path("book") / "profiles"
+"""Where ``--record-profile`` keeps a build's profile for the performance appendix (committed)."""
+
+
+def report_profile(executed: dict[str, tuple[Path, float]], root: Path, build_dir: Path, about: dict) -> None:
     """Print each executed chapter's wall time and where its artifacts came from; keep the stage
-    table in ``<build>/profile.csv`` (chapter, wall_s, stage, source, artifacts, seconds)."""
+    table in ``<build>/profile.csv`` (chapter, wall_s, stage, source, artifacts, seconds) and what
+    the build was in ``<build>/profile.json`` (scale, jobs, wall time, commit, machine)."""
     table = profile_table(executed, shipped_entries(root))
     table.to_csv(build_dir / "profile.csv", index=False)
+    (build_dir / "profile.json").write_text(json.dumps(about, indent=2) + "\n")
     overview = summary(table, {name: wall for name, (_, wall) in executed.items()})
     print("[book] profile (s; artifacts computed / from a bundle / from the cache):")
     print(overview.to_string(index=False))
@@ -152,6 +159,7 @@ def build_book(
     only: list[str] | None = None,
     update_committed: bool = False,
     jobs: int = 1,
+    record_profile: bool = False,
 ) -> Path:
     """Execute all chapters at ``scale`` and build the HTML book; returns the HTML folder.
 
@@ -159,6 +167,8 @@ def build_book(
     committed book's scale, ``tiny``). ``jobs`` chapters execute at once, each in a process of its
     own (every chapter computes single-threaded); two chapters that need the same missing artifact
     share it through the cache's per-key lock, so the book is the same whatever ``jobs`` is.
+    ``record_profile`` copies the build's profile into ``book/profiles/<scale>.{csv,json}``, where
+    the performance appendix reads it.
     """
     if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
         raise ValueError(f"--jobs: expected a positive number of chapters executed at once, got {jobs!r}")
@@ -194,11 +204,27 @@ def build_book(
             continue
         runs.append((name, staged, profile_dir / f"{name}.jsonl"))
     executed: dict[str, tuple[Path, float]] = {}
+    cached_before = sum(1 for _ in artifacts_dir().glob("*/*/manifest.json"))
+    start = time.perf_counter()
     first = [run for run in runs if run[0] not in SUMMARY_CHAPTERS]
     last = [run for run in runs if run[0] in SUMMARY_CHAPTERS]
     for group in (first, last):  # the summary pages read what the others computed: they wait for them
         executed.update(_execute_all(root, group, scale, jobs, update_committed))
-    report_profile(executed, root, build_dir)
+    about = {
+        "scale": scale,
+        "jobs": int(jobs),
+        "chapter_wall_s": {name: round(wall, 1) for name, (_, wall) in executed.items()},
+        "wall_s": round(time.perf_counter() - start, 1),
+        "artifacts_cached_before": cached_before,
+        "bundles_used": os.environ.get(FRESH_ENV) != "1",
+        "git_revision": git_revision(),
+        "hardware": hardware(),
+    }
+    report_profile(executed, root, build_dir, about)
+    if record_profile:
+        (root / PROFILES).mkdir(parents=True, exist_ok=True)
+        for suffix in ("csv", "json"):
+            shutil.copy2(build_dir / f"profile.{suffix}", root / PROFILES / f"{scale}.{suffix}")
 
     build_html(stage, build_dir)
     html = build_dir / "_build" / "html"
@@ -223,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         help="chapters executed at once, each single-threaded (default 1; make book uses 2)",
     )
     parser.add_argument(
+        "--record-profile",
+        action="store_true",
+        help=f"keep this build's profile in {PROFILES}/<scale>.csv/.json for the performance appendix",
+    )
+    parser.add_argument(
         "--html-only",
         action="store_true",
         help="build the committed notebooks as they are (no execution), e.g. to publish",
@@ -236,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             html = build_html(root, (root / (args.build_dir or Path("_build") / "committed")).resolve())
             print(f"[book] HTML: {html / 'index.html'}")
         else:
-            build_book(args.scale, args.build_dir, args.only, args.update_committed, args.jobs)
+            build_book(args.scale, args.build_dir, args.only, args.update_committed, args.jobs, args.record_profile)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"book: error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["chapter_profile", "profile_table", "shipped_entries", "summary"]
+__all__ = ["chapter_profile", "profile_table", "recorded_profile", "shipped_entries", "summary"]
 
 SOURCES = ("computed", "bundle", "cache")
 
@@ -74,3 +74,13 @@ def summary(table: pd.DataFrame, walls: dict[str, float]) -> pd.DataFrame:
         computing = float(part.loc[part["source"] == "computed", "seconds"].sum()) if len(part) else 0.0
         rows.append({"chapter": name, "wall_s": round(wall, 1), "computing_s": round(computing, 1), **counts})
     return pd.DataFrame(rows)
+
+
+def recorded_profile(checkout: Path, scale: str) -> tuple[pd.DataFrame, dict] | None:
+    """The profile a build kept with ``--record-profile`` (``book/profiles/<scale>.csv`` and ``.json``):
+    one summary row per chapter, and what the build was; None when none was recorded."""
+    table_file, about_file = (checkout / "book" / "profiles" / f"{scale}.{suffix}" for suffix in ("csv", "json"))
+    if not (table_file.is_file() and about_file.is_file()):
+        return None
+    about = json.loads(about_file.read_text())
+    return summary(pd.read_csv(table_file), about["chapter_wall_s"]), about

@@ -165,3 +165,28 @@ def measurements_by_hardware(table: pd.DataFrame) -> Figure:
         ax.set_title(f"{kind}\n{rows['quantity'].iloc[0]}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def book_profile(chapters: pd.DataFrame, about: dict) -> Figure:
+    """Each chapter's wall time in one book build, split into the seconds spent computing artifacts
+    and the rest (reading the cache or a bundle, analysis, figures)."""
+    order = chapters.sort_values("wall_s")
+    fig, ax = plt.subplots(figsize=(6.0, 0.3 * len(order) + 1.2))
+    computing = order["computing_s"].clip(upper=order["wall_s"])
+    ax.barh(order["chapter"], computing, color=sns.color_palette()[3], label="computing artifacts")
+    ax.barh(order["chapter"], order["wall_s"] - computing, left=computing, color="0.75", label="the rest")
+    ax.set_xlabel("seconds")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    kind = (
+        "empty cache"
+        if about["artifacts_cached_before"] == 0
+        else f"{about['artifacts_cached_before']} artifacts cached"
+    )
+    kind += ", bundles used" if about["bundles_used"] else ", no bundle"
+    ax.set_title(
+        f"make book at {about['scale']}: {about['wall_s'] / 60:.1f} min, {about['jobs']} chapters at once ({kind})",
+        fontsize=10,
+    )
+    _mark_hardware(fig, f"{about['hardware']}, commit {about['git_revision']}")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
