@@ -17,6 +17,7 @@ from gemrepro.data.formats import (
     QM7XRecord,
     detect_format,
     format_summary,
+    implausible_in_ev,
     read,
     summarize,
     write_qm7x,
@@ -454,6 +455,30 @@ def test_real_rmd17_ethanol_extxyz_in_kcal_per_mol(tmp_path):
     np.testing.assert_allclose(frames[0].get_forces()[0], raw_force * KCAL_PER_MOL_IN_EV, rtol=1e-12)
     spread = np.ptp([atoms.get_potential_energy() for atoms in frames])
     assert 0.1 < spread < 5.0  # thermal fluctuations of ethanol, in eV
+
+
+def test_the_rule_flags_rmd17_read_as_ev_and_passes_it_in_kcal_per_mol():
+    path = _shared("ethanol_reduced_100.xyz")
+    reason = implausible_in_ev(read(path))
+    assert reason is not None and "frame 0 has energy -97080 eV" in reason and "5540 eV" in reason
+    assert implausible_in_ev(read(path, energy_unit="kcal/mol")) is None
+
+
+def test_the_rule_passes_heavy_atoms_and_flags_atomization_energies_and_forces_in_kcal_per_mol():
+    ccl4 = Atoms("CCl4", positions=np.eye(5, 3) * 1.77)
+    ccl4.calc = SinglePointCalculator(ccl4, energy=-1878.5 * units.Hartree)  # all-electron CCl4, ~ -51100 eV
+    assert implausible_in_ev([ccl4]) is None
+    ccl4.calc = SinglePointCalculator(ccl4, energy=-1878.5 * units.Hartree / KCAL_PER_MOL_IN_EV)
+    assert "more in magnitude than the 63" in implausible_in_ev([ccl4])
+    atoms = Atoms(numbers=WATER[0], positions=WATER[1])
+    atoms.info["atomization_energy"] = -10.0 * 23.06  # a water's ~10 eV, in kcal/mol
+    assert "atomization energy -76.9 eV per atom" in implausible_in_ev([atoms])
+    atoms.info["atomization_energy"] = -10.0
+    assert implausible_in_ev([atoms]) is None
+    atoms.calc = SinglePointCalculator(atoms, energy=-5.0, forces=np.full((3, 3), 80.0))  # relative energy
+    assert "max |F| 139 eV/Å" in implausible_in_ev([atoms])
+    atoms.calc = SinglePointCalculator(atoms, energy=-5.0, forces=np.full((3, 3), 5.0))
+    assert implausible_in_ev([atoms]) is None
 
 
 def test_real_qm7x_geometries_are_one_c5h7ns_molecule():

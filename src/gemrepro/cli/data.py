@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = sub.add_parser("info", help="summarise a QM7-X HDF5, MD17/rMD17 npz or any ASE-readable file")
     info.add_argument("file")
     info.add_argument("--format", default=None, help="qm7x, md17, rmd17 or an ASE format (default: detect)")
-    info.add_argument("--energy-unit", default=None, help="energy unit of an ASE file (e.g. kcal/mol)")
+    info.add_argument(
+        "--energy-unit",
+        default=None,
+        help="energy unit of the file (e.g. kcal/mol; forces in it per Å); default the format's: "
+        "kcal/mol for (r)MD17 npz, else eV",
+    )
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=_info)
 
@@ -56,5 +62,11 @@ def _info(args: argparse.Namespace) -> int:
 
     options = {"energy_unit": args.energy_unit} if args.energy_unit else {}
     summary = summarize(args.file, format=args.format, **options)
+    if args.energy_unit is None and summary["implausible_in_ev"]:  # a file carries no unit: say when eV cannot be it
+        print(
+            f"gemrepro data info: warning: {args.file}: {summary['implausible_in_ev']}; "
+            "pass --energy-unit with the file's unit (e.g. kcal/mol)",
+            file=sys.stderr,
+        )
     print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
     return 0

@@ -5,9 +5,14 @@ from the artifact cache; a killed run resumes) and prints its test errors and ar
 
 The file is read with ``gemrepro.data.formats.read`` (QM7-X HDF5, (r)MD17 npz, extended XYZ,
 anything ASE reads), split at random (seeded) into disjoint training and validation sets, and
-the best EMA model is saved to ``OUT/best_model.pt``. Running the same command again with the
-same ``--out`` resumes from ``OUT/checkpoint.pt``. ``--init`` starts from a trained model's
-weights and element references (fine-tuning, as in the second paper).
+the best EMA model is saved to ``OUT/best_model.pt``. Files carry no unit: ``--energy-unit`` names
+it (forces in that unit per Å), and labels no eV file can hold are refused when it is not named
+(``implausible_in_ev``: rMD17 exported to extended XYZ is kcal/mol). ``--energy-key`` must name an
+energy every structure carries. Running the same command again with the same ``--out`` resumes
+from ``OUT/checkpoint.pt``; ``OUT/run.json`` records what defines the run (data file digest, format,
+energy key and unit, preset or ``--init`` digest) and a resume with other inputs is refused.
+``--init`` starts from a trained model's weights and element references (fine-tuning, as in the
+second paper).
 
 ``torchrun --nproc-per-node N gemrepro train --data ...`` trains data-parallel on N processes
 (gloo on CPU, NCCL on CUDA; ``--batch-size`` is the global batch, split over the ranks); rank 0
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +34,16 @@ from torch_geometric.data import Batch
 from gemrepro.cli import UserError
 
 DEFAULT_LIMITS = {"max_steps": None, "max_epochs": 100}
+RUN_FILE = "run.json"
+# What defines a run on --data, as run.json stores it, and the option that sets each.
+RUN_INPUTS = {
+    "data_sha256": "--data",
+    "format": "--format",
+    "energy_key": "--energy-key",
+    "energy_unit": "--energy-unit",
+    "preset": "--preset",
+    "init_sha256": "--init",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,7 +82,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patience", type=int, default=20, help="validations without improvement before stopping")
     parser.add_argument("--eval-every", type=int, default=100, help="updates between validations")
     parser.add_argument("--checkpoint-every", type=int, default=100)
-    parser.add_argument("--energy-key", default="atomization_energy", help="atoms.info key of the energy target")
+    parser.add_argument(
+        "--energy-key",
+        default=None,
+        help="energy target: an atoms.info key or energy (the calculator's); "
+        "default atomization_energy where every structure has one, else energy",
+    )
+    parser.add_argument(
+        "--energy-unit",
+        default=None,
+        help="energy unit of the file (eV, kcal/mol, hartree, ...; forces in it per Å); "
+        "default the format's: kcal/mol for (r)MD17 npz, else eV",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--out", default=None, help="with --data: work folder (checkpoint, history, best_model.pt)")
@@ -85,6 +113,84 @@ def split_indices(n: int, train_size: int | None, val_size: int | None, seed: in
         )
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[:train_size]), np.sort(order[train_size : train_size + val_size])
+
+
+def energy_key(requested: str | None, frames: list, path: str) -> str:
+    """The energy target: ``requested`` when every structure carries it, else (None) atomization_energy
+    or the calculator's energy; a misspelled key would otherwise fall back to the total energy unnoticed."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
+    from gemrepro.data.torch_dataset import energy_keys
+
+    keys = energy_keys(frames)
+    if requested is None:
+        for default in ("atomization_energy", "energy"):
+            if default in keys:
+                return default
+        raise UserError(
+            f"--data {path}: expected an energy on every structure (atoms.info atomization_energy or a "
+            f"calculator energy); the energies every structure has: {', '.join(keys) or 'none'}"
+        )
+    if requested not in keys:
+        raise UserError(
+            f"--energy-key {requested}: not an energy every structure in {path} carries; "
+            f"it has {', '.join(keys) or 'none'}"
+        )
+    return requested
+
+
+def run_inputs(args: argparse.Namespace, format: str, key: str, unit: str) -> dict[str, Any]:
+    """What defines a run on ``--data`` (run.json): a resume must see the same."""
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
+    from gemrepro.cache.bundle import file_digest
+
+    return {
+        "data": str(args.data),
+        "data_sha256": file_digest(Path(args.data)),
+        "format": format,
+        "energy_key": key,
+        "energy_unit": unit,
+        "preset": None if args.init else args.preset,
+        "init": str(args.init) if args.init else None,
+        "init_sha256": file_digest(Path(args.init)) if args.init else None,
+    }
+
+
+def _shown(inputs: dict[str, Any], field: str) -> str:
+    """One input of a run as its option shows it (files with the start of their digest)."""
+    if field == "data_sha256":
+        return f"{inputs['data']} (sha256 {inputs['data_sha256'][:12]}…)"
+    if field == "init_sha256":
+        return f"{inputs['init']} (sha256 {inputs['init_sha256'][:12]}…)" if inputs.get("init") else "none"
+    value = inputs.get(field)
+    return "none" if value is None else str(value)
+
+
+def check_resume(out: Path, inputs: dict[str, Any]) -> None:
+    """Refuse to continue the run in ``out`` with other inputs, in one line naming each that differs.
+
+    A folder from before run.json existed resumes unchecked (the trainer still checks settings and sizes).
+    """
+    # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
+    from gemrepro.data.formats import energy_factor
+
+    path = out / RUN_FILE
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+        same_unit = energy_factor(saved["energy_unit"]) == energy_factor(inputs["energy_unit"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"--out {out}: {RUN_FILE} is not one gemrepro train wrote; pass a new --out") from None
+    differ = [
+        field
+        for field in RUN_INPUTS
+        if (not same_unit if field == "energy_unit" else saved.get(field) != inputs[field])
+    ]
+    if differ:
+        what = "; ".join(
+            f"{RUN_INPUTS[f]} {_shown(saved, f)} there, {_shown(inputs, f)} in this command" for f in differ
+        )
+        raise UserError(f"--out {out}: holds a run on other inputs ({what}); pass a new --out or the same inputs")
 
 
 def run_scale(args: argparse.Namespace) -> int:
@@ -142,15 +248,34 @@ def run(args: argparse.Namespace) -> int:
 def run_data(args: argparse.Namespace) -> int:
     """Train on ``--data`` in this process (one rank of a torchrun job, or alone)."""
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
-    from gemrepro.data.formats import read
+    from gemrepro.data.formats import detect_format, energy_factor, file_energy_unit, implausible_in_ev, read
     from gemrepro.data.torch_dataset import AtomsDataset
     from gemrepro.model import EnergyShift, GemNet, GemNetT, fit_scale_factors, load_model
-    from gemrepro.train import TrainConfig, train_model
+    from gemrepro.train import TrainConfig, Trainer
     from gemrepro.train.distributed import current_world
+    from gemrepro.train.trainer import CHECKPOINT_NAME
 
-    atoms = read(args.data, format=args.format)
+    format = args.format or detect_format(args.data)
+    unit = args.energy_unit or file_energy_unit(format)
+    atoms = read(args.data, format=format, energy_unit=args.energy_unit)
+    if args.energy_unit is None and (reason := implausible_in_ev(atoms)) is not None:
+        raise UserError(
+            f"--data {args.data}: read as {unit}, {reason}; pass --energy-unit with the file's unit (e.g. kcal/mol)"
+        )
+    key = energy_key(args.energy_key, atoms, args.data)
+    if args.energy_unit and key != "energy":  # readers convert their calculator's labels, not atoms.info
+        factor = energy_factor(args.energy_unit)
+        for structure in atoms:
+            structure.info[key] = float(structure.info[key]) * factor
+    if args.init and not Path(args.init).is_file():
+        raise UserError(f"--init {args.init}: no such file; expected a trained model (best_model.pt)")
+    out = Path(args.out)
+    inputs = run_inputs(args, format, key, unit)
+    resuming = (out / CHECKPOINT_NAME).is_file()
+    if resuming:
+        check_resume(out, inputs)
     train_idx, val_idx = split_indices(len(atoms), args.train_size, args.val_size, args.seed)
-    dataset = AtomsDataset.from_atoms(atoms, energy_key=args.energy_key)
+    dataset = AtomsDataset.from_atoms(atoms, energy_key=key)
     train_set, val_set = dataset.subset(train_idx), dataset.subset(val_idx)
 
     limits = {"max_steps": args.max_steps, "max_epochs": args.max_epochs}
@@ -177,9 +302,14 @@ def run_data(args: argparse.Namespace) -> int:
         model = GemNetT.from_preset(args.preset).to(config.torch_dtype)
         first = train_set.to(config.torch_dtype).graphs[: config.batch_size]
         fit_scale_factors(model, Batch.from_data_list(first))
-    out = Path(args.out)
-    result = train_model(model, train_set, val_set, config, out, progress=not args.quiet)
     world = current_world()
+    trainer = Trainer(model, train_set, val_set, config, out, progress=not args.quiet)
+    if world.is_main:
+        if resuming:
+            print(f"resuming from epoch {trainer.state.epoch} (step {trainer.state.step}) in {out}", file=sys.stderr)
+        else:
+            (out / RUN_FILE).write_text(json.dumps(inputs, indent=2))
+    result = trainer.run()
     if not world.is_main:
         return 0
     summary = {

@@ -24,6 +24,7 @@ from torch_geometric.loader import DataLoader
 __all__ = [
     "AtomsDataset",
     "atoms_to_data",
+    "energy_keys",
     "epoch_batches",
     "fit_element_references",
     "make_loader",
@@ -66,6 +67,19 @@ def atoms_to_data(atoms, energy_key: str = "atomization_energy", dtype: torch.dt
         forces=torch.as_tensor(forces, dtype=dtype),
         n_atoms=torch.tensor([n_atoms], dtype=torch.long),
     )
+
+
+def energy_keys(atoms_list: Iterable) -> list[str]:
+    """The energy targets every structure carries, for ``atoms_to_data``'s ``energy_key``: real-valued
+    ``atoms.info`` entries and ``energy``, the calculator's total energy (integers such as indices are no energies).
+    """
+    common: set[str] | None = None
+    for atoms in atoms_list:
+        keys = {k for k, v in atoms.info.items() if isinstance(v, (float, np.floating)) and not isinstance(v, bool)}
+        if atoms.calc is not None and "energy" in atoms.calc.results:
+            keys.add("energy")
+        common = keys if common is None else common & keys
+    return sorted(common or ())
 
 
 class GraphSet(Protocol):

@@ -243,7 +243,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         saved = self._read_checkpoint()
         self.optimization = self._optimization(_wrap(model, train_set, config, fresh=saved is None))
-        self.state = TrainState.restore(saved, self.optimization) if saved is not None else TrainState()
+        self.state = self._restore(saved) if saved is not None else TrainState()
         self.resumed_from = self.state.step
 
     @property
@@ -260,6 +260,19 @@ class Trainer:
         saved = load_checkpoint(self.checkpoint_path)
         _check_resumable(saved, self.config, len(self.train_set), len(self.val_set))
         return saved
+
+    def _restore(self, saved: dict) -> TrainState:
+        """The checkpoint's state, its weights loaded; a model of another shape (preset, variant) is refused
+        in one line, not torch's list of every mismatched tensor."""
+        try:
+            return TrainState.restore(saved, self.optimization)
+        except RuntimeError as exc:
+            if "size mismatch" not in str(exc) and "state_dict" not in str(exc):
+                raise
+            raise ValueError(
+                f"{self.checkpoint_path}: its weights do not fit the model given (another architecture or size); "
+                "resume with the model it was trained with, or use a new workdir"
+            ) from None
 
     def _optimization(self, model: EnergyShift) -> Optimization:
         model.to(device=self.device, dtype=self.dtype)

@@ -12,6 +12,7 @@ from ase.io.formats import ioformats
 
 from .checks import one_line
 from .extxyz import read_ase
+from .md17 import FILE_UNIT as MD17_UNIT
 from .md17 import npz_flavour, read_md17
 from .qm7x import read_qm7x
 from .units import energy_factor, force_factor
@@ -42,6 +43,11 @@ def detect_format(path: str | os.PathLike) -> str:
             raise ValueError(f"{path}: not a readable npz file ({one_line(exc)})") from None
         return npz_flavour(keys, path)
     return "ase"
+
+
+def file_energy_unit(format: str) -> str:
+    """The energy unit :func:`read` takes a file of ``format`` to be in when none is named (forces: per Å)."""
+    return MD17_UNIT if format.strip().lower() in ("md17", "rmd17") else "eV"
 
 
 def read(

@@ -10,10 +10,12 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from .reader import detect_format, read
+from .units import implausible_in_ev
 
 
 def summarize(path: str | os.PathLike, format: str | None = None, **read_options) -> dict:
-    """Counts, elements, sizes and label ranges (eV, eV/Å) of the configurations in ``path``.
+    """Counts, elements, sizes and label ranges (eV, eV/Å) of the configurations in ``path``, and why
+    these labels cannot be eV (``implausible_in_ev``; None when they can).
 
     Molecules are told apart by QM7-X ``mol_id`` when every configuration has one, otherwise by
     chemical formula. ``read_options`` go to :func:`read` (units, duplicate handling).
@@ -57,6 +59,7 @@ def summarize_frames(frames: list[Atoms], *, format: str, path: str) -> dict:
         "force_component_range": _range([f.ravel() for f in forces]),
         "max_force_norm": float(max(np.linalg.norm(f, axis=1).max() for f in forces)) if forces else None,
         "reference_method": ", ".join(methods) if methods else None,
+        "implausible_in_ev": implausible_in_ev(frames),
     }
     return summary
 
