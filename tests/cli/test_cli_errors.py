@@ -1,5 +1,9 @@
 """Files that are not what a command expects get one line naming the file, never a traceback."""
 
+import builtins
+import errno
+import io
+
 import h5py
 import pytest
 import torch
@@ -8,6 +12,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
 from gemrepro.cli import main as cli_main
+from gemrepro.md import runner
+from gemrepro.md.runner import load_checkpoint
+from gemrepro.md.trajectory import TrajectoryWriter
 from gemrepro.model import GemNetQ, GemNetT, save_model
 
 torch.set_num_threads(1)
@@ -157,3 +164,80 @@ def test_stress_keeps_a_finished_audit(files, capsys):
     code = cli_main([str(a) for a in [*argv, "--overwrite", "--no-field-scores"]])
     assert code == 0, capsys.readouterr().err
     assert "last week" not in (audit / "report.html").read_text()
+
+
+# ----------------------------------------------------------------------------- a full disk during gemrepro md
+def md_argv(files, *extra) -> list:
+    """Six steps of tiny-GemNet MD of water, a frame and a checkpoint every two."""
+    return [
+        "md",
+        "--model",
+        files / "t.pt",
+        "--molecules",
+        "O",
+        "--time-ps",
+        "0.003",
+        "--frame-interval",
+        "2",
+        "--checkpoint-interval",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        files / "md.h5",
+        *extra,
+    ]
+
+
+def resumes_to_the_end(files, capsys, from_step: int) -> None:
+    """The checkpoint left behind loads, and the same command resumes from it and finishes."""
+    state, _, _ = load_checkpoint(files / "md.h5.ckpt", "cpu")
+    assert state.step == from_step
+    assert cli_main([str(a) for a in md_argv(files)]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed from step {from_step}" in out and "6 steps" in out
+    with h5py.File(files / "md.h5", "r") as handle:
+        assert handle["frames/step"][()].tolist() == [0, 2, 4, 6]
+
+
+def test_a_full_disk_while_writing_a_frame_is_one_line_and_the_run_resumes(files, capsys, monkeypatch):
+    append = TrajectoryWriter.append
+
+    def full_disk_after_step_2(self, state, dt_fs):
+        if state.step > 2:
+            raise OSError(errno.ENOSPC)  # what a write on a full disk raises, bare as h5py may give it
+        append(self, state, dt_fs)
+
+    monkeypatch.setattr(TrajectoryWriter, "append", full_disk_after_step_2)
+    err = one_line_error(capsys, *md_argv(files))
+    assert "md.h5: No space left on device (writing step 4)" in err
+    assert "md.h5.ckpt of step 2 is whole" in err and "rerun the same command to resume" in err
+    monkeypatch.undo()
+    resumes_to_the_end(files, capsys, from_step=2)
+
+
+def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_one_whole(files, capsys, monkeypatch):
+    """torch.save turns the OSError of a failed write into a RuntimeError; neither may leave a
+    traceback, a truncated checkpoint or a temporary file behind."""
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            super().write(bytes(data)[:16])  # a part gets out, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    opened = []
+
+    def open_once_then_full(path, mode="r", *args, **kwargs):
+        opened.append(path)
+        if len(opened) == 1:  # the checkpoint of step 0 is written whole
+            return builtins.open(path, mode, *args, **kwargs)
+        return FullDisk(path, mode)
+
+    monkeypatch.setattr(runner, "open", open_once_then_full, raising=False)
+    err = one_line_error(capsys, *md_argv(files))
+    assert "md.h5.ckpt: No space left on device (checkpoint not written)" in err
+    assert "of step 0 is whole" in err
+    assert sorted(p.name for p in files.iterdir() if p.name.startswith(".md.h5")) == []  # no temporary left
+    monkeypatch.undo()
+    resumes_to_the_end(files, capsys, from_step=0)

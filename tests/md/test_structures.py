@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import molecule
+from ase.build import bulk, molecule
+from ase.io import read as ase_read
 from ase.io import write
 
 from gemrepro.analysis.geometry import check_geometry, geometry_problem
 from gemrepro.cli import main as cli_main
 from gemrepro.cli.structures import load_structures, parse_select
 from gemrepro.integrations.potential import GemNetPotential
-from gemrepro.md import run_md
+from gemrepro.md import export_extxyz, read_system, run_md
 from gemrepro.md.committee import CommitteePotential
+from gemrepro.md.potentials import MorseBondPotential
 from gemrepro.md.state import batch_inputs
 from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_model
 
@@ -310,3 +312,55 @@ def test_a_committee_of_gemnet_t_and_q_is_refused(tmp_path, capsys):
     ]
     with pytest.raises(ValueError, match="a committee is of one kind of model, got 0: GemNet-T, 1: GemNet-Q"):
         CommitteePotential(members)
+
+
+# ----------------------------------------------------------------------------- cells
+def test_a_structure_files_cell_and_pbc_are_kept(tmp_path):
+    path = tmp_path / "frames.extxyz"
+    write(path, [bulk("Cu", "fcc", a=3.6, cubic=True), molecule("H2O")])
+    crystal, water = load_structures([str(path)]).values()
+    assert crystal.pbc.all() and np.allclose(crystal.cell.lengths(), 3.6)
+    assert not water.pbc.any()
+
+
+def test_md_refuses_a_periodic_structure_or_a_box_for_the_molecular_gemnet(tmp_path, capsys):
+    model = trained_file(tmp_path / "model.pt")
+    crystal = Atoms("CH4", positions=molecule("CH4").positions + 2.5, cell=[5.0] * 3, pbc=True)
+    write(tmp_path / "crystal.extxyz", crystal)
+    common = ["md", "--model", model, "--time-ps", "0.001", "--device", "cpu", "--quiet"]
+    code, _, err = run_cli(capsys, *common, "--molecules", tmp_path / "crystal.extxyz", "--out", tmp_path / "a.h5")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--molecules crystal[0]: periodic (pbc T T T, cell 5 x 5 x 5 Å)" in err
+    assert "the GemNet model is for isolated molecules" in err
+    code, _, err = run_cli(capsys, *common, "--molecules", "C", "--box", "15", "--out", tmp_path / "b.h5")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--box: the GemNet model is for isolated molecules" in err
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()
+
+
+def test_run_md_keeps_cells_for_a_potential_that_takes_them_and_refuses_them_otherwise(tmp_path):
+    boxed = molecule("H2O", cell=[8.0] * 3, pbc=True)
+    boxed.center()
+    with pytest.raises(ValueError, match=r"systems\[0\] \(H2O\): periodic .* takes no cell"):
+        run_md(MorseBondPotential([boxed]), [boxed], n_steps=2, path=tmp_path / "refused.h5", progress=False)
+    morse = MorseBondPotential([boxed, molecule("H2O")])
+
+    class CellTaking:
+        def __init__(self) -> None:
+            self.cells = None
+
+        def set_cells(self, cells, pbc) -> None:
+            self.cells = (cells, pbc)
+
+        def __call__(self, positions, numbers, system_index):
+            return morse(positions, numbers, system_index)
+
+    potential = CellTaking()
+    run_md(potential, [boxed, molecule("H2O")], n_steps=2, path=tmp_path / "md.h5", frame_interval=1, progress=False)
+    assert np.allclose(potential.cells[0][0], boxed.cell.array) and potential.cells[1].tolist() == [
+        [True] * 3,
+        [False] * 3,
+    ]
+    assert read_system(tmp_path / "md.h5", 0)["pbc"].all()
+    export_extxyz(tmp_path / "md.h5", 0, tmp_path / "boxed.extxyz")
+    assert np.allclose(ase_read(tmp_path / "boxed.extxyz").cell.lengths(), 8.0)

@@ -55,3 +55,35 @@ class SabotagedCalculator(Calculator):
 
 def sabotaged() -> Calculator:
     return SabotagedCalculator()
+
+
+class CellRequiringCalculator(Calculator):
+    """Like a potential trained on materials: needs a full periodic cell, and without one fails as
+    such potentials do on a bare molecule (a singular cell matrix). ``seen`` holds every cell it got."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, inner: Calculator) -> None:
+        super().__init__()
+        self.inner, self.seen = inner, []
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        self.seen.append((self.atoms.cell.array.copy(), self.atoms.pbc.copy()))
+        if not self.atoms.pbc.all():
+            raise np.linalg.LinAlgError("Singular matrix")
+        np.linalg.inv(self.atoms.cell.array)  # a zero cell would raise here too
+        self.inner.calculate(self.atoms, ["energy", "forces"], all_changes)
+        self.results = dict(self.inner.results)
+
+
+def cell_requiring_emt() -> Calculator:
+    """EMT (metals) that refuses structures without a periodic cell."""
+    from ase.calculators.emt import EMT
+
+    return CellRequiringCalculator(EMT())
+
+
+def cell_requiring_dimer() -> Calculator:
+    """The deep dimer Lennard-Jones that refuses structures without a periodic cell."""
+    return CellRequiringCalculator(dimer_lennard_jones())

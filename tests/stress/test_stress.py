@@ -9,13 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from ase.build import molecule
+from ase.build import bulk, molecule
+from ase.io import write
 from stress_calculators import gfn2_xtb, sabotaged, weak_lennard_jones
 
 from gemrepro.cli import main
 from gemrepro.cli.structures import load_structures
+from gemrepro.md.state import batch_inputs
 from gemrepro.stress.audit import run_audit
 from gemrepro.stress.calculators import CalculatorPotential
+from gemrepro.stress.field import FieldProtocol
 from gemrepro.stress.report import write_report
 from gemrepro.stress.worker import CalculatorWorker, resolve_factory
 from gemrepro.studies.sweep import Protocol
@@ -273,3 +276,100 @@ def test_an_audit_on_refilled_slots_finds_the_same_failures_and_frames(tmp_path,
         == 2
     )
     assert "--slots: refilled batch slots need --model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- cells, and calculators that cannot start
+def stress_argv(tmp_path, calculator: str, *molecules, out: str = "audit") -> list[str]:
+    return [
+        "stress",
+        "--calculator",
+        f"stress_calculators:{calculator}",
+        "--molecules",
+        *[str(m) for m in molecules],
+        "--temperatures",
+        "300",
+        "--seeds",
+        "1",
+        "--time-ps",
+        "0.005",
+        "--nve-ps",
+        "0.005",
+        "--ramp-ps",
+        "0.005",
+        "--reference",
+        "none",
+        "--timeout-s",
+        "0",
+        "--quiet",
+        "--out",
+        str(tmp_path / out),
+    ]
+
+
+def test_a_structure_files_cell_reaches_the_calculator(tmp_path, capsys):
+    """A periodic metal from an extxyz file (Lattice, pbc) runs as the crystal, not a cluster."""
+    path = tmp_path / "copper.extxyz"
+    write(path, bulk("Cu", "fcc", a=3.6, cubic=True))
+    assert main(stress_argv(tmp_path, "cell_requiring_emt", path)) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["n_failed"] == 0 and summary["n_trajectories"] == 1
+    capsys.readouterr()
+    # a molecular reference cannot relabel a crystal: said before any MD
+    argv = stress_argv(tmp_path, "cell_requiring_emt", path, out="b")
+    argv[argv.index("--reference") + 1] = "gfn2-xtb"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gfn2-xtb relabels isolated molecules" in err and "--reference none" in err
+
+
+def test_calculator_potential_hands_each_system_its_cell():
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
+    potential = CalculatorPotential(resolve_factory("stress_calculators:cell_requiring_emt"))
+    potential.set_cells(np.array([crystal.cell.array]), np.array([crystal.pbc]))
+    energy, forces = potential(*batch_inputs([crystal.positions], [crystal.numbers]))
+    assert bool(torch.isfinite(energy).all()) and potential.errors == {}
+
+
+def test_box_puts_a_molecule_in_a_periodic_vacuum_box(tmp_path, capsys):
+    assert main(stress_argv(tmp_path, "cell_requiring_dimer", "N#N") + ["--box", "12"]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
+    assert summary["n_failed"] == 0
+    boxed = load_structures(["N#N"], box=12.0)["N#N"]
+    assert boxed.pbc.all() and np.allclose(boxed.cell.lengths(), 12.0)
+    assert np.allclose(boxed.positions.mean(axis=0), 6.0, atol=0.6)  # centred
+    for box, expected in (("3", "--box 3: too small for N#N"), ("-1", "--box: expected a positive box side")):
+        capsys.readouterr()
+        assert main(stress_argv(tmp_path, "cell_requiring_dimer", "N#N", out="x") + ["--box", box]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+        assert not (tmp_path / "x" / "trajectory.h5").exists()
+
+
+def test_a_calculator_failing_at_its_first_call_is_one_line_before_any_md(tmp_path, capsys):
+    """A materials potential on a cell-less molecule fails every call; that is one error, not n unstable runs."""
+    assert main(stress_argv(tmp_path, "cell_requiring_dimer", "N#N")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "--calculator stress_calculators:cell_requiring_dimer: fails at its first call" in err
+    assert "on the start structure of N#N (LinAlgError: Singular matrix)" in err and "--box" in err
+    assert not (tmp_path / "audit" / "trajectory.h5").exists()
+
+
+def test_a_trajectory_that_never_took_a_step_is_stable_by_no_score(tmp_path):
+    molecules = {"water": molecule("H2O"), "nitrogen": molecule("N2")}  # water raises at its first call
+    result = run_audit(
+        CalculatorPotential(sabotaged),
+        molecules,
+        Protocol(0.005, (300.0,)),
+        tmp_path,
+        reference=None,
+        field=FieldProtocol(0.005, 0.005),
+    )
+    scores = result.field.trajectories.set_index("molecule")
+    water = scores.loc["water"]
+    assert water["mdsim_unstable"] and water["mdsim_stable_ps"] == 0.0 and not water["mdsim_censored"]
+    assert water["mlipaudit_score"] == 0.0 and not water["mlipaudit_censored"]
+    assert not scores.loc["nitrogen", "mdsim_unstable"]
+    assert "1 of 2 trajectories unstable" in result.field.lines()["mdsim"]
+    ramp, nve = result.field.ramp.set_index("molecule"), result.field.nve.set_index("molecule")
+    assert ramp.loc["water", "arena_fraction"] == 0.0 and nve.loc["water", "lambench_instability"] == 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from gemrepro import __version__
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a folder that cannot be written, a full disk: the file and the reason, in one line
         where = f"{exc.filename}: " if exc.filename else ""
         expected = "; expected a folder there" if isinstance(exc, (FileExistsError, NotADirectoryError)) else ""
-        print(f"gemrepro {args.command}: error: {where}{exc.strerror or exc}{expected}", file=sys.stderr)
+        code = exc.errno or (exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], int) else None)
+        reason = exc.strerror or (os.strerror(code) if code else str(exc).splitlines()[0] if str(exc) else "")
+        print(f"gemrepro {args.command}: error: {where}{reason or type(exc).__name__}{expected}", file=sys.stderr)
         return 2
 
 

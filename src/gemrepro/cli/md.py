@@ -22,7 +22,7 @@ import numpy as np
 from ase import Atoms
 
 from gemrepro.analysis.geometry import element_list
-from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
+from gemrepro.cli.structures import add_structure_options, check_elements, check_periodic, load_structures
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     n_steps = int(round(args.time_ps * 1000.0 / args.dt_fs))
     if n_steps < 1:
         raise ValueError(f"--time-ps: {args.time_ps} ps is shorter than one {args.dt_fs} fs step")
-    structures = load_structures(args.molecules, args.select)
+    structures = load_structures(args.molecules, args.select, box=args.box)
     systems = sweep_systems(structures, args.temperatures, args.seeds)
     potential, stop = _potential_and_stop(args)
+    check_periodic(potential, structures, "the GemNet model")
     unknown = check_elements(potential, structures)
     for name, elements in unknown.items():
         print(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gemrepro.analysis.geometry import element_list
-from gemrepro.cli.structures import add_structure_options, check_elements, load_structures
+from gemrepro.cli.structures import add_structure_options, check_elements, check_periodic, load_structures
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +31,7 @@ def _positive(value: float, flag: str, what: str) -> float:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
-    from gemrepro.stress.audit import run_audit
+    from gemrepro.stress.audit import check_inputs, run_audit
     from gemrepro.stress.calculators import CalculatorPotential
     from gemrepro.stress.field import SOURCES, FieldProtocol
     from gemrepro.stress.report import ORIGIN_RULE, origin_line, write_report
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     protocol = Protocol(time_ps, tuple(args.temperatures), dt_fs=dt_fs, n_sampled_frames=args.frames)
     if protocol.n_steps < 1:
         raise ValueError(f"--time-ps: {time_ps} ps is shorter than one {dt_fs} fs step")
-    molecules = load_structures(args.molecules, args.select, args.seed)
+    molecules = load_structures(args.molecules, args.select, args.seed, args.box)
     reference = None if args.reference == "none" else args.reference
     if reference is not None:
         from gemrepro.reference import get_method
@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             args.model, device=args.device, allow_unknown_elements=args.allow_unknown_elements
         )
         label, device = args.model, potential.device
+        check_periodic(potential, molecules, "the GemNet model")
         unknown = check_elements(potential, molecules)
         if unknown:
             seen = "; ".join(f"{element_list(z)} in {name}" for name, z in unknown.items())
@@ -99,6 +100,9 @@ def _run(args: argparse.Namespace) -> int:
         potential = CalculatorPotential(args.calculator, timeout_s=args.timeout_s or None)
         label, device = args.calculator, "cpu"
     try:
+        check_inputs(molecules, args.seeds, potential, reference)
+        if isinstance(potential, CalculatorPotential):
+            potential.check_start(molecules)  # a calculator that cannot start is one error, not n failures at 0 ps
         result = run_audit(
             potential,
             molecules,

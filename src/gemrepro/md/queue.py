@@ -491,6 +491,10 @@ def run_queue(
         raise ValueError("systems: expected a non-empty list of non-empty ase.Atoms")
     for k, atoms in enumerate(systems):
         check_geometry(atoms.numbers, atoms.positions, f"systems[{k}] ({atoms.get_chemical_formula()})")
+        if atoms.pbc.any():  # a slot's system changes as it is refilled; no potential here follows its cell
+            raise ValueError(
+                f"systems[{k}] ({atoms.get_chemical_formula()}): periodic; refilled slots run isolated molecules only"
+            )
     n = len(systems)
     if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 0:
         raise ValueError(f"n_steps: expected a non-negative integer, got {n_steps!r}")

@@ -21,6 +21,18 @@ What happens after a failure is the run's ``after_failure`` policy:
     it had failed before): a NaN cannot be integrated meaningfully and must not reach the
     potential. The run never stops early.
 
+Periodic systems. The engine integrates positions only; a cell is a constant of the run, like the
+atoms' elements. A system with periodic boundaries (``atoms.pbc``) runs only on a potential that
+takes cells — one with ``set_cells(cells (S, 3, 3) Å, pbc (S, 3))``, which :func:`run_md` calls
+before the first evaluation (an ASE calculator,
+:class:`~gemrepro.stress.calculators.CalculatorPotential`); any other potential (GemNet, which
+is molecular) gets a one-line error before any compute. Positions are never wrapped.
+
+I/O errors. A frame or checkpoint that cannot be written (a full disk) ends the run with one
+``OSError`` naming the file and the step of the last checkpoint, which stays whole: the checkpoint
+is written to a temporary file (removed when the write fails) and renamed over the old one, and
+``torch.save``'s ``RuntimeError`` for a failed write is reported as the ``OSError`` it is.
+
 ``state.alive`` means "still integrated" in both; whether a system has failed is
 ``state.failure_rule > 0`` (on disk: ``failure/step``; a frame is after the failure when its
 step is at or after that step, :func:`gemrepro.md.trajectory.failed_frames`).
@@ -28,6 +40,7 @@ step is at or after that step, :func:`gemrepro.md.trajectory.failed_frames`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -146,7 +159,11 @@ def _fingerprint(state: MDState, config: dict) -> str:
 
 
 def save_checkpoint(path: Path, state: MDState, n_frames: int, fingerprint: str) -> None:
-    """Atomically write everything needed to continue ``state`` bit for bit."""
+    """Atomically write everything needed to continue ``state`` bit for bit.
+
+    A write that fails (a full disk) leaves the previous checkpoint as it was and no temporary
+    file behind, and raises ``OSError`` naming ``path``.
+    """
     payload = {
         "version": CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
@@ -156,11 +173,65 @@ def save_checkpoint(path: Path, state: MDState, n_frames: int, fingerprint: str)
         "generators": [g.get_state() for g in state.generators],
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        cause = exc if isinstance(exc, OSError) else _os_error_behind(exc)
+        code = (os_error_code(cause) if cause is not None else None) or errno.EIO
+        reason = cause.strerror if cause is not None and cause.strerror else os.strerror(code)
+        raise OSError(code, f"{reason} (checkpoint not written)", str(path)) from exc
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The ``OSError`` a ``RuntimeError`` of ``torch.save`` wraps (a failed write), if it kept one."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def periodic_cells(systems: Sequence[Atoms], potential: Potential) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's cells (S, 3, 3) Å and periodic flags (S, 3), or None when no system is periodic.
+
+    A periodic system needs a potential with ``set_cells``; any other gets a one-line error here.
+    """
+    pbc = np.array([a.pbc for a in systems], dtype=bool)
+    if not pbc.any():
+        return None
+    if not hasattr(potential, "set_cells"):
+        k = int(np.flatnonzero(pbc.any(axis=1))[0])
+        raise ValueError(
+            f"systems[{k}] ({systems[k].get_chemical_formula()}): periodic (pbc {systems[k].pbc.tolist()}), "
+            f"but the potential ({type(potential).__name__}) is for isolated molecules and takes no cell"
+        )
+    return np.array([a.cell.array for a in systems], dtype=np.float64), pbc
+
+
+def os_error_code(error: OSError) -> int | None:
+    """The errno of ``error``, also of a bare ``OSError(errno.ENOSPC)`` (whose ``errno`` is None)."""
+    if error.errno:
+        return error.errno
+    return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], int) else None
+
+
+def _write_failed(error: OSError, path: Path, ckpt: Path, step: int, saved_step: int) -> OSError:
+    """The one-line ``OSError`` for a frame or checkpoint that could not be written at ``step``."""
+    code = os_error_code(error) or errno.EIO
+    reason = error.strerror or os.strerror(code)
+    where = error.filename or str(path)
+    return OSError(
+        code,
+        f"{reason} (writing step {step}); the checkpoint {ckpt.name} of step {saved_step} is whole: "
+        "make room and rerun the same command to resume",
+        where,
+    )
 
 
 def load_checkpoint(path: Path, device: torch.device | str) -> tuple[MDState, int, str]:
@@ -245,6 +316,9 @@ def run_md(
     schedule = _schedule(temperature_schedule, n_steps, n, integrator)
     path = Path(path)
     ckpt = checkpoint_path_for(path)
+    cells = periodic_cells(systems, potential)
+    if hasattr(potential, "set_cells"):  # also without periodic systems, so one run's cells never reach the next
+        potential.set_cells(np.array([a.cell.array for a in systems]), np.array([a.pbc for a in systems]))
 
     state = build_state(
         [a.positions for a in systems],
@@ -272,6 +346,8 @@ def run_md(
         config["after_failure"] = after_failure
     if schedule is not None:  # likewise: runs at a constant target keep theirs
         config["temperature_schedule"] = hashlib.sha256(schedule.tobytes()).hexdigest()
+    if cells is not None:  # likewise: molecular runs keep theirs
+        config["cells"] = hashlib.sha256(cells[0].tobytes() + cells[1].tobytes()).hexdigest()
     fingerprint = _fingerprint(state, config)
     geometric = FailureDetector(state, criteria)
 
@@ -311,12 +387,14 @@ def run_md(
             seeds=seed_list,
             formulas=[a.get_chemical_formula() for a in systems],
             after_failure=after_failure,
+            cells=cells,
         )
         writer.append(state, dt_fs)
         save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
 
     targets = None if schedule is None else torch.as_tensor(schedule, dtype=dtype, device=device)
     start_step, start_time = state.step, time.perf_counter()
+    saved_step, write_error = state.step, False
     try:
         with tqdm(total=n_steps, initial=min(state.step, n_steps), disable=not progress, unit="step") as bar:
             while state.step < n_steps:
@@ -326,20 +404,33 @@ def run_md(
                 checked = state.step % check_interval == 0
                 if checked:
                     state = detector(state)
-                if state.step % frame_interval == 0:
-                    writer.append(state, dt_fs)
                 all_dead = freeze and checked and not bool(state.alive.any())
-                if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
-                    save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
+                try:
+                    if state.step % frame_interval == 0:
+                        writer.append(state, dt_fs)
+                    if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
+                        save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
+                        saved_step = state.step
+                except OSError as exc:
+                    write_error = True
+                    raise _write_failed(exc, path, ckpt, state.step, saved_step) from exc
                 bar.update(1)
                 if callback is not None:
                     callback(state)
                 if all_dead:
                     break
-        writer.write_failures(state)  # a failure after the last stored frame reaches the file too
+        try:
+            writer.write_failures(state)  # a failure after the last stored frame reaches the file too
+        except OSError as exc:
+            write_error = True
+            raise _write_failed(exc, path, ckpt, state.step, saved_step) from exc
         n_frames = writer.n_frames
     finally:
-        writer.close()
+        try:
+            writer.close()
+        except OSError:
+            if not write_error:  # after a failed write, that failure is the one to report
+                raise
     wall = time.perf_counter() - start_time
     return MDSummary(
         path=path,

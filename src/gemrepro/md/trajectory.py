@@ -6,6 +6,7 @@ Layout (``S`` systems, ``N`` atoms in all, ``F`` frames; system ``s`` owns atoms
     /                 attrs: format_version, dt_fs, integrator, frame_interval[, after_failure]
     /systems/         atom_offset (S+1,), numbers (N,), masses (N,) amu, reference_positions (N, 3) Å,
                       temperature_K (S,), friction_per_fs (S,), seed (S,), formula (S,)
+                      [, cell (S, 3, 3) Å, pbc (S, 3): only in a run with a periodic system]
     /frames/          step (F,), time_ps (F,), positions (F, N, 3) Å, forces (F, N, 3) eV/Å,
                       energy (F, S) eV, temperature_kin (F, S) K, alive (F, S)
     /failure/         step (S,) (-1 while alive), rule (S,) ("" while alive), atoms (S, 2) (-1 padded)
@@ -57,8 +58,10 @@ class TrajectoryWriter:
         seeds: list[int],
         formulas: list[str],
         after_failure: str = "freeze",
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> TrajectoryWriter:
-        """A new file (replacing any old one) with the run's metadata and no frames."""
+        """A new file (replacing any old one) with the run's metadata and no frames; ``cells`` are
+        the periodic systems' cells (S, 3, 3) Å and flags (S, 3) (absent in molecular runs)."""
         writer = cls(path, "w")
         f = writer.file
         f.attrs.update(format_version=FORMAT_VERSION, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval)
@@ -73,6 +76,9 @@ class TrajectoryWriter:
         systems["friction_per_fs"] = state.friction.cpu().double().numpy()
         systems["seed"] = np.asarray(seeds, dtype=np.int64)
         systems["formula"] = np.asarray(formulas, dtype=h5py.string_dtype())
+        if cells is not None:
+            systems["cell"] = np.asarray(cells[0], dtype=np.float64)
+            systems["pbc"] = np.asarray(cells[1], dtype=np.bool_)
         n_atoms, n_systems = len(state.numbers), state.n_systems
         frames = f.create_group("frames")
         shapes = {
@@ -179,7 +185,8 @@ def stable_positions(path: str | Path) -> np.ndarray:
 def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
     """All frames of one system as numpy arrays, plus its numbers, masses and failure record.
 
-    ``failed`` (frames,) marks the frames at or after the failure (:func:`failed_frames`).
+    ``failed`` (frames,) marks the frames at or after the failure (:func:`failed_frames`);
+    ``cell`` (3, 3) Å and ``pbc`` (3,) are the system's (zero and all false for a molecular run).
     """
     with open_trajectory(path) as f:
         offsets = f["systems/atom_offset"][()]
@@ -187,7 +194,10 @@ def read_system(path: str | Path, system: int) -> dict[str, np.ndarray]:
             raise ValueError(f"system: expected an index in [0, {len(offsets) - 1}), got {system}")
         start, stop = int(offsets[system]), int(offsets[system + 1])
         frames = f["frames"]
+        periodic = "systems/cell" in f
         return {
+            "cell": f["systems/cell"][system] if periodic else np.zeros((3, 3)),
+            "pbc": f["systems/pbc"][system] if periodic else np.zeros(3, dtype=bool),
             "numbers": f["systems/numbers"][start:stop],
             "masses": f["systems/masses"][start:stop],
             "reference_positions": f["systems/reference_positions"][start:stop],
@@ -219,7 +229,13 @@ def export_extxyz(path: str | Path, system: int, out_path: str | Path) -> int:
     keep = min(n_alive + 1, len(alive))
     images = []
     for k in range(keep):
-        atoms = Atoms(numbers=data["numbers"], positions=data["positions"][k], masses=data["masses"])
+        atoms = Atoms(
+            numbers=data["numbers"],
+            positions=data["positions"][k],
+            masses=data["masses"],
+            cell=data["cell"],
+            pbc=data["pbc"],
+        )
         atoms.info.update(
             step=int(data["step"][k]),
             time_ps=float(data["time_ps"][k]),

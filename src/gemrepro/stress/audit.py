@@ -35,7 +35,7 @@ from gemrepro.md.state import Potential, kinetic_temperature
 from gemrepro.stress.field import FieldProtocol, FieldScores, audit_scores, heating_ramp_scores, nve_scores
 from gemrepro.studies.sweep import Protocol, label_frames, sample_frames
 
-__all__ = ["AuditResult", "Verdict", "run_audit", "system_seed"]
+__all__ = ["AuditResult", "Verdict", "check_inputs", "run_audit", "system_seed"]
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,25 @@ def system_seed(seed: int, molecule: str, temperature_K: float, replica: int) ->
     return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _validate(molecules: Mapping[str, Atoms], n_seeds: int) -> None:
+def check_inputs(molecules: Mapping[str, Atoms], n_seeds: int, potential: Potential, reference: str | None) -> None:
+    """What :func:`run_audit` refuses, before any compute. Periodic structures need a potential that
+    takes a cell, and a molecular reference cannot relabel a crystal (a molecule in a vacuum box,
+    ``info["box_A"]``, it can)."""
     if not molecules:
         raise ValueError("molecules: expected at least one molecule")
     for name, atoms in molecules.items():
         if not isinstance(atoms, Atoms) or len(atoms) == 0:
             raise ValueError(f"molecules: {name!r} is not a non-empty ase.Atoms")
-        if atoms.pbc.any():
-            raise ValueError(f"molecules: {name!r} is periodic; the audit is for isolated molecules")
+        if atoms.pbc.any() and not hasattr(potential, "set_cells"):
+            raise ValueError(
+                f"molecules: {name!r} is periodic, but the potential ({type(potential).__name__}) is for "
+                "isolated molecules and takes no cell"
+            )
+        if atoms.pbc.any() and "box_A" not in atoms.info and reference is not None:
+            raise ValueError(
+                f"reference: {reference} relabels isolated molecules, but {name!r} is periodic (its own cell); "
+                "audit it with reference 'none' (--reference none)"
+            )
         check_geometry(atoms.numbers, atoms.positions, f"molecules: {name!r}")
     if isinstance(n_seeds, bool) or int(n_seeds) != n_seeds or n_seeds < 1:
         raise ValueError(f"n_seeds: expected a positive number of seeds per molecule and temperature, got {n_seeds!r}")
@@ -151,7 +162,7 @@ def run_audit(
     the same trajectories, with no failed replica left idle in the batch. For batched model
     potentials only: a calculator's error details are kept per batch position.
     """
-    _validate(molecules, n_seeds)
+    check_inputs(molecules, n_seeds, potential, reference)
     systems = [(name, float(t), k) for name in molecules for t in protocol.temperatures for k in range(int(n_seeds))]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

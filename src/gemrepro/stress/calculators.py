@@ -5,18 +5,29 @@ The MD engine (:func:`gemrepro.md.run_md`) advances many systems through one bat
 structure at a time, so :class:`CalculatorPotential` loops over the systems. A call that raises,
 returns a non-finite number or (with a worker) exceeds its time limit gives that system NaN
 energy and forces: the engine's ``nonfinite`` rule then marks exactly that trajectory as failed,
-and the reason is kept in :attr:`CalculatorPotential.errors`.
+and the reason is kept in :attr:`CalculatorPotential.errors`. A calculator that cannot evaluate a
+start structure at all is a setup problem, not an unstable trajectory:
+:meth:`CalculatorPotential.check_start` reports it as one error before any MD. Periodic systems
+keep their cells: the engine hands them over through :meth:`CalculatorPotential.set_cells`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
 
-from gemrepro.stress.worker import CalculatorWorker, one_line, resolve_factory, single_point
+from gemrepro.stress.worker import (
+    CalculatorFailure,
+    CalculatorTimeout,
+    CalculatorWorker,
+    one_line,
+    resolve_factory,
+    single_point,
+)
 
 
 class CalculatorPotential:
@@ -30,9 +41,12 @@ class CalculatorPotential:
 
     def __init__(self, factory: str | Callable[[], object], timeout_s: float | None = None) -> None:
         self.timeout_s = timeout_s
+        self.name = factory if isinstance(factory, str) else f"{factory.__module__}:{factory.__qualname__}"
         if timeout_s is None:
             calculator = resolve_factory(factory)()
-            self._evaluate: Callable = lambda numbers, positions: single_point(calculator, numbers, positions)
+            self._evaluate: Callable = lambda numbers, positions, cell=None, pbc=None: single_point(
+                calculator, numbers, positions, cell, pbc
+            )
             self._worker: CalculatorWorker | None = None
         else:
             self._worker = CalculatorWorker(factory, timeout_s)
@@ -42,6 +56,36 @@ class CalculatorPotential:
         # system -> (its first input, energy, forces): the engine feeds a dead system its start
         # structure at every step, and that answer is already known
         self._first: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
+        self._cells: tuple[np.ndarray, np.ndarray] | None = None  # per system: cell (3, 3) Å, pbc (3,)
+
+    def set_cells(self, cells: np.ndarray, pbc: np.ndarray) -> None:
+        """The cells (S, 3, 3) Å and periodic flags (S, 3) of the next run's systems, by batch position."""
+        cells, pbc = np.asarray(cells, dtype=np.float64), np.asarray(pbc, dtype=bool)
+        if cells.ndim != 3 or cells.shape[1:] != (3, 3) or pbc.shape != (len(cells), 3):
+            raise ValueError(f"cells/pbc: expected shapes (S, 3, 3) and (S, 3), got {cells.shape} and {pbc.shape}")
+        self._cells = (cells, pbc)
+
+    def _cell_of(self, system: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self._cells is None or system >= len(self._cells[0]):
+            return None, None
+        return self._cells[0][system], self._cells[1][system]
+
+    def check_start(self, structures: Mapping[str, Atoms]) -> None:
+        """Evaluate every start structure once; a calculator that fails there is a one-line ``ValueError``
+        naming it, the structure and its exception (before any MD, where it would fail every trajectory
+        of that structure at 0 ps)."""
+        for name, atoms in structures.items():
+            try:
+                energy, forces = self._evaluate(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+                if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+                    raise FloatingPointError("calculator returned a non-finite energy or force")
+            except Exception as exc:  # noqa: BLE001 - any failure here is the calculator's setup, reported once
+                reason = str(exc) if isinstance(exc, (CalculatorFailure, CalculatorTimeout)) else one_line(exc)
+                hint = "" if atoms.pbc.any() else "; if it needs a periodic cell, put the molecule in a box (--box L)"
+                raise ValueError(
+                    f"--calculator {self.name}: fails at its first call, on the start structure of {name} "
+                    f"({reason}); no MD was run{hint}"
+                ) from None
 
     def __call__(
         self, positions: torch.Tensor, numbers: torch.Tensor, system_index: torch.Tensor
@@ -64,7 +108,7 @@ class CalculatorPotential:
                 energy[s], forces[start:stop] = first[1], first[2]
             elif s not in self.errors:
                 try:
-                    e, f = self._evaluate(z[start:stop], x[start:stop])
+                    e, f = self._evaluate(z[start:stop], x[start:stop], *self._cell_of(s))
                     self.n_calls += 1
                     if not (np.isfinite(e) and np.all(np.isfinite(f))):
                         raise FloatingPointError("calculator returned a non-finite energy or force")

@@ -4,7 +4,9 @@ MDsim's bond criterion and MLIPAudit's stability score are read off the audit's 
 trajectories; LAMBench's energy drift needs a short NVE run and MLIP Arena's score a heating ramp,
 one trajectory per molecule each. The audit freezes a trajectory when one of its rules fires, so
 the frames these scores see after a failure hold the geometry it failed in: a score whose criterion
-had not fired by then is counted as stable from there on (``censored`` in the tables).
+had not fired by then is counted as stable from there on (``censored`` in the tables). A trajectory
+that failed at step 0 never took a step: every score counts it unstable at 0 ps (MLIPAudit: 0),
+never stable and never censored.
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ def audit_scores(
             reference_positions=reference,
         )
         crashed = row.rule == "nonfinite"  # MLIPAudit scores a simulation that raised as 0
+        if failure is not None and failure["step"] == 0:  # never took a step: nothing was stable
+            unstable, step, crashed = 0, 0, True
         rows.append(
             {
                 "system": int(row.system),

@@ -54,9 +54,16 @@ def resolve_factory(factory: str | Callable[[], object]) -> Callable[[], object]
     return target
 
 
-def single_point(calculator, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
-    """Energy (eV) and forces (eV/Å) of one molecule (non-periodic, no cell) with an ASE calculator."""
-    atoms = Atoms(numbers=numbers, positions=positions)
+def single_point(
+    calculator,
+    numbers: np.ndarray,
+    positions: np.ndarray,
+    cell: np.ndarray | None = None,
+    pbc: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """Energy (eV) and forces (eV/Å) of one structure with an ASE calculator: a molecule (no cell)
+    unless ``cell`` (3, 3) Å and ``pbc`` (3,) say otherwise."""
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=False if pbc is None else pbc)
     atoms.calc = calculator
     energy = float(atoms.get_potential_energy())
     forces = np.asarray(atoms.get_forces(), dtype=np.float64)
@@ -77,9 +84,8 @@ def _serve(connection: Connection, factory: str | Callable[[], object]) -> None:
         request = connection.recv()
         if request is None:
             return
-        numbers, positions = request
         try:
-            connection.send(("ok", single_point(calculator, numbers, positions)))
+            connection.send(("ok", single_point(calculator, *request)))
         except Exception as exc:  # noqa: BLE001 - any calculator error fails this call only
             connection.send(("error", one_line(exc)))
 
@@ -132,15 +138,22 @@ class CalculatorWorker:
             self._connection.close()
         self._process = self._connection = None
 
-    def __call__(self, numbers: np.ndarray, positions: np.ndarray) -> tuple[float, np.ndarray]:
-        """Energy and forces of one molecule; :class:`CalculatorTimeout` / :class:`CalculatorFailure` otherwise."""
+    def __call__(
+        self,
+        numbers: np.ndarray,
+        positions: np.ndarray,
+        cell: np.ndarray | None = None,
+        pbc: np.ndarray | None = None,
+    ) -> tuple[float, np.ndarray]:
+        """Energy and forces of one structure (:func:`single_point`); :class:`CalculatorTimeout` /
+        :class:`CalculatorFailure` otherwise."""
         if self._process is None or not self._process.is_alive():
             if self._process is not None:
                 self.restarts += 1
                 self._kill()
             self._start()
         assert self._connection is not None
-        self._connection.send((np.asarray(numbers), np.asarray(positions, dtype=np.float64)))
+        self._connection.send((np.asarray(numbers), np.asarray(positions, dtype=np.float64), cell, pbc))
         if not self._connection.poll(self.timeout_s):
             self._kill()
             self.restarts += 1
