@@ -14,7 +14,7 @@ from gemrepro.analysis.geometry import check_geometry, geometry_problem
 from gemrepro.cli import main as cli_main
 from gemrepro.cli.structures import load_structures, parse_select
 from gemrepro.integrations.potential import GemNetPotential
-from gemrepro.md import run_md
+from gemrepro.md import read_system, run_md
 from gemrepro.md.committee import CommitteePotential
 from gemrepro.md.state import batch_inputs
 from gemrepro.model import EnergyShift, GemNetQ, GemNetT, save_model
@@ -170,6 +170,9 @@ def test_md_cli_runs_every_frame_of_a_many_molecule_file(tmp_path, capsys):
         tmp_path / "one.h5",
     )
     assert code == 0 and [s["molecule"] for s in json.loads(out)["systems"]] == ["set[1]"]
+    # 0.001 ps is 2 steps, shorter than the default 100-step frame interval: its last step is stored too
+    assert json.loads(out)["n_frames"] == 2
+    assert read_system(tmp_path / "one.h5", 0)["step"].tolist() == [0, 2]
 
 
 @pytest.mark.skipif(not SHARED_QM7X.is_file(), reason="../shared/data is not beside this checkout")

@@ -1,7 +1,8 @@
 """Run batched MD to a trajectory file, with checkpoints that make a killed run resumable.
 
 Order of work at each step: integrate, check failures (every ``check_interval`` steps), append a
-frame (every ``frame_interval``), write a checkpoint (every ``checkpoint_interval`` and at the end).
+frame (every ``frame_interval``, and at the run's last step, so even a run shorter than
+``frame_interval`` ends on disk), write a checkpoint (every ``checkpoint_interval`` and at the end).
 A checkpoint holds the state tensors, each system's RNG state, the step and the number of frames
 on disk; it is written to a temporary file and renamed over the old one, so it is always whole.
 Resuming cuts the HDF5 frames back to the checkpoint's count — dropping frames written after it —
@@ -296,6 +297,11 @@ def run_md(
         if stored != fingerprint:
             raise ValueError(f"path: {ckpt} belongs to a different run (systems or settings differ); use another path")
         writer = TrajectoryWriter(path, "a")
+        if state.step < n_steps and state.step % frame_interval and writer.frame_step(n_frames - 1) == state.step:
+            # the last frame of a shorter run, off the frame grid: extended, the run keeps to the grid
+            # (checkpoint first: killed in between, the next resume still cuts the file to its count)
+            n_frames -= 1
+            save_checkpoint(ckpt, state, n_frames, fingerprint)
         writer.truncate(n_frames, state)
         resumed_from = state.step
     else:
@@ -326,9 +332,9 @@ def run_md(
                 checked = state.step % check_interval == 0
                 if checked:
                     state = detector(state)
-                if state.step % frame_interval == 0:
-                    writer.append(state, dt_fs)
                 all_dead = freeze and checked and not bool(state.alive.any())
+                if state.step % frame_interval == 0 or state.step == n_steps or all_dead:
+                    writer.append(state, dt_fs)  # the run's last step is always on disk, on the grid or not
                 if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
                     save_checkpoint(ckpt, state, writer.n_frames, fingerprint)
                 bar.update(1)
