@@ -44,7 +44,20 @@ def test_reference_bonds_of_ethanol_are_its_eight_covalent_bonds():
     numbers, positions = ethanol()
     bonds, lengths = reference_bonds(numbers, positions)
     assert len(bonds) == 8  # C-C, C-O, O-H, 5 C-H
-    assert np.all((lengths > 0.9) & (lengths < 1.6))
+    # ASE's ethanol is C0 (methyl) C1 O2 H3 (hydroxyl), H4 H5 on C1, H6 H7 H8 on C0; textbook lengths
+    known = {
+        (0, 1): 1.51,
+        (1, 2): 1.43,
+        (2, 3): 0.97,
+        (1, 4): 1.10,
+        (1, 5): 1.10,
+        (0, 6): 1.09,
+        (0, 7): 1.09,
+        (0, 8): 1.09,
+    }
+    found = {tuple(sorted(map(int, pair))): float(length) for pair, length in zip(bonds, lengths)}
+    assert set(found) == set(known)
+    assert [found[pair] for pair in known] == pytest.approx(list(known.values()), abs=0.01)
     np.testing.assert_allclose(bond_deviation(positions, bonds, lengths), 0.0, atol=1e-12)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import ase.build
 import ase.io
 import h5py
 import numpy as np
@@ -428,6 +429,26 @@ def test_summarize_counts_molecules_elements_and_ranges(tmp_path):
     text = format_summary(summary)
     assert "configurations:     10" in text and "C 6" in text and "PBE0+MBD" in text
     assert len(text.splitlines()) >= 9
+
+
+def test_summary_counts_isomers_as_molecules_and_never_formulas_as_molecules(tmp_path):
+    """QM7-X ``m`` numbers a formula, ``i`` an isomer of it: three molecules here, two formulas."""
+    isomers = {1: ["Geom-m1-i1-c1-opt", "Geom-m1-i2-c1-opt", "Geom-m1-i2-c2-opt"], 2: ["Geom-m2-i1-c1-opt"]}
+    qm7x = summarize(write_real_qm7x(tmp_path / "isomers.hdf5", isomers))
+    assert (qm7x["n_molecules"], qm7x["n_formulas"]) == (3, 2)
+    assert "molecules:          3 (2 distinct formulas)" in format_summary(qm7x)
+
+    # a plain xyz names no molecules: ethanol and dimethyl ether share C2H6O, so 3 molecules are 2 formulas
+    path = tmp_path / "qm9_like.xyz"
+    ase.io.write(path, [ase.build.molecule(name) for name in ("CH3CH2OH", "CH3OCH3", "H2O")], format="extxyz")
+    plain = summarize(path)
+    assert (plain["n_molecules"], plain["n_formulas"]) == (None, 2)
+    text = format_summary(plain)
+    assert "formulas:           2 distinct" in text and "molecules:" not in text
+
+    md17 = tmp_path / "water.npz"
+    write_md17(md17, n_frames=4)
+    assert summarize(md17)["n_molecules"] == 1
 
 
 # ---------------------------------------------------------------- the real files in shared/data

@@ -212,6 +212,38 @@ def test_killed_run_resumes_without_lost_or_duplicated_frames(tmp_path):
         run_md(potential, systems, path=tmp_path / "resumed.h5", **{**settings, "seeds": [7, 8]})
 
 
+def test_a_run_off_the_frame_grid_stores_its_last_step_and_extends_onto_the_grid(tmp_path):
+    systems = [molecule("CH3CH2OH"), molecule("H2O")]
+    potential = MorseBondPotential(systems)
+    settings = dict(temperatures=[300.0, 900.0], seeds=[5, 6], progress=False)
+    # shorter than one frame interval: once only step 0 reached the file
+    # the cached studies keep to the grid, as their stored runs were made: only step 0 of 7
+    on_grid = run_md(potential, systems, n_steps=7, path=tmp_path / "grid.h5", frame_interval=100, **settings)
+    assert on_grid.n_frames == 1 and read_system(on_grid.path, 1)["step"].tolist() == [0]
+    settings["store_last"] = True  # what gemrepro md asks for
+    short = run_md(potential, systems, n_steps=7, path=tmp_path / "short.h5", frame_interval=100, **settings)
+    every = run_md(potential, systems, n_steps=7, path=tmp_path / "every.h5", frame_interval=1, **settings)
+    stored, reference = read_system(short.path, 1), read_system(every.path, 1)
+    assert short.n_frames == 2 and stored["step"].tolist() == [0, 7]
+    assert stored["time_ps"][-1] == pytest.approx(7 * 0.5e-3)
+    for key in ("positions", "forces", "energy", "temperature_kin"):
+        np.testing.assert_array_equal(stored[key][-1], reference[key][7], err_msg=key)  # the state at step 7
+    assert not np.array_equal(stored["positions"][-1], reference["positions"][6])
+
+    # a 12-step run ends on an extra frame; extended to 20 it keeps to the grid, as a 20-step run does
+    grid = dict(frame_interval=5, checkpoint_interval=1000, **settings)
+    run_md(potential, systems, n_steps=12, path=tmp_path / "extended.h5", **grid)
+    assert read_system(tmp_path / "extended.h5", 0)["step"].tolist() == [0, 5, 10, 12]
+    run_killed_at(17, potential, systems, n_steps=20, path=tmp_path / "extended.h5", **grid)  # after frame 15
+    extended = run_md(potential, systems, n_steps=20, path=tmp_path / "extended.h5", **grid)
+    whole = run_md(potential, systems, n_steps=20, path=tmp_path / "whole.h5", **grid)
+    assert extended.resumed_from_step == 12 and extended.n_frames == whole.n_frames == 5
+    with h5py.File(whole.path, "r") as a, h5py.File(extended.path, "r") as b:
+        np.testing.assert_array_equal(b["frames/step"][()], [0, 5, 10, 15, 20])
+        for name in a["frames"]:
+            np.testing.assert_array_equal(a["frames"][name][()], b["frames"][name][()], err_msg=name)
+
+
 def test_ase_langevin_reference_gives_the_same_temperature_statistics():
     atoms = molecule("CH3CH2OH")
     potential = MorseBondPotential([atoms])

@@ -81,9 +81,21 @@ def test_parse_select_takes_numbers_lists_and_slices_and_rejects_the_rest():
     with pytest.raises(ValueError, match=r"frame\(s\) \[9\] outside f's 4 frames"):
         parse_select("1,9", 4, "f")
     with pytest.raises(ValueError, match="picks none"):
-        parse_select("5:9", 4, "f")
+        parse_select("3:1", 4, "f")
     with pytest.raises(ValueError, match="expected frame numbers"):
         parse_select("first", 4, "f")
+
+
+def test_a_slice_past_the_end_is_refused_like_a_frame_past_the_end():
+    """``98:1000`` of 100 frames once gave frames 98 and 99 without a word, while ``200`` was refused."""
+    assert parse_select("98:100", 100, "f") == [98, 99]  # a stop at the end is the whole tail
+    assert parse_select("-2:", 100, "f") == [98, 99]
+    for text, bound in (("98:1000", "1000"), ("200:", "200"), ("100:", "100"), ("-101:", "-101"), ("0:101:10", "101")):
+        with pytest.raises(ValueError, match=rf"^--select '{text}': {bound} lies outside f's 100 frames") as caught:
+            parse_select(text, 100, "f")
+        assert "\n" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"^--select: frame\(s\) \[200\] outside f's 100 frames"):
+        parse_select("200", 100, "f")
 
 
 def test_every_frame_of_a_file_is_a_structure_of_its_own(tmp_path):
@@ -160,6 +172,9 @@ def test_md_cli_runs_every_frame_of_a_many_molecule_file(tmp_path, capsys):
         tmp_path / "one.h5",
     )
     assert code == 0 and [s["molecule"] for s in json.loads(out)["systems"]] == ["set[1]"]
+    # 0.001 ps is 2 steps, shorter than the default 100-step frame interval: its last step is stored too
+    assert json.loads(out)["n_frames"] == 2
+    assert read_system(tmp_path / "one.h5", 0)["step"].tolist() == [0, 2]
 
 
 @pytest.mark.skipif(not SHARED_QM7X.is_file(), reason="../shared/data is not beside this checkout")

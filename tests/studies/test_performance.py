@@ -72,7 +72,10 @@ def test_measurements_are_cached_per_hardware_and_collected_side_by_side(tmp_pat
     assert sorted(table["device"]) == ["cpu", "cuda"]
     assert set(table["measurement"]) == {"model-cost"}
     assert table["hardware"].str.contains("Test GPU").sum() == 1
-    assert np.isfinite(table["value"]).all()  # the slope of a noisy 4–16 atom fit may have either sign
+    # each row carries its own artifact's headline, the fitted slope in µs per atom (noisy: either sign)
+    slopes = {a.key: a.manifest["result"]["linearity"]["slope_us_per_atom"] for a in (first, other)}
+    assert dict(zip(table["key"], table["value"])) == slopes and slopes[first.key] != slopes[other.key]
+    assert (table["quantity"] == "µs per atom (slope)").all()
 
     # Another setting on this machine is kept too, but ``like`` compares only equal settings.
     monkeypatch.setattr(performance, "hardware_fingerprint", real)

@@ -34,8 +34,13 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 
 @pytest.fixture()
 def pretend_cuda(monkeypatch):
-    """``torch.cuda.is_available()`` says yes: device *decisions* only, nothing is allocated."""
+    """``torch.cuda.is_available()`` says yes (two GPUs): device *decisions* only, nothing is allocated."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+class Moved(Exception):
+    """Stands for the model's move to its training device: where it goes is seen without a GPU."""
 
 
 def small_sets():
@@ -67,18 +72,42 @@ def test_auto_resolves_to_cpu_and_gloo_without_a_gpu(monkeypatch):
         resolve_device("gpu0")
 
 
-def test_training_accepts_auto_and_matches_an_explicit_cpu_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+@pytest.mark.parametrize("cuda, expected", [(False, "cpu"), (True, "cuda")])
+def test_training_on_auto_moves_the_model_to_cuda_exactly_when_cuda_is_there(tmp_path, monkeypatch, cuda, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
     train_set, val_set = small_sets()
-    auto = train_model(
-        make_model(), train_set, val_set, fast_config(device="auto", max_steps=4), tmp_path / "a", progress=False
-    )
-    cpu = train_model(
-        make_model(), train_set, val_set, fast_config(device="cpu", max_steps=4), tmp_path / "c", progress=False
-    )
-    assert auto.history["val_loss"].tolist() == cpu.history["val_loss"].tolist()
-    loaded = load_model(auto.best_model_path, device="cpu", model=make_model())  # a toy network: not in the allowlist
-    assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+    model = make_model()
+
+    def move(self, *args, **kwargs):
+        raise Moved(kwargs.get("device", args[0] if args else None))
+
+    monkeypatch.setattr(torch.nn.Module, "to", move)
+    with pytest.raises(Moved) as moved:
+        train_model(model, train_set, val_set, fast_config(device="auto", max_steps=4), tmp_path, progress=False)
+    assert moved.value.args[0] == torch.device(expected)
+
+
+def test_an_explicit_gpu_this_machine_lacks_is_a_one_line_error_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:0", torch.device("cuda")):
+        with pytest.raises(ValueError, match=r"^device 'cuda(:0)?': no CUDA GPU is available here; expected 'cpu' or"):
+            resolve_device(device)
+    train_set, val_set = small_sets()
+    with pytest.raises(ValueError, match=r"^device 'cuda': no CUDA GPU") as caught:
+        train_model(make_model(), train_set, val_set, fast_config(device="cuda", max_steps=4), tmp_path / "t")
+    assert "\n" not in str(caught.value) and not (tmp_path / "t" / "best_model.pt").exists()
+    systems = water_and_methanol()
+    with pytest.raises(ValueError, match=r"^device 'cuda': no CUDA GPU"):
+        run_md(MorseBondPotential(systems), systems, n_steps=3, path=tmp_path / "md.h5", device="cuda", progress=False)
+    assert not (tmp_path / "md.h5").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(
+        ValueError, match=r"^device 'cuda:2': this machine has 2 CUDA GPU\(s\); expected cuda:0\.\.cuda:1$"
+    ):
+        resolve_device("cuda:2")
 
 
 def test_float32_network_in_float64_md_returns_the_state_dtype_and_exact_references():

@@ -114,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         stop=stop,
         after_failure=args.after_failure,
+        store_last=True,  # a run shorter than the frame interval still ends on disk
     )
     rows: list[dict[str, Any]] = []
     for k, (system, failure) in enumerate(zip(systems, summary.failures, strict=True)):

@@ -48,6 +48,13 @@ def parse_select(text: str | None, n_frames: int, source: str) -> list[int]:
         start, stop, step = (int(g) if g not in (None, "") else None for g in match.groups())
         if step == 0:
             raise ValueError(f"--select {text!r}: a slice step cannot be 0")
+        outside = [start] if start is not None and not -n_frames <= start < n_frames else []
+        outside += [stop] if stop is not None and not -n_frames <= stop <= n_frames else []
+        if outside:  # refused like a frame number outside the file, never silently cut short
+            raise ValueError(
+                f"--select {text!r}: {outside[0]} lies outside {source}'s {n_frames} frames "
+                f"(a slice starts at 0..{n_frames - 1} and stops at most at {n_frames})"
+            )
         chosen = list(range(n_frames))[slice(start, stop, step)]
     else:
         try:

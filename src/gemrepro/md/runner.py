@@ -1,7 +1,8 @@
 """Run batched MD to a trajectory file, with checkpoints that make a killed run resumable.
 
 Order of work at each step: integrate, check failures (every ``check_interval`` steps), append a
-frame (every ``frame_interval``), write a checkpoint (every ``checkpoint_interval`` and at the end).
+frame (every ``frame_interval``; with ``store_last`` also at the run's last step, so even a run
+shorter than ``frame_interval`` ends on disk), write a checkpoint (every ``checkpoint_interval`` and at the end).
 A checkpoint holds the state tensors, each system's RNG state, the step and the number of frames
 on disk; it is written to a temporary file and renamed over the old one, so it is always whole.
 Resuming cuts the HDF5 frames back to the checkpoint's count — dropping frames written after it —
@@ -271,6 +272,7 @@ def run_md(
     stop: Callable[[MDState], MDState] | None = None,
     after_failure: str = "freeze",
     temperature_schedule: np.ndarray | None = None,
+    store_last: bool = False,
 ) -> MDSummary:
     """Advance all ``systems`` together for ``n_steps`` steps, writing frames to HDF5 at ``path``.
 
@@ -286,6 +288,8 @@ def run_md(
     ``temperature_schedule`` (K, shape ``(n_steps + 1,)`` or ``(n_steps + 1, systems)``) makes the
     thermostat target time-dependent: the step from ``k`` to ``k + 1`` is taken at target ``[k]``
     (MLIP Arena's heating ramp); ``temperatures`` still sets the initial velocities.
+    ``store_last`` also stores the run's last step when it falls off the frame grid (what a user of
+    ``gemrepro md`` expects); the cached studies keep to the grid, as their stored runs were made.
     """
     if after_failure not in AFTER_FAILURE_MODES:
         raise ValueError(f"after_failure: expected one of {AFTER_FAILURE_MODES}, got {after_failure!r}")
@@ -372,6 +376,11 @@ def run_md(
         if stored != fingerprint:
             raise ValueError(f"path: {ckpt} belongs to a different run (systems or settings differ); use another path")
         writer = TrajectoryWriter(path, "a")
+        if state.step < n_steps and state.step % frame_interval and writer.frame_step(n_frames - 1) == state.step:
+            # the last frame of a shorter run, off the frame grid: extended, the run keeps to the grid
+            # (checkpoint first: killed in between, the next resume still cuts the file to its count)
+            n_frames -= 1
+            save_checkpoint(ckpt, state, n_frames, fingerprint)
         writer.truncate(n_frames, state)
         resumed_from = state.step
     else:
@@ -406,7 +415,8 @@ def run_md(
                     state = detector(state)
                 all_dead = freeze and checked and not bool(state.alive.any())
                 try:
-                    if state.step % frame_interval == 0:
+                    last = store_last and (state.step == n_steps or all_dead)
+                    if state.step % frame_interval == 0 or last:
                         writer.append(state, dt_fs)
                     if state.step % checkpoint_interval == 0 or state.step == n_steps or all_dead:
                         save_checkpoint(ckpt, state, writer.n_frames, fingerprint)

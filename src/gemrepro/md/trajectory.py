@@ -103,6 +103,11 @@ class TrajectoryWriter:
     def n_frames(self) -> int:
         return len(self.file["frames/step"])
 
+    def frame_step(self, index: int) -> int | None:
+        """The MD step of frame ``index`` (``None`` when the file holds no such frame)."""
+        steps = self.file["frames/step"]
+        return int(steps[index]) if 0 <= index < len(steps) else None
+
     def append(self, state: MDState, dt_fs: float) -> None:
         """Append the frame of ``state`` and update the failure records; flushed to disk."""
         values = {

@@ -28,13 +28,26 @@ from gemrepro.model.presets import VARIANTS, GemNetConfig, preset_config
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, otherwise CPU; anything else is passed to torch."""
+    """``"auto"`` picks CUDA when available, otherwise CPU; anything else is passed to torch.
+
+    An explicit CUDA device this machine lacks is refused here, in one line, rather than deep in
+    torch at the first tensor moved to it.
+    """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{resolved}': no CUDA GPU is available here; expected 'cpu' or 'auto'")
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device '{resolved}': this machine has {count} CUDA GPU(s); expected cuda:0..cuda:{count - 1}"
+            )
+    return resolved
 
 
 class GemNet(torch.nn.Module):

@@ -218,7 +218,8 @@ def nve_scores(
         n_atoms = len(data["numbers"])
         dof = max(3 * n_atoms - 3, 1)
         total = data["energy"] + 0.5 * dof * units.kB * data["temperature_kin"]
-        live = data["step"] < (failure.step if failure is not None else np.inf)
+        # LAMBench logs every ``interval`` steps: a last frame off that grid (run_md stores one) stays out
+        live = (data["step"] < (failure.step if failure is not None else np.inf)) & (data["step"] % interval == 0)
         completed = failure is None and bool(np.all(total[live] < ENERGY_LIMIT_EV))
         drift = scores.lambench_energy_drift(
             data["step"][live], total[live], dt_fs=NVE_DT_FS, n_atoms=n_atoms, n_steps=n_steps

@@ -17,8 +17,9 @@ def summarize(path: str | os.PathLike, format: str | None = None, **read_options
     """Counts, elements, sizes and label ranges (eV, eV/Å) of the configurations in ``path``, and why
     these labels cannot be eV (``implausible_in_ev``; None when they can).
 
-    Molecules are told apart by QM7-X ``mol_id`` when every configuration has one, otherwise by
-    chemical formula. ``read_options`` go to :func:`read` (units, duplicate handling).
+    Molecules are counted only where the file says which configuration belongs to which (see
+    :func:`count_molecules`); otherwise ``n_molecules`` is ``None`` and only the distinct chemical
+    formulas are counted. ``read_options`` go to :func:`read` (units, duplicate handling).
     """
     resolved = format or detect_format(path)
     frames = read(path, resolved, **read_options)
@@ -29,11 +30,7 @@ def summarize_frames(frames: list[Atoms], *, format: str, path: str) -> dict:
     """The summary of already-read configurations (see :func:`summarize`)."""
     sizes = np.array([len(atoms) for atoms in frames])
     formulas = Counter(atoms.get_chemical_formula(mode="hill") for atoms in frames)
-    mol_ids = [atoms.info.get("mol_id") for atoms in frames]
-    if all(mol_id is not None for mol_id in mol_ids):
-        n_molecules = len(set(mol_ids))
-    else:
-        n_molecules = len(formulas)
+    n_molecules, molecules_from = count_molecules(frames, format)
     element_counts: Counter[int] = Counter()
     for atoms in frames:
         element_counts.update(atoms.numbers.tolist())
@@ -49,6 +46,7 @@ def summarize_frames(frames: list[Atoms], *, format: str, path: str) -> dict:
         "format": format,
         "n_configurations": len(frames),
         "n_molecules": n_molecules,
+        "molecules_from": molecules_from,
         "n_formulas": len(formulas),
         "elements": elements,
         "atoms_per_configuration": {"min": int(sizes.min()), "mean": float(sizes.mean()), "max": int(sizes.max())},
@@ -62,6 +60,21 @@ def summarize_frames(frames: list[Atoms], *, format: str, path: str) -> dict:
         "implausible_in_ev": implausible_in_ev(frames),
     }
     return summary
+
+
+def count_molecules(frames: list[Atoms], format: str) -> tuple[int | None, str | None]:
+    """Distinct molecules and what told them apart, or ``(None, None)`` where the file does not say.
+
+    QM7-X numbers a molecule by formula (``mol_id``) *and* isomer within it, so a molecule is a
+    distinct ``(mol_id, isomer)`` pair; an MD17/rMD17 archive holds one molecule. Formulas alone
+    are not molecules: isomers share one.
+    """
+    ids = [(atoms.info.get("mol_id"), atoms.info.get("isomer")) for atoms in frames]
+    if all(mol_id is not None and isomer is not None for mol_id, isomer in ids):
+        return len(set(ids)), "QM7-X mol_id and isomer"
+    if format in ("md17", "rmd17"):
+        return 1, f"one molecule per {format} archive"
+    return None, None
 
 
 def _range(values: list) -> tuple[float, float] | None:
@@ -82,7 +95,11 @@ def format_summary(summary: dict) -> str:
         f"file:               {summary['path']}",
         f"format:             {summary['format']}",
         f"configurations:     {summary['n_configurations']}",
-        f"molecules:          {summary['n_molecules']} ({summary['n_formulas']} distinct formulas)",
+        (
+            f"molecules:          {summary['n_molecules']} ({summary['n_formulas']} distinct formulas)"
+            if summary["n_molecules"] is not None
+            else f"formulas:           {summary['n_formulas']} distinct (the file does not say which frames are one molecule)"
+        ),
         f"atoms per config:   min {sizes['min']}, mean {sizes['mean']:.2f}, max {sizes['max']}",
         f"elements (atoms):   {elements}",
         f"reference method:   {summary['reference_method'] or 'unknown'}",
