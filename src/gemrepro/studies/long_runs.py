@@ -33,6 +33,7 @@ from gemrepro.config.scales import Scale
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, one_torch_thread
+from gemrepro.studies.holes import SEEDS_STAGE, seeds_study
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
 from gemrepro.studies.learning_curve import (
     learning_curve,
@@ -195,8 +196,8 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.xz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
-    sweep's runs, the long runs of its sparsest and densest models and the PBE0 single points of the
-    convergence chapter, under the keys the chapters
+    sweep's runs, the long runs of its sparsest and densest models, the seeds study's runs and the
+    PBE0 single points of the convergence chapter, under the keys the chapters
     ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
     checkout = repo_root()
@@ -206,12 +207,14 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     curve = learning_curves(scale, root=root, progress=progress, members=None)
     swept = temperature_sweep(scale, root=root, progress=progress)
     runs = long_runs(scale, root=root, progress=progress)
+    seeds = seeds_study(scale, root=root, progress=progress)  # two chapters wait on these runs otherwise
     # The convergence chapter's PBE0 single points (tens of minutes on two cores); a test recomputes a sample.
     pbe0 = dft_convergence(swept, scale, root=root).attrs["labels"]
     entries = (
         [f"{MODEL_STAGE}/{key}" for key in curve["key"]]
         + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
         + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
+        + [f"{SEEDS_STAGE}/{run.key}" for run in seeds.md.values()]
         + [f"{LABEL_STAGE}/{labels.key}" for labels in pbe0.values()]
     )
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
