@@ -332,11 +332,19 @@ def _thesis_outcome(curve: pd.DataFrame, counts: dict[int, tuple[int, int]], whe
         f"{failed_sparse} of {n_sparse} ({sparse:,}) vs {failed_dense} of {n_dense} ({dense:,}), "
         f"one-sided Fisher p = {p_value:.2g}"
     )
+    no_more_often = failed_sparse / max(n_sparse, 1) <= failed_dense / max(n_dense, 1)
+    return _thesis_verdict(value, ratio, p_value, no_more_often)
+
+
+def _thesis_verdict(value: str, ratio: Interval, p_value: float, no_more_often: bool) -> Outcome:
+    """The thesis's ladder: its premise (the sparsest test error looks good, else not comparable),
+    then its one-sided test, then the direction of the difference (not reproduced when the sparsest
+    model fails no more often); underpowered in between."""
     if ratio.estimate > GOOD_TEST_ERROR_FACTOR:
         return Outcome(value + f"; the sparsest test error is not within {GOOD_TEST_ERROR_FACTOR:g}x", NOT_COMPARABLE)
     if p_value < THESIS_P_VALUE:
         return Outcome(value, REPRODUCED)
-    if failed_sparse / max(n_sparse, 1) <= failed_dense / max(n_dense, 1):
+    if no_more_often:
         return Outcome(value, NOT_REPRODUCED)
     return Outcome(value, UNDERPOWERED)
 
@@ -386,13 +394,7 @@ def thesis_long(curve: pd.DataFrame, runs) -> Outcome:
         f"{int(t.groupby('molecule')['replica'].nunique().min())} replicas each); one-sided sign test "
         f"p = {p_value:.2g}; one model per size"
     )
-    if ratio.estimate > GOOD_TEST_ERROR_FACTOR:
-        return Outcome(value + f"; the sparsest test error is not within {GOOD_TEST_ERROR_FACTOR:g}x", NOT_COMPARABLE)
-    if p_value < THESIS_P_VALUE:
-        return Outcome(value, REPRODUCED)
-    if difference.mean() <= 0:
-        return Outcome(value, NOT_REPRODUCED)
-    return Outcome(value, UNDERPOWERED)
+    return _thesis_verdict(value, ratio, p_value, bool(difference.mean() <= 0))
 
 
 def failed_share_interval(failed: int, total: int) -> Interval:
