@@ -34,7 +34,7 @@ ENERGY_ATOL = 1e-3  # eV
 
 def test_the_bundle_holds_the_seeds_runs_and_their_first_frames_rerun(tmp_path):
     spec = get_scale("tiny")
-    with tarfile.open(shipped_models("tiny"), "r:xz") as tar:
+    with tarfile.open(shipped_models("tiny", holes.SHIPPED_PART), "r:xz") as tar:
         shipped_entries = set(json.loads(tar.extractfile("bundle.json").read())["artifacts"])
     study = holes.seeds_study(spec, root=tmp_path)  # models and runs from the bundle: no MD here
     assert {f"{holes.SEEDS_STAGE}/{run.key}" for run in study.md.values()} <= shipped_entries

@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 SEEDS_STAGE = "md-seeds"
+SHIPPED_PART = "seeds"  # the runs ship in models/<scale>-seeds.tar.xz, beside the models' bundle
 STAGE_VERSION = 1  # bump when what these artifacts hold or how they are computed changes
 
 RUN_CRITERIA = StabilityCriteria(rules=("nonfinite", "force", "bond"), bond_tolerance=1.5)
@@ -224,7 +225,7 @@ def seed_runs(
     }
     found = load_artifact(SEEDS_STAGE, params, root)
     if found is None and shipped and scale is not None:
-        found = shipped_artifact(scale, SEEDS_STAGE, params, root)
+        found = shipped_artifact(scale, SEEDS_STAGE, params, root, SHIPPED_PART)
     if found is not None:
         return found
 

@@ -201,9 +201,9 @@ def unpack_shipped(scale: Scale, root: Path, part: str = "") -> None:
         marker.write_text(str(bundle))
 
 
-def shipped_artifact(scale: Scale, stage: str, params: dict, root: Path) -> Artifact | None:
-    """The ``stage`` artifact of ``params`` from the scale's committed bundle, if it holds it."""
-    unpack_shipped(scale, root)
+def shipped_artifact(scale: Scale, stage: str, params: dict, root: Path, part: str = "") -> Artifact | None:
+    """The ``stage`` artifact of ``params`` from the scale's committed bundle (or its ``part``), if it holds it."""
+    unpack_shipped(scale, root, part)
     return load_artifact(stage, params, root)
 
 

@@ -33,7 +33,7 @@ from gemrepro.config.scales import Scale
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, one_torch_thread
-from gemrepro.studies.holes import SEEDS_STAGE, seeds_study
+from gemrepro.studies.holes import SEEDS_STAGE, SHIPPED_PART, seeds_study
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
 from gemrepro.studies.learning_curve import (
     learning_curve,
@@ -196,8 +196,8 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.xz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
-    sweep's runs, the long runs of its sparsest and densest models, the seeds study's runs and the
-    PBE0 single points of the convergence chapter, under the keys the chapters
+    sweep's runs, the long runs of its sparsest and densest models, the seeds study's runs (in
+    the ``seeds`` part, which keeps each file under 5 MB) and the PBE0 single points of the convergence chapter, under the keys the chapters
     ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
     checkout = repo_root()
@@ -214,8 +214,9 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
         [f"{MODEL_STAGE}/{key}" for key in curve["key"]]
         + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
         + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
-        + [f"{SEEDS_STAGE}/{run.key}" for run in seeds.md.values()]
         + [f"{LABEL_STAGE}/{labels.key}" for labels in pbe0.values()]
     )
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
-    return output, len(entries)
+    seeds_entries = [f"{SEEDS_STAGE}/{run.key}" for run in seeds.md.values()]
+    pack(seeds_entries, checkout / "models" / f"{scale.name}-{SHIPPED_PART}.tar.xz", scale.name, root)
+    return output, len(entries) + len(seeds_entries)
