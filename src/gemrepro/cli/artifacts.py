@@ -60,11 +60,14 @@ def _ship(args: argparse.Namespace) -> int:
     # Imported here: the CLI loads a command's code only when it runs (a fast `gemrepro --help`).
     from gemrepro.cache.paths import artifacts_dir
     from gemrepro.config.scales import get_scale
+    from gemrepro.stress.cached import STAGE, chapter_audits
     from gemrepro.studies.long_runs import ship
 
-    out, n = ship(get_scale(args.scale), artifacts_dir(args.data_dir))
+    scale, root = get_scale(args.scale), artifacts_dir(args.data_dir)
+    audits = chapter_audits(scale, root=root, progress=True)  # the stress chapter's four audits
+    out, n = ship(scale, root, extra=[f"{STAGE}/{artifact.key}" for artifact, _ in audits.values()])
     print(
-        f"{out}: {n} artifacts (learning-curve models and long runs) of scale {args.scale}, "
+        f"{out}: {n} artifacts (learning-curve models, MD runs, PBE0 labels, audits) of scale {args.scale}, "
         f"{out.stat().st_size / 1e6:.1f} MB"
     )
     return 0

@@ -18,6 +18,7 @@ core, more than the book may, so they are shipped with the scale's models
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -192,12 +193,13 @@ def long_runs(
     return LongRuns(design, chosen, runs, trajectories)
 
 
-def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
+def ship(scale: Scale, root=None, progress: bool = True, extra: Sequence[str] = ()) -> tuple[Path, int]:
     """Compute (where missing) what a scale's book ships and bundle it into ``<repo>/models/<scale>.tar.xz``.
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
     sweep's runs, the long runs of its sparsest and densest models, the seeds study's runs (in
-    the ``seeds`` part, which keeps each file under 5 MB) and the PBE0 single points of the convergence chapter, under the keys the chapters
+    the ``seeds`` part, which keeps each file under 5 MB), the PBE0 single points of the convergence chapter
+    and the ``extra`` ``stage/key`` entries (the CLI adds the stress chapter's audits), under the keys the chapters
     ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
     checkout = repo_root()
@@ -215,6 +217,7 @@ def ship(scale: Scale, root=None, progress: bool = True) -> tuple[Path, int]:
         + [f"{MD_STAGE}/{run.key}" for run in swept.md.values()]
         + [f"{STAGE}/{run.key}" for run in runs.runs.values()]
         + [f"{LABEL_STAGE}/{labels.key}" for labels in pbe0.values()]
+        + list(extra)
     )
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
     seeds_entries = [f"{SEEDS_STAGE}/{run.key}" for run in seeds.md.values()]

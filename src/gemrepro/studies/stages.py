@@ -69,6 +69,7 @@ STAGE_CODE: tuple[StageCode, ...] = (
     StageCode("performance", "gemrepro.studies.performance:STAGE_VERSION", "gemrepro.studies.performance"),
     StageCode("cost-measurements", "gemrepro.studies.estimate:STAGE_VERSION", "gemrepro.studies.estimate"),
     StageCode("reference-md", "gemrepro.data.reference_md:STAGE_VERSION", "gemrepro.data.reference_md"),
+    StageCode("stress-audit", "gemrepro.stress.cached:STAGE_VERSION", "gemrepro.stress.cached"),
 )
 
 
