@@ -74,16 +74,17 @@ def test_survival_plot_draws_one_curve_per_group():
     assert len(fig.axes[0].get_legend().get_texts()) == 2
 
 
-def test_coinciding_survival_curves_are_offset_so_none_hides_another():
+def test_coinciding_survival_curves_stay_at_their_height_and_stay_distinguishable():
     import matplotlib
 
     matplotlib.use("Agg")
     from gemrepro.plots.survival import survival_plot
 
     stable = pd.DataFrame({"train_size": [100, 100, 3200, 3200], "failed": False, "time_to_failure_ps": np.nan})
-    fig = survival_plot(survival.survival_curves(stable, ["train_size"], 1.0), hue="train_size", offset=0.02)
-    levels = [line.get_ydata()[0] for line in fig.axes[0].get_lines()]
-    assert levels == pytest.approx([1.0, 0.98]) and "lower" in fig.axes[0].get_ylabel()
+    fig = survival_plot(survival.survival_curves(stable, ["train_size"], 1.0), hue="train_size")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_ydata()[0] for line in lines] == pytest.approx([1.0, 1.0])  # no curve is drawn lower than it is
+    assert lines[0].get_linestyle() != lines[1].get_linestyle() and lines[0].get_linewidth() > lines[1].get_linewidth()
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["100", "3,200"]
 
 

@@ -510,6 +510,7 @@ def hole_jumps(sweep) -> pd.DataFrame:
             rows.append(
                 {
                     "train_size": int(row.train_size),
+                    "system": int(row.system),
                     "molecule": row.molecule,
                     "temperature": row.temperature,
                     "failure_ps": float(row.time_to_failure_ps),
@@ -523,6 +524,7 @@ def hole_jumps(sweep) -> pd.DataFrame:
         rows,
         columns=[
             "train_size",
+            "system",
             "molecule",
             "temperature",
             "failure_ps",

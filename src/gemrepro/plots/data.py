@@ -76,13 +76,15 @@ def labelling_cost(labels: pd.DataFrame) -> plt.Figure:
 def learning_curves(
     ours: pd.DataFrame,
     paper_points: pd.DataFrame,
-    peer_forces_mae: float | None = None,
+    peer: tuple[float, float] | None = None,
     peer_label: str = "SpookyNet (paper)",
 ) -> plt.Figure:
     """Fig. 1: test AE MAE and force MAE against training-set size, log-log, ours beside the paper's.
 
     ``ours`` and ``paper_points`` hold ``train_size``, ``energy_mae`` (eV) and ``forces_mae``
-    (eV/Å); ``peer_forces_mae`` draws a peer model's force MAE as a horizontal line. An optional
+    (eV/Å); ``peer`` = (training configurations, force MAE) draws a peer model's single result as a
+    point. The paper's points are drawn as points: a line between them would claim a shape between
+    its 3.2k and 3.2M models that its text does not give. An optional
     ``variant`` column in ``ours`` with several values draws one line style per GemNet variant;
     an optional ``member`` column (training seeds) draws every seed as a dot, the mean as the line
     and the seeds' range as a band. Legends sit below the axes, off the data.
@@ -111,9 +113,9 @@ def learning_curves(
                 )
                 label = f"{label}: mean of {n_seeds} seeds"
             ax.plot(by_size.mean().index, by_size.mean(), style, color=color, label=label)
-        ax.plot(paper_points["train_size"], paper_points[column], "s--", color="C3", label="GemNet (paper)")
-        if column == "forces_mae" and peer_forces_mae is not None:
-            ax.axhline(peer_forces_mae, color="0.4", ls=":", label=peer_label)
+        ax.plot(paper_points["train_size"], paper_points[column], "s", color="C3", ms=7, label="GemNet (paper)")
+        if column == "forces_mae" and peer is not None:
+            ax.plot(*peer, "*", color="0.3", ms=11, label=peer_label)
         ax.set(xscale="log", yscale="log", xlabel="training configurations", ylabel=ylabel, title=title)
         ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     return fig

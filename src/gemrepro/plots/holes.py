@@ -140,16 +140,24 @@ def structures(
 
 
 def cross_trajectory(table: pd.DataFrame, paper: dict[str, float] | None = None) -> plt.Figure:
-    """Force MAE of each model on each model's trajectory (bars), the paper's two numbers as black marks."""
+    """Force MAE of each model on each model's trajectory, the paper's two numbers as black stars.
+
+    Points, not bars: the errors span orders of magnitude, and a bar on a log axis has no base, so
+    a small error (the densest model's) would all but vanish.
+    """
     missing = [c for c in ("model", "trajectory_of", "forces_mae") if c not in table.columns]
     if missing:
         raise ValueError(f"table: missing column(s) {missing}; expected holes.cross_trajectory() output")
-    data = table.assign(
-        model=table["model"].map(lambda n: f"{int(n):,}-configuration model"),
-        trajectory_of=table["trajectory_of"].map(lambda n: f"{int(n):,} model's"),
-    )
     fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
-    sns.barplot(data=data, x="trajectory_of", y="forces_mae", hue="model", palette="viridis_r", ax=ax)
+    trajectories = sorted(table["trajectory_of"].unique())
+    models = sorted(table["model"].unique())
+    colors = sns.color_palette("viridis_r", len(models))
+    for j, (model, color) in enumerate(zip(models, colors, strict=True)):
+        rows = table[table["model"] == model].set_index("trajectory_of").reindex(trajectories)
+        x = np.arange(len(trajectories)) + (j - (len(models) - 1) / 2) * 0.2
+        ax.plot(x, rows["forces_mae"], "o", color=color, ms=9, label=f"{int(model):,}-configuration model")
+        for xi, value in zip(x, rows["forces_mae"], strict=True):
+            ax.annotate(f"{value:.3g}", (xi, value), xytext=(7, -3), textcoords="offset points", fontsize="x-small")
     if paper:
         for x, key in enumerate(("own trajectory", "exhaustive model's trajectory")):
             ax.plot(x - 0.2, paper[key], "*", color="k", ms=12)
@@ -160,7 +168,9 @@ def cross_trajectory(table: pd.DataFrame, paper: dict[str, float] | None = None)
                 textcoords="offset points",
                 fontsize="small",
             )
+    ax.set_xticks(range(len(trajectories)), [f"{int(n):,} model's" for n in trajectories])
     ax.set(
+        xlim=(-0.6, len(trajectories) - 0.4),
         yscale="log",
         xlabel="frames from the trajectory of the",
         ylabel="force MAE (eV/Å)",

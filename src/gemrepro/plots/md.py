@@ -54,17 +54,28 @@ def errors_vs_temperature(
 
 
 def stable_fraction(table: pd.DataFrame) -> plt.Figure:
-    """Share of trajectories without a failure, per training size and temperature."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.4), constrained_layout=True)
-    data = table.assign(
-        percent=100 * table["stable_fraction"], train_size=table["train_size"].map(lambda n: f"{int(n):,}")
-    )
-    sns.barplot(data=data, x="train_size", y="percent", hue="temperature", palette="flare", ax=ax)
+    """Share of trajectories without a failure, per training size and temperature: bars with their
+    exact 95 % interval (``lower``, ``upper`` of :func:`gemrepro.analysis.errors.stable_fraction`) and n."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), constrained_layout=True)
+    sizes = sorted(table["train_size"].unique())
+    temperatures = sorted(table["temperature"].unique())
+    width = 0.8 / len(temperatures)
+    colors = sns.color_palette("flare", len(temperatures))
+    for j, (temperature, color) in enumerate(zip(temperatures, colors, strict=True)):
+        rows = table[table["temperature"] == temperature].set_index("train_size").reindex(sizes)
+        x = np.arange(len(sizes)) - 0.4 + width * (j + 0.5)
+        percent = 100 * rows["stable_fraction"].to_numpy(dtype=float)
+        below = percent - 100 * rows["lower"].to_numpy(dtype=float)
+        above = 100 * rows["upper"].to_numpy(dtype=float) - percent
+        bars = ax.bar(x, percent, width, color=color, label=f"{temperature:g}")
+        ax.errorbar(x, percent, yerr=[below, above], fmt="none", ecolor="k", elinewidth=1, capsize=2)
+        ax.bar_label(bars, labels=[f"n={int(n)}" for n in rows["trajectories"]], padding=12, fontsize="x-small")
+    ax.set_xticks(range(len(sizes)), [f"{int(n):,}" for n in sizes])
     ax.set(
         xlabel="training configurations",
         ylabel="stable trajectories (%)",
-        ylim=(0, 105),
-        title="trajectories that stayed stable",
+        ylim=(0, 118),
+        title="trajectories that stayed stable (bars: exact 95 % interval)",
     )
     ax.legend(title="T (K)", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig

@@ -11,6 +11,9 @@ import seaborn as sns
 HUE_LABELS = {"train_size": "training configurations", "temperature": "T (K)", "model": "model"}
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def survival_plot(
     curves: pd.DataFrame,
     *,
@@ -18,13 +21,12 @@ def survival_plot(
     ax: plt.Axes | None = None,
     title: str = "",
     palette: dict | None = None,
-    offset: float = 0.015,
 ) -> plt.Figure:
     """Fraction of trajectories still stable vs time, one step curve and shaded 95 % band per ``hue``.
 
-    ``curves`` is the table of :func:`gemrepro.analysis.survival.survival_curves`. Curves that
-    coincide (every group stable: all at 1) would hide each other, so the k-th curve is drawn
-    ``k * offset`` lower; the y label says so.
+    ``curves`` is the table of :func:`gemrepro.analysis.survival.survival_curves`. Every curve is
+    drawn at its true height; curves that coincide (every group stable: all at 1) stay visible
+    because each group has its own line style and the earlier ones are drawn wider underneath.
     """
     missing = [c for c in (hue, "time_ps", "survival", "lower", "upper") if c not in curves.columns]
     if missing:
@@ -37,13 +39,11 @@ def survival_plot(
     colors = palette or dict(zip([k for k, _ in groups], sns.color_palette("viridis_r", len(groups))))
     for k, (key, curve) in enumerate(groups):
         color = colors[key]
-        shift = k * offset
         label = f"{int(key):,}" if hue == "train_size" else str(key)
-        ax.step(curve["time_ps"], curve["survival"] - shift, where="post", color=color, lw=2, label=label)
-        ax.fill_between(
-            curve["time_ps"], curve["lower"] - shift, curve["upper"] - shift, step="post", color=color, alpha=0.15
-        )
-    ylabel = "fraction still stable" + (f"\n(curve k drawn k·{offset:g} lower)" if offset and len(groups) > 1 else "")
-    ax.set(xlabel="time (ps)", ylabel=ylabel, ylim=(-0.02 - offset * len(groups), 1.02), title=title)
+        width = 1.5 + 1.5 * (len(groups) - 1 - k) / max(len(groups) - 1, 1)  # the first group widest, underneath
+        style = LINE_STYLES[k % len(LINE_STYLES)]
+        ax.step(curve["time_ps"], curve["survival"], where="post", color=color, lw=width, ls=style, label=label)
+        ax.fill_between(curve["time_ps"], curve["lower"], curve["upper"], step="post", color=color, alpha=0.15)
+    ax.set(xlabel="time (ps)", ylabel="fraction still stable", ylim=(-0.03, 1.03), title=title)
     ax.legend(title=HUE_LABELS.get(hue, hue), frameon=False, loc="lower left")
     return fig
