@@ -270,8 +270,11 @@ def test_snapshots_round_trip_and_the_glance_table_marks_verdicts(tmp_path):
     loaded = claims.load_snapshots(root)
     assert list(loaded) == ["tiny", "small"]
     glance = claims.at_a_glance(loaded)
-    assert glance.loc[0, "ours (tiny)"].endswith("not comparable")
-    assert glance.loc[0, "ours (small)"].endswith("underpowered") and glance.loc[0, "rule"] == "r"
+    assert str(glance.loc[0, "ours (tiny)"]) == "2" and glance.loc[0, "verdict (tiny)"] == claims.NOT_COMPARABLE
+    assert glance.loc[0, "verdict (small)"] == claims.UNDERPOWERED and glance.loc[0, "rule"] == "r"
+    assert 'class="gemrepro-verdict gemrepro-verdict-underpowered"' in claims.verdict_badge(claims.UNDERPOWERED)
+    with pytest.raises(ValueError, match="verdict"):
+        claims.verdict_badge("maybe")
     with pytest.raises(ValueError, match="verdict"):
         claims.Outcome("1", "maybe")
 

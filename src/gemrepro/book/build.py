@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from gemrepro.book.profile import profile_table, shipped_entries, summary
+from gemrepro.book.reader import tag_notebook
 from gemrepro.cache.artifacts import ACCESS_LOG_ENV, STAGE_LOG_ENV, git_revision, hardware
 from gemrepro.cache.paths import FRESH_ENV, artifacts_dir, repo_root
 from gemrepro.config.scales import get_scale
@@ -90,7 +91,13 @@ def execute_chapter(root: Path, name: str, output: Path, parameters: dict) -> fl
 
 
 def build_html(source: Path, output: Path) -> Path:
-    """Build the HTML of the book in ``source`` (executed notebooks) into ``output``; warnings are errors."""
+    """Build the HTML of the book in ``source`` (executed notebooks) into ``output``; warnings are errors.
+
+    The staged notebooks get the reader's folds first (:mod:`gemrepro.book.reader`); the committed
+    ones keep their tags.
+    """
+    for notebook in sorted((source / "book" / "chapters").glob("*.ipynb")):
+        tag_notebook(notebook)
     subprocess.run(
         [
             str(Path(sys.executable).with_name("jupyter-book")),
@@ -185,6 +192,8 @@ def build_book(
     stage.mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         shutil.copy2(root / name, stage / name)
+    if (root / "_static").is_dir():
+        shutil.copytree(root / "_static", stage / "_static")  # the reader view's CSS
     shutil.copytree(root / "book", stage / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
 
     log = build_dir / "artifacts.txt"  # what the chapters used: `gemrepro artifacts pack` ships it

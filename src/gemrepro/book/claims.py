@@ -1128,15 +1128,23 @@ MARKS = {
 
 
 def at_a_glance(snapshots: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per claim: source, claim, paper, then ours and the verdict at every scale that has run."""
+    """One row per claim: source, claim, paper, rule, then ours and the verdict (columns of their own)
+    at every scale that has run."""
     if not snapshots:
         raise ValueError("snapshots: expected the evaluation of at least one scale")
     first = next(iter(snapshots.values()))
     table = first[["id", "source", "claim", "paper", *(["rule"] if "rule" in first else []), "chapter"]].copy()
     for scale, snapshot in snapshots.items():
         by_id = snapshot.set_index("id")
-        table[f"ours ({scale})"] = [
-            f"{by_id.loc[i, 'ours']} — {MARKS[by_id.loc[i, 'verdict']]}" if i in by_id.index else "not run"
-            for i in table["id"]
-        ]
+        table[f"ours ({scale})"] = [by_id.loc[i, "ours"] if i in by_id.index else "not run" for i in table["id"]]
+        table[f"verdict ({scale})"] = [by_id.loc[i, "verdict"] if i in by_id.index else "" for i in table["id"]]
     return table
+
+
+def verdict_badge(verdict: str) -> str:
+    """A verdict as the HTML the results page colours (``gemrepro-verdict-<verdict>`` in ``_static``)."""
+    if not verdict:
+        return "not run"
+    if verdict not in MARKS:
+        raise ValueError(f"verdict: expected one of {list(MARKS)}, got {verdict!r}")
+    return f'<span class="gemrepro-verdict gemrepro-verdict-{verdict.replace(" ", "-")}">{MARKS[verdict]}</span>'
