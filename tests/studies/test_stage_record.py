@@ -4,9 +4,11 @@ cache serve old results by re-recording alone."""
 
 import json
 
+import numpy as np
 import pytest
 
 from gemrepro.cache.artifacts import MANIFEST, get_or_create, load_artifact
+from gemrepro.data import reference_md
 from gemrepro.reference.free_atoms import free_atom_energy
 from gemrepro.reference.registry import get_method
 from gemrepro.studies import samplers, stages
@@ -98,3 +100,22 @@ def test_the_free_atom_sampler_recomputes_the_atom_and_sees_a_changed_energy(tmp
     sample = samplers.SAMPLERS["free-atoms"](artifact, Inputs([tmp_path / "cache"], tmp_path / "work"))
     assert sample.agrees == (shift == 0.0)
     assert sample.difference == pytest.approx(shift, abs=1e-9)
+
+
+def test_the_md_comparison_sees_moved_atoms_and_refuses_other_frames():
+    steps = np.array([0, 200, 400, 600])
+    theirs = {"step": steps, "alive": np.ones(4, bool), "positions": np.zeros((4, 3, 3))}
+    ours = {k: v[:3].copy() for k, v in theirs.items()}  # a prefix of the same run
+    assert samplers.frames_difference(ours, theirs) == 0.0
+    ours["positions"][2, 1, 0] = 0.25
+    assert samplers.frames_difference(ours, theirs) == 0.25
+    ours["positions"][3:] = 0.0
+    assert samplers.frames_difference({**ours, "step": steps[:3] + 1}, theirs) == float("inf")  # other frames
+    assert samplers.frames_difference({**ours, "alive": np.array([1, 0, 0], bool)}, theirs) == float("inf")
+
+
+def test_the_reference_md_sampler_reproduces_its_first_frames(tmp_path):
+    recipe = reference_md.MDRecipe(n_frames=2, frame_interval=5, equilibration_steps=10)
+    stored = reference_md.reference_md_frames("O", recipe, root=tmp_path / "cache")
+    sample = samplers.SAMPLERS["reference-md"](stored, Inputs([tmp_path / "cache"], tmp_path / "work"))
+    assert sample.agrees and sample.difference == 0.0 and "2 frames" in sample.what

@@ -4,7 +4,8 @@
 sampler reproduces one of them. Each sampler calls the stage's own public function (today's build
 path, not a copy of it) on a shortened design in a scratch cache, and compares:
 
-* MD stages: the first :data:`COMPARED_STEPS` steps of every trajectory (positions, alive flags);
+* MD stages: the first :data:`COMPARED_STEPS` steps of every trajectory (positions, alive flags;
+  ``arms-md`` stores a frame every 1,000 steps: up to its first stored frame);
 * label stages: a few labels recomputed with the reference method (energies, forces);
 * model stages: the first evaluation of a training run from the same seed (losses, errors).
 
@@ -17,6 +18,7 @@ modules, so that writing or improving one does not change the code digest of wha
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -30,16 +32,18 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
+from ase import Atoms
 
 from gemrepro.cache.artifacts import MANIFEST, Artifact, artifact_key
 from gemrepro.config.designs import LongRunDesign, SeedsDesign
 from gemrepro.config.scales import get_scale
+from gemrepro.data import reference_md
 from gemrepro.data.build import MoleculeTask, sample_and_label
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
 from gemrepro.reference.free_atoms import free_atom_energy
 from gemrepro.reference.registry import get_method
-from gemrepro.studies import holes, long_runs, sweep
+from gemrepro.studies import holes, long_runs, pretraining_arms, sweep
 from gemrepro.studies import learning_curve as lc
 
 COMPARED_STEPS = 400
@@ -222,6 +226,82 @@ def sample_long_run(artifact: Artifact, inputs: Inputs) -> Sample:
     )
 
 
+def sample_arms_run(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``arms-md``: the trajectories up to their first stored frame, through
+    :func:`pretraining_arms.stability_run` (its start geometry read from the stored run, checked
+    against the key's digest of it)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    stored = read_system(artifact.file("trajectory.h5"), 0)
+    atoms = Atoms(numbers=stored["numbers"], positions=stored["positions"][0])
+    geometry = np.ascontiguousarray(atoms.positions).tobytes() + atoms.numbers.tobytes()
+    if hashlib.sha256(geometry).hexdigest()[:16] != p["start"]:
+        raise SampleUnavailable("its first frame is not the start geometry its key names")
+    temperatures = list(dict.fromkeys(p["temperatures"]))
+    n_seeds = len(p["temperatures"]) // len(temperatures)
+    if [t for t in temperatures for _ in range(n_seeds)] != p["temperatures"]:
+        raise SampleUnavailable("its temperatures are not a design's (each temperature times the seeds)")
+    models = _any(inputs, ARMS_MODEL_STAGES, p["model"])
+    if not models:
+        raise SampleUnavailable(f"its model {p['model']} is in none of {', '.join(map(str, inputs.roots))}")
+    model = models[0]
+    steps = p["frame_interval"]
+    run = pretraining_arms.stability_run(
+        model,
+        atoms,
+        temperatures,
+        n_seeds,
+        steps * p["dt_fs"] / 1000.0,
+        file=p["file"],
+        seed=p["seed"],
+        frame_interval=p["frame_interval"],
+        root=inputs.folder("arms-md"),
+    )
+    difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"), steps)
+    return _sample(artifact, f"the first {steps} MD steps of {len(p['temperatures'])} trajectories", difference,
+                   POSITIONS_ATOL, "Å", start)  # fmt: skip
+
+
+ARMS_MODEL_STAGES = ("arms-models", "arms-pretrained")
+
+
+def _any(inputs: Inputs, stages: tuple[str, ...], key: str) -> list[Artifact]:
+    found = []
+    for stage in stages:
+        try:
+            found.append(inputs.find(stage, key))
+        except SampleUnavailable:
+            continue
+    return found
+
+
+def sample_reference_md(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``reference-md``: the first frames recomputed through :func:`reference_md.reference_md_frames`
+    (the same relaxation, equilibration and thermostat seed; fewer frames)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    theirs = reference_md.read_frames(artifact)
+    n = min(REFERENCE_FRAMES, len(theirs))
+    if n == 0:
+        raise SampleUnavailable("it holds no frames")
+    recipe = dataclasses.replace(reference_md.MDRecipe(**p["recipe"]), n_frames=n)
+    run = reference_md.reference_md_frames(
+        p["smiles"], recipe, p["reference"], p["seed"], root=inputs.folder("reference-md")
+    )
+    ours = reference_md.read_frames(run)
+    if len(ours) != n:
+        return _sample(artifact, f"the first {n} frames", float("inf"), 1.0, "of the tolerances", start)
+    positions = max(float(np.abs(a.positions - b.positions).max()) for a, b in zip(ours, theirs))
+    energy = max(abs(a.get_potential_energy() - b.get_potential_energy()) for a, b in zip(ours, theirs))
+    difference = max(positions / POSITIONS_ATOL, energy / ENERGY_ATOL)
+    steps = recipe.equilibration_steps + n * recipe.frame_interval
+    return _sample(artifact, f"the first {n} frames ({steps} {p['reference']} MD steps)", difference, 1.0,
+                   "of the tolerances", start)  # fmt: skip
+
+
+REFERENCE_FRAMES = 5
+
+
 # ----------------------------------------------------------------------------- labels
 def sample_md_labels(artifact: Artifact, inputs: Inputs) -> Sample:
     """``md-labels``: the cheapest converged frame relabelled with the reference method (energy, forces)."""
@@ -351,6 +431,8 @@ SAMPLERS: dict[str, Sampler] = {
     "labels": sample_labels,
     "free-atoms": sample_free_atom,
     "models": sample_model,
+    "arms-md": sample_arms_run,
+    "reference-md": sample_reference_md,
 }
 """Stage -> its sampler. Stages without one (timings, which no rerun reproduces; stages not yet given
 one) can only change by a version bump."""
