@@ -4,7 +4,7 @@ functions included), so the data flow reads bottom-up and no floor depends on th
 import ast
 from pathlib import Path
 
-from gemrepro.studies import stages
+from gemrepro.cache import code
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "gemrepro"
 
@@ -39,8 +39,8 @@ def top_level(module: str) -> str:
 
 def imports_of(path: Path, module: str) -> set[str]:
     """The gemrepro modules ``path`` imports (the resolver the stage digests use)."""
-    names = stages.imported_names(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py")
-    return {name for name in names if stages.module_file(name) is not None}
+    names = code.imported_names(ast.parse(path.read_text(encoding="utf-8")), module, path.name == "__init__.py")
+    return {name for name in names if code.module_file(name) is not None}
 
 
 def modules():

@@ -44,7 +44,6 @@ LEARNING_CURVE = {
 
 # Training-set sizes behind the labels of ``LEARNING_CURVE`` (Stocker et al., Fig. 1).
 LEARNING_CURVE_SIZES = {"3.2k": 3_200, "3.2M": 3_200_000}
-SPOOKYNET_TRAIN_SIZE = 4_200_000  # SpookyNet was trained on all of QM7-X (Stocker et al., Fig. 1)
 
 
 def learning_curve_points() -> pd.DataFrame:

@@ -349,3 +349,29 @@ def test_every_rule_revision_names_known_claims_and_a_commit():
         named = {part.strip() for part in revision.claims.replace("and a new ", "").split(",")}
         assert named <= known, named - known
         assert len(revision.commit) >= 7 and revision.before and revision.now
+
+
+def test_the_example_is_the_judged_trajectory_that_stayed_stable_longest():
+    trajectories = pd.DataFrame(
+        {
+            "train_size": [4, 4, 4, 4, 40, 40],
+            "system": [0, 1, 2, 3, 0, 1],
+            "molecule": ["m0", "m1", "m0", "m1", "m0", "m1"],
+            "temperature": 600.0,
+            "time_to_failure_ps": [0.05, 0.1, 0.02, 0.3, np.nan, 0.8],
+        }
+    )
+    jumps = pd.DataFrame(
+        {
+            "train_size": [4, 40, 4],
+            "system": [3, 1, 1],
+            "failure_ps": [0.3, 0.8, 0.8],
+            "jump": [50.0, 12.0, 30.0],
+        }
+    )
+    example = claims.hole_example(trajectories, jumps)
+    assert (example["train_size"], example["system"], example["jump"]) == (4, 1, 30.0)  # a tie on 0.8 ps: larger jump
+    assert example["time_to_failure_ps"] == 0.1  # its row of the trajectories table, not the jumps'
+    assert claims.hole_example(trajectories, jumps.iloc[:0]) is None
+    with pytest.raises(ValueError, match="not in trajectories"):
+        claims.hole_example(trajectories, jumps.assign(system=99))

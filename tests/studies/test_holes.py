@@ -193,22 +193,26 @@ def _trajectories():
     return pd.DataFrame(rows)
 
 
-def test_the_example_is_the_judged_trajectory_that_stayed_stable_longest():
-    trajectories = _trajectories()
-    jumps = pd.DataFrame(
-        {
-            "train_size": [4, 40, 4],
-            "system": [3, 1, 1],
-            "failure_ps": [0.3, 0.8, 0.8],
-            "jump": [50.0, 12.0, 30.0],
-        }
-    )
-    example = holes.hole_example(trajectories, jumps)
-    assert (example["train_size"], example["system"], example["jump"]) == (4, 1, 30.0)  # a tie on 0.8 ps: larger jump
-    assert example["time_to_failure_ps"] == 0.1  # its row of the trajectories table, not the jumps'
-    assert holes.hole_example(trajectories, jumps.iloc[:0]) is None
-    with pytest.raises(ValueError, match="not in trajectories"):
-        holes.hole_example(trajectories, jumps.assign(system=99))
+def test_sparse_model_is_the_sparsest_that_does_not_fail_at_once():
+    table = _trajectories()
+    assert holes.sparse_model(table, 1.0, 600.0) == 40  # median stable time of 4: 0.075 ps; of 40: 0.9 ps
+    assert holes.sparse_model(table, 1.0, 600.0, min_fraction=0.05) == 4
+    with pytest.raises(ValueError, match="temperature"):
+        holes.sparse_model(table, 1.0, 300.0)
+    with pytest.raises(ValueError, match="no model"):
+        holes.sparse_model(table[table["train_size"] == 4], 1.0, 600.0)
+
+
+def test_hole_search_picks_the_latest_failure_after_a_stable_stretch():
+    search = holes.hole_search(_trajectories(), 40, 600.0, horizon_ps=1.0, min_fraction=0.25)
+    assert list(search["system"]) == [1, 3, 0, 2]  # failed first, latest failure first
+    assert list(search["hole"]) == [True, False, False, False]  # 0.1 ps is "at once"
+    assert list(search["stable_fraction"]) == pytest.approx([0.8, 0.1, 1.0, 1.0])
+    hole = holes.pick_hole(search)
+    assert hole["system"] == 1 and hole["time_to_failure_ps"] == 0.8
+    assert holes.pick_hole(holes.hole_search(_trajectories(), 400, 600.0, 1.0)) is None
+    with pytest.raises(ValueError, match="no trajectories"):
+        holes.hole_search(_trajectories(), 4000, 600.0, 1.0)
 
 
 def test_survival_summary_and_its_correlation_with_test_error():
@@ -229,6 +233,21 @@ def test_seeds_design_rejects_bad_input():
         SeedsDesign(n_molecules=2, n_seeds=0)
     with pytest.raises(ValueError, match="temperatures"):
         SeedsDesign(n_molecules=2, n_seeds=1, temperatures=(-5.0,))
+
+
+def test_find_hole_goes_on_to_the_next_temperature_then_the_next_model():
+    cold = _trajectories()
+    hot = cold.assign(temperature=1200.0, time_to_failure_ps=cold["time_to_failure_ps"] / 2)
+    table = pd.concat(
+        [cold[cold["train_size"] != 40], cold[cold["train_size"] == 40].assign(failed=False), hot], ignore_index=True
+    )
+    searched, hole = holes.find_hole(table, [40, 400], [600.0, 1200.0], horizon_ps=1.0)
+    assert list(searched["temperature"].unique()) == [600.0, 1200.0] and set(searched["train_size"]) == {40}
+    assert hole["temperature"] == 1200.0 and hole["time_to_failure_ps"] == pytest.approx(0.4)
+    searched, hole = holes.find_hole(table, [40, 400], [600.0], horizon_ps=1.0)
+    assert hole is None and len(searched) == 8 and set(searched["train_size"]) == {40, 400}
+    searched, hole = holes.find_hole(table, [400, 4], [600.0], horizon_ps=1.0)
+    assert hole["train_size"] == 4 and hole["time_to_failure_ps"] == 0.3  # the 4-model's latest failure
 
 
 # ----------------------------------------------------------------------------- cross-trajectory errors

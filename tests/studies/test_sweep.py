@@ -16,6 +16,7 @@ from gemrepro.analysis.errors import (
     stable_fraction,
     trajectory_errors,
 )
+from gemrepro.analysis.proportions import binomial_interval, with_intervals
 from gemrepro.config.scales import SCALES
 from gemrepro.md import run_md
 from gemrepro.md.potentials import ExplodingPotential, MorseBondPotential
@@ -314,8 +315,11 @@ def test_stable_fraction_and_force_mae():
     assert table.loc[4, "stable"] == 1 and table.loc[4, "stable_fraction"] == pytest.approx(1 / 3)
     assert table.loc[40, "stable_fraction"] == 1.0
     # exact binomial intervals: 1 of 3 stable spans 0.0084-0.9057; 1 of 1 cannot exclude 2.5 %
-    assert (table.loc[4, "lower"], table.loc[4, "upper"]) == pytest.approx((0.0084, 0.9057), abs=1e-4)
-    assert (table.loc[40, "lower"], table.loc[40, "upper"]) == pytest.approx((0.025, 1.0), abs=1e-4)
+    bounds = with_intervals(table)
+    assert (bounds.loc[4, "lower"], bounds.loc[4, "upper"]) == pytest.approx((0.0084, 0.9057), abs=1e-4)
+    assert (bounds.loc[40, "lower"], bounds.loc[40, "upper"]) == pytest.approx((0.025, 1.0), abs=1e-4)
+    with pytest.raises(ValueError, match="successes"):
+        binomial_interval(4, 3)
     assert force_mae(np.ones((2, 3)), np.zeros((2, 3))) == 1.0
     with pytest.raises(ValueError, match="forces"):
         force_mae(np.ones((2, 3)), np.zeros((3, 3)))

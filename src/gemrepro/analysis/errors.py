@@ -17,10 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from gemrepro.analysis.stability import reference_bonds
-from gemrepro.analysis.statistics import CONFIDENCE
 
 TRAJECTORY = ("train_size", "molecule", "temperature")
 """Columns that name one trajectory of the temperature sweep."""
@@ -90,19 +88,12 @@ def mean_over_molecules(
 
 
 def stable_fraction(trajectories: pd.DataFrame, by: Sequence[str] = ("train_size", "temperature")) -> pd.DataFrame:
-    """Per group: trajectories, stable ones (no failure), their fraction and its exact (Clopper–Pearson) 95 %
-    interval ``lower``–``upper``, the interval of a binomial proportion with so few trajectories."""
+    """Per group: trajectories, stable ones (no failure) and their fraction."""
     by = list(by)
     _require(trajectories, [*by, "failed"])
     grouped = trajectories.assign(_stable=~trajectories["failed"].astype(bool)).groupby(by, sort=True)["_stable"]
     table = pd.DataFrame({"trajectories": grouped.size(), "stable": grouped.sum().astype(int)})
     table["stable_fraction"] = table["stable"] / table["trajectories"]
-    intervals = [
-        binomtest(int(k), int(n)).proportion_ci(CONFIDENCE, method="exact")
-        for k, n in zip(table["stable"], table["trajectories"], strict=True)
-    ]
-    table["lower"] = [float(ci.low) for ci in intervals]
-    table["upper"] = [float(ci.high) for ci in intervals]
     return table.reset_index()
 
 

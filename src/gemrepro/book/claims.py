@@ -560,6 +560,29 @@ def fig2e_hole(sweep) -> Outcome:
     return above(jump, HOLE_JUMP_FACTOR, value)
 
 
+def hole_example(trajectories: pd.DataFrame, jumps: pd.DataFrame) -> pd.Series | None:
+    """The Fig. 2e example: of the trajectories the hole rule judges (``jumps``, :func:`hole_jumps`), the one
+    that stayed stable longest before it failed (ties: the larger error jump). Its row of ``trajectories``
+    with its ``jump``, or ``None`` when the rule judged none.
+
+    Picked from the population the claim is decided on by a stated rule, so the figure shows one of
+    the runs behind the verdict, not a trajectory searched for among other runs.
+    """
+    if jumps.empty:
+        return None
+    best = jumps.sort_values(["failure_ps", "jump"], ascending=False, kind="stable").iloc[0]
+    match = trajectories[
+        (trajectories["train_size"] == best["train_size"]) & (trajectories["system"] == best["system"])
+    ]
+    if len(match) != 1:
+        raise ValueError(
+            f"jumps: trajectory {int(best['system'])} of the {int(best['train_size'])} model is not in trajectories"
+        )
+    row = match.iloc[0].copy()
+    row["jump"] = float(best["jump"])
+    return row
+
+
 def cross_trajectory_table(sweep, device: str = "cpu") -> pd.DataFrame:
     """The sparsest model's force MAE on its own and on the densest model's trajectory, per molecule at the hottest T."""
     sparse, dense, hot = min(sweep.models), max(sweep.models), max(sweep.protocol.temperatures)

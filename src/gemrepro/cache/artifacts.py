@@ -3,6 +3,9 @@
 Every stage's output lives in ``<artifacts>/<stage>/<key>/`` where ``key`` hashes the stage's
 parameters. A folder is built under a temporary name and renamed into place only after its
 ``manifest.json`` is written, so a killed run never leaves a folder a later run would trust.
+The manifest of a registered stage records the digest of the code that made it; an artifact made
+by other code is not served (:func:`gemrepro.cache.stages.stale_reason`) but rebuilt, and its old
+folder is moved to ``<stage>/.stale/``, never deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,8 +29,11 @@ from typing import Any
 
 from gemrepro import __version__
 from gemrepro.cache.paths import artifacts_dir, repo_root
+from gemrepro.cache.stages import stale_reason, today_digest
 
 MANIFEST = "manifest.json"
+STALE = ".stale"
+"""``<stage>/.stale/<key>-<digest>/``: where an artifact made by other code goes when it is rebuilt."""
 ACCESS_LOG_ENV = "GEMREPRO_ARTIFACT_LOG"
 """When set, every artifact a process loads or builds is appended to this file as ``stage/key``
 (the book runner uses it to know which artifacts a scale's chapters need, for ``artifacts pack``)."""
@@ -141,18 +148,59 @@ class Artifact:
 
 
 def load_artifact(stage: str, params: dict, root: str | os.PathLike | None = None) -> Artifact | None:
-    """The finished artifact for ``params``, or ``None`` when it has not been built."""
+    """The finished artifact for ``params``, or ``None`` when it has not been built or was made by other code."""
     path = Path(root) if root else artifacts_dir()
     folder = path / stage / artifact_key(params)
     manifest = folder / MANIFEST
     if not manifest.is_file():
+        return None
+    content = json.loads(manifest.read_text())
+    reason = stale_reason(stage, content)
+    if reason is not None:
+        _warn_stale(folder, content, reason)
         return None
     log = os.environ.get(ACCESS_LOG_ENV)
     if log:
         with open(log, "a") as handle:  # one short line per append: safe across processes
             handle.write(f"{stage}/{folder.name}\n")
     log_stage("read", stage, folder.name)
-    return Artifact(folder, json.loads(manifest.read_text()))
+    return Artifact(folder, content)
+
+
+_warned: set[Path] = set()
+
+
+def _warn_stale(folder: Path, manifest: dict, reason: str) -> None:
+    """One line on stderr, once per process and folder, saying why it is not served and where it will go."""
+    if folder in _warned:
+        return
+    _warned.add(folder)
+    aside = f"{folder.parent.name}/{STALE}/{_stale_name(folder, manifest)}"
+    print(
+        f"gemrepro: {folder.parent.name}/{folder.name} {reason}: recomputing it; the old folder is kept in {aside}",
+        file=sys.stderr,
+    )
+
+
+def _stale_name(folder: Path, manifest: dict) -> str:
+    return f"{folder.name}-{manifest.get('code_digest') or 'unstamped'}"
+
+
+def move_aside(folder: Path) -> Path:
+    """Move an artifact folder made by other code to ``<stage>/.stale/<key>-<digest>`` (a suffix if that
+    exists); nothing computed is deleted. Returns where it went."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    target = folder.parent / STALE / _stale_name(folder, manifest)
+    target.parent.mkdir(exist_ok=True)
+    candidate, n = target, 1
+    while candidate.exists():
+        n += 1
+        candidate = target.with_name(f"{target.name}-{n}")
+    os.rename(folder, candidate)
+    return candidate
 
 
 def work_folder(stage: str, params: dict, root: str | os.PathLike | None = None) -> Path:
@@ -187,6 +235,8 @@ def get_or_create(
         found = load_artifact(stage, params, root)  # another process may have built it while we waited
         if found is not None:
             return found
+        if (final / MANIFEST).is_file():  # made by other code: kept aside, rebuilt
+            move_aside(final)
         return _build(stage, params, build, root, final, resumable)
 
 
@@ -211,6 +261,9 @@ def _build(stage: str, params: dict, build: Callable[..., dict | None], root, fi
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **_canonical(extra),
         }
+        digest = today_digest(stage)
+        if digest is not None:
+            manifest["code_digest"] = digest
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             os.rename(tmp, final)

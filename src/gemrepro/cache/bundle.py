@@ -5,7 +5,9 @@
 :func:`pack` writes those artifact folders into one versioned tar file (gzip, or xz for a name ending
 in ``.xz``: slower to write, smaller, what the committed ``models/<scale>.tar.xz`` uses) with
 a checksummed ``bundle.json``; :func:`unpack` verifies every checksum and then moves each artifact into the
-cache atomically, keeping artifacts that are already there. Re-executing the chapters then only
+cache atomically, keeping artifacts that are already there (one made by other code gives way to the
+bundle's, and moves to ``<stage>/.stale/``). A bundled artifact is served under the cache's rule: only
+if today's code made it or was shown to reproduce it (:mod:`gemrepro.cache.stages`). Re-executing the chapters then only
 reads the cache: a reader builds the ``small`` book on a laptop.
 """
 
@@ -24,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from gemrepro import __version__
-from gemrepro.cache.artifacts import MANIFEST, git_revision
+from gemrepro.cache.artifacts import MANIFEST, git_revision, move_aside
 from gemrepro.cache.paths import artifacts_dir, repo_root
+from gemrepro.cache.stages import stale_reason
 from gemrepro.config.scales import get_scale
 
 BUNDLE_MANIFEST = "bundle.json"
@@ -96,6 +99,9 @@ def pack(entries: list[str], output: Path, scale: str, root: Path | None = None)
         folder = root / entry
         if not (folder / MANIFEST).is_file():
             raise FileNotFoundError(f"artifact {entry}: not a finished artifact under {root}")
+        reason = stale_reason(folder.parent.name, json.loads((folder / MANIFEST).read_text()))
+        if reason is not None:
+            raise ValueError(f"artifact {entry}: {reason}; a bundle ships only what today's code serves")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             files[path.relative_to(root).as_posix()] = _sha256(path)
     metadata = {
@@ -161,8 +167,10 @@ def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
         for entry in metadata["artifacts"]:
             final = root / entry
             if (final / MANIFEST).is_file():
-                present.append(entry)
-                continue
+                if not _gives_way(final, Path(scratch) / "artifacts" / entry):
+                    present.append(entry)
+                    continue
+                move_aside(final)
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(Path(scratch) / "artifacts" / entry, final)  # same filesystem: atomic
@@ -173,6 +181,16 @@ def unpack(bundle: Path, root: Path | None = None) -> UnpackReport:
                 continue
             added.append(entry)
     return UnpackReport(added, present, {k: v for k, v in metadata.items() if k != "files"})
+
+
+def _servable(folder: Path) -> bool:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return stale_reason(folder.parent.name, manifest) is None
+
+
+def _gives_way(present: Path, shipped: Path) -> bool:
+    """Whether the cache's artifact, made by other code, is to be replaced by the bundle's, made by today's."""
+    return not _servable(present) and _servable(shipped)
 
 
 def _ensure(root: Path) -> Path:

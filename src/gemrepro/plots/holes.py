@@ -154,9 +154,9 @@ def cross_trajectory(table: pd.DataFrame, paper: dict[str, float] | None = None)
     colors = sns.color_palette("viridis_r", len(models))
     for j, (model, color) in enumerate(zip(models, colors, strict=True)):
         rows = table[table["model"] == model].set_index("trajectory_of").reindex(trajectories)
-        x = np.arange(len(trajectories)) + (j - (len(models) - 1) / 2) * 0.2
-        ax.plot(x, rows["forces_mae"], "o", color=color, ms=9, label=f"{int(model):,}-configuration model")
-        for xi, value in zip(x, rows["forces_mae"], strict=True):
+        positions = np.arange(len(trajectories)) + (j - (len(models) - 1) / 2) * 0.2
+        ax.plot(positions, rows["forces_mae"], "o", color=color, ms=9, label=f"{int(model):,}-configuration model")
+        for xi, value in zip(positions, rows["forces_mae"], strict=True):
             ax.annotate(f"{value:.3g}", (xi, value), xytext=(7, -3), textcoords="offset points", fontsize="x-small")
     if paper:
         for x, key in enumerate(("own trajectory", "exhaustive model's trajectory")):

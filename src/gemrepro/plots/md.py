@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from gemrepro.analysis.proportions import with_intervals
 from gemrepro.plots.style import size_palette
 
 
@@ -54,8 +55,9 @@ def errors_vs_temperature(
 
 
 def stable_fraction(table: pd.DataFrame) -> plt.Figure:
-    """Share of trajectories without a failure, per training size and temperature: bars with their
-    exact 95 % interval (``lower``, ``upper`` of :func:`gemrepro.analysis.errors.stable_fraction`) and n."""
+    """Share of trajectories without a failure, per training size and temperature (a
+    :func:`gemrepro.analysis.errors.stable_fraction` table): bars with their exact 95 % interval and n."""
+    table = with_intervals(table)
     fig, ax = plt.subplots(figsize=(7.0, 3.6), constrained_layout=True)
     sizes = sorted(table["train_size"].unique())
     temperatures = sorted(table["temperature"].unique())

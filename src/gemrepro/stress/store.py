@@ -58,7 +58,8 @@ def write_audit(result: AuditResult, folder: str | Path) -> None:
         shutil.copytree(source, folder / TRAJECTORY_FOLDER, dirs_exist_ok=True)
     else:
         shutil.copyfile(source, folder / TRAJECTORY_FILE)
-    np.savez(folder / FAILURES, **{str(system): positions for system, positions in result.failure_positions.items()})
+    geometries: dict[str, np.ndarray] = {str(system): p for system, p in result.failure_positions.items()}
+    np.savez(folder / FAILURES, allow_pickle=False, **geometries)
     p = result.protocol
     meta: dict = {
         "protocol": {

@@ -11,8 +11,9 @@ module runs the experiment behind that figure and one step beyond it:
     did; the stability rules of the sweep are applied afterwards to the stored frames, which
     gives each trajectory's time to failure (to the resolution of the frame interval).
 
-The Fig. 2e example comes from the temperature sweep's runs, the ones the hole rule judges:
-:func:`hole_example` picks the late failure that stayed stable longest, and
+On these runs :func:`sparse_model` picks the sparsest model that does not fail at once,
+:func:`hole_search` lists the trajectories that were fine for a while and then failed,
+:func:`find_hole` runs that search from the sparse model at 600 K onwards until it finds one, and
 :func:`hole_timeline` relabels every frame of it. :func:`cross_trajectory` evaluates the hole's
 model and the exhaustive model on each other's sweep trajectories (the paper's 6.8 vs
 0.16 eV/Å), and :func:`survival_summary` with :func:`error_vs_survival` asks whether the test-set
@@ -60,16 +61,19 @@ __all__ = [
     "cross_trajectory",
     "error_vs_survival",
     "failure_origins",
+    "find_hole",
     "forces_on_frames",
-    "hole_example",
+    "hole_search",
     "hole_timeline",
     "md_seed",
+    "pick_hole",
     "post_hoc_failures",
     "run_systems",
     "seed_runs",
     "seeds_study",
     "seeds_table",
     "snapshots",
+    "sparse_model",
     "survival_summary",
 ]
 
@@ -330,32 +334,88 @@ def survival_summary(
     return table.reset_index()
 
 
-def hole_example(trajectories: pd.DataFrame, jumps: pd.DataFrame) -> pd.Series | None:
-    """The Fig. 2e example: of the trajectories the hole rule judges (``jumps``, one row per late failure
-    with ``train_size`` and ``system``, as :func:`gemrepro.book.claims.hole_jumps` gives), the one that
-    stayed stable longest before it failed (ties: the larger error jump). Its row of ``trajectories``
-    (with its ``jump``), or ``None`` when the rule judged none.
+def sparse_model(trajectories: pd.DataFrame, horizon_ps: float, temperature: float, min_fraction: float = 0.5) -> int:
+    """The sparsest model whose median trajectory at ``temperature`` stays stable ``min_fraction`` of the run.
 
-    Picked from the population the claim is decided on by a stated rule, so the figure shows one of
-    the runs behind the verdict, not a trajectory searched for among other runs.
+    A model below that fails "at once": its trajectories end before they could show a hole that
+    opens after a stable stretch. Raises ``ValueError`` when no model qualifies.
     """
-    _require(trajectories, ["train_size", "system", "molecule", "temperature", "time_to_failure_ps"])
-    if jumps.empty:
-        return None
-    _require(jumps, ["train_size", "system", "failure_ps", "jump"], "jumps")
-    best = jumps.sort_values(["failure_ps", "jump"], ascending=False, kind="stable").iloc[0]
-    match = trajectories[
-        (trajectories["train_size"] == best["train_size"]) & (trajectories["system"] == best["system"])
-    ]
-    if len(match) != 1:
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction: expected a fraction of the run in (0, 1], got {min_fraction!r}")
+    _require(trajectories, ["train_size", "temperature"])
+    at_t = trajectories[np.isclose(trajectories["temperature"], temperature)]
+    if at_t.empty:
         raise ValueError(
-            f"jumps: trajectory {int(best['system'])} of the {int(best['train_size'])} model is not in trajectories"
+            f"temperature: no trajectories at {temperature} K; expected one of "
+            f"{sorted(trajectories['temperature'].unique())}"
         )
-    row = match.iloc[0].copy()
-    row["jump"] = float(best["jump"])
-    return row
+    summary = survival_summary(at_t, horizon_ps, by=["train_size"])
+    fine = summary[summary["median_stable_ps"] >= min_fraction * horizon_ps]
+    if fine.empty:
+        raise ValueError(
+            f"trajectories: no model keeps its median trajectory stable for {min_fraction:.0%} "
+            f"of the run at {temperature} K"
+        )
+    return int(fine["train_size"].min())
 
 
+def hole_search(
+    trajectories: pd.DataFrame, train_size: int, temperature: float, horizon_ps: float, min_fraction: float = 0.25
+) -> pd.DataFrame:
+    """Every trajectory of one model at one temperature, latest failure first, with the search verdict.
+
+    ``stable_fraction`` is the stable time over the run length; ``hole`` marks a trajectory that
+    failed after at least ``min_fraction`` of the run (fine for a while, then a hole).
+    """
+    if not 0 <= min_fraction < 1:
+        raise ValueError(f"min_fraction: expected a fraction of the run in [0, 1), got {min_fraction!r}")
+    _require(trajectories, ["train_size", "temperature", "molecule", "system", "failed", "time_to_failure_ps"])
+    rows = trajectories[
+        (trajectories["train_size"] == train_size) & np.isclose(trajectories["temperature"], temperature)
+    ].copy()
+    if rows.empty:
+        raise ValueError(f"train_size, temperature: no trajectories of the {train_size} model at {temperature} K")
+    rows["stable_fraction"] = stable_times(rows, horizon_ps) / float(horizon_ps)
+    rows["hole"] = rows["failed"].astype(bool) & (rows["stable_fraction"] >= min_fraction)
+    rows = rows.sort_values(["failed", "stable_fraction", "system"], ascending=[False, False, True])
+    return rows.reset_index(drop=True)
+
+
+def pick_hole(search: pd.DataFrame) -> pd.Series | None:
+    """The trajectory of :func:`hole_search` that stayed fine longest before failing; ``None`` if none did."""
+    _require(search, ["hole", "stable_fraction", "system"], "search")
+    holes = search[search["hole"]]
+    if holes.empty:
+        return None
+    return holes.sort_values(["stable_fraction", "system"], ascending=[False, True]).iloc[0]
+
+
+def find_hole(
+    trajectories: pd.DataFrame,
+    train_sizes: Sequence[int],
+    temperatures: Sequence[float],
+    horizon_ps: float,
+    min_fraction: float = 0.25,
+) -> tuple[pd.DataFrame, pd.Series | None]:
+    """:func:`hole_search` over models and temperatures, in the order given, until one holds a hole.
+
+    The paper's hole belongs to its sparsest model at 600 K. A short run may hold none there, so
+    the search goes on at the next temperature given, then with the next model. Returns every
+    trajectory searched (with ``train_size`` and ``temperature``) and the hole :func:`pick_hole`
+    chose, or ``None`` when there was none.
+    """
+    searched = []
+    for train_size in train_sizes:
+        for temperature in temperatures:
+            search = hole_search(trajectories, train_size, temperature, horizon_ps, min_fraction)
+            searched.append(search)
+            hole = pick_hole(search)
+            if hole is not None:
+                return pd.concat(searched, ignore_index=True), hole
+    return pd.concat(searched, ignore_index=True), None
+
+
+# ----------------------------------------------------------------------------- the hole, frame by frame
 @dataclass
 class Hole:
     """One trajectory that fell into a hole: its row, every frame relabelled, and the timeline."""

@@ -1,210 +1,230 @@
-"""Which code produces each cached stage, so a change of that code cannot serve stale results unnoticed.
+"""Record which code makes each cached stage, and only with evidence that a change keeps its outputs.
 
-Every stage puts a version constant into its cache key. A constant alone relies on memory; this
-module gives each stage a *code digest*: a hash of the syntax trees (docstrings and comments
-left out) of the module that builds it and of every gemrepro module it imports, transitively.
-``tests/stage_code.json`` records, per stage, the version and the digest it was last reviewed
-at; ``tests/test_stage_versions.py`` fails when a stage's code changed but neither was updated.
-The developer then decides: the outputs change, so bump the stage's version (its cache keys
-change, nothing stale is served); or they do not (a refactor), so record the new digest::
+The cache serves an artifact only if today's code made it or the record
+(``src/gemrepro/cache/stage_code.json``, see :mod:`gemrepro.cache.stages`) accepts the digest it was
+made under. When a stage's code changes, the developer decides:
 
-    python -m gemrepro.studies.stages --record
+* its outputs change: bump the stage's version constant (its cache keys change), then ``--record``;
+* they do not (a refactor): ``--record`` recomputes a sample of a stored artifact made by the recorded
+  code with today's code (:mod:`gemrepro.studies.samplers`: a prefix of MD, a few training steps, a
+  few labels) and records the new digest only if the sample agrees, accepting the old digests with
+  that evidence. It refuses when they differ, or when the stage has no sampler::
+
+    python -m gemrepro.studies.stages              # which stages changed since the record
+    python -m gemrepro.studies.stages --record     # record, with evidence (samples the cache and bundles)
+    python -m gemrepro.studies.stages --stamp DIR  # give old artifacts the digest of their git revision
+
+``--accept`` also samples artifacts made under digests the record does not accept yet (after
+``--stamp``), so that what today's code reproduces is served again.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
-import importlib
 import json
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-from gemrepro.cache.paths import repo_root
+from gemrepro.cache.artifacts import STALE, Artifact
+from gemrepro.cache.bundle import unpack
+from gemrepro.cache.paths import artifacts_dir, repo_root
+from gemrepro.cache.stages import RECORD, STAGES, clear_caches, read_record
+from gemrepro.cache.stamp import stamp_artifacts
+from gemrepro.studies.samplers import SAMPLERS, Inputs, SampleUnavailable
 
-PACKAGE = "gemrepro"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class StageCode:
-    """One cached stage family: where its version constant lives and which module builds it."""
-
-    stages: str  # the artifact folders it writes, as in data/artifacts/<stage>/
-    version: str  # "module:CONSTANT"
-    builder: str  # the module whose functions build it (its imports are followed)
-
-    def version_value(self) -> int:
-        module, _, name = self.version.partition(":")
-        return int(getattr(importlib.import_module(module), name))
-
-    def digest(self) -> str:
-        return code_digest(self.builder)
+RECORD_COMMAND = "python -m gemrepro.studies.stages --record"
 
 
-STAGE_CODE: tuple[StageCode, ...] = (
-    StageCode("labels, dataset", "gemrepro.data.build:SAMPLER_VERSION", "gemrepro.data.build"),
-    StageCode("models", "gemrepro.studies.learning_curve:STAGE_VERSION", "gemrepro.studies.learning_curve"),
-    StageCode("md-start", "gemrepro.studies.sweep:START_STAGE_VERSION", "gemrepro.studies.sweep"),
-    StageCode("md-sweep, md-labels", "gemrepro.studies.sweep:STAGE_VERSION", "gemrepro.studies.sweep"),
-    StageCode("md-seeds", "gemrepro.studies.holes:STAGE_VERSION", "gemrepro.studies.holes"),
-    StageCode("md-long", "gemrepro.studies.long_runs:STAGE_VERSION", "gemrepro.studies.long_runs"),
-    StageCode("oos-start, oos", "gemrepro.studies.out_of_sample:STAGE_VERSION", "gemrepro.studies.out_of_sample"),
-    StageCode(
-        "pretrained, md17-models, stability-md",
-        "gemrepro.studies.pretraining:STAGE_VERSION",
-        "gemrepro.studies.pretraining",
-    ),
-    StageCode(
-        "arms-pretrained, arms-models, arms-md",
-        "gemrepro.studies.pretraining_arms:STAGE_VERSION",
-        "gemrepro.studies.pretraining_arms",
-    ),
-    StageCode(
-        "committee-disagreement, md-committee", "gemrepro.studies.committee:STAGE_VERSION", "gemrepro.studies.committee"
-    ),
-    StageCode("performance", "gemrepro.studies.performance:STAGE_VERSION", "gemrepro.studies.performance"),
-    StageCode("cost-measurements", "gemrepro.studies.estimate:STAGE_VERSION", "gemrepro.studies.estimate"),
-    StageCode("reference-md", "gemrepro.data.reference_md:STAGE_VERSION", "gemrepro.data.reference_md"),
-    StageCode("stress-audit", "gemrepro.stress.cached:STAGE_VERSION", "gemrepro.stress.cached"),
-)
-
-
-def module_file(name: str) -> Path | None:
-    """The source file of a gemrepro module (a package's ``__init__.py``), None if ``name`` is not a module.
-
-    Found by path, without importing: ``from x import f`` names both ``x`` and ``x.f``.
-    """
-    parts = name.split(".")
-    if parts[0] != PACKAGE:
-        return None
-    base = PACKAGE_DIR.joinpath(*parts[1:])
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def imported_names(tree: ast.AST, name: str, is_package: bool) -> set[str]:
-    """gemrepro names imported anywhere in ``tree`` (inside functions too), relative imports resolved.
-
-    ``from x import f`` gives both ``x`` and ``x.f`` (``f`` may be a module); :func:`module_file`
-    tells which are modules.
-    """
-    found: set[str] = set()
-    package = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return {m for m in found if m == PACKAGE or m.startswith(PACKAGE + ".")}
-
-
-@lru_cache(maxsize=None)
-def _module_source(name: str) -> tuple[str, frozenset[str]] | None:
-    """(syntax dump without docstrings, imported gemrepro modules) of a module, None if it is not one."""
-    path = module_file(name)
-    if path is None:
-        return None
-    tree = _strip_docstrings(ast.parse(path.read_text(encoding="utf-8")))
-    return ast.dump(tree, annotate_fields=False), frozenset(imported_names(tree, name, path.name == "__init__.py"))
-
-
-def code_closure(name: str) -> list[str]:
-    """``name`` and every gemrepro module it imports, transitively, sorted."""
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        source = _module_source(current)
-        if source is None:
-            continue
-        seen.add(current)
-        todo.extend(source[1] - seen)
-    return sorted(seen)
-
-
-def code_digest(name: str) -> str:
-    """16 hex digits over the docstring-free syntax of ``name``'s code closure."""
-    digest = hashlib.sha256()
-    for module in code_closure(name):
-        digest.update(module.encode())
-        source = _module_source(module)
-        assert source is not None  # code_closure keeps only the modules that have a source
-        digest.update(source[0].encode())
-    return digest.hexdigest()[:16]
-
-
-def current_record() -> dict[str, dict]:
-    """``{stages: {"version": int, "digest": str}}`` of the code as it is now."""
-    return {s.stages: {"version": s.version_value(), "digest": s.digest()} for s in STAGE_CODE}
+def current_record(names: list[str] | None = None) -> dict[str, dict]:
+    """``{stage: {"version": int | None, "digest": str}}`` of the code as it is now (all stages, or ``names``)."""
+    return {
+        stage: {"version": STAGES[stage].version_value(), "digest": STAGES[stage].digest()} for stage in names or STAGES
+    }
 
 
 def stale_stages(recorded: dict[str, dict]) -> list[str]:
-    """Stages whose code changed since ``recorded`` while their version did not (each a sentence)."""
+    """Stages whose code or version differs from ``recorded`` (each a sentence)."""
     problems = []
     for stage, now in current_record().items():
         before = recorded.get(stage)
         if before is None:
-            problems.append(f"{stage}: not recorded (new stage); run python -m gemrepro.studies.stages --record")
+            problems.append(f"{stage}: not recorded (new stage); run {RECORD_COMMAND}")
         elif now["version"] == before["version"] and now["digest"] != before["digest"]:
             problems.append(
                 f"{stage}: its code changed at version {now['version']}; bump the version if its "
-                "outputs change, else record the new digest (python -m gemrepro.studies.stages --record)"
+                f"outputs change, else show they do not ({RECORD_COMMAND} samples it)"
             )
-        elif now != before:
-            problems.append(
-                f"{stage}: version {before['version']} -> {now['version']}; record it "
-                "(python -m gemrepro.studies.stages --record)"
-            )
+        elif now["version"] != before["version"]:
+            problems.append(f"{stage}: version {before['version']} -> {now['version']}; record it ({RECORD_COMMAND})")
     return problems
 
 
-def default_record_path() -> Path:
-    root = repo_root()
-    if root is None:
-        raise FileNotFoundError("stages: no checkout found (the record lives in tests/stage_code.json)")
-    return root / "tests" / "stage_code.json"
+def stored_artifacts(roots: list[Path], stage: str) -> Iterator[Artifact]:
+    """Every stored artifact of ``stage`` under ``roots``, those moved aside to ``.stale`` included."""
+    for root in roots:
+        for pattern in (f"{stage}/*/manifest.json", f"{stage}/{STALE}/*/manifest.json"):
+            for manifest in sorted(Path(root).glob(pattern)):
+                yield Artifact(manifest.parent, json.loads(manifest.read_text()))
+
+
+def _cheapest(artifacts: list[Artifact]) -> Artifact:
+    """The artifact that took least time to make: its sample is likely the cheapest too."""
+    return min(artifacts, key=lambda a: float(a.manifest.get("wall_time_s") or 0.0))
+
+
+def _bump(stage: str) -> str:
+    version = STAGES[stage].version
+    return f"bump {version}" if version else "give it a version constant in its cache key"
+
+
+@dataclass
+class Decision:
+    """The record entry of one stage after ``--record`` (``refused``: the old entry stays), and why."""
+
+    entry: dict | None
+    message: str
+    refused: bool = False
+
+
+def _evidence(stage: str, digests: set[str], inputs: Inputs) -> tuple[dict | None, str]:
+    """Sample one stored artifact made under one of ``digests``: (accepted entry, message); entry None: refused."""
+    candidates = [a for a in stored_artifacts(inputs.roots, stage) if a.manifest.get("code_digest") in digests]
+    if stage not in SAMPLERS:
+        return None, f"{stage}: no sampler; {_bump(stage)}"
+    if not candidates:
+        return (
+            None,
+            f"{stage}: no stored artifact made by digest {' or '.join(sorted(digests))} to sample; {_bump(stage)}",
+        )
+    artifact = _cheapest(candidates)
+    try:
+        sample = SAMPLERS[stage](artifact, inputs)
+    except SampleUnavailable as exc:
+        return None, f"{stage}: cannot sample {stage}/{artifact.key}: {exc}; {_bump(stage)}"
+    if not sample.agrees:
+        return None, (
+            f"{stage}: today's code gives different output (max |Δ| = {sample.difference:.3g} {sample.unit}, "
+            f"tolerance {sample.tolerance:g}); {_bump(stage)}"
+        )
+    made = artifact.manifest["code_digest"]
+    return {"digest": made, "evidence": sample.evidence()}, f"{stage}: {sample.evidence()}"
+
+
+def decide(stage: str, before: dict | None, now: dict, inputs: Inputs, accept: bool = False) -> Decision:
+    """The new record entry of ``stage``: kept, re-recorded with evidence, or refused."""
+    fresh = {"version": now["version"], "digest": now["digest"], "accepted": []}
+    if before is None:
+        return Decision(fresh, f"{stage}: new stage, recorded at version {now['version']}")
+    if before.get("version") != now["version"]:
+        return Decision(fresh, f"{stage}: version {before.get('version')} -> {now['version']}: its keys changed")
+    accepted = list(before.get("accepted", []))
+    if before["digest"] != now["digest"]:
+        entry, message = _evidence(stage, {before["digest"], *(a["digest"] for a in accepted)}, inputs)
+        if entry is None:
+            return Decision(None, message, refused=True)
+        carried = [a for a in accepted if a["digest"] != entry["digest"]]
+        if entry["digest"] != before["digest"]:  # an accepted digest was sampled: the recorded one is as good
+            carried.append({"digest": before["digest"], "evidence": f"recorded before; {entry['evidence']}"})
+        return Decision({**fresh, "accepted": [*carried, entry]}, message)
+    entry_now = {**before, **fresh, "accepted": accepted}
+    if not accept:
+        return Decision(entry_now, "")
+    known = {now["digest"], *(a["digest"] for a in accepted)}
+    found = {
+        str(a.manifest["code_digest"]) for a in stored_artifacts(inputs.roots, stage) if a.manifest.get("code_digest")
+    }
+    found -= known
+    messages = []
+    for digest in sorted(found):
+        entry, message = _evidence(stage, {digest}, inputs)
+        messages.append(message if entry is not None else f"not accepted: {message}")
+        if entry is not None:
+            entry_now["accepted"].append(entry)
+    return Decision(entry_now, "\n".join(messages))
+
+
+def record(path: Path, inputs: Inputs, *, accept: bool = False, stages: list[str] | None = None) -> int:
+    """Write the record at ``path`` for the stages that pass; 1 if any was refused (its old entry stays)."""
+    recorded = read_record(path)
+    names = stages or sorted(STAGES)
+    now = current_record(names)
+    out, refused = dict(recorded), False
+    for stage in names:
+        decision = decide(stage, recorded.get(stage), now[stage], inputs, accept)
+        if decision.message:
+            print(decision.message, file=sys.stderr if decision.refused else sys.stdout)
+        refused |= decision.refused
+        if decision.entry is not None:
+            out[stage] = decision.entry
+    path.write_text(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    clear_caches()
+    print(f"{path}: {sum(1 for s in STAGES if out.get(s) == recorded.get(s))} of {len(STAGES)} stages unchanged")
+    return 1 if refused else 0
+
+
+def _stamp(root: Path, write: bool) -> int:
+    repo = repo_root()
+    if repo is None or not (repo / ".git").exists():
+        raise FileNotFoundError("--stamp: no git checkout found to read old revisions from")
+    report = stamp_artifacts(root, repo, write=write)
+    today = current_record()
+    for (stage, digest), n in sorted((report.stamped + report.had).items()):
+        state = "today's" if digest == today[stage]["digest"] else "not today's"
+        print(f"{stage}: {n} artifact(s) made by digest {digest} ({state})")
+    for entry in report.unattributed:
+        print(f"unattributed (stays stale): {entry}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--record", action="store_true", help="write the current versions and digests")
-    parser.add_argument("--path", type=Path, default=None, help="record file (default tests/stage_code.json)")
+    parser.add_argument("--record", action="store_true", help="record today's versions and digests, with evidence")
+    parser.add_argument("--accept", action="store_true", help="with --record: also sample digests not yet accepted")
+    parser.add_argument("--stage", action="append", default=None, help="with --record: only this stage (repeat)")
+    parser.add_argument("--stamp", type=Path, default=None, metavar="DIR", help="stamp the artifacts under DIR")
+    parser.add_argument("--dry-run", action="store_true", help="with --stamp: report, write nothing")
+    parser.add_argument(
+        "--from", dest="roots", type=Path, action="append", default=[], help="artifact folders to sample"
+    )
+    parser.add_argument(
+        "--bundle", type=Path, action="append", default=None, help="bundles to sample (default: models/)"
+    )
+    parser.add_argument("--path", type=Path, default=None, help=f"record file (default {RECORD})")
     args = parser.parse_args(argv)
-    path = args.path or default_record_path()
-    if args.record:
-        path.write_text(json.dumps(current_record(), indent=2, sort_keys=True) + "\n")
-        print(f"{path}: {len(STAGE_CODE)} stages recorded")
-        return 0
-    problems = stale_stages(json.loads(path.read_text()) if path.is_file() else {})
-    print("\n".join(problems) or "every stage's code matches its recorded version")
-    return 1 if problems else 0
+    path = args.path or RECORD
+    try:
+        if args.stamp is not None:
+            return _stamp(args.stamp, not args.dry_run)
+        if not args.record:
+            problems = stale_stages(read_record(path))
+            print("\n".join(problems) or "every stage's code matches its record")
+            return 1 if problems else 0
+        with ExitStack() as stack:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gemrepro-sample-")))
+            roots = [*args.roots, artifacts_dir(), *_unpacked(args.bundle, scratch)]
+            return record(
+                path, Inputs([r for r in roots if r.is_dir()], scratch / "work"), accept=args.accept, stages=args.stage
+            )
+    except (ValueError, FileNotFoundError, LookupError) as exc:
+        print(f"stages: {exc}", file=sys.stderr)
+        return 2
+
+
+def _unpacked(bundles: list[Path] | None, scratch: Path) -> list[Path]:
+    """Each bundle (default: the committed ``models/*.tar.xz``) unpacked into a folder of ``scratch``."""
+    if bundles is None:
+        repo = repo_root()
+        bundles = sorted((repo / "models").glob("*.tar.xz")) if repo else []
+    roots = []
+    for k, bundle in enumerate(bundles):
+        root = scratch / f"bundle-{k}"
+        unpack(bundle, root)
+        roots.append(root)
+    return roots
 
 
 if __name__ == "__main__":
