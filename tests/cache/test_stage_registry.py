@@ -3,7 +3,7 @@
 import ast
 from pathlib import Path
 
-from gemrepro.cache.code import PACKAGE_DIR
+from gemrepro.cache.code import PACKAGE_DIR, top_level_assignments
 from gemrepro.cache.stages import STAGES
 
 CALLS = ("get_or_create", "load_artifact", "shipped_artifact", "_train")
@@ -11,19 +11,11 @@ CALLS = ("get_or_create", "load_artifact", "shipped_artifact", "_train")
 
 def _string_constants(tree: ast.Module) -> dict[str, str]:
     """Module-level names bound to strings (``STAGE = "x"``, ``A, B = "x", "y"``)."""
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                pairs = (
-                    zip(target.elts, node.value.elts)
-                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
-                    else [(target, node.value)]
-                )
-                for left, right in pairs:
-                    if isinstance(left, ast.Name) and isinstance(right, ast.Constant) and isinstance(right.value, str):
-                        found[left.id] = right.value
-    return found
+    return {
+        name: value.value
+        for name, value in top_level_assignments(tree)
+        if isinstance(value, ast.Constant) and isinstance(value.value, str)
+    }
 
 
 def written_stages() -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -175,21 +175,27 @@ class CodeWalker:
         source = self.source(module)
         if source is None:
             raise LookupError(f"{reference}: no module {module}")
-        for node in source[2].body:
-            if isinstance(node, ast.Assign):
-                for target in node.targets:
-                    pairs = (
-                        zip(target.elts, node.value.elts)
-                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
-                        else [(target, node.value)]
-                    )
-                    for left, right in pairs:
-                        if isinstance(left, ast.Name) and left.id == name and _is_int(right):
-                            return int(right.value)  # type: ignore[attr-defined]
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-                if node.value is not None and _is_int(node.value):
-                    return int(node.value.value)  # type: ignore[attr-defined]
+        for left, right in top_level_assignments(source[2]):
+            if left == name and right is not None and _is_int(right):
+                return int(right.value)  # type: ignore[attr-defined]
         raise LookupError(f"{reference}: {module} assigns no integer to {name}")
+
+
+def top_level_assignments(tree: ast.Module) -> Iterator[tuple[str, ast.expr | None]]:
+    """(name, value) of every module-level assignment to a plain name: ``A = 1``, ``A, B = 1, 2``, ``A: int = 1``."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = (
+                    zip(target.elts, node.value.elts)
+                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                    else [(target, node.value)]
+                )
+                for left, right in pairs:
+                    if isinstance(left, ast.Name):
+                        yield left.id, right
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            yield node.target.id, node.value
 
 
 def _is_int(node: ast.expr) -> bool:

@@ -156,6 +156,13 @@ def _model(key: str, inputs: Inputs) -> Artifact:
     return inputs.find(lc.STAGE, key)
 
 
+def _prefix_protocol(protocol: sweep.Protocol) -> sweep.Protocol:
+    """``protocol`` cut to the whole frame intervals of :func:`_prefix_frames`: the same stored steps, fewer."""
+    frames = _prefix_frames(protocol.frame_interval)
+    md_time_ps = frames * protocol.frame_interval * protocol.dt_fs / 1000.0
+    return dataclasses.replace(protocol, md_time_ps=md_time_ps, n_sampled_frames=frames)
+
+
 def _protocol(stored: dict) -> sweep.Protocol:
     """The sweep protocol a stored run's parameters name (``asdict`` of it; the temperatures as a list)."""
     return sweep.Protocol(
@@ -172,10 +179,7 @@ def sample_sweep(artifact: Artifact, inputs: Inputs) -> Sample:
     start = time.perf_counter()
     p = artifact.manifest["params"]
     protocol = _protocol(p["protocol"])
-    frames = _prefix_frames(protocol.frame_interval)
-    prefix = dataclasses.replace(
-        protocol, md_time_ps=frames * protocol.frame_interval * protocol.dt_fs / 1000.0, n_sampled_frames=frames
-    )
+    prefix = _prefix_protocol(protocol)
     model, starts = _model(p["model"], inputs), start_structures_of(p["starts"], inputs)
     run = sweep.run_sweep_md(model, starts, prefix, p["seed"], inputs.folder("md-sweep"), shipped=False)
     difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"))
@@ -191,10 +195,7 @@ def sample_seeds(artifact: Artifact, inputs: Inputs) -> Sample:
         raise SampleUnavailable("its failure criteria are not today's (its key differs: nothing to compare)")
     protocol = _protocol(p["protocol"])
     design = SeedsDesign(**p["design"])
-    frames = _prefix_frames(protocol.frame_interval)
-    prefix = dataclasses.replace(
-        protocol, md_time_ps=frames * protocol.frame_interval * protocol.dt_fs / 1000.0, n_sampled_frames=frames
-    )
+    prefix = _prefix_protocol(protocol)
     model, starts = _model(p["model"], inputs), start_structures_of(p["starts"], inputs)
     run = holes.seed_runs(model, starts, prefix, design, p["seed"], inputs.folder("md-seeds"), shipped=False)
     difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"))
