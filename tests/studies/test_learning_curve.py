@@ -270,9 +270,11 @@ def test_learning_curve_figure_draws_every_seed_and_a_band_and_molecules_are_dra
     )
     fig = plots_data.learning_curves(curve, paper.learning_curve_points())
     forces = fig.axes[1]
-    dots = [line for line in forces.get_lines() if line.get_linestyle() == "None"]
+    dots = [line for line in forces.get_lines() if line.get_linestyle() == "None" and line.get_marker() == "."]
     assert len(dots) == 1 and len(dots[0].get_xdata()) == 6  # every seed
     assert len(forces.collections) == 1  # the seeds' range
+    (paper_points,) = [line for line in forces.get_lines() if line.get_marker() == "s"]
+    assert paper_points.get_linestyle() == "None"  # the paper's two results as points, no line between them
     assert any("mean of 3 seeds" in t.get_text() for t in forces.get_legend().get_texts())
     drawings = plots_data.molecule_drawings(md_molecules(5), columns=3)
     titled = [ax.get_title() for ax in drawings.axes if ax.get_images()]
