@@ -163,6 +163,13 @@ def _prefix_protocol(protocol: sweep.Protocol) -> sweep.Protocol:
     return dataclasses.replace(protocol, md_time_ps=md_time_ps, n_sampled_frames=frames)
 
 
+def _rerun_sample(artifact: Artifact, run: Artifact, prefix: sweep.Protocol, n_systems: int, start: float) -> Sample:
+    """A rerun prefix of a batched MD run against the stored run: the largest position difference."""
+    difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"))
+    what = f"the first {prefix.n_steps} MD steps of {n_systems} trajectories"
+    return _sample(artifact, what, difference, POSITIONS_ATOL, "Å", start)
+
+
 def _protocol(stored: dict) -> sweep.Protocol:
     """The sweep protocol a stored run's parameters name (``asdict`` of it; the temperatures as a list)."""
     return sweep.Protocol(
@@ -182,9 +189,8 @@ def sample_sweep(artifact: Artifact, inputs: Inputs) -> Sample:
     prefix = _prefix_protocol(protocol)
     model, starts = _model(p["model"], inputs), start_structures_of(p["starts"], inputs)
     run = sweep.run_sweep_md(model, starts, prefix, p["seed"], inputs.folder("md-sweep"), shipped=False)
-    difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"))
-    what = f"the first {prefix.n_steps} MD steps of {len(sweep.sweep_systems(starts, protocol))} trajectories"
-    return _sample(artifact, what, difference, POSITIONS_ATOL, "Å", start)
+    n_systems = len(sweep.sweep_systems(starts, protocol))
+    return _rerun_sample(artifact, run, prefix, n_systems, start)
 
 
 def sample_seeds(artifact: Artifact, inputs: Inputs) -> Sample:
@@ -198,9 +204,7 @@ def sample_seeds(artifact: Artifact, inputs: Inputs) -> Sample:
     prefix = _prefix_protocol(protocol)
     model, starts = _model(p["model"], inputs), start_structures_of(p["starts"], inputs)
     run = holes.seed_runs(model, starts, prefix, design, p["seed"], inputs.folder("md-seeds"), shipped=False)
-    difference = trajectory_difference(run.file("trajectory.h5"), artifact.file("trajectory.h5"))
-    what = f"the first {prefix.n_steps} MD steps of {run.manifest['n_systems']} trajectories"
-    return _sample(artifact, what, difference, POSITIONS_ATOL, "Å", start)
+    return _rerun_sample(artifact, run, prefix, run.manifest["n_systems"], start)
 
 
 def sample_long_run(artifact: Artifact, inputs: Inputs) -> Sample:
