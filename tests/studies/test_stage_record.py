@@ -119,3 +119,29 @@ def test_the_reference_md_sampler_reproduces_its_first_frames(tmp_path):
     stored = reference_md.reference_md_frames("O", recipe, root=tmp_path / "cache")
     sample = samplers.SAMPLERS["reference-md"](stored, Inputs([tmp_path / "cache"], tmp_path / "work"))
     assert sample.agrees and sample.difference == 0.0 and "2 frames" in sample.what
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1])
+def test_an_artifact_of_unknown_code_is_stamped_only_if_todays_code_reproduces_it(tmp_path, shift, capsys):
+    root = tmp_path / "cache"
+    free_atom_energy(get_method("gfn2-xtb"), 1, root=root)
+    (manifest,) = (root / "free-atoms").glob(f"*/{MANIFEST}")
+    content = json.loads(manifest.read_text())
+    del content["code_digest"]
+    content["git_revision"] = "0123abc+dirty"  # uncommitted code: its revision says nothing
+    content["energy_eV"] += shift
+    manifest.write_text(json.dumps(content))
+    params = content["params"]
+    assert stages.main(["--stamp", str(root), "--sample", "--dry-run"]) == 0
+    assert "code_digest" not in json.loads(manifest.read_text())  # a dry run writes nothing
+    assert stages.main(["--stamp", str(root), "--sample"]) == 0
+    out = capsys.readouterr().out
+    stamped = json.loads(manifest.read_text())
+    served = load_artifact("free-atoms", params, root)
+    if shift == 0.0:
+        assert "stamped with today's digest" in out and "the free atom Z=1 agrees" in out
+        assert stamped["code_digest"] == stages.current_record(["free-atoms"])["free-atoms"]["digest"]
+        assert "recomputed in" in stamped["code_evidence"] and served is not None
+    else:
+        assert "stays stale: today's code gives different output (max |Δ| = 0.1 eV" in out
+        assert "code_digest" not in stamped and served is None

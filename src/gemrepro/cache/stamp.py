@@ -3,8 +3,10 @@
 An old manifest names the git revision its code was at (``git_revision``). Reading that revision's
 sources from the checkout (:class:`~gemrepro.cache.code.GitReader`) gives the stage's digest then,
 with today's walker. A revision that is unknown or ``+dirty`` (uncommitted changes) says nothing
-certain about the code: such an artifact stays unstamped, so it is recomputed. Stamping states a
-fact about the past; whether today's code reproduces it is a separate question
+certain about the code: such an artifact stays unstamped, so it is recomputed, unless a sampler
+recomputes a piece of that very artifact with today's code and finds the same output
+(``python -m gemrepro.studies.stages --stamp DIR --sample``, :func:`stamp_sampled`). Stamping by
+revision states a fact about the past; whether today's code reproduces it is a separate question
 (``python -m gemrepro.studies.stages --record`` answers it with a sampler).
 """
 
@@ -31,6 +33,7 @@ class StampReport:
     stamped: Counter = field(default_factory=Counter)  # (stage, digest) -> artifacts
     had: Counter = field(default_factory=Counter)  # (stage, digest) -> artifacts stamped before
     unattributed: list[str] = field(default_factory=list)  # "stage/key (revision)"
+    unattributed_paths: list[Path] = field(default_factory=list)  # their manifests
 
 
 def artifact_manifests(root: Path) -> list[Path]:
@@ -61,6 +64,7 @@ def stamp_artifacts(root: Path, repo: Path, *, write: bool = True) -> StampRepor
         walker = _walker(walkers, repo, revision) if attributable(revision) else None
         if walker is None:
             report.unattributed.append(f"{stage}/{key} ({revision})")
+            report.unattributed_paths.append(manifest_path)
             continue
         try:
             digest = _digest_then(walker, STAGES[stage].builder)
@@ -68,14 +72,28 @@ def stamp_artifacts(root: Path, repo: Path, *, write: bool = True) -> StampRepor
             digest = None
         if digest is None:
             report.unattributed.append(f"{stage}/{key} ({revision}: no readable builder then)")
+            report.unattributed_paths.append(manifest_path)
             continue
         report.stamped[(stage, digest)] += 1
         if write:
-            manifest["code_digest"] = digest
-            partial = manifest_path.with_name(MANIFEST + ".partial")
-            partial.write_text(json.dumps(manifest, indent=2))
-            os.replace(partial, manifest_path)
+            _write(manifest_path, {**manifest, "code_digest": digest})
     return report
+
+
+def stamp_sampled(manifest_path: Path, digest: str, evidence: str) -> None:
+    """Stamp one unattributed artifact with today's ``digest``: a sampler recomputed a piece of this very
+    artifact with today's code and found the same output (``evidence`` says what, and is kept)."""
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("code_digest"):
+        raise ValueError(f"{manifest_path.parent.name}: already stamped ({manifest['code_digest']})")
+    _write(manifest_path, {**manifest, "code_digest": digest, "code_evidence": evidence})
+
+
+def _write(manifest_path: Path, manifest: dict) -> None:
+    """Rewrite a manifest atomically (a temporary file renamed over it)."""
+    partial = manifest_path.with_name(MANIFEST + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2))
+    os.replace(partial, manifest_path)
 
 
 def _digest_then(walker: CodeWalker, builder: str) -> str | None:

@@ -13,6 +13,7 @@ made under. When a stage's code changes, the developer decides:
     python -m gemrepro.studies.stages              # which stages changed since the record
     python -m gemrepro.studies.stages --record     # record, with evidence (samples the cache and bundles)
     python -m gemrepro.studies.stages --stamp DIR  # give old artifacts the digest of their git revision
+    python -m gemrepro.studies.stages --stamp DIR --sample  # and sample those whose code is unknown
 
 ``--accept`` also samples artifacts made under digests the record does not accept yet (after
 ``--stamp``), so that what today's code reproduces is served again.
@@ -33,7 +34,7 @@ from gemrepro.cache.artifacts import STALE, Artifact
 from gemrepro.cache.bundle import unpack
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.cache.stages import RECORD, STAGES, clear_caches, read_record
-from gemrepro.cache.stamp import stamp_artifacts
+from gemrepro.cache.stamp import stamp_artifacts, stamp_sampled
 from gemrepro.studies.samplers import SAMPLERS, Inputs, SampleUnavailable
 
 RECORD_COMMAND = "python -m gemrepro.studies.stages --record"
@@ -166,7 +167,8 @@ def record(path: Path, inputs: Inputs, *, accept: bool = False, stages: list[str
     return 1 if refused else 0
 
 
-def _stamp(root: Path, write: bool) -> int:
+def _stamp(root: Path, write: bool, inputs: Inputs | None = None) -> int:
+    """Stamp ``root``; with ``inputs``, sample each unattributed artifact and stamp those today's code reproduces."""
     repo = repo_root()
     if repo is None or not (repo / ".git").exists():
         raise FileNotFoundError("--stamp: no git checkout found to read old revisions from")
@@ -175,9 +177,29 @@ def _stamp(root: Path, write: bool) -> int:
     for (stage, digest), n in sorted((report.stamped + report.had).items()):
         state = "today's" if digest == today[stage]["digest"] else "not today's"
         print(f"{stage}: {n} artifact(s) made by digest {digest} ({state})")
-    for entry in report.unattributed:
-        print(f"unattributed (stays stale): {entry}")
+    for entry, manifest in zip(report.unattributed, report.unattributed_paths):
+        verdict = "stays stale" if inputs is None else sample_unattributed(manifest, today, inputs, write)
+        print(f"unattributed ({verdict}): {entry}")
     return 0
+
+
+def sample_unattributed(manifest: Path, today: dict[str, dict], inputs: Inputs, write: bool = True) -> str:
+    """Sample one artifact whose code is unknown with today's code; stamp it with today's digest if the
+    sample agrees. Returns what happened, in a few words."""
+    artifact = Artifact(manifest.parent, json.loads(manifest.read_text()))
+    stage = artifact.stage
+    if stage not in SAMPLERS:
+        return "stays stale: its stage has no sampler"
+    try:
+        sample = SAMPLERS[stage](artifact, inputs)
+    except SampleUnavailable as exc:
+        return f"stays stale: cannot sample it: {exc}"
+    measured = f"max |Δ| = {sample.difference:.3g} {sample.unit}, tolerance {sample.tolerance:g}"
+    if not sample.agrees:
+        return f"stays stale: today's code gives different output ({measured})"
+    if write:
+        stamp_sampled(manifest, today[stage]["digest"], sample.evidence())
+    return f"{'stamped' if write else 'would be stamped'} with today's digest: {sample.what} agrees ({measured})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stamp", type=Path, default=None, metavar="DIR", help="stamp the artifacts under DIR")
     parser.add_argument("--dry-run", action="store_true", help="with --stamp: report, write nothing")
     parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="with --stamp: sample each artifact of unknown code (+dirty) and stamp it if today's code reproduces it",
+    )
+    parser.add_argument(
         "--from", dest="roots", type=Path, action="append", default=[], help="artifact folders to sample"
     )
     parser.add_argument(
@@ -197,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = args.path or RECORD
     try:
-        if args.stamp is not None:
+        if args.stamp is not None and not args.sample:
             return _stamp(args.stamp, not args.dry_run)
-        if not args.record:
+        if not args.record and not args.sample:
             problems = stale_stages(read_record(path))
             print("\n".join(problems) or "every stage's code matches its record")
             return 1 if problems else 0
         with ExitStack() as stack:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gemrepro-sample-")))
+            if args.sample:
+                if args.stamp is None:
+                    raise ValueError("--sample: expected --stamp DIR (the artifacts to stamp)")
+                roots = [args.stamp, *args.roots]
+                return _stamp(args.stamp, not args.dry_run, Inputs([r for r in roots if r.is_dir()], scratch / "work"))
             roots = [*args.roots, artifacts_dir(), *_unpacked(args.bundle, scratch)]
             return record(
                 path, Inputs([r for r in roots if r.is_dir()], scratch / "work"), accept=args.accept, stages=args.stage
