@@ -284,9 +284,10 @@ def add_bench_md(bench_subparsers: argparse._SubParsersAction) -> None:
         description="Time the batched MD engine against another path on the same model, molecules, seeds "
         "and steps, in turns (A, B, A, B, ...), and print the median round's ratio with the lowest and "
         "highest round. Each clock spans the call a user makes, its first force call included (run_md; "
-        "ase Langevin.run per system; torch_sim.integrate; run_queue). An untimed first round warms "
-        "both paths up; a system that fails in it (a stability rule, or a geometry the ASE calculator "
-        "refuses) is reported and left out of both paths. The model: --model, else a random --preset "
+        "ase Langevin.run per system; torch_sim.integrate; run_queue). Against ase and torchsim an untimed "
+        "first round warms both paths up, and a system that fails (a stability rule, or a geometry the "
+        "ASE calculator refuses) is reported and left out of both paths; against no-refill failures "
+        "are the point and stay in. The model: --model, else a random --preset "
         "with its energy read-out zeroed (the same cost per call, zero forces), else the trained tiny "
         "GemNet-T shipped in models/tiny.tar.xz (a random tiny preset without the bundle).",
     )
