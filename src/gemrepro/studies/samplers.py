@@ -21,11 +21,12 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import h5py
@@ -35,16 +36,19 @@ import torch
 from ase import Atoms
 
 from gemrepro.cache.artifacts import MANIFEST, Artifact, artifact_key
+from gemrepro.catalog import MD17
+from gemrepro.catalog.molecules import molecule_from_smiles
 from gemrepro.config.designs import LongRunDesign, SeedsDesign
-from gemrepro.config.scales import get_scale
+from gemrepro.config.scales import Scale, get_scale
 from gemrepro.data import reference_md
-from gemrepro.data.build import MoleculeTask, sample_and_label
+from gemrepro.data.build import MoleculeTask, dataset_params, sample_and_label
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
 from gemrepro.reference.free_atoms import free_atom_energy
 from gemrepro.reference.registry import get_method
 from gemrepro.studies import holes, long_runs, pretraining_arms, sweep
 from gemrepro.studies import learning_curve as lc
+from gemrepro.train import TrainConfig
 
 COMPARED_STEPS = 400
 """MD steps compared: where trajectories from the same seed still agree to rounding on any CPU."""
@@ -410,11 +414,18 @@ def sample_model(artifact: Artifact, inputs: Inputs) -> Sample:
             member=int(p.get("member", 0)),
             shipped=False,
         )
-    ours = pd.read_csv(model.file("history.csv")).iloc[0]
-    theirs = history.iloc[0]
-    difference = max(abs(ours[c] - theirs[c]) / max(abs(theirs[c]), 1e-12) for c in HISTORY_COLUMNS)
+    difference = first_evaluation_difference(pd.read_csv(model.file("history.csv")), history)
     what = f"the first {steps} training steps (losses and validation errors of the first evaluation)"
-    return _sample(artifact, what, float(difference), LOSS_RTOL, "relative", start)
+    return _sample(artifact, what, difference, LOSS_RTOL, "relative", start)
+
+
+def first_evaluation_difference(ours: pd.DataFrame, theirs: pd.DataFrame) -> float:
+    """Largest relative difference of the first history rows' losses and validation errors (infinite
+    when they are not at the same step)."""
+    if int(ours["step"].iloc[0]) != int(theirs["step"].iloc[0]):
+        return float("inf")
+    a, b = ours.iloc[0], theirs.iloc[0]
+    return float(max(abs(a[c] - b[c]) / max(abs(b[c]), 1e-12) for c in HISTORY_COLUMNS))
 
 
 class _one_thread:
@@ -428,6 +439,153 @@ class _one_thread:
         torch.set_num_threads(self.threads)
 
 
+# ----------------------------------------------------------------------------- the arms' models
+FIRST_EVALUATION = "losses and validation errors of the first evaluation"
+TARGET_SEEDS = (0, 1, 2)
+"""Study seeds tried for a fine-tuning target: an arm model's key names its target runs by a digest,
+not by the seed that made them."""
+
+
+@contextmanager
+def _stored_inputs(inputs: Inputs) -> Iterator[None]:
+    """Inside, :mod:`~gemrepro.studies.pretraining_arms` gets its dataset and reference MD from the stored
+    artifacts of the keys today's code asks for (:meth:`Inputs.find`), never computed: today's
+    :func:`~pretraining_arms.corpus` and :func:`~pretraining_arms.target` assemble them, whatever code made them."""
+
+    def reference_md_frames(smiles: str, recipe: reference_md.MDRecipe, reference: str = "gfn2-xtb", seed: int = 0,
+                            **_: object) -> Artifact:  # fmt: skip
+        key = artifact_key(reference_md.reference_md_params(smiles, recipe, reference, seed))
+        return inputs.find(reference_md.STAGE, key)
+
+    def build_dataset(scale: Scale, *, reference: str = "gfn2-xtb", seed: int = 0, molecules: list | None = None,
+                      reference_options: dict | None = None, **_: object) -> Artifact:  # fmt: skip
+        return inputs.find(
+            "dataset", artifact_key(dataset_params(scale, reference, seed, molecules, reference_options)[0])
+        )
+
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(pretraining_arms, "reference_md_frames", reference_md_frames))
+        stack.enter_context(mock.patch.object(pretraining_arms, "build_dataset", build_dataset))
+        yield
+
+
+@contextmanager
+def _first_steps(steps: int) -> Iterator[None]:
+    """Inside, :func:`pretraining_arms.epoch_config` stops a run after ``steps`` updates: its only change."""
+    cut = pretraining_arms.epoch_config
+
+    def first_steps(*args: Any, **kwargs: Any) -> TrainConfig:
+        return dataclasses.replace(cut(*args, **kwargs), max_steps=steps)
+
+    with mock.patch.object(pretraining_arms, "epoch_config", first_steps):
+        yield
+
+
+def _first_evaluation(artifact: Artifact) -> tuple[pd.DataFrame, int]:
+    history = pd.read_csv(artifact.file("history.csv"))
+    if history.empty:
+        raise SampleUnavailable("its history holds no evaluation")
+    return history, int(history["step"].iloc[0])
+
+
+def _target_formula(scale: Scale) -> str:
+    """The formula of the design's MD17 molecule: what a study leaves out of its corpus."""
+    molecule = molecule_from_smiles(MD17[pretraining_arms.design_for(scale).molecule])
+    return Atoms(molecule.formula).get_chemical_formula()
+
+
+def sample_arms_pretrained(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``arms-pretrained``: the first epoch on the corpus from the same seed, through
+    :func:`pretraining_arms.pretrain` with its step budget cut to the first evaluation (its key
+    holds no budget: the rerun has the stored key); the corpus assembled by
+    :func:`pretraining_arms.corpus` from the stored dataset and hot reference MD its key names. The
+    costliest sampler: nothing before the first epoch is stored (at the tiny scale 1,448 steps on 23,000
+    frames, 2 to 6 minutes on one core)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    scale = get_scale(p["scale"])
+    if any(source.startswith("file:") for source in p["corpus"]):
+        raise SampleUnavailable("its corpus is a user's file, which no artifact folder holds")
+    formula = _target_formula(scale)
+    if pretraining_arms.corpus_sources(scale, p["seed"], p["reference"], formula) != p["corpus"]:
+        raise SampleUnavailable(f"its corpus is not the one today's code gives the design (without {formula})")
+    history, steps = _first_evaluation(artifact)
+    root = inputs.folder(pretraining_arms.PRETRAIN_STAGE)
+    with ExitStack() as stack:
+        stack.enter_context(_one_thread())
+        with _stored_inputs(inputs):
+            data = pretraining_arms.corpus(scale, p["seed"], p["reference"], formula, root=root)
+        if data.n_excluded != artifact.manifest.get("n_excluded", data.n_excluded):
+            raise SampleUnavailable(
+                f"its corpus left out {artifact.manifest['n_excluded']} frames, today's {data.n_excluded}"
+            )
+        stack.enter_context(_first_steps(steps))
+        model = pretraining_arms.pretrain(data, scale, p["seed"], p["reference"], root)
+    if model.key != artifact.key:
+        raise SampleUnavailable("today's code gives its rerun other parameters (another key)")
+    difference = first_evaluation_difference(pd.read_csv(model.file("history.csv")), history)
+    what = f"the first {steps} pretraining steps on {len(data.frames)} frames ({FIRST_EVALUATION})"
+    return _sample(artifact, what, difference, LOSS_RTOL, "relative", start)
+
+
+def _arms_target(scale: Scale, p: dict, inputs: Inputs, root: Path) -> pretraining_arms.Target:
+    """The target an arm model's key names, assembled by today's :func:`pretraining_arms.target` from
+    stored reference MD (the study seed found by trying :data:`TARGET_SEEDS`)."""
+    if str(p["target"]).startswith("file:"):
+        raise SampleUnavailable("its target is a user's file, which no artifact folder holds")
+    reasons = []
+    with _stored_inputs(inputs):
+        for seed in TARGET_SEEDS:
+            try:
+                found = pretraining_arms.target(scale, seed, p["reference"], None, root)
+            except (SampleUnavailable, ValueError) as exc:
+                reasons.append(f"seed {seed}: {exc}")
+                continue
+            if found.source == p["target"] and len(found.validation) == p["n_validation"]:
+                return found
+            reasons.append(f"seed {seed}: another target ({found.source})")
+    raise SampleUnavailable(f"its target {p['target']} is made by none of the study seeds ({'; '.join(reasons)})")
+
+
+def sample_arms_model(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``arms-models``: the first epoch from the same seed (and, fine-tuned, the same stored pretrained
+    weights), through :func:`pretraining_arms.arm_model` with its step budget cut to the first
+    evaluation (the key's ``train.max_steps`` is the only change). A matching run must also match
+    at that evaluation exactly when the stored one did (its matched checkpoint is compared by step)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    scale = get_scale(p["scale"])
+    pretrained = None if p["init"] is None else inputs.find(pretraining_arms.PRETRAIN_STAGE, p["init"])
+    history, steps = _first_evaluation(artifact)
+    root = inputs.folder(pretraining_arms.MODEL_STAGE)
+    with ExitStack() as stack:
+        stack.enter_context(_one_thread())
+        tgt = _arms_target(scale, p, inputs, root)
+        stack.enter_context(_first_steps(steps))
+        model = pretraining_arms.arm_model(
+            tgt,
+            scale,
+            p["arm"],
+            p["size"],
+            p["training_seed"],
+            pretrained=pretrained,
+            match_forces_mae=p["match_forces_mae"],
+            reference=p["reference"],
+            root=root,
+        )
+    ours = model.manifest["params"]
+    if artifact_key({**ours, "train": {**ours["train"], "max_steps": p["train"]["max_steps"]}}) != artifact.key:
+        raise SampleUnavailable("today's code gives its rerun other parameters than its key's, the budget aside")
+    difference = first_evaluation_difference(pd.read_csv(model.file("history.csv")), history)
+    if p["match_forces_mae"] is not None:
+        stored = artifact.manifest.get("matched_step")
+        if model.manifest.get("matched_step") != (stored if stored is not None and stored <= steps else None):
+            difference = float("inf")
+    arm = "fine-tuning" if pretrained is not None else "training"
+    what = f"the first {steps} {arm} steps on {p['size']} frames ({FIRST_EVALUATION})"
+    return _sample(artifact, what, difference, LOSS_RTOL, "relative", start)
+
+
 SAMPLERS: dict[str, Sampler] = {
     "md-sweep": sample_sweep,
     "md-seeds": sample_seeds,
@@ -436,6 +594,8 @@ SAMPLERS: dict[str, Sampler] = {
     "labels": sample_labels,
     "free-atoms": sample_free_atom,
     "models": sample_model,
+    "arms-pretrained": sample_arms_pretrained,
+    "arms-models": sample_arms_model,
     "arms-md": sample_arms_run,
     "reference-md": sample_reference_md,
 }
