@@ -7,7 +7,10 @@ path, not a copy of it) on a shortened design in a scratch cache, and compares:
 * MD stages: the first :data:`COMPARED_STEPS` steps of every trajectory (positions, alive flags;
   ``arms-md`` stores a frame every 1,000 steps: up to its first stored frame);
 * label stages: a few labels recomputed with the reference method (energies, forces);
-* model stages: the first evaluation of a training run from the same seed (losses, errors).
+* model stages: the first evaluation of a training run from the same seed (losses, errors);
+* stages that gather stored inputs (``dataset``): rebuilt from the same stored inputs, every value
+  compared;
+* start structures (``md-start``, ``oos-start``): the xTB relaxations redone, positions compared.
 
 Tolerances: MD on one CPU thread agrees to rounding over the first steps on any CPU type (worst
 seen across machines 7e-5 Å, ``tests/studies/test_shipped_models.py``); training from the same seed
@@ -18,6 +21,7 @@ modules, so that writing or improving one does not change the code digest of wha
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import hashlib
 import json
 import time
@@ -37,13 +41,14 @@ from ase import Atoms
 from gemrepro.cache.artifacts import MANIFEST, Artifact, artifact_key
 from gemrepro.config.designs import LongRunDesign, SeedsDesign
 from gemrepro.config.scales import get_scale
+from gemrepro.data import build as data_build
 from gemrepro.data import reference_md
 from gemrepro.data.build import MoleculeTask, sample_and_label
 from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
 from gemrepro.reference.free_atoms import free_atom_energy
 from gemrepro.reference.registry import get_method
-from gemrepro.studies import holes, long_runs, pretraining_arms, sweep
+from gemrepro.studies import holes, long_runs, out_of_sample, pretraining_arms, sweep
 from gemrepro.studies import learning_curve as lc
 
 COMPARED_STEPS = 400
@@ -428,6 +433,153 @@ class _one_thread:
         torch.set_num_threads(self.threads)
 
 
+# ----------------------------------------------------------------------------- comparing stored values
+NUMBER_KINDS = "biuf"  # numpy dtype kinds compared by their difference: bool, integers, floats
+
+
+def array_difference(ours: np.ndarray, theirs: np.ndarray) -> float:
+    """Largest |Δ| of two arrays of numbers (equal values, NaNs included, count 0); for anything else
+    (strings, bytes) 0 when equal and infinite when not; infinite when their shapes differ."""
+    a, b = np.asarray(ours), np.asarray(theirs)
+    if a.shape != b.shape:
+        return float("inf")
+    if a.dtype.kind not in NUMBER_KINDS or b.dtype.kind not in NUMBER_KINDS:
+        return 0.0 if pd.Series(a.ravel()).equals(pd.Series(b.ravel())) else float("inf")
+    if a.size == 0:
+        return 0.0
+    a, b = a.astype(float), b.astype(float)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    gap = np.where(same, 0.0, np.abs(a - b))
+    return float(np.where(np.isnan(gap), np.inf, gap).max())  # NaN against a number: infinitely far
+
+
+def table_difference(ours: pd.DataFrame, theirs: pd.DataFrame, tolerances: dict[str, float] | None = None) -> float:
+    """Largest :func:`array_difference` over the columns of two tables; with ``tolerances``, in units of
+    each named column's tolerance, and every other column must be equal (0, else infinite). Infinite
+    when their columns or lengths differ."""
+    if list(ours.columns) != list(theirs.columns) or len(ours) != len(theirs):
+        return float("inf")
+    worst = 0.0
+    for column in ours.columns:
+        gap = array_difference(ours[column].to_numpy(), theirs[column].to_numpy())
+        if tolerances is not None:
+            gap = gap / tolerances[column] if column in tolerances else (0.0 if gap == 0.0 else float("inf"))
+        worst = max(worst, gap)
+    return worst
+
+
+def hdf5_difference(ours: Path, theirs: Path) -> float:
+    """Largest :func:`array_difference` over every dataset and attribute of two HDF5 files, all groups
+    walked; infinite when one holds a name the other does not. Files with the same bytes are 0 at once
+    (the same code and HDF5 library write the same bytes; reading a dataset's 40,000 small arrays takes
+    tens of seconds)."""
+    if filecmp.cmp(ours, theirs, shallow=False):
+        return 0.0
+    a, b = _hdf5_values(ours), _hdf5_values(theirs)
+    if a.keys() != b.keys():
+        return float("inf")
+    return max((array_difference(a[name], b[name]) for name in a), default=0.0)
+
+
+def _hdf5_values(path: Path) -> dict[str, np.ndarray]:
+    """Every group (``name/``), dataset (``name``) and attribute (``name@attribute``) of an HDF5 file."""
+    with h5py.File(path, "r") as f:
+        values = {f"/@{k}": np.asarray(v) for k, v in f.attrs.items()}
+
+        def visit(name: str, item: h5py.Group | h5py.Dataset) -> None:
+            values[name if isinstance(item, h5py.Dataset) else f"{name}/"] = (
+                np.asarray(item[()]) if isinstance(item, h5py.Dataset) else np.asarray("group")
+            )
+            values.update({f"{name}@{k}": np.asarray(v) for k, v in item.attrs.items()})
+
+        f.visititems(visit)
+    return values
+
+
+def images_difference(ours: list[Atoms], theirs: list[Atoms]) -> float:
+    """Largest position difference (Å) of two lists of named structures; infinite when their names or
+    elements differ."""
+    if [(a.info.get("name"), a.numbers.tolist()) for a in ours] != [
+        (a.info.get("name"), a.numbers.tolist()) for a in theirs
+    ]:
+        return float("inf")
+    return max((float(np.abs(a.positions - b.positions).max()) for a, b in zip(ours, theirs)), default=0.0)
+
+
+def _same_key(ours: dict, theirs: dict) -> None:
+    """Refuse when today's code asks for other parameters than the stored artifact's (its key would
+    differ: it is never served, and what today's code builds is another artifact)."""
+    if artifact_key(ours) != artifact_key(theirs):
+        raise SampleUnavailable("today's code gives its parameters another key (nothing to compare)")
+
+
+# ----------------------------------------------------------------------------- data and start structures
+def sample_dataset(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``dataset``: rebuilt through :func:`gemrepro.data.build.build_dataset` from its stored ``labels``
+    artifacts (``label_molecules`` returns them; the free atoms are recomputed, ms of xTB each), every
+    dataset and attribute of ``qm7x.hdf5`` and every cell of ``labels.csv`` compared."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    designs = {(m["n_conformers"], m["n_displaced"]) for m in p["molecules"]}
+    if len(designs) != 1:
+        raise SampleUnavailable("its molecules were not all sampled with one design (conformers, displacements)")
+    ((n_conformers, n_displaced),) = designs
+    try:
+        scale = dataclasses.replace(get_scale(p["scale"]), n_conformers=n_conformers, n_displaced=n_displaced)
+    except ValueError as exc:
+        raise SampleUnavailable(str(exc)) from None
+    smiles = [m["smiles"] for m in p["molecules"]]
+    design = {"reference": p["reference"], "seed": p["seed"], "molecules": smiles}
+    params, _ = data_build.dataset_params(scale, **design, reference_options=p["reference_options"])
+    _same_key(params, p)
+
+    def stored_labels(tasks: list[MoleculeTask], *args: object, **kwargs: object) -> list[Artifact]:
+        return [inputs.find("labels", artifact_key(task.params())) for task in tasks]
+
+    with mock.patch.object(data_build, "label_molecules", stored_labels):
+        ours = data_build.build_dataset(
+            scale, **design, reference_options=p["reference_options"], progress=False, root=inputs.folder("dataset")
+        )
+    difference = max(
+        hdf5_difference(ours.file("qm7x.hdf5"), artifact.file("qm7x.hdf5")),
+        table_difference(pd.read_csv(ours.file("labels.csv")), pd.read_csv(artifact.file("labels.csv"))),
+    )
+    what = (
+        f"the dataset from its {len(smiles)} stored labels artifacts ({ours.manifest['n_configurations']} "
+        "configurations: every array of qm7x.hdf5, every cell of labels.csv)"
+    )
+    return _sample(artifact, what, difference, ENERGY_ATOL, "eV, Å or eV/Å", start)
+
+
+def sample_start_structures(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``md-start``: every start structure embedded and relaxed again through :func:`sweep.start_structures`
+    (a few xTB relaxations: seconds); positions compared."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    n = len(p["molecules"])
+    try:
+        params = sweep.start_params(n, p["seed"])
+    except ValueError as exc:
+        raise SampleUnavailable(str(exc)) from None
+    _same_key(params, p)
+    ours = sweep.start_structures(n, p["seed"], root=inputs.folder(sweep.START_STAGE))
+    difference = images_difference(sweep.start_images(ours), sweep.start_images(artifact))
+    return _sample(artifact, f"the {n} start structures (xTB relaxations)", difference, POSITIONS_ATOL, "Å", start)
+
+
+def sample_out_of_sample_starts(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``oos-start``: the out-of-sample molecules embedded and relaxed again through
+    :func:`out_of_sample.out_of_sample_starts` (four xTB relaxations, the tripeptide's the longest:
+    seconds); positions compared."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    ours = out_of_sample.out_of_sample_starts(p["seed"], root=inputs.folder(out_of_sample.START_STAGE))
+    _same_key(ours.manifest["params"], p)
+    difference = images_difference(sweep.start_images(ours), sweep.start_images(artifact))
+    what = f"the {len(p['molecules'])} out-of-sample start structures (xTB relaxations)"
+    return _sample(artifact, what, difference, POSITIONS_ATOL, "Å", start)
+
+
 SAMPLERS: dict[str, Sampler] = {
     "md-sweep": sample_sweep,
     "md-seeds": sample_seeds,
@@ -438,6 +590,9 @@ SAMPLERS: dict[str, Sampler] = {
     "models": sample_model,
     "arms-md": sample_arms_run,
     "reference-md": sample_reference_md,
+    "dataset": sample_dataset,
+    "md-start": sample_start_structures,
+    "oos-start": sample_out_of_sample_starts,
 }
 """Stage -> its sampler. Stages without one (timings, which no rerun reproduces; stages not yet given
 one) can only change by a version bump."""
