@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import filecmp
 import hashlib
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 from unittest import mock
 
 import h5py
@@ -39,6 +42,8 @@ import torch
 from ase import Atoms
 
 from gemrepro.cache.artifacts import MANIFEST, Artifact, artifact_key
+from gemrepro.cache.paths import shared_data_dir
+from gemrepro.cache.stages import STAGES
 from gemrepro.config.designs import LongRunDesign, SeedsDesign
 from gemrepro.config.scales import get_scale
 from gemrepro.data import build as data_build
@@ -580,6 +585,137 @@ def sample_out_of_sample_starts(artifact: Artifact, inputs: Inputs) -> Sample:
     return _sample(artifact, what, difference, POSITIONS_ATOL, "Å", start)
 
 
+# ----------------------------------------------------------------------------- fits and audits
+def _shared_file(name: str, sha256: str) -> Path:
+    """The data file ``name`` of ``../shared/data`` whose digest a key names (its path is not stored)."""
+    folder = shared_data_dir()
+    path = None if folder is None else folder / name
+    if path is None or not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest()[:16] != sha256:
+        raise SampleUnavailable(f"its data file {name} (sha256 {sha256}...) is not in ../shared/data")
+    return path
+
+
+def sample_sanity_fit(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``sanity-fit``: the whole short fit again through :func:`learning_curve.sanity_check_real_data`
+    (its history is not kept, and its learning-rate schedule depends on the step budget, so it cannot
+    be cut; a hundred steps of the scale's GemNet: seconds); the test errors of the model and of the
+    baselines compared."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    path = _shared_file(p["file"], p["sha256"])
+    try:
+        scale = get_scale(p["scale"])
+    except ValueError as exc:
+        raise SampleUnavailable(str(exc)) from None
+    n_train, n_validation, n_test = p["split"]
+    steps = int(p["train"]["max_steps"])
+    with _one_thread():
+        ours = lc.sanity_check_real_data(
+            path,
+            energy_unit=p["energy_unit"],
+            n_train=n_train,
+            n_validation=n_validation,
+            n_test=n_test,
+            steps=steps,
+            seed=p["seed"],
+            scale=scale,
+            root=inputs.folder("sanity-fit"),
+        ).artifact
+    _same_key(ours.manifest["params"], p)
+    mine, theirs = ours.manifest["errors"], artifact.manifest["errors"]
+    difference = max(
+        abs(mine[who][error] - theirs[who][error]) / max(abs(theirs[who][error]), 1e-12)
+        for who in ("model", "baseline")
+        for error in ("energy_mae", "forces_mae")
+    )
+    if ours.manifest["steps"] != artifact.manifest["steps"]:
+        difference = float("inf")
+    what = f"the whole fit ({steps} steps on {n_train} frames of {p['file']}): model and baseline test errors"
+    return _sample(artifact, what, float(difference), LOSS_RTOL, "relative", start)
+
+
+AUDIT_STAGE = "stress-audit"
+AUDIT_ENERGY_ATOL = 1e-3  # eV, model energies after a few hundred MD steps (tests/studies/test_shipped_audits.py)
+AUDIT_TOLERANCES = {
+    "model_energy": AUDIT_ENERGY_ATOL,
+    "reference_energy": AUDIT_ENERGY_ATOL,
+    "energy_error": AUDIT_ENERGY_ATOL,
+    "origin_excess_eV": AUDIT_ENERGY_ATOL,
+    "forces_mae": FORCES_ATOL,
+    "max_force_error": FORCES_ATOL,
+}
+"""Columns of an audit's tables that differ by rounding (their tolerance); the others must be equal."""
+FIELD_CUT_PS = 0.001
+"""What a sampled audit runs of the field's NVE and heating ramp (ps: a step or two). Only their scores
+are stored, which need the whole runs; nothing of them is compared."""
+
+
+def _builder(stage: str) -> ModuleType:
+    """The module that builds ``stage``, by the name the stage registry gives it. ``stress-audit`` is
+    built a floor above the studies (:mod:`gemrepro.stress` runs on the sweep's MD), so its sampler
+    reaches the builder by that name at call time rather than by an import (ARCHITECTURE.md's floors)."""
+    return importlib.import_module(STAGES[stage].builder)
+
+
+def _named(ref: str, inputs: Inputs) -> Artifact:
+    """The input ``stage/key`` of an audit's parameters (start structures recomputed if not stored)."""
+    stage, _, key = ref.partition("/")
+    return start_structures_of(key, inputs) if stage == sweep.START_STAGE else inputs.find(stage, key)
+
+
+def sample_audit(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``stress-audit``: the audit's hot batched MD and its relabelled frames, recomputed through
+    :func:`gemrepro.stress.cached.model_audit` with the same model, starts, temperatures and seeds; the
+    MD cut to whole frame intervals covering :data:`COMPARED_STEPS` when it is longer, the field's NVE
+    and heating runs to :data:`FIELD_CUT_PS`. Compared: every stored frame's positions in that piece and,
+    when the MD ran whole, the failures, failure geometries, relabelled frames (:data:`AUDIT_TOLERANCES`)
+    and the MDsim and MLIPAudit scores. Not compared: the NVE and ramp scores, which need those runs whole
+    (the audit keeps no trajectory of them)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    audits = _builder(AUDIT_STAGE)
+    design = audits.AuditDesign(
+        p["time_ps"], tuple(p["temperatures"]), p["n_seeds"], p["nve_ps"], p["ramp_ps"], p["n_sampled_frames"]
+    )
+    model, starts = _named(p["model"], inputs), _named(p["starts"], inputs)
+    _same_key(audits.audit_params(model, starts, design, p["seed"], p["reference"]), p)
+    prefix = _prefix_protocol(design.protocol)
+    whole = prefix.n_steps >= design.protocol.n_steps
+    cut = dataclasses.replace(design, nve_ps=FIELD_CUT_PS, ramp_ps=FIELD_CUT_PS)
+    if not whole:
+        cut = dataclasses.replace(cut, time_ps=prefix.md_time_ps, n_sampled_frames=prefix.n_sampled_frames)
+    root = inputs.folder(AUDIT_STAGE)
+    _, ours = audits.model_audit(model, starts, cut, seed=p["seed"], reference=p["reference"], root=root, shipped=False)
+    theirs = audits.read_audit(artifact.path)
+    n_steps = cut.protocol.n_steps
+    difference = trajectory_difference(ours.trajectory_path, theirs.trajectory_path, n_steps) / POSITIONS_ATOL
+    if whole:
+        difference = max(difference, _audit_difference(ours, theirs))
+    n = len(ours.trajectories)
+    what = f"the first {n_steps} hot MD steps of {n} trajectories" + (
+        " with their failures, relabelled frames and MDsim/MLIPAudit scores" if whole else ""
+    )
+    return _sample(artifact, what, difference, 1.0, "of the tolerances", start)
+
+
+def _audit_difference(ours: Any, theirs: Any) -> float:
+    """Two audits of the same hot MD (:class:`gemrepro.stress.audit.AuditResult`, typed ``Any``: a floor
+    above): their tables (:data:`AUDIT_TOLERANCES`) and failure geometries (:data:`POSITIONS_ATOL`), in
+    units of the tolerances."""
+    if (ours.field is None) != (theirs.field is None):
+        return float("inf")
+    if ours.failure_positions.keys() != theirs.failure_positions.keys():
+        return float("inf")
+    tables = [(ours.trajectories, theirs.trajectories), (ours.frames, theirs.frames)]
+    if ours.field is not None:
+        tables.append((ours.field.trajectories, theirs.field.trajectories))
+    geometries = [
+        array_difference(ours.failure_positions[s], theirs.failure_positions[s]) / POSITIONS_ATOL
+        for s in ours.failure_positions
+    ]
+    return max([*(table_difference(a, b, AUDIT_TOLERANCES) for a, b in tables), *geometries])
+
+
 SAMPLERS: dict[str, Sampler] = {
     "md-sweep": sample_sweep,
     "md-seeds": sample_seeds,
@@ -593,6 +729,8 @@ SAMPLERS: dict[str, Sampler] = {
     "dataset": sample_dataset,
     "md-start": sample_start_structures,
     "oos-start": sample_out_of_sample_starts,
+    "sanity-fit": sample_sanity_fit,
+    AUDIT_STAGE: sample_audit,
 }
 """Stage -> its sampler. Stages without one (timings, which no rerun reproduces; stages not yet given
 one) can only change by a version bump."""
