@@ -25,13 +25,14 @@ from gemrepro.data.build import build_dataset
 from gemrepro.reference.registry import get_method
 from gemrepro.stress import cached as audits
 from gemrepro.stress.store import read_table, write_table
+from gemrepro.studies import committee, out_of_sample, samplers, stages, sweep
 from gemrepro.studies import learning_curve as lc
-from gemrepro.studies import out_of_sample, samplers, stages, sweep
 from gemrepro.studies.samplers import Inputs
 
 torch.set_num_threads(1)
 
 SMALLEST_MODEL = "ba813d3dadd4a916"  # the bundle's 100-configuration learning-curve model
+MEMBER = "538db25a7df3c623"  # member 1 of its committee
 
 
 def sample(stage, roots, scratch):
@@ -51,7 +52,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     unpack(repo_root() / "models" / "tiny.tar.xz", root / "bundle")
     inputs = Inputs([root / "bundle"], root / "unused")
-    models = [inputs.find(lc.STAGE, SMALLEST_MODEL)]
+    models = [inputs.find(lc.STAGE, key) for key in (SMALLEST_MODEL, MEMBER)]
     starts = sweep.start_structures(1, 0, root / "bundle")
     protocol = sweep.Protocol(0.02, (600.0,), n_sampled_frames=4)  # 40 steps, a frame every 10
     run = sweep.run_sweep_md(models[0], starts, protocol, 0, root / "bundle", shipped=False)
@@ -163,3 +164,23 @@ def test_the_audit_sampler_reruns_the_hot_md_and_its_labels(world, tmp_path, mon
     with h5py.File(stored.file("trajectory.h5"), "a") as f:
         f["frames/positions"][2, 0, 0] += 0.005  # step 20
     assert sample("stress-audit", roots, tmp_path / "work").difference == pytest.approx(5.0, rel=1e-4)
+
+
+def test_the_committee_samplers_evaluate_and_run_again(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(samplers, "COMPARED_STEPS", 20)  # the run's first 2 frames, not 400 steps
+    models, run = world["models"], world["run"]
+    study = sweep.Sweep(world["protocol"], world["starts"], {}, {100: run}, {}, pd.DataFrame(), pd.DataFrame())
+    committee.frame_disagreement(models, run, tmp_path / "cache")
+    committee.stop_on_uncertainty_run(models, study, 100, [0], 50.0, tmp_path / "cache")
+    roots = [tmp_path / "cache", world["root"]]
+    for stage in ("committee-disagreement", "md-committee"):
+        result = sample(stage, roots, tmp_path / "work")
+        assert result.agrees and result.difference < 1e-2, (stage, result)
+    table = pd.read_csv(only(tmp_path / "cache", "committee-disagreement") / "disagreement.csv")
+    table.loc[0, "force_disagreement"] += 0.01
+    table.to_csv(only(tmp_path / "cache", "committee-disagreement") / "disagreement.csv", index=False)
+    assert sample("committee-disagreement", roots, tmp_path / "work").difference == pytest.approx(10.0, rel=1e-3)
+    with h5py.File(only(tmp_path / "cache", "md-committee") / "trajectory.h5", "a") as f:
+        f["frames/positions"][1, 0, 0] += 0.005
+    result = sample("md-committee", roots, tmp_path / "work")
+    assert not result.agrees and result.difference == pytest.approx(0.005, rel=1e-3)

@@ -8,8 +8,8 @@ path, not a copy of it) on a shortened design in a scratch cache, and compares:
   ``arms-md`` stores a frame every 1,000 steps: up to its first stored frame);
 * label stages: a few labels recomputed with the reference method (energies, forces);
 * model stages: the first evaluation of a training run from the same seed (losses, errors);
-* stages that gather stored inputs (``dataset``): rebuilt from the same stored inputs, every value
-  compared;
+* stages that gather stored inputs (``dataset``, ``committee-disagreement``): rebuilt from the same
+  stored inputs, every value (or every few frames') compared;
 * start structures (``md-start``, ``oos-start``): the xTB relaxations redone, positions compared.
 
 Tolerances: MD on one CPU thread agrees to rounding over the first steps on any CPU type (worst
@@ -53,7 +53,7 @@ from gemrepro.md import read_system
 from gemrepro.md.queue import trajectory_path
 from gemrepro.reference.free_atoms import free_atom_energy
 from gemrepro.reference.registry import get_method
-from gemrepro.studies import holes, long_runs, out_of_sample, pretraining_arms, sweep
+from gemrepro.studies import committee, holes, long_runs, out_of_sample, pretraining_arms, sweep
 from gemrepro.studies import learning_curve as lc
 
 COMPARED_STEPS = 400
@@ -716,6 +716,59 @@ def _audit_difference(ours: Any, theirs: Any) -> float:
     return max([*(table_difference(a, b, AUDIT_TOLERANCES) for a, b in tables), *geometries])
 
 
+# ----------------------------------------------------------------------------- committees
+DISAGREEMENT_FRAMES = 8
+"""About how many stored frames per trajectory a sampled committee is evaluated on again."""
+
+
+def sample_disagreement(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``committee-disagreement``: the committee evaluated again through
+    :func:`committee.frame_disagreement` on the same stored MD run, on every few of its frames (a
+    ``frame_stride`` that is a multiple of the stored one: a subset of the stored rows, each
+    trajectory's last evaluated frame included); force disagreement and energy spread compared."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    models = [_model(key, inputs) for key in p["models"]]
+    runs = _any(inputs, (sweep.MD_STAGE, holes.SEEDS_STAGE), p["md"])
+    if not runs:
+        raise SampleUnavailable(f"its MD run {p['md']} is in none of {', '.join(map(str, inputs.roots))}")
+    theirs = committee.disagreement_table(artifact)
+    stride = int(p["frame_stride"])
+    n_frames = int(theirs["frame"].max()) + 1 if len(theirs) else 1
+    coarse = stride * max(1, n_frames // (DISAGREEMENT_FRAMES * stride))
+    with _one_thread():
+        ours = committee.frame_disagreement(models, runs[0], inputs.folder(committee.STAGE), frame_stride=coarse)
+    table = committee.disagreement_table(ours)
+    both = table.merge(theirs, on=["system", "frame"], how="left", suffixes=("", "_stored"), validate="one_to_one")
+    tolerances = {"force_disagreement": FORCES_ATOL, "energy_spread": ENERGY_ATOL}
+    columns = [c for c in table.columns if c not in ("system", "frame")]
+    difference = table_difference(
+        both[columns], both[[f"{c}_stored" for c in columns]].set_axis(columns, axis=1), tolerances
+    )
+    what = (
+        f"the committee of {len(models)} on {len(table)} stored frames (1 in {coarse} of each trajectory's, its last)"
+    )
+    return _sample(artifact, what, difference, 1.0, "of the tolerances", start)
+
+
+def sample_committee_run(artifact: Artifact, inputs: Inputs) -> Sample:
+    """``md-committee``: the committee-driven runs' first frames, recomputed through
+    :func:`committee.stop_on_uncertainty_run` (the same systems, Langevin seeds and threshold; the
+    sweep's protocol cut to whole frame intervals covering :data:`COMPARED_STEPS`)."""
+    start = time.perf_counter()
+    p = artifact.manifest["params"]
+    models = [_model(key, inputs) for key in p["models"]]
+    run = inputs.find(sweep.MD_STAGE, p["md"])
+    prefix = _prefix_protocol(_protocol(run.manifest["params"]["protocol"]))
+    starts = start_structures_of(run.manifest["params"]["starts"], inputs)
+    study = sweep.Sweep(prefix, starts, {}, {0: run}, {}, pd.DataFrame(), pd.DataFrame())
+    with _one_thread():
+        ours = committee.stop_on_uncertainty_run(
+            models, study, 0, p["systems"], p["threshold"], root=inputs.folder(committee.MD_STAGE)
+        )
+    return _rerun_sample(artifact, ours, prefix, len(p["systems"]), start)
+
+
 SAMPLERS: dict[str, Sampler] = {
     "md-sweep": sample_sweep,
     "md-seeds": sample_seeds,
@@ -731,6 +784,8 @@ SAMPLERS: dict[str, Sampler] = {
     "oos-start": sample_out_of_sample_starts,
     "sanity-fit": sample_sanity_fit,
     AUDIT_STAGE: sample_audit,
+    "committee-disagreement": sample_disagreement,
+    "md-committee": sample_committee_run,
 }
 """Stage -> its sampler. Stages without one (timings, which no rerun reproduces; stages not yet given
 one) can only change by a version bump."""
