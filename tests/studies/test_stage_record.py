@@ -145,3 +145,23 @@ def test_an_artifact_of_unknown_code_is_stamped_only_if_todays_code_reproduces_i
     else:
         assert "stays stale: today's code gives different output (max |Δ| = 0.1 eV" in out
         assert "code_digest" not in stamped and served is None
+
+
+def test_an_artifact_with_nothing_to_compare_gives_way_to_the_next(tmp_path, fake_stage, monkeypatch):
+    get_or_create(fake_stage.name, {"n": 1}, lambda folder: None, tmp_path / "cache")
+    get_or_create(fake_stage.name, {"n": 2}, lambda folder: None, tmp_path / "cache")
+    before = fake_stage.digest()
+    fake_stage.write_record({"version": 1, "digest": before, "accepted": []})
+    fake_stage.edit()
+    tried = []
+
+    def sample(artifact, inputs):
+        tried.append(artifact.manifest["params"]["n"])
+        if len(tried) == 1:
+            raise samplers.SampleUnavailable("it holds nothing to compare")
+        return Sample(artifact.stage, artifact.key, before, "the whole thing", 0.0, 1e-3, "eV", 0.1)
+
+    monkeypatch.setitem(samplers.SAMPLERS, fake_stage.name, sample)
+    assert _record(tmp_path, fake_stage) == 0
+    assert sorted(tried) == [1, 2]  # the second artifact was sampled after the first could not be
+    assert [a["digest"] for a in json.loads(fake_stage.record.read_text())["fake"]["accepted"]] == [before]

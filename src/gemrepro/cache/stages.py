@@ -49,7 +49,7 @@ _PRE, _ARMS = "gemrepro.studies.pretraining", "gemrepro.studies.pretraining_arms
 STAGES: dict[str, StageCode] = {
     **_family(f"{_DATA}:SAMPLER_VERSION", _DATA, "labels", "dataset"),
     **_family(None, "gemrepro.reference.free_atoms", "free-atoms"),
-    **_family(None, "gemrepro.data.compare", "reference-cost"),
+    **_family("gemrepro.data.compare:STAGE_VERSION", "gemrepro.data.compare", "reference-cost"),
     **_family("gemrepro.data.reference_md:STAGE_VERSION", "gemrepro.data.reference_md", "reference-md"),
     **_family(f"{_LC}:STAGE_VERSION", _LC, "models", "sanity-fit"),
     **_family(f"{_SWEEP}:START_STAGE_VERSION", _SWEEP, "md-start"),

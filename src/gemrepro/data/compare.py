@@ -21,6 +21,8 @@ from gemrepro.data.formats import read
 from gemrepro.data.statistics import bond_lengths, smiles_from_geometry
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
 
+STAGE_VERSION = 1  # the reference-cost stage: bump when what it holds or how it is computed changes
+
 
 @dataclass
 class RealComparison:
@@ -64,6 +66,7 @@ def reference_cost_comparison(
     picked = sorted(rng.choice(small, size=min(n, len(small)), replace=False).tolist())
     other = get_method(method)
     params = {
+        "stage_version": STAGE_VERSION,
         "method": method,
         "options": other.options(),
         "configurations": [(frames[i].info.get("id"), frames[i].positions.round(8).tolist()) for i in picked],

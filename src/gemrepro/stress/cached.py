@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.bundle import shipped_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.scales import Scale
@@ -22,7 +23,7 @@ from gemrepro.md.runner import one_torch_thread
 from gemrepro.stress.audit import AuditResult, run_audit
 from gemrepro.stress.field import FieldProtocol
 from gemrepro.stress.store import read_audit, write_audit
-from gemrepro.studies.learning_curve import learning_curve, model_artifacts, shipped_artifact
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts
 from gemrepro.studies.sweep import Protocol, start_images, start_structures
 
 __all__ = ["CHAPTER_AUDIT", "STAGE", "STAGE_VERSION", "AuditDesign", "audit_params", "chapter_audits", "model_audit"]

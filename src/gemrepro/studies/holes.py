@@ -39,13 +39,14 @@ from gemrepro.analysis.stability import StabilityCriteria, detect_failure
 from gemrepro.analysis.survival import Correlation, rank_correlation, stable_times
 from gemrepro.analysis.timeline import trajectory_timeline
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.bundle import shipped_artifact
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS
 from gemrepro.config.designs import SeedsDesign
 from gemrepro.config.scales import Scale
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import read_system, run_md
-from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
 from gemrepro.studies.sweep import (
     Protocol,
     load_frames,

@@ -13,7 +13,6 @@ training sets amplify to ~0.5 % of their error.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shutil
@@ -26,8 +25,8 @@ import torch
 from torch_geometric.data import Batch
 
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
-from gemrepro.cache.bundle import file_digest, unpack
-from gemrepro.cache.paths import artifacts_dir, shipped_models
+from gemrepro.cache.bundle import shipped_artifact, unpack_shipped
+from gemrepro.cache.paths import artifacts_dir
 from gemrepro.config.designs import Recipe
 from gemrepro.config.scales import SCALES, Scale
 from gemrepro.data import read
@@ -53,8 +52,6 @@ __all__ = [
     "resolve_variant",
     "sanity_check_real_data",
     "seed_spread",
-    "shipped_artifact",
-    "unpack_shipped",
     "train_config",
     "train_scale_model",
 ]
@@ -177,31 +174,6 @@ def model_params(
     if member != 0:  # only committee members get the key; learning-curve keys stay as they were
         params["member"] = int(member)
     return params
-
-
-@functools.lru_cache(maxsize=8)
-def _bundle_digest(path: Path, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a bundle, read once per process and file version (every model lookup asks for it)."""
-    return file_digest(path)
-
-
-def unpack_shipped(scale: Scale, root: Path, part: str = "") -> None:
-    """Unpack the scale's committed bundle (or its ``part``) into ``root`` (once per bundle content), if any."""
-    bundle = shipped_models(scale.name, part)
-    if bundle is None:
-        return
-    stat = bundle.stat()
-    marker = root / ".shipped" / f"{scale.name}-{_bundle_digest(bundle, stat.st_size, stat.st_mtime_ns)[:16]}"
-    if not marker.is_file():
-        unpack(bundle, root)  # verifies checksums; keeps artifacts already present
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(str(bundle))
-
-
-def shipped_artifact(scale: Scale, stage: str, params: dict, root: Path, part: str = "") -> Artifact | None:
-    """The ``stage`` artifact of ``params`` from the scale's committed bundle (or its ``part``), if it holds it."""
-    unpack_shipped(scale, root, part)
-    return load_artifact(stage, params, root)
 
 
 def _from_shipped(scale: Scale, params: dict, root: Path) -> Artifact | None:

@@ -27,22 +27,18 @@ import pandas as pd
 
 from gemrepro.analysis.stability import StabilityCriteria
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
-from gemrepro.cache.bundle import pack
+from gemrepro.cache.bundle import pack, shipped_artifact
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.config.designs import DEFAULT_DT_FS, LongRunDesign
 from gemrepro.config.scales import Scale
+from gemrepro.data.build import SHIPPED_PART as LABELS_PART
+from gemrepro.data.build import dataset_params, label_molecules
 from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md.queue import run_queue
 from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, one_torch_thread
 from gemrepro.studies.holes import SEEDS_STAGE, SHIPPED_PART, seeds_study
 from gemrepro.studies.learning_curve import STAGE as MODEL_STAGE
-from gemrepro.studies.learning_curve import (
-    learning_curve,
-    learning_curves,
-    model_artifacts,
-    resolve_variant,
-    shipped_artifact,
-)
+from gemrepro.studies.learning_curve import learning_curve, learning_curves, model_artifacts, resolve_variant
 from gemrepro.studies.sweep import (
     LABEL_STAGE,
     MD_STAGE,
@@ -198,7 +194,8 @@ def ship(scale: Scale, root=None, progress: bool = True, extra: Sequence[str] = 
 
     Every learning-curve model of the scale (all variants, all training seeds), the temperature
     sweep's runs, the long runs of its sparsest and densest models, the seeds study's runs (in
-    the ``seeds`` part, which keeps each file under 5 MB), the PBE0 single points of the convergence chapter
+    the ``seeds`` part, which keeps each file under 5 MB), the dataset's xTB labels (the ``labels`` part),
+    the PBE0 single points of the convergence chapter
     and the ``extra`` ``stage/key`` entries (the CLI adds the stress chapter's audits), under the keys the chapters
     ask for (:func:`~gemrepro.cache.paths.shipped_models`); the chapters look there before computing.
     """
@@ -222,4 +219,8 @@ def ship(scale: Scale, root=None, progress: bool = True, extra: Sequence[str] = 
     output = pack(entries, checkout / "models" / f"{scale.name}.tar.xz", scale.name, root)
     seeds_entries = [f"{SEEDS_STAGE}/{run.key}" for run in seeds.md.values()]
     pack(seeds_entries, checkout / "models" / f"{scale.name}-{SHIPPED_PART}.tar.xz", scale.name, root)
-    return output, len(entries) + len(seeds_entries)
+    # The dataset's labels (the slowest minutes of two chapters): their own part keeps each file under 5 MB.
+    _, tasks = dataset_params(scale)
+    label_entries = [f"labels/{labels.key}" for labels in label_molecules(tasks, progress=progress, root=root)]
+    pack(label_entries, checkout / "models" / f"{scale.name}-{LABELS_PART}.tar.xz", scale.name, root)
+    return output, len(entries) + len(seeds_entries) + len(label_entries)

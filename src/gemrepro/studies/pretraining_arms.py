@@ -44,7 +44,7 @@ from gemrepro.analysis.arms import detectable_ratio, matched_step, pilot_tempera
 from gemrepro.analysis.rdf import MDSIM_BINS, MDSIM_MAX_DISTANCE, distance_histogram, histogram_distance
 from gemrepro.analysis.survival import stable_times
 from gemrepro.cache.artifacts import Artifact, artifact_key, get_or_create, load_artifact
-from gemrepro.cache.bundle import file_digest, pack
+from gemrepro.cache.bundle import file_digest, pack, unpack_shipped
 from gemrepro.cache.paths import artifacts_dir, repo_root
 from gemrepro.catalog import MD17, dataset_molecules
 from gemrepro.config.designs import ArmsDesign
@@ -58,7 +58,7 @@ from gemrepro.md import run_md
 from gemrepro.md.runner import one_torch_thread
 from gemrepro.md.trajectory import stable_positions
 from gemrepro.model import build_model, fit_scale_factors, load_model, save_model
-from gemrepro.studies.learning_curve import model_config, recipe, unpack_shipped
+from gemrepro.studies.learning_curve import model_config, recipe
 from gemrepro.train import TrainConfig, evaluate
 from gemrepro.train.trainer import Trainer
 

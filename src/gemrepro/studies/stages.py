@@ -72,9 +72,9 @@ def stored_artifacts(roots: list[Path], stage: str) -> Iterator[Artifact]:
                 yield Artifact(manifest.parent, json.loads(manifest.read_text()))
 
 
-def _cheapest(artifacts: list[Artifact]) -> Artifact:
-    """The artifact that took least time to make: its sample is likely the cheapest too."""
-    return min(artifacts, key=lambda a: float(a.manifest.get("wall_time_s") or 0.0))
+def _cost(artifact: Artifact) -> float:
+    """The time an artifact took to make: its sample is likely the cheaper, the less it took."""
+    return float(artifact.manifest.get("wall_time_s") or 0.0)
 
 
 def _bump(stage: str) -> str:
@@ -101,11 +101,15 @@ def _evidence(stage: str, digests: set[str], inputs: Inputs) -> tuple[dict | Non
             None,
             f"{stage}: no stored artifact made by digest {' or '.join(sorted(digests))} to sample; {_bump(stage)}",
         )
-    artifact = _cheapest(candidates)
-    try:
-        sample = SAMPLERS[stage](artifact, inputs)
-    except SampleUnavailable as exc:
-        return None, f"{stage}: cannot sample {stage}/{artifact.key}: {exc}; {_bump(stage)}"
+    reasons = []
+    for artifact in sorted(candidates, key=_cost):  # the cheapest first; the next when one holds nothing to compare
+        try:
+            sample = SAMPLERS[stage](artifact, inputs)
+            break
+        except SampleUnavailable as exc:
+            reasons.append(f"{stage}/{artifact.key}: {exc}")
+    else:
+        return None, f"{stage}: cannot sample {'; '.join(reasons)}; {_bump(stage)}"
     if not sample.agrees:
         return None, (
             f"{stage}: today's code gives different output (max |Δ| = {sample.difference:.3g} {sample.unit}, "

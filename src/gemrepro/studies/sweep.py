@@ -41,6 +41,7 @@ from ase.io import read, write
 
 from gemrepro.analysis.errors import force_mae, frame_geometry
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
+from gemrepro.cache.bundle import shipped_artifact
 from gemrepro.cache.cluster import dask_client
 from gemrepro.cache.paths import artifacts_dir
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
@@ -51,7 +52,7 @@ from gemrepro.integrations.potential import potential_from_checkpoint
 from gemrepro.md import one_torch_thread, run_md
 from gemrepro.md.trajectory import failed_frames
 from gemrepro.reference import atomization_energy, free_atom_energies, get_method
-from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant, shipped_artifact
+from gemrepro.studies.learning_curve import learning_curve, model_artifacts, resolve_variant
 
 __all__ = [
     "Protocol",
