@@ -48,7 +48,7 @@ from gemrepro.studies.sweep import protocol_for
 __all__ = ["Assumptions", "ResourceEstimate", "estimate_resources", "measure_costs", "paper_campaign"]
 
 STAGE = "cost-measurements"
-STAGE_VERSION = 2
+STAGE_VERSION = 3
 
 
 @dataclass(frozen=True)
