@@ -241,3 +241,17 @@ def test_a_full_disk_while_writing_a_checkpoint_keeps_the_last_one_whole(files, 
     assert sorted(p.name for p in files.iterdir() if p.name.startswith(".md.h5")) == []  # no temporary left
     monkeypatch.undo()
     resumes_to_the_end(files, capsys, from_step=0)
+
+
+def test_a_full_disk_during_a_campaign_on_refilled_slots_is_one_line(files, capsys, monkeypatch):
+    """``gemrepro stress --slots`` runs :func:`gemrepro.md.queue.run_queue`: its full disk is one line too."""
+
+    def full_disk(self, state, dt_fs):
+        raise OSError(errno.ENOSPC)
+
+    monkeypatch.setattr(TrajectoryWriter, "append", full_disk)
+    argv = ["stress", "--model", files / "t.pt", "--molecules", "O", "--time-ps", "0.001", "--device", "cpu"]
+    argv += ["--quiet", "--reference", "none", "--temperatures", "300", "--seeds", "1", "--no-field-scores"]
+    err = one_line_error(capsys, *argv, "--slots", "1", "--out", files / "audit")
+    assert "trajectory_00000.h5: No space left on device (writing step 0)" in err
+    assert "campaign.ckpt of step 0 is whole" in err

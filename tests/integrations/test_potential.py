@@ -1,6 +1,5 @@
-"""GemNet in the batched MD engine: the adapter against the ASE calculator, the CLI, the benchmark."""
+"""GemNet in the batched MD engine: the adapter against the ASE calculator, the CLI, the profile of a force call."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from ase.io import read, write
 from ase.md.langevin import Langevin
 from ase.md.verlet import VelocityVerlet
 
-from gemrepro.benchmarks import md as bench_md
-from gemrepro.benchmarks.md import benchmark_md
 from gemrepro.cli import main as cli_main
 from gemrepro.data import read as read_dataset
 from gemrepro.integrations import GemNetCalculator
@@ -244,74 +241,6 @@ def test_md_cli_bad_input_gives_a_one_line_error(tmp_path, capsys, change, messa
     assert code == 2 and message in err and err.count("\n") == 1
 
 
-def test_benchmark_rates_are_system_steps_over_each_path_s_median_round(monkeypatch):
-    """Both paths run for real; their wall times are replaced by known ones, so the rates are known."""
-    batched_times, ase_times, ase_steps = iter([0.5, 1.0, 3.0]), iter([2.0, 3.0, 10.0]), []
-    real_run_md, real_ase = bench_md.run_md, bench_md._ase_langevin_seconds
-
-    def timed_run_md(*args, **kwargs):
-        summary = real_run_md(*args, **kwargs)
-        if Path(kwargs["path"]).name == "warm.h5":
-            return summary
-        assert summary.step == kwargs["n_steps"] == 2  # the round ran its steps
-        return dataclasses.replace(summary, wall_time_s=next(batched_times))
-
-    def timed_ase(network, systems, n_steps, *rest):
-        real_ase(network, systems, n_steps, *rest)
-        ase_steps.append(n_steps)
-        return next(ase_times)
-
-    monkeypatch.setattr(bench_md, "run_md", timed_run_md)
-    monkeypatch.setattr(bench_md, "_ase_langevin_seconds", timed_ase)
-    result = benchmark_md(
-        tiny_gemnet(torch.float32), [molecule("H2O"), molecule("CH4")], n_steps=2, device="cpu", repeats=3
-    )
-    assert ase_steps == [2, 2, 2]
-    # 2 systems x 2 steps = 4 system-steps; medians 1 s (batched) and 3 s (ASE), not the means 1.5 s and 5 s
-    assert result["batched_seconds"] == 1.0 and result["ase_seconds"] == 3.0
-    assert result["batched_steps_per_s"] == pytest.approx(4.0) and result["ase_steps_per_s"] == pytest.approx(4 / 3)
-    assert result["ratio"] == pytest.approx(3.0)
-    assert result["ratios"] == pytest.approx([4.0, 3.0, 10 / 3])  # ASE time over batched time, round by round
-    assert result["n_systems"] == 2 and result["n_atoms"] == 8 and result["repeats"] == 3
-    with pytest.raises(ValueError, match="repeats"):
-        benchmark_md(tiny_gemnet(torch.float32), [molecule("H2O")], n_steps=1, device="cpu", repeats=0)
-
-
-def test_batch_scaling_splits_call_time_into_fixed_and_per_system_cost(monkeypatch):
-    from gemrepro.benchmarks.md import batch_scaling
-
-    systems = [molecule("H2O"), molecule("CH4"), molecule("NH3"), molecule("H2O")]
-
-    def known_seconds(potential, inputs, device, calls):
-        """A call of S systems takes 2 ms + 1 ms per system; one round in three is a 100 s outlier."""
-        assert calls == 3
-        n_systems = int(inputs[2].max()) + 1
-        return [(2 + n_systems) * 1e-3, 100.0, (2 + n_systems) * 1e-3]
-
-    monkeypatch.setattr(bench_md, "_call_seconds", known_seconds)  # the warm-up force calls still run for real
-    result = batch_scaling(tiny_gemnet(torch.float32), systems, device="cpu", repeats=3)
-    columns = {
-        key: [r[key] for r in result["rows"]] for key in ("n_systems", "batched_ms", "one_at_a_time_ms", "ratio")
-    }
-    assert columns["n_systems"] == [1, 2, 4]
-    assert columns["batched_ms"] == pytest.approx([3.0, 4.0, 6.0])  # medians: the outlier never counts
-    assert columns["one_at_a_time_ms"] == pytest.approx([3.0, 6.0, 12.0]) and columns["ratio"] == pytest.approx(
-        [1, 1.5, 2]
-    )
-    assert result["fixed_ms"] == pytest.approx(2.0) and result["ms_per_system"] == pytest.approx(1.0)
-    assert result["r_squared"] == pytest.approx(1.0) and result["mean_single_ms"] == pytest.approx(3.0)
-    assert result["ratio_bound"] == pytest.approx(3.0)  # 3 ms alone / 1 ms a system adds to a batch
-    monkeypatch.undo()
-    custom = batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[1, 3], device="cpu", repeats=1)
-    assert [row["n_systems"] for row in custom["rows"]] == [1, 3]
-    with pytest.raises(ValueError, match="sizes"):
-        batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[2], device="cpu")
-    with pytest.raises(ValueError, match="sizes"):
-        batch_scaling(tiny_gemnet(torch.float32), systems, sizes=[1, 5], device="cpu")
-    with pytest.raises(ValueError, match="repeats"):
-        batch_scaling(tiny_gemnet(torch.float32), systems, device="cpu", repeats=0)
-
-
 def test_profile_groups_a_force_call_by_kind_of_work():
     from gemrepro.benchmarks.md import OTHER_KIND, op_kind, profile_potential
 
@@ -325,29 +254,6 @@ def test_profile_groups_a_force_call_by_kind_of_work():
     assert result["n_atoms"] == 8 and result["n_edges"] == 2 * 3 + 4 * 5 and result["n_triplets"] > 0
     with pytest.raises(ValueError, match="calls"):
         profile_potential(tiny_gemnet(torch.float32), [molecule("H2O")], device="cpu", calls=0)
-
-
-def test_bench_md_command_prints_one_json_object(capsys, monkeypatch):
-    import argparse
-
-    from gemrepro.cli.md import add_bench_md
-
-    monkeypatch.setattr(bench_md, "_ase_langevin_seconds", lambda *args: 0.25)  # the ASE loop's time, known
-    parser = argparse.ArgumentParser()
-    add_bench_md(parser.add_subparsers())
-    args = parser.parse_args(
-        ["md", "--systems", "2", "--steps", "1", "--threads", "1", "--device", "cpu", "--repeats", "1", "--json"]
-    )
-    assert args.func(args) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["n_systems"] == 2 and result["n_steps"] == 1 and result["torch_threads"] == 1
-    assert result["ase_seconds"] == 0.25 and result["ase_steps_per_s"] == pytest.approx(2 / 0.25)  # 2 system-steps
-    assert result["ratio"] == pytest.approx(0.25 / result["batched_seconds"])
-    assert [row["n_systems"] for row in result["scaling"]["rows"]] == [1, 2] and result["scaling"]["ratio_bound"] != 0
-    with pytest.raises(ValueError, match="--systems"):
-        args.func(parser.parse_args(["md", "--systems", "0"]))
-    with pytest.raises(ValueError, match="--repeats"):
-        args.func(parser.parse_args(["md", "--repeats", "0"]))
 
 
 def test_langevin_with_gemnet_samples_the_same_kinetic_temperatures_as_ase():

@@ -1,18 +1,21 @@
 """How fast can this machine label configurations? One worker against all of them.
 
-The same configurations are labelled twice through Dask, once on a single-worker cluster and
-once on one worker per core, so the ratio shows how labelling scales here (ideal: the core
-count). Cluster start-up is excluded: a campaign pays it once.
+The same configurations are labelled through Dask on a single-worker cluster and on one worker
+per core (each worker single-threaded), so the ratio shows how labelling scales here (ideal: the
+core count). Both clusters are started, and every worker has labelled one configuration, before any
+clock runs: a campaign pays that once. Then the two take turns (one worker, all workers, one
+worker, ...), and the median round is reported with the lowest and highest.
 """
 
 from __future__ import annotations
 
 import os
-import time
+from contextlib import ExitStack
 
 import numpy as np
 from ase import Atoms
 
+from gemrepro.benchmarks.timing import check_repeats, round_ratios, seconds_of, spread, take_turns
 from gemrepro.cache.cluster import dask_client
 from gemrepro.data.sampling import embed_conformers
 from gemrepro.reference import get_method
@@ -35,32 +38,50 @@ def _label_chunk(reference: str, chunk: list[tuple[np.ndarray, np.ndarray]]) -> 
     return sum(method.compute(numbers, positions).converged for numbers, positions in chunk)
 
 
-def _labels_per_second(configurations: list[Atoms], reference: str, n_workers: int) -> float:
+def _chunks(configurations: list[Atoms], n_workers: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """The configurations as (numbers, positions) in four chunks per worker (a late chunk cannot idle the rest long)."""
     items = [(a.numbers, a.positions) for a in configurations]
     n_chunks = 4 * n_workers
-    chunks = [items[k::n_chunks] for k in range(n_chunks)]
-    with dask_client(n_workers=n_workers) as client:
-        # warm up every worker (imports, method set-up) outside the timed window
-        client.run(_label_chunk, reference, chunks[0][:1])
-        start = time.perf_counter()
-        client.gather(client.map(_label_chunk, [reference] * len(chunks), chunks, pure=False))
-        return len(items) / (time.perf_counter() - start)
+    return [items[k::n_chunks] for k in range(n_chunks)]
+
+
+def _labelling_seconds(client, chunks: list, reference: str) -> float:
+    """Wall time of labelling every chunk on ``client``'s workers."""
+    return seconds_of(lambda: client.gather(client.map(_label_chunk, [reference] * len(chunks), chunks, pure=False)))
 
 
 def labelling_throughput(
-    n_configurations: int = 2000, reference: str = "gfn2-xtb", n_workers: int | None = None
+    n_configurations: int = 2000, reference: str = "gfn2-xtb", n_workers: int | None = None, repeats: int = 1
 ) -> dict:
-    """Labels per second on one worker and on ``n_workers`` (default: all cores), and their ratio."""
+    """Labels per second on one worker and on ``n_workers`` (default: all cores), and their ratio.
+
+    Returns ``single_worker_per_s`` and ``all_workers_per_s`` (median rounds), ``ratio`` (all
+    workers / one, the median over rounds), ``ratio_min``, ``ratio_max``, ``ratios``, and the
+    context (``threads_per_worker`` is 1: the reference codes run one OpenMP thread per worker).
+    """
     get_method(reference)  # one-line error for an unknown method
+    repeats = check_repeats(repeats)
     n_workers = n_workers or os.cpu_count() or 1
     configurations = benchmark_configurations(n_configurations)
-    single = _labels_per_second(configurations, reference, 1)
-    parallel = _labels_per_second(configurations, reference, n_workers)
+    with ExitStack() as stack:
+        clients = {n: stack.enter_context(dask_client(n_workers=n)) for n in (1, n_workers)}
+        chunks = {n: _chunks(configurations, n) for n in clients}
+        for client in clients.values():  # imports and method set-up on every worker, off the clock
+            client.run(_label_chunk, reference, chunks[1][0][:1])
+        seconds = take_turns(
+            {
+                "single": lambda: _labelling_seconds(clients[1], chunks[1], reference),
+                "all": lambda: _labelling_seconds(clients[n_workers], chunks[n_workers], reference),
+            },
+            repeats,
+        )
     return {
         "reference": reference,
         "n_configurations": n_configurations,
         "n_workers": n_workers,
-        "single_worker_per_s": single,
-        "all_workers_per_s": parallel,
-        "ratio": parallel / single,
+        "threads_per_worker": 1,
+        "single_worker_per_s": n_configurations / spread(seconds["single"])["median"],
+        "all_workers_per_s": n_configurations / spread(seconds["all"])["median"],
+        **round_ratios(seconds["single"], seconds["all"]),
+        "repeats": repeats,
     }

@@ -1,22 +1,29 @@
 """Speed of the batched MD engine against the classic loop: one ASE Langevin run per system.
 
-Both paths advance the same systems with the same model, the same time step and the same number
-of steps in the same process. With ``repeats`` > 1 they take turns (batched, ASE, batched, ...)
-and the medians are reported, so a shared or throttled machine (whose speed here drifts by a
-factor of 1.5 within minutes) slows both alike and their ratio stays meaningful. The batched path is :func:`gemrepro.md.run_md` as a user
-runs it (failure checks every step; the trajectory file receives only the first frame and the
-final checkpoint, so disk I/O does not hide the engine). The reference path is ``ase.md.Langevin``
-with :class:`~gemrepro.integrations.GemNetCalculator`, one system at a time.
+Both paths advance the same systems with the same model, the same time step, the same number of
+steps and the same per-system seeds in the same process, and take turns (batched, ASE, batched,
+ASE, ...; :mod:`gemrepro.benchmarks.timing`), so a shared or throttled machine slows both alike and
+each round's ratio compares neighbours in time. Each clock spans what a user calls, first force
+call included on both: :func:`gemrepro.md.run_md` for the batched path (set-up, the first force
+call, a failure check every step, the first frame and the final checkpoint on disk), and
+``ase.md.Langevin(...).run`` with :class:`~gemrepro.integrations.GemNetCalculator` for each system
+in turn (its first force call included; drawing the start velocities is not).
+
+An untimed first round runs both paths on every system: it warms both up and finds systems that
+fail (a failure rule in the engine, or a geometry the ASE calculator refuses). Those are reported
+and left out of both paths alike, and the timed rounds run the rest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -27,12 +34,13 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import thermalize_momenta
 from torch import nn
 
+from gemrepro.benchmarks.timing import check_repeats, round_ratios, spread, take_turns
 from gemrepro.catalog import MD_MOLECULES
 from gemrepro.data.sampling import embed_conformers
 from gemrepro.integrations import GemNetCalculator
 from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
-from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
+from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md, system_seeds
 from gemrepro.md.state import batch_inputs
 from gemrepro.model import EnergyShift, GemNet, resolve_device
 
@@ -70,29 +78,43 @@ def _call_seconds(
     return times
 
 
+def _rewarmed_call_seconds(potential: GemNetPotential, inputs: tuple[torch.Tensor, ...], device: torch.device) -> float:
+    """Wall time of one force call right after an untimed one on the same inputs.
+
+    The untimed call rebuilds what the inputs of the previous call replaced (the graph, the
+    topology), so the timed one reuses them, as a step of an MD run does.
+    """
+    _force_call(potential, inputs, device)
+    return _call_seconds(potential, inputs, device, 1)[0]
+
+
 def _ase_langevin_seconds(
-    network: nn.Module, systems: Sequence[Atoms], n_steps: int, temperature_K: float, dt_fs: float, device: torch.device
+    calculator: GemNetCalculator,
+    atoms: Atoms,
+    seed: int,
+    n_steps: int,
+    temperature_K: float,
+    dt_fs: float,
+    device: torch.device,
 ) -> float:
-    """Wall time of ``n_steps`` ASE Langevin steps of each system in turn (after one warm-up call)."""
-    calculator = GemNetCalculator(network, device=device)
-    rng = np.random.default_rng(0)
-    warm = systems[0].copy()
-    warm.calc = calculator
-    warm.get_forces()
+    """Wall time of ``n_steps`` ASE Langevin steps of one system, its first force call included.
+
+    Raises the calculator's ``ValueError`` when the trajectory reaches a geometry it refuses.
+    """
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
     start = time.perf_counter()
-    for atoms in systems:
-        atoms = atoms.copy()
-        atoms.calc = calculator
-        thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-        dynamics = Langevin(
-            atoms,
-            dt_fs * units.fs,
-            temperature_K=temperature_K,
-            friction=DEFAULT_FRICTION_PER_FS / units.fs,
-            fixcm=False,
-            rng=rng,
-        )
-        dynamics.run(n_steps)
+    dynamics = Langevin(
+        atoms,
+        dt_fs * units.fs,
+        temperature_K=temperature_K,
+        friction=DEFAULT_FRICTION_PER_FS / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
+    dynamics.run(n_steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -105,9 +127,39 @@ def checked_run(systems: Sequence[Atoms], n_steps: int, repeats: int) -> list[At
         raise ValueError("systems: expected at least one ase.Atoms")
     if not (isinstance(n_steps, (int, np.integer)) and n_steps >= 1):
         raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
-    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
-        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    check_repeats(repeats)
     return systems
+
+
+def excluded_rows(systems: Sequence[Atoms], failed: dict[int, str]) -> list[dict[str, int | str]]:
+    """One row per left-out system: its index, formula and why it was left out."""
+    return [{"system": k, "formula": systems[k].get_chemical_formula(), "reason": failed[k]} for k in sorted(failed)]
+
+
+def timed_without_failures(
+    systems: Sequence[Atoms],
+    paths: dict[str, Callable[[list[int]], float]],
+    repeats: int,
+    failed: dict[int, str],
+) -> tuple[list[int], dict[str, list[float]]]:
+    """The systems that never failed and each path's seconds per timed round on them.
+
+    Each path runs the systems it is given (their indices) and records in ``failed`` the ones that
+    failed, with the reason. An untimed round on all systems comes first; a system that fails
+    there, or later in a timed round, is left out of every path, and the timed rounds start over
+    on the rest (a timed failure is rare: the seeds replay the untimed round).
+    """
+    kept = list(range(len(systems)))
+    for path in paths.values():  # untimed: warms every path up and finds the systems that fail
+        path(kept)
+    while True:
+        kept = [k for k in kept if k not in failed]
+        if not kept:
+            reasons = "; ".join(f"{row['formula']}: {row['reason']}" for row in excluded_rows(systems, failed))
+            raise ValueError(f"every system failed, so nothing is left to time ({reasons})")
+        seconds = take_turns({name: functools.partial(path, kept) for name, path in paths.items()}, repeats)
+        if all(k not in failed for k in kept):
+            return kept, seconds
 
 
 def benchmark_md(
@@ -119,60 +171,76 @@ def benchmark_md(
     temperature_K: float = 300.0,
     dt_fs: float = DEFAULT_DT_FS,
     repeats: int = 1,
-) -> dict[str, float | int | str | list[float]]:
+) -> dict:
     """System-steps per second of the batched engine and of the ASE loop, and their ratio.
 
-    Returns ``batched_steps_per_s``, ``ase_steps_per_s`` (medians over ``repeats`` alternating
-    rounds), ``ratio`` (batched / ASE), ``ratios`` (one per round) plus the context:
-    ``n_systems``, ``n_atoms``, ``n_steps``, ``repeats``, ``device``, ``torch_threads`` and the
-    median wall times. ``model`` is a GemNet or an ``EnergyShift`` around one; only the
-    network's cost matters for speed, so both paths use the bare network.
+    Returns ``batched_steps_per_s``, ``ase_steps_per_s`` (each path's median round), ``ratio``
+    (batched / ASE speed: the median over rounds of ASE time / batched time), ``ratio_min``,
+    ``ratio_max``, ``ratios`` (one per round), ``excluded`` (systems left out of both paths, with
+    the reason) plus the context: ``n_systems`` and ``n_atoms`` (of the systems timed),
+    ``n_steps``, ``repeats``, ``device``, ``torch_threads`` and the median wall times.
+    ``model`` is a GemNet or an ``EnergyShift`` around one; only the network's cost matters for
+    speed, so both paths use the bare network.
     """
     systems = checked_run(systems, n_steps, repeats)
     device = resolve_device(device)
     potential = GemNetPotential(_bare_network(model), device=device)  # eval mode, frozen weights: shared by both paths
-    batched_seconds, ase_seconds = [], []
+    calculator = GemNetCalculator(potential.network, device=device)
+    seeds = system_seeds(0, len(systems))
+    failed: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="gemrepro-bench-md-") as folder:
-        run_md(
-            potential,
-            systems,
-            n_steps=1,
-            path=Path(folder) / "warm.h5",
-            temperatures=temperature_K,
-            dt_fs=dt_fs,
-            device=device,
-            progress=False,
-        )
-        for round_ in range(int(repeats)):
+        runs = itertools.count()
+
+        def batched(kept: list[int]) -> float:
+            start = time.perf_counter()
             summary = run_md(
                 potential,
-                systems,
+                [systems[k] for k in kept],
                 n_steps=n_steps,
-                path=Path(folder) / f"bench{round_}.h5",
+                path=Path(folder) / f"run{next(runs)}.h5",
                 temperatures=temperature_K,
                 dt_fs=dt_fs,
+                seeds=[seeds[k] for k in kept],
                 frame_interval=n_steps,
                 checkpoint_interval=n_steps,
                 device=device,
                 progress=False,
             )
-            batched_seconds.append(summary.wall_time_s)
-            ase_seconds.append(_ase_langevin_seconds(potential.network, systems, n_steps, temperature_K, dt_fs, device))
-    system_steps = len(systems) * n_steps
-    batched, ase = system_steps / float(np.median(batched_seconds)), system_steps / float(np.median(ase_seconds))
+            seconds = time.perf_counter() - start
+            for k, failure in zip(kept, summary.failures, strict=True):
+                if failure is not None:
+                    failed.setdefault(k, f"batched engine: rule '{failure.rule}' at {failure.time_ps:g} ps")
+            return seconds
+
+        def ase(kept: list[int]) -> float:
+            seconds = 0.0
+            for k in kept:
+                try:
+                    seconds += _ase_langevin_seconds(
+                        calculator, systems[k], seeds[k], n_steps, temperature_K, dt_fs, device
+                    )
+                except ValueError as exc:  # the calculator refuses a collapsed geometry
+                    failed.setdefault(k, f"ASE loop: {exc}")
+            return seconds
+
+        kept, seconds = timed_without_failures(systems, {"batched": batched, "ase": ase}, repeats, failed)
+    system_steps = len(kept) * n_steps
+    batched_seconds, ase_seconds = spread(seconds["batched"])["median"], spread(seconds["ase"])["median"]
     return {
-        "batched_steps_per_s": batched,
-        "ase_steps_per_s": ase,
-        "ratio": batched / ase,
-        "ratios": [a / b for a, b in zip(ase_seconds, batched_seconds, strict=True)],
-        "n_systems": len(systems),
-        "n_atoms": sum(len(a) for a in systems),
+        "batched_steps_per_s": system_steps / batched_seconds,
+        "ase_steps_per_s": system_steps / ase_seconds,
+        **round_ratios(seconds["ase"], seconds["batched"]),
+        "n_systems": len(kept),
+        "n_atoms": sum(len(systems[k]) for k in kept),
+        "excluded": excluded_rows(systems, failed),
         "n_steps": int(n_steps),
         "repeats": int(repeats),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
-        "batched_seconds": float(np.median(batched_seconds)),
-        "ase_seconds": float(np.median(ase_seconds)),
+        "batched_seconds": batched_seconds,
+        "ase_seconds": ase_seconds,
+        "batched_seconds_rounds": seconds["batched"],
+        "ase_seconds_rounds": seconds["ase"],
     }
 
 
@@ -187,20 +255,21 @@ def batch_scaling(
     """What limits batching: the force-call time against the number of systems in the batch.
 
     Times one energy-and-forces call of the first S ``systems`` for each S in ``sizes`` (default
-    1, 2, 4, ... and all) and each system alone, medians of ``repeats``. A straight line
+    1, 2, 4, ... and all) and of each system alone. Every round times every system alone, then
+    every batch size, each call right after an untimed one on the same inputs (so it reuses its
+    graph, as an MD step does); medians over ``repeats`` rounds. A straight line
     t(S) = fixed + S * per_system fits the batched times: ``fixed`` is what every call costs
     whatever its size (Python, dispatch, the autograd engine; kernel launches on a GPU), and
     ``per_system`` the work a system adds. One system at a time pays about ``fixed`` for every
     system, a batch pays it once, so no batch size gives force calls a speed-up above
     ``ratio_bound`` = mean single-call time / per_system. Returns ``rows`` (n_systems,
-    batched_ms, one_at_a_time_ms, ratio), ``fixed_ms``, ``ms_per_system``, ``r_squared``,
-    ``mean_single_ms`` and ``ratio_bound``.
+    batched_ms, one_at_a_time_ms, ratio with ratio_min, ratio_max and ratios over rounds),
+    ``fixed_ms``, ``ms_per_system``, ``r_squared``, ``mean_single_ms`` and ``ratio_bound``.
     """
     systems = list(systems)
     if not systems:
         raise ValueError("systems: expected at least one ase.Atoms")
-    if not (isinstance(repeats, (int, np.integer)) and repeats >= 1):
-        raise ValueError(f"repeats: expected a positive integer, got {repeats!r}")
+    repeats = check_repeats(repeats)
     if sizes is None:  # powers of two below the number of systems, and all of them
         sizes = [2**k for k in range(len(systems).bit_length()) if 2**k < len(systems)] + [len(systems)]
     sizes = sorted({int(n) for n in sizes})
@@ -209,32 +278,43 @@ def batch_scaling(
     device = resolve_device(device)
     potential = GemNetPotential(_bare_network(model), device=device)
 
-    def call_ms(batch: Sequence[Atoms]) -> float:
-        inputs = batch_inputs([a.positions for a in batch], [a.numbers for a in batch], device=device)
-        _force_call(potential, inputs, device)  # warm-up; the timed calls reuse its graph, as MD steps do
-        return 1e3 * float(np.median(_call_seconds(potential, inputs, device, repeats)))
+    def inputs_of(batch: Sequence[Atoms]) -> tuple[torch.Tensor, ...]:
+        return batch_inputs([a.positions for a in batch], [a.numbers for a in batch], device=device)
 
-    singles = [call_ms([atoms]) for atoms in systems[: sizes[-1]]]
+    singles = [inputs_of([atoms]) for atoms in systems[: sizes[-1]]]
+    batches = [inputs_of(systems[:n]) for n in sizes]
+    single_ms: list[list[float]] = [[] for _ in singles]  # per system, per round
+    batched_ms: list[list[float]] = [[] for _ in batches]  # per size, per round
+    for _ in range(repeats):
+        for k, inputs in enumerate(singles):
+            single_ms[k].append(1e3 * _rewarmed_call_seconds(potential, inputs, device))
+        for j, inputs in enumerate(batches):
+            batched_ms[j].append(1e3 * _rewarmed_call_seconds(potential, inputs, device))
     rows = []
-    for n in sizes:
-        batched, one_at_a_time = call_ms(systems[:n]), float(np.sum(singles[:n]))
+    for n, batched in zip(sizes, batched_ms, strict=True):
+        one_at_a_time = [float(np.sum([single_ms[k][r] for k in range(n)])) for r in range(repeats)]
         rows.append(
-            {"n_systems": n, "batched_ms": batched, "one_at_a_time_ms": one_at_a_time, "ratio": one_at_a_time / batched}
+            {
+                "n_systems": n,
+                "batched_ms": spread(batched)["median"],
+                "one_at_a_time_ms": spread(one_at_a_time)["median"],
+                **round_ratios(one_at_a_time, batched),
+            }
         )
     counts = np.array([row["n_systems"] for row in rows], dtype=float)
-    batched_ms = np.array([row["batched_ms"] for row in rows])
-    per_system, fixed = np.polyfit(counts, batched_ms, 1)
-    residual = batched_ms - (fixed + per_system * counts)
-    spread = float(np.sum((batched_ms - batched_ms.mean()) ** 2))
-    mean_single = float(np.mean(singles))
+    medians = np.array([row["batched_ms"] for row in rows])
+    per_system, fixed = np.polyfit(counts, medians, 1)
+    residual = medians - (fixed + per_system * counts)
+    variation = float(np.sum((medians - medians.mean()) ** 2))
+    mean_single = float(np.mean([spread(times)["median"] for times in single_ms]))
     return {
         "rows": rows,
         "fixed_ms": float(fixed),
         "ms_per_system": float(per_system),
-        "r_squared": 1.0 - float(np.sum(residual**2)) / spread if spread > 0 else 1.0,
+        "r_squared": 1.0 - float(np.sum(residual**2)) / variation if variation > 0 else 1.0,
         "mean_single_ms": mean_single,
         "ratio_bound": mean_single / per_system if per_system > 0 else float("inf"),
-        "repeats": int(repeats),
+        "repeats": repeats,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }

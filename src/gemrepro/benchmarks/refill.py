@@ -7,7 +7,9 @@ frozen in the batch until the whole wave ends (what a plain batched run does). B
 useful work — every trajectory integrated to its failure or to ``n_steps`` — so the ratio of their
 system-steps per second is, up to a failure moved by a step by rounding, the ratio of their
 wall times. Rounds alternate which goes first and
-the medians are reported, so a machine whose speed drifts slows both alike.
+the median of the rounds is reported with the lowest and highest round, so a machine whose speed
+drifts slows both alike. Each clock is :func:`~gemrepro.md.queue.run_queue`'s own wall time, the
+same definition in both modes; one untimed trajectory warms the engine up first.
 
 The campaign alternates a mild and a hot temperature; at the hot one a small model fails within
 tens to hundreds of steps. ``failed_fraction`` reports how many did, so a reader can see whether
@@ -26,6 +28,7 @@ from ase import Atoms
 from torch import nn
 
 from gemrepro.benchmarks.md import checked_run
+from gemrepro.benchmarks.timing import spread
 from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.md.integrators import DEFAULT_DT_FS
 from gemrepro.md.queue import QueueSummary, run_queue
@@ -52,7 +55,7 @@ def benchmark_refill(
     """System-steps per second of a campaign with and without refilled slots, and their ratio.
 
     Returns ``refill_steps_per_s``, ``waves_steps_per_s`` (medians over rounds), ``ratio`` (refill /
-    waves), ``ratios`` per round, each mode's ``utilisation`` (useful / evaluated system-steps),
+    waves speed, the median over rounds), ``ratio_min``, ``ratio_max``, ``ratios`` per round, each mode's ``utilisation`` (useful / evaluated system-steps),
     ``failed_fraction``, ``median_steps_lived`` and the context. ``model`` keeps its element
     references (an ``EnergyShift``) only for the failure physics; the network is what costs time.
     """
@@ -90,16 +93,20 @@ def benchmark_refill(
                 runs[refill] = summary
     refill_run, waves_run = runs[True], runs[False]
     # each mode's own work: rounding in the batched potential may move a failure by a step between them
-    refill_rate = refill_run.system_steps / float(np.median(seconds[True]))
-    waves_rate = waves_run.system_steps / float(np.median(seconds[False]))
+    refill_rate = refill_run.system_steps / spread(seconds[True])["median"]
+    waves_rate = waves_run.system_steps / spread(seconds[False])["median"]
+    ratios = [
+        (refill_run.system_steps / r) / (waves_run.system_steps / w)
+        for r, w in zip(seconds[True], seconds[False], strict=True)
+    ]
+    ratio = spread(ratios)
     return {
         "refill_steps_per_s": refill_rate,
         "waves_steps_per_s": waves_rate,
-        "ratio": refill_rate / waves_rate,
-        "ratios": [
-            (refill_run.system_steps / r) / (waves_run.system_steps / w)
-            for r, w in zip(seconds[True], seconds[False], strict=True)
-        ],
+        "ratio": ratio["median"],
+        "ratio_min": ratio["min"],
+        "ratio_max": ratio["max"],
+        "ratios": ratios,
         "refill_system_steps": refill_run.system_steps,
         "waves_system_steps": waves_run.system_steps,
         "refill_utilisation": refill_run.utilisation,

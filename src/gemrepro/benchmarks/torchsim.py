@@ -2,34 +2,39 @@
 
 Both codes advance the same molecules with the same GemNet (through :class:`TorchSimGemNet`, the
 potential object gemrepro's engine calls), the same BAOAB Langevin splitting, time step, friction
-and number of steps, in the same process; with ``repeats`` > 1 they take turns and the medians
-are reported, so a machine whose speed drifts slows both alike. gemrepro runs as a user runs it
+and number of steps, in the same process, taking turns (gemrepro, TorchSim, gemrepro, ...), and the
+median round is reported with the lowest and highest. gemrepro runs as a user runs it
 (:func:`gemrepro.md.run_md`: a stability check of every system at every step, the first frame and
 a final checkpoint on disk); TorchSim runs ``torch_sim.integrate`` without a trajectory reporter,
 so it does less per step. The difference therefore measures the per-step bookkeeping around the
-shared force call, which is the same in both.
+shared force call, which is the same in both. Each clock spans the whole call, so both include
+their set-up and first force call (TorchSim's ``integrate`` cannot leave them out).
+
+An untimed first round runs both on every system; a system that fails a stability rule in
+gemrepro's engine is reported and left out of both (:func:`~gemrepro.benchmarks.md.timed_without_failures`).
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch_sim as ts
 from ase import Atoms
 from torch import nn
 from torch_sim.units import MetalUnits
 
-from gemrepro.benchmarks.md import _bare_network, checked_run
+from gemrepro.benchmarks.md import _bare_network, checked_run, excluded_rows, timed_without_failures
+from gemrepro.benchmarks.timing import round_ratios, spread
 from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.integrations.torchsim import TorchSimGemNet, molecules_to_state
 from gemrepro.md.integrators import DEFAULT_DT_FS
-from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md
+from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md, system_seeds
 from gemrepro.model import resolve_device
 
 
@@ -48,10 +53,11 @@ def _torchsim_seconds(
     friction_per_fs: float,
     device: torch.device,
 ) -> float:
-    """Wall time of ``n_steps`` TorchSim Langevin steps of all ``systems`` in one batch."""
-    state = molecules_to_state(list(systems), device=device, dtype=torch.float64)
+    """Wall time of ``n_steps`` TorchSim Langevin steps of all ``systems`` in one batch, set-up included
+    (the molecules into a state, as ``run_md`` builds its own)."""
     gamma = torch.tensor(torchsim_friction(friction_per_fs), dtype=torch.float64, device=device)
     start = time.perf_counter()
+    state = molecules_to_state(list(systems), device=device, dtype=torch.float64)
     ts.integrate(
         state,
         model,
@@ -77,62 +83,64 @@ def benchmark_torchsim(
     dt_fs: float = DEFAULT_DT_FS,
     friction_per_fs: float = DEFAULT_FRICTION_PER_FS,
     repeats: int = 1,
-) -> dict[str, float | int | str | list[float]]:
+) -> dict:
     """System-steps per second of gemrepro's engine and of TorchSim's ``integrate``, and their ratio.
 
-    Returns ``gemrepro_steps_per_s``, ``torchsim_steps_per_s`` (medians over ``repeats``
-    alternating rounds), ``ratio`` (gemrepro / TorchSim), ``ratios`` (one per round) and the
-    context (systems, atoms, steps, device, torch threads, TorchSim version).
+    Returns ``gemrepro_steps_per_s``, ``torchsim_steps_per_s`` (each path's median round),
+    ``ratio`` (gemrepro / TorchSim speed, the median over rounds), ``ratio_min``, ``ratio_max``,
+    ``ratios`` (one per round), ``excluded`` (systems left out of both) and the context (systems,
+    atoms, steps, device, torch threads, TorchSim version).
     """
     systems = checked_run(systems, n_steps, repeats)
     device = resolve_device(device)
     potential = GemNetPotential(_bare_network(model), device=device)  # one frozen network for both codes
     adapter = TorchSimGemNet(potential, device=device)
-    gemrepro_seconds, torchsim_seconds = [], []
+    seeds = system_seeds(0, len(systems))
+    failed: dict[int, str] = {}
     with tempfile.TemporaryDirectory(prefix="gemrepro-bench-torchsim-") as folder:
-        run_md(
-            potential,
-            systems,
-            n_steps=1,
-            path=Path(folder) / "warm.h5",
-            temperatures=temperature_K,
-            dt_fs=dt_fs,
-            device=device,
-            progress=False,
-        )
-        _torchsim_seconds(adapter, systems, 1, temperature_K, dt_fs, friction_per_fs, device)
-        for round_ in range(int(repeats)):
+        runs = itertools.count()
+
+        def ours(kept: list[int]) -> float:
+            start = time.perf_counter()
             summary = run_md(
                 potential,
-                systems,
+                [systems[k] for k in kept],
                 n_steps=n_steps,
-                path=Path(folder) / f"bench{round_}.h5",
+                path=Path(folder) / f"run{next(runs)}.h5",
                 temperatures=temperature_K,
                 dt_fs=dt_fs,
                 friction=friction_per_fs,
+                seeds=[seeds[k] for k in kept],
                 frame_interval=n_steps,
                 checkpoint_interval=n_steps,
                 device=device,
                 progress=False,
             )
-            gemrepro_seconds.append(summary.wall_time_s)
-            torchsim_seconds.append(
-                _torchsim_seconds(adapter, systems, n_steps, temperature_K, dt_fs, friction_per_fs, device)
-            )
-    system_steps = len(systems) * n_steps
-    ours, theirs = system_steps / float(np.median(gemrepro_seconds)), system_steps / float(np.median(torchsim_seconds))
+            seconds = time.perf_counter() - start
+            for k, failure in zip(kept, summary.failures, strict=True):
+                if failure is not None:
+                    failed.setdefault(k, f"gemrepro engine: rule '{failure.rule}' at {failure.time_ps:g} ps")
+            return seconds
+
+        def theirs(kept: list[int]) -> float:
+            chosen = [systems[k] for k in kept]
+            return _torchsim_seconds(adapter, chosen, n_steps, temperature_K, dt_fs, friction_per_fs, device)
+
+        kept, seconds = timed_without_failures(systems, {"gemrepro": ours, "torchsim": theirs}, repeats, failed)
+    system_steps = len(kept) * n_steps
+    ours_seconds, theirs_seconds = spread(seconds["gemrepro"])["median"], spread(seconds["torchsim"])["median"]
     return {
-        "gemrepro_steps_per_s": ours,
-        "torchsim_steps_per_s": theirs,
-        "ratio": ours / theirs,
-        "ratios": [t / g for g, t in zip(gemrepro_seconds, torchsim_seconds, strict=True)],
-        "n_systems": len(systems),
-        "n_atoms": sum(len(a) for a in systems),
+        "gemrepro_steps_per_s": system_steps / ours_seconds,
+        "torchsim_steps_per_s": system_steps / theirs_seconds,
+        **round_ratios(seconds["torchsim"], seconds["gemrepro"]),
+        "n_systems": len(kept),
+        "n_atoms": sum(len(systems[k]) for k in kept),
+        "excluded": excluded_rows(systems, failed),
         "n_steps": int(n_steps),
         "repeats": int(repeats),
         "device": str(device),
-        "gemrepro_seconds": float(np.median(gemrepro_seconds)),
-        "torchsim_seconds": float(np.median(torchsim_seconds)),
+        "gemrepro_seconds": ours_seconds,
+        "torchsim_seconds": theirs_seconds,
         "torch_threads": torch.get_num_threads(),
         "torchsim_version": version("torch-sim-atomistic"),
     }

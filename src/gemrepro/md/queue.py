@@ -19,6 +19,13 @@ Files: ``folder/trajectory_00000.h5`` … one per trajectory, frames every ``fra
 own steps plus its last step; ``folder/campaign.ckpt``; ``folder/campaign.json`` once all ended.
 With ``refill=False`` the same engine runs the queue in waves of ``slots`` trajectories, each wave
 to its end with ended slots frozen in the batch — the plain batched run the benchmark compares with.
+
+I/O errors, as in :func:`run_md`: a frame, failure record, checkpoint or summary that cannot be
+written (a full disk) ends the campaign with one ``OSError`` naming the file, the batch step and
+the step of the last checkpoint, which stays whole (:func:`gemrepro.md.runner.atomic_save`); the
+open files are closed without a second error. A checkpoint of the empty campaign is written
+before the first trajectory starts, so rerunning the same call resumes even after a failure in
+the first files.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -41,7 +49,7 @@ from gemrepro.analysis.geometry import check_geometry
 from gemrepro.analysis.stability import FailureRecord, StabilityCriteria
 from gemrepro.md.failures import STOP_RULES, FailureDetector, mark_failed
 from gemrepro.md.integrators import DEFAULT_DT_FS, evaluate, get_integrator
-from gemrepro.md.runner import AFTER_FAILURE_MODES, DEFAULT_FRICTION_PER_FS, system_seeds
+from gemrepro.md.runner import AFTER_FAILURE_MODES, DEFAULT_FRICTION_PER_FS, atomic_save, system_seeds, write_failed
 from gemrepro.md.state import MDState, Potential, build_state, concatenate_states, new_generator, select_systems
 from gemrepro.md.trajectory import TrajectoryWriter, read_system
 from gemrepro.model import resolve_device
@@ -180,6 +188,8 @@ class _Campaign:
         self.results: dict[int, dict] = {}  # trajectory -> {"steps", "failure_step", "failure_rule", "failure_atoms"}
         self.batch_steps = 0
         self.evaluated = 0
+        self.saved_step: int | None = None  # batch step of the checkpoint on disk (None: none yet)
+        self.write_error = False
         self.fingerprint = self._fingerprint()
 
     # --- identity -------------------------------------------------------------------------------
@@ -205,6 +215,18 @@ class _Campaign:
             digest.update(np.asarray(atoms.positions, dtype=np.float64).tobytes())
             digest.update(np.asarray(atoms.get_masses(), dtype=np.float64).tobytes())
         return digest.hexdigest()
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[None]:
+        """A failed write to ``path`` (a full disk) becomes ``run_md``'s one-line ``OSError``, reported once."""
+        try:
+            yield
+        except OSError as exc:
+            if self.write_error or self.saved_step is None:  # reported already, or no checkpoint to name yet
+                self.write_error = True
+                raise
+            self.write_error = True
+            raise write_failed(exc, path, self.checkpoint_path, self.batch_steps, self.saved_step) from exc
 
     # --- one trajectory ---------------------------------------------------------------------------
     def _local(self, slot: _Slot) -> int:
@@ -240,17 +262,23 @@ class _Campaign:
         )
         energy, forces = evaluate(single, self.potential, single.positions)
         single = self._check(single.replace(energy=energy, forces=forces), FailureDetector(single, self.criteria))
-        writer = TrajectoryWriter.create(
-            trajectory_path(self.folder, trajectory),
-            single,
-            dt_fs=self.dt_fs,
-            integrator=self.integrator,
-            frame_interval=self.frame_interval,
-            seeds=[self.seeds[trajectory]],
-            formulas=[atoms.get_chemical_formula()],
-            after_failure=self.after_failure,
-        )
-        writer.append(single, self.dt_fs)
+        path = trajectory_path(self.folder, trajectory)
+        with self.writing(path):
+            writer = TrajectoryWriter.create(
+                path,
+                single,
+                dt_fs=self.dt_fs,
+                integrator=self.integrator,
+                frame_interval=self.frame_interval,
+                seeds=[self.seeds[trajectory]],
+                formulas=[atoms.get_chemical_formula()],
+                after_failure=self.after_failure,
+            )
+            try:
+                writer.append(single, self.dt_fs)
+            except OSError:
+                _close_quietly(writer)  # in no slot yet: nothing else closes it
+                raise
         if self._ends_at_start(single):
             self._close(trajectory, writer, single)
             return None
@@ -277,10 +305,15 @@ class _Campaign:
 
     def _close(self, trajectory: int, writer: TrajectoryWriter, view: MDState) -> None:
         """A last frame at the trajectory's last step (unless just written), its failure record, its result."""
-        if view.step % self.frame_interval != 0:
-            writer.append(view, self.dt_fs)
-        writer.write_failures(view)
-        writer.close()
+        with self.writing(writer.path):
+            try:
+                if view.step % self.frame_interval != 0:
+                    writer.append(view, self.dt_fs)
+                writer.write_failures(view)
+            except OSError:
+                _close_quietly(writer)
+                raise
+            writer.close()
         failed = int(view.failure_rule[0]) > 0
         last = int(view.failure_step[0]) if self.freeze and failed else view.step
         self.results[trajectory] = {
@@ -335,7 +368,8 @@ class _Campaign:
                 continue
             local = self._local(slot)
             if local % self.frame_interval == 0:
-                slot.writer.append(self._view(s), self.dt_fs)
+                with self.writing(slot.writer.path):
+                    slot.writer.append(self._view(s), self.dt_fs)
             if local >= self.n_steps or not alive[s]:
                 self._finish(s)
 
@@ -369,7 +403,10 @@ class _Campaign:
         return self.folder / CHECKPOINT_NAME
 
     def save(self) -> None:
-        """Atomically write the campaign (batch, slots, queue position, frame counts, results)."""
+        """Atomically write the campaign (batch, slots, queue position, frame counts, results).
+
+        A failed write leaves the previous checkpoint whole (the first one: no checkpoint).
+        """
         payload = {
             "version": CHECKPOINT_VERSION,
             "fingerprint": self.fingerprint,
@@ -390,12 +427,9 @@ class _Campaign:
             "tensors": None if self.state is None else {k: t.detach().cpu() for k, t in self.state.tensors().items()},
             "generators": None if self.state is None else [g.get_state() for g in self.state.generators],
         }
-        tmp = self.checkpoint_path.with_name(f".{CHECKPOINT_NAME}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.checkpoint_path)
+        with self.writing(self.checkpoint_path):
+            atomic_save(self.checkpoint_path, payload)
+        self.saved_step = self.batch_steps
 
     def load(self) -> int:
         """Continue from the checkpoint: the batch as saved, every running file cut back to its frames."""
@@ -413,6 +447,7 @@ class _Campaign:
             payload["evaluated"],
         )
         self.results = {int(k): v for k, v in payload["results"].items()}
+        self.saved_step = self.batch_steps
         if payload["tensors"] is not None:
             generators = []
             for rng_state in payload["generators"]:
@@ -430,15 +465,26 @@ class _Campaign:
                 continue
             if not path.is_file():
                 raise ValueError(f"folder: the checkpoint runs {path.name}, which is missing; use another folder")
-            slot = _Slot(saved["trajectory"], saved["start"], TrajectoryWriter(path, "a"))
-            self.slots.append(slot)
-            slot.writer.truncate(saved["n_frames"], self._view(s))
+            with self.writing(path):
+                slot = _Slot(saved["trajectory"], saved["start"], TrajectoryWriter(path, "a"))
+                self.slots.append(slot)
+                slot.writer.truncate(saved["n_frames"], self._view(s))
         return self.batch_steps
 
     def close(self) -> None:
+        """Close every running trajectory's file; after a failed write, that failure is the one reported."""
         for slot in self.slots:
             if not slot.ended and slot.writer is not None:
-                slot.writer.close()
+                if self.write_error:
+                    _close_quietly(slot.writer)
+                else:
+                    slot.writer.close()
+
+
+def _close_quietly(writer: TrajectoryWriter) -> None:
+    """Close after a failed write: a second error from the same full disk would only mask the first."""
+    with suppress(OSError):
+        writer.close()
 
 
 def _nonfinite(state: MDState) -> torch.Tensor:
@@ -449,9 +495,14 @@ def _nonfinite(state: MDState) -> torch.Tensor:
 
 
 def _write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` atomically; a failed write leaves no temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_queue(
@@ -533,7 +584,11 @@ def run_queue(
     )
     resumed_from: int | None = None
     if campaign.checkpoint_path.exists():
-        resumed_from = campaign.load()
+        try:
+            resumed_from = campaign.load()
+        except BaseException:
+            campaign.close()  # the files it opened before the error
+            raise
     else:
         existing = sorted(folder.glob("trajectory_*.h5")) if folder.is_dir() else []
         if existing and not overwrite:
@@ -545,10 +600,12 @@ def run_queue(
             path.unlink()
         (folder / SUMMARY_NAME).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        campaign.fill()
-        campaign.save()
+        campaign.save()  # the empty campaign: a failure in the first files still leaves one to resume from
     started = time.perf_counter()
     try:
+        if campaign.next_trajectory == 0:  # nothing started yet (fresh, or resumed from the empty campaign)
+            campaign.fill()
+            campaign.save()
         with tqdm(total=n, initial=len(campaign.results), disable=not progress, unit="traj") as bar:
             while campaign.state is not None:
                 if campaign.running:
@@ -575,28 +632,29 @@ def run_queue(
         resumed_from_step=resumed_from,
         wall_time_s=wall,
     )
-    _write_json(
-        folder / SUMMARY_NAME,
-        {
-            "n_trajectories": n,
-            "slots": slots,
-            "refill": campaign.refill,
-            "n_steps": int(n_steps),
-            "dt_fs": float(dt_fs),
-            "after_failure": after_failure,
-            "system_steps": summary.system_steps,
-            "evaluated_system_steps": summary.evaluated_system_steps,
-            "batch_steps": summary.batch_steps,
-            "trajectories": [
-                {
-                    "path": p.name,
-                    "steps": s,
-                    "failure": None
-                    if f is None
-                    else {"step": f.step, "time_ps": f.time_ps, "rule": f.rule, "atoms": list(f.atoms)},
-                }
-                for p, s, f in zip(summary.paths, summary.steps, summary.failures, strict=True)
-            ],
-        },
-    )
+    with campaign.writing(folder / SUMMARY_NAME):
+        _write_json(
+            folder / SUMMARY_NAME,
+            {
+                "n_trajectories": n,
+                "slots": slots,
+                "refill": campaign.refill,
+                "n_steps": int(n_steps),
+                "dt_fs": float(dt_fs),
+                "after_failure": after_failure,
+                "system_steps": summary.system_steps,
+                "evaluated_system_steps": summary.evaluated_system_steps,
+                "batch_steps": summary.batch_steps,
+                "trajectories": [
+                    {
+                        "path": p.name,
+                        "steps": s,
+                        "failure": None
+                        if f is None
+                        else {"step": f.step, "time_ps": f.time_ps, "rule": f.rule, "atoms": list(f.atoms)},
+                    }
+                    for p, s, f in zip(summary.paths, summary.steps, summary.failures, strict=True)
+                ],
+            },
+        )
     return summary

@@ -160,11 +160,7 @@ def _fingerprint(state: MDState, config: dict) -> str:
 
 
 def save_checkpoint(path: Path, state: MDState, n_frames: int, fingerprint: str) -> None:
-    """Atomically write everything needed to continue ``state`` bit for bit.
-
-    A write that fails (a full disk) leaves the previous checkpoint as it was and no temporary
-    file behind, and raises ``OSError`` naming ``path``.
-    """
+    """Atomically write everything needed to continue ``state`` bit for bit (see :func:`atomic_save`)."""
     payload = {
         "version": CHECKPOINT_VERSION,
         "fingerprint": fingerprint,
@@ -173,6 +169,16 @@ def save_checkpoint(path: Path, state: MDState, n_frames: int, fingerprint: str)
         "tensors": {name: t.detach().cpu() for name, t in state.tensors().items()},
         "generators": [g.get_state() for g in state.generators],
     }
+    atomic_save(path, payload)
+
+
+def atomic_save(path: Path, payload: dict) -> None:
+    """``torch.save`` ``payload`` to a temporary file renamed over ``path``, so a checkpoint is always whole.
+
+    A write that fails (a full disk) leaves the previous checkpoint as it was and no temporary
+    file behind, and raises ``OSError`` naming ``path`` (also for ``torch.save``'s ``RuntimeError``
+    that wraps one). Shared by :func:`run_md` and :func:`gemrepro.md.queue.run_queue`.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
@@ -222,8 +228,12 @@ def os_error_code(error: OSError) -> int | None:
     return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], int) else None
 
 
-def _write_failed(error: OSError, path: Path, ckpt: Path, step: int, saved_step: int) -> OSError:
-    """The one-line ``OSError`` for a frame or checkpoint that could not be written at ``step``."""
+def write_failed(error: OSError, path: Path, ckpt: Path, step: int, saved_step: int) -> OSError:
+    """The one-line ``OSError`` for a frame or checkpoint that could not be written at ``step``.
+
+    It names the file (``error``'s, else ``path``) and the step of ``ckpt``, the last whole
+    checkpoint, so the user knows a rerun resumes from there (also used by the campaign queue).
+    """
     code = os_error_code(error) or errno.EIO
     reason = error.strerror or os.strerror(code)
     where = error.filename or str(path)
@@ -423,7 +433,7 @@ def run_md(
                         saved_step = state.step
                 except OSError as exc:
                     write_error = True
-                    raise _write_failed(exc, path, ckpt, state.step, saved_step) from exc
+                    raise write_failed(exc, path, ckpt, state.step, saved_step) from exc
                 bar.update(1)
                 if callback is not None:
                     callback(state)
@@ -433,7 +443,7 @@ def run_md(
             writer.write_failures(state)  # a failure after the last stored frame reaches the file too
         except OSError as exc:
             write_error = True
-            raise _write_failed(exc, path, ckpt, state.step, saved_step) from exc
+            raise write_failed(exc, path, ckpt, state.step, saved_step) from exc
         n_frames = writer.n_frames
     finally:
         try:

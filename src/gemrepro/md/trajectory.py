@@ -24,6 +24,7 @@ a checkpoint has seen.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 
 import h5py
@@ -63,40 +64,49 @@ class TrajectoryWriter:
         """A new file (replacing any old one) with the run's metadata and no frames; ``cells`` are
         the periodic systems' cells (S, 3, 3) Å and flags (S, 3) (absent in molecular runs)."""
         writer = cls(path, "w")
-        f = writer.file
-        f.attrs.update(format_version=FORMAT_VERSION, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval)
-        if after_failure != "freeze":  # absent in frozen runs, whose files stay as they were
-            f.attrs["after_failure"] = after_failure
-        systems = f.create_group("systems")
-        systems["atom_offset"] = state.atom_offsets().cpu().numpy()
-        systems["numbers"] = state.numbers.cpu().numpy()
-        systems["masses"] = state.masses.cpu().double().numpy()
-        systems["reference_positions"] = state.reference_positions.cpu().double().numpy()
-        systems["temperature_K"] = state.temperature.cpu().double().numpy()
-        systems["friction_per_fs"] = state.friction.cpu().double().numpy()
-        systems["seed"] = np.asarray(seeds, dtype=np.int64)
-        systems["formula"] = np.asarray(formulas, dtype=h5py.string_dtype())
-        if cells is not None:
-            systems["cell"] = np.asarray(cells[0], dtype=np.float64)
-            systems["pbc"] = np.asarray(cells[1], dtype=np.bool_)
-        n_atoms, n_systems = len(state.numbers), state.n_systems
-        frames = f.create_group("frames")
-        shapes = {
-            "step": ((), np.int64),
-            "time_ps": ((), np.float64),
-            "positions": ((n_atoms, 3), np.float64),
-            "forces": ((n_atoms, 3), np.float64),
-            "energy": ((n_systems,), np.float64),
-            "temperature_kin": ((n_systems,), np.float64),
-            "alive": ((n_systems,), np.bool_),
-        }
-        for name, (shape, dtype) in shapes.items():
-            frames.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(16, *shape))
-        failure = f.create_group("failure")
-        failure.create_dataset("step", data=np.full(n_systems, -1, dtype=np.int64))
-        failure.create_dataset("rule", data=np.full(n_systems, "", dtype=object), dtype=h5py.string_dtype())
-        failure.create_dataset("atoms", data=np.full((n_systems, 2), -1, dtype=np.int64))
-        f.flush()
+        try:
+            f = writer.file
+            f.attrs.update(
+                format_version=FORMAT_VERSION, dt_fs=dt_fs, integrator=integrator, frame_interval=frame_interval
+            )
+            if after_failure != "freeze":  # absent in frozen runs, whose files stay as they were
+                f.attrs["after_failure"] = after_failure
+            systems = f.create_group("systems")
+            systems["atom_offset"] = state.atom_offsets().cpu().numpy()
+            systems["numbers"] = state.numbers.cpu().numpy()
+            systems["masses"] = state.masses.cpu().double().numpy()
+            systems["reference_positions"] = state.reference_positions.cpu().double().numpy()
+            systems["temperature_K"] = state.temperature.cpu().double().numpy()
+            systems["friction_per_fs"] = state.friction.cpu().double().numpy()
+            systems["seed"] = np.asarray(seeds, dtype=np.int64)
+            systems["formula"] = np.asarray(formulas, dtype=h5py.string_dtype())
+            if cells is not None:
+                systems["cell"] = np.asarray(cells[0], dtype=np.float64)
+                systems["pbc"] = np.asarray(cells[1], dtype=np.bool_)
+            n_atoms, n_systems = len(state.numbers), state.n_systems
+            frames = f.create_group("frames")
+            shapes = {
+                "step": ((), np.int64),
+                "time_ps": ((), np.float64),
+                "positions": ((n_atoms, 3), np.float64),
+                "forces": ((n_atoms, 3), np.float64),
+                "energy": ((n_systems,), np.float64),
+                "temperature_kin": ((n_systems,), np.float64),
+                "alive": ((n_systems,), np.bool_),
+            }
+            for name, (shape, dtype) in shapes.items():
+                frames.create_dataset(
+                    name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(16, *shape)
+                )
+            failure = f.create_group("failure")
+            failure.create_dataset("step", data=np.full(n_systems, -1, dtype=np.int64))
+            failure.create_dataset("rule", data=np.full(n_systems, "", dtype=object), dtype=h5py.string_dtype())
+            failure.create_dataset("atoms", data=np.full((n_systems, 2), -1, dtype=np.int64))
+            f.flush()
+        except BaseException:
+            with suppress(OSError):  # a full disk: the write that failed is the error to report
+                writer.close()
+            raise
         return writer
 
     @property

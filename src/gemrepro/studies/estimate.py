@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from gemrepro.benchmarks.training import training_step_cost
 from gemrepro.cache.artifacts import Artifact, get_or_create, hardware
 from gemrepro.catalog import MD_MOLECULES_COVER_ALL_ELEMENTS, md_molecules
 from gemrepro.config.scales import Scale
@@ -41,13 +42,13 @@ from gemrepro.md import run_md
 from gemrepro.model import build_model, resolve_device
 from gemrepro.paper import CAMPAIGN
 from gemrepro.reference import get_method
-from gemrepro.studies.learning_curve import model_config, recipe, training_step_cost
+from gemrepro.studies.learning_curve import model_config, recipe
 from gemrepro.studies.sweep import protocol_for
 
 __all__ = ["Assumptions", "ResourceEstimate", "estimate_resources", "measure_costs", "paper_campaign"]
 
 STAGE = "cost-measurements"
-STAGE_VERSION = 2
+STAGE_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import pandas as pd
 import torch
 from torch_geometric.data import Batch
 
-from gemrepro.benchmarks.model import molecule_like_cluster
 from gemrepro.cache.artifacts import Artifact, get_or_create, load_artifact
 from gemrepro.cache.bundle import shipped_artifact, unpack_shipped
 from gemrepro.cache.paths import artifacts_dir
@@ -36,7 +34,7 @@ from gemrepro.data.build import build_dataset
 from gemrepro.data.splits import Splits, make_splits
 from gemrepro.data.torch_dataset import AtomsDataset
 from gemrepro.model import build_model, fit_scale_factors, preset_config, resolve_device, save_model
-from gemrepro.train import EnergyForceLoss, TrainConfig, evaluate, load_checkpoint, train_model
+from gemrepro.train import TrainConfig, evaluate, load_checkpoint, train_model
 
 __all__ = [
     "ConvergenceStatus",
@@ -56,7 +54,6 @@ __all__ = [
     "seed_spread",
     "train_config",
     "train_scale_model",
-    "training_step_cost",
 ]
 
 STAGE = "models"
@@ -505,57 +502,3 @@ def sanity_check_real_data(
         index=[f"GemNet-T ({artifact.manifest['steps']} steps)", "baseline (mean energy, zero forces)"],
     )
     return SanityCheck(artifact, table)
-
-
-# ----------------------------------------------------------------------------- cost
-def training_step_cost(
-    presets: tuple[str, ...] = ("small", "paper"),
-    variant: str = "T",
-    batch_size: int = 32,
-    *,
-    graphs: list | None = None,
-    repeats: int = 1,
-    device: str = "cpu",
-) -> pd.DataFrame:
-    """Parameters and measured seconds of one training step (energy+force loss, backward, AMSGrad).
-
-    ``graphs`` are the molecules of the batch (default: random QM7-X-like 17-atom clusters).
-    One untimed step first (allocation, lazy initialisation), then the median of ``repeats``.
-    """
-    if graphs is None:
-        generator = torch.Generator().manual_seed(0)
-        graphs = []
-        for _ in range(batch_size):
-            g = molecule_like_cluster(17, generator)
-            g.forces = torch.zeros_like(g.pos)
-            g.energy = torch.zeros(1, dtype=g.pos.dtype)
-            graphs.append(g)
-    rows = []
-    for name in presets:
-        model = build_model(preset_config(name, variant=variant)).to(device)
-        batch = Batch.from_data_list(list(graphs)[:batch_size]).to(device)
-        batch.pos, batch.forces, batch.energy = (t.float() for t in (batch.pos, batch.forces, batch.energy))
-        fit_scale_factors(model, batch)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, amsgrad=True)
-        loss_fn = EnergyForceLoss()
-        times = []
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = loss_fn(model(batch), batch)
-            loss.backward()
-            optimizer.step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i:
-                times.append(time.perf_counter() - start)
-        rows.append(
-            {
-                "preset": name,
-                "variant": variant,
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "batch_size": int(batch.num_graphs),
-                "seconds_per_step": float(np.median(times)),
-            }
-        )
-    return pd.DataFrame(rows)

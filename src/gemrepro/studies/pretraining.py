@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 PRETRAIN_STAGE, MODEL_STAGE, MD_STAGE = "pretrained", "md17-models", "stability-md"
-STAGE_VERSION = 2  # bump when what these artifacts hold or how they are computed changes
+STAGE_VERSION = 3  # bump when what these artifacts hold or how they are computed changes
 MODELS = ("scratch", "pretrained")
 
 
