@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from arms_designs import micro_design
 
 from gemrepro.cache.artifacts import MANIFEST, Artifact
-from gemrepro.config.designs import ArmsDesign
 from gemrepro.config.scales import SCALES
 from gemrepro.studies import pretraining_arms as pa
 from gemrepro.studies.samplers import SAMPLERS, Inputs, SampleUnavailable
@@ -23,30 +23,10 @@ torch.set_num_threads(1)
 
 # A micro arms design over a four-molecule dataset (ethanol, the target, among them): every input is a
 # stored artifact (dataset, hot and target reference MD), as in a computed study; about 15 s to build.
-DESIGN = ArmsDesign(
-    molecule="ethanol",
-    target_runs=2,
-    frames_per_run=20,
-    target_frame_interval=3,
-    train_sizes=(6, 12),
-    primary_size=12,
-    n_validation=6,
-    training_seeds=1,
-    corpus_molecules=4,
-    corpus_frames=2,
-    corpus_frame_interval=2,
-    pretrain_max_epochs=3,
-    finetune_max_epochs=3,
-    patience_epochs=2,
-    pretrain_decay_epochs=2,
-    finetune_decay_epochs=2,
-    pilot_temperatures=(300.0, 3000.0),
-    pilot_seeds=1,
-    time_ps=0.01,
-    md_seeds=1,
-    family_md_seeds=1,
-    pretrain_batch_size=4,
-)
+DESIGN = micro_design(
+    training_seeds=1, corpus_molecules=4, corpus_frames=2, corpus_frame_interval=2, pretrain_max_epochs=3,
+    md_seeds=1, pretrain_batch_size=4
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from arms_designs import micro_design
 from ase import Atoms
 from ase.io import write
 
-from gemrepro.config.designs import ArmsDesign
 from gemrepro.config.scales import SCALES
 from gemrepro.data.reference_md import MDRecipe, run_reference_md
 from gemrepro.reference import get_method
@@ -20,34 +20,6 @@ torch.set_num_threads(1)
 
 WATER = Atoms("OH2", positions=[[0.0, 0.0, 0.119], [0.0, 0.763, -0.477], [0.0, -0.763, -0.477]])
 AMMONIA = Atoms("NH3", positions=[[0, 0, 0.116], [0, 0.939, -0.271], [0.813, -0.470, -0.271], [-0.813, -0.470, -0.271]])
-
-
-def _design(**changes) -> ArmsDesign:
-    values = dict(
-        molecule="ethanol",
-        target_runs=2,
-        frames_per_run=20,
-        target_frame_interval=3,
-        train_sizes=(6, 12),
-        primary_size=12,
-        n_validation=6,
-        training_seeds=2,
-        corpus_molecules=2,
-        corpus_frames=10,
-        pretrain_max_epochs=4,
-        finetune_max_epochs=3,
-        patience_epochs=2,
-        pretrain_decay_epochs=2,
-        finetune_decay_epochs=2,
-        pilot_temperatures=(300.0, 3000.0),
-        pilot_seeds=1,
-        time_ps=0.01,
-        md_seeds=2,
-        family_md_seeds=1,
-        pretrain_batch_size=8,
-        md_frame_interval=5,
-    )
-    return ArmsDesign(**{**values, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +37,7 @@ def water_files(tmp_path_factory):
 
 @pytest.fixture()
 def micro(monkeypatch):
-    scale = dataclasses.replace(SCALES["tiny"], arms=_design())
+    scale = dataclasses.replace(SCALES["tiny"], arms=micro_design())
     monkeypatch.setitem(SCALES, "tiny", scale)
     return scale
 
@@ -83,7 +55,7 @@ def micro(monkeypatch):
 )
 def test_design_rejects_what_cannot_run(changes, match):
     with pytest.raises(ValueError, match=match):
-        _design(**changes)
+        micro_design(**changes)
 
 
 def test_every_scale_has_the_same_shape():
@@ -181,7 +153,7 @@ def test_corpus_sources_are_known_before_the_corpus_is_built(tmp_path):
         n_conformers=1,
         n_displaced=2,
         n_md_molecules=4,
-        arms=_design(corpus_molecules=4, corpus_frames=2, corpus_frame_interval=2),
+        arms=micro_design(corpus_molecules=4, corpus_frames=2, corpus_frame_interval=2),
     )
     expected = pa.corpus_sources(scale, exclude_formula="C2H6O")
     built = pa.corpus(scale, exclude_formula="C2H6O", root=tmp_path)
@@ -201,7 +173,7 @@ def test_a_shipped_study_is_read_back_without_recomputing_its_corpus(tmp_path, m
         n_conformers=1,
         n_displaced=2,
         n_md_molecules=4,
-        arms=_design(corpus_molecules=4, corpus_frames=4, corpus_frame_interval=2),
+        arms=micro_design(corpus_molecules=4, corpus_frames=4, corpus_frame_interval=2),
     )
     monkeypatch.setitem(SCALES, "tiny", scale)
     checkout = tmp_path / "checkout"

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -162,6 +163,45 @@ def timed_without_failures(
             return kept, seconds
 
 
+@dataclass(frozen=True)
+class EngineRun:
+    """One timed call of the batched engine on a subset of the benchmark's systems (frames and checkpoint
+    only at the end, as a benchmark wants), shared by every comparison against it."""
+
+    potential: GemNetPotential
+    systems: list[Atoms]
+    seeds: list[int]
+    n_steps: int
+    temperature_K: float
+    dt_fs: float
+    device: torch.device
+    friction_per_fs: float | None = None  # None: the engine's default
+
+    def seconds(self, kept: list[int], path: Path, failed: dict[int, str], label: str) -> float:
+        """Wall seconds of ``run_md`` on the ``kept`` systems; a failure is noted in ``failed`` under ``label``."""
+        friction = {} if self.friction_per_fs is None else {"friction": self.friction_per_fs}
+        start = time.perf_counter()
+        summary = run_md(
+            self.potential,
+            [self.systems[k] for k in kept],
+            n_steps=self.n_steps,
+            path=path,
+            temperatures=self.temperature_K,
+            dt_fs=self.dt_fs,
+            seeds=[self.seeds[k] for k in kept],
+            frame_interval=self.n_steps,
+            checkpoint_interval=self.n_steps,
+            device=self.device,
+            progress=False,
+            **friction,
+        )
+        seconds = time.perf_counter() - start
+        for k, failure in zip(kept, summary.failures, strict=True):
+            if failure is not None:
+                failed.setdefault(k, f"{label}: rule '{failure.rule}' at {failure.time_ps:g} ps")
+        return seconds
+
+
 def benchmark_md(
     model: nn.Module,
     systems: Sequence[Atoms],
@@ -192,25 +232,9 @@ def benchmark_md(
         runs = itertools.count()
 
         def batched(kept: list[int]) -> float:
-            start = time.perf_counter()
-            summary = run_md(
-                potential,
-                [systems[k] for k in kept],
-                n_steps=n_steps,
-                path=Path(folder) / f"run{next(runs)}.h5",
-                temperatures=temperature_K,
-                dt_fs=dt_fs,
-                seeds=[seeds[k] for k in kept],
-                frame_interval=n_steps,
-                checkpoint_interval=n_steps,
-                device=device,
-                progress=False,
-            )
-            seconds = time.perf_counter() - start
-            for k, failure in zip(kept, summary.failures, strict=True):
-                if failure is not None:
-                    failed.setdefault(k, f"batched engine: rule '{failure.rule}' at {failure.time_ps:g} ps")
-            return seconds
+            path = Path(folder) / f"run{next(runs)}.h5"
+            run = EngineRun(potential, systems, seeds, n_steps, temperature_K, dt_fs, device)
+            return run.seconds(kept, path, failed, "batched engine")
 
         def ase(kept: list[int]) -> float:
             seconds = 0.0

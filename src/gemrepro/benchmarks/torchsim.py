@@ -29,12 +29,12 @@ from ase import Atoms
 from torch import nn
 from torch_sim.units import MetalUnits
 
-from gemrepro.benchmarks.md import _bare_network, checked_run, excluded_rows, timed_without_failures
+from gemrepro.benchmarks.md import EngineRun, _bare_network, checked_run, excluded_rows, timed_without_failures
 from gemrepro.benchmarks.timing import round_ratios, spread
 from gemrepro.integrations.potential import GemNetPotential
 from gemrepro.integrations.torchsim import TorchSimGemNet, molecules_to_state
 from gemrepro.md.integrators import DEFAULT_DT_FS
-from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, run_md, system_seeds
+from gemrepro.md.runner import DEFAULT_FRICTION_PER_FS, system_seeds
 from gemrepro.model import resolve_device
 
 
@@ -101,26 +101,9 @@ def benchmark_torchsim(
         runs = itertools.count()
 
         def ours(kept: list[int]) -> float:
-            start = time.perf_counter()
-            summary = run_md(
-                potential,
-                [systems[k] for k in kept],
-                n_steps=n_steps,
-                path=Path(folder) / f"run{next(runs)}.h5",
-                temperatures=temperature_K,
-                dt_fs=dt_fs,
-                friction=friction_per_fs,
-                seeds=[seeds[k] for k in kept],
-                frame_interval=n_steps,
-                checkpoint_interval=n_steps,
-                device=device,
-                progress=False,
-            )
-            seconds = time.perf_counter() - start
-            for k, failure in zip(kept, summary.failures, strict=True):
-                if failure is not None:
-                    failed.setdefault(k, f"gemrepro engine: rule '{failure.rule}' at {failure.time_ps:g} ps")
-            return seconds
+            path = Path(folder) / f"run{next(runs)}.h5"
+            run = EngineRun(potential, systems, seeds, n_steps, temperature_K, dt_fs, device, friction_per_fs)
+            return run.seconds(kept, path, failed, "gemrepro engine")
 
         def theirs(kept: list[int]) -> float:
             chosen = [systems[k] for k in kept]
