@@ -210,8 +210,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stress.add_argument(
         "--out",
         default="stress",
-        help="output folder (report.html, summary.json, trajectory.h5); an audit in progress there resumes, "
-        "a finished one is kept unless --overwrite",
+        help="output folder (report.html, summary.json, trajectory.h5); an interrupted audit there starts "
+        "over (its runs are short), a finished one is kept unless --overwrite",
     )
     stress.add_argument("--overwrite", action="store_true", help="replace a finished audit in --out")
     stress.add_argument("--device", default="auto", help="for --model: auto, cpu, cuda or cuda:N")
