@@ -175,11 +175,10 @@ class EngineRun:
     temperature_K: float
     dt_fs: float
     device: torch.device
-    friction_per_fs: float | None = None  # None: the engine's default
+    friction_per_fs: float = DEFAULT_FRICTION_PER_FS
 
     def seconds(self, kept: list[int], path: Path, failed: dict[int, str], label: str) -> float:
         """Wall seconds of ``run_md`` on the ``kept`` systems; a failure is noted in ``failed`` under ``label``."""
-        friction = {} if self.friction_per_fs is None else {"friction": self.friction_per_fs}
         start = time.perf_counter()
         summary = run_md(
             self.potential,
@@ -193,7 +192,7 @@ class EngineRun:
             checkpoint_interval=self.n_steps,
             device=self.device,
             progress=False,
-            **friction,
+            friction=self.friction_per_fs,
         )
         seconds = time.perf_counter() - start
         for k, failure in zip(kept, summary.failures, strict=True):

@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 STAGE = "performance"
-STAGE_VERSION = 3
+STAGE_VERSION = 4
 
 
 def plan_for(scale: Scale) -> PerformancePlan:
